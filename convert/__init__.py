@@ -1,0 +1,146 @@
+"""HF checkpoint → OpenVINO IR that openvino_genai.LLMPipeline runs, built op by op from the
+checkpoint's tensors: no torch, no transformers model code, nothing from the checkpoint executed.
+
+    convert.convert("path/or/hub-id", "out_dir")            # int4 sym, group 128, ratio 0.6
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from .compress import WEIGHT_FORMATS
+
+__all__ = ["convert", "ConversionError", "WEIGHT_FORMATS"]
+
+
+class ConversionError(Exception):
+    """A conversion that cannot proceed; its message is one line meant for the user."""
+
+
+def _say(message: str, end: str = "\n") -> None:
+    print(message, end=end, file=sys.stderr, flush=True)
+
+
+@contextmanager
+def _step(what: str):
+    _say(f"{what}…", end=" ")
+    start = time.perf_counter()
+    try:
+        yield
+    except BaseException:
+        _say("failed")
+        raise
+    _say(f"{time.perf_counter() - start:.1f} s")
+
+
+def convert(
+    source,
+    out,
+    weight_format: str = "int4",
+    group_size: int = 128,
+    ratio: float = 0.6,
+    sym: bool = True,
+    force: bool = False,
+) -> Path:
+    """Convert SOURCE (checkpoint directory or hub id) into the model directory OUT; returns OUT.
+
+    Raises ConversionError with a one-line message for anything the user can fix."""
+    from .compress import compress, layer_precisions
+    from .models import UnsupportedModel
+    from .sources import SourceError
+    from .tokenizer import TokenizerError
+    from .write import OutputExists, check_target, staged_directory
+
+    if weight_format not in WEIGHT_FORMATS:
+        raise ConversionError(f"weight format {weight_format!r} is not one of {', '.join(WEIGHT_FORMATS)}")
+    if not 0.0 <= ratio <= 1.0:
+        raise ConversionError(f"ratio must be between 0 and 1, not {ratio}")
+    if group_size < 1 and group_size != -1:
+        raise ConversionError(f"group size must be positive (or -1 for per-channel), not {group_size}")
+    out = Path(out).expanduser()
+    try:
+        check_target(out, force)
+        with staged_directory(out, force) as staging:
+            _convert_into(staging, source, weight_format, group_size, ratio, sym, compress, layer_precisions)
+    except (SourceError, UnsupportedModel, TokenizerError, OutputExists) as e:
+        raise ConversionError(str(e)) from None
+    except KeyError as e:
+        raise ConversionError(f"the checkpoint does not match its config: {e.args[0]}") from None
+    except OSError as e:
+        raise ConversionError(f"cannot write {out}: {e.strerror or e}") from None
+    return out
+
+
+def _convert_into(staging: Path, source, weight_format, group_size, ratio, sym, compress, layer_precisions):
+    import numpy as np
+    import openvino as ov
+
+    from . import graph, models
+    from .sources import open_source
+    from .tokenizer import TOKENIZER_FILES, convert_tokenizer, load_hf_tokenizer
+
+    checkpoint = open_source(source)
+    args = models.model_args(checkpoint.config)
+    # The tokenizer first: a checkpoint without a usable one fails before the slow steps.
+    hf_tokenizer = load_hf_tokenizer(checkpoint.path)
+
+    with _step(f"Reading {args.model_type} weights from {checkpoint.path}"):
+        weights = models.sanitize(checkpoint.config, args, checkpoint.tensors())
+        if weight_format in ("fp32", "fp16"):
+            # fp16 is produced by saving an f32 graph with compress_to_fp16.
+            weights = {name: tensor.astype(np.float32) for name, tensor in weights.items()}
+    with _step("Building the graph"):
+        model = graph.build_model(args, weights)
+    if weights:
+        raise ConversionError(f"the checkpoint has tensors this {args.model_type} graph does not use: "
+                              + ", ".join(sorted(weights)[:3]))
+    if weight_format in ("int4", "int8"):
+        _say(f"Compressing weights to {weight_format} ({'sym' if sym else 'asym'}"
+             + (f", group {group_size}, ratio {ratio}" if weight_format == "int4" else "") + ")")
+    model = compress(model, weight_format, group_size, ratio, sym)
+    precisions = layer_precisions(model)
+    _annotate(model, weight_format, group_size, ratio, sym, precisions)
+
+    with _step("Saving the model"):
+        ov.save_model(model, staging / "openvino_model.xml", compress_to_fp16=weight_format == "fp16")
+    with _step("Converting the tokenizer"):
+        tokenizer, detokenizer = convert_tokenizer(hf_tokenizer)
+        ov.save_model(tokenizer, staging / "openvino_tokenizer.xml")
+        ov.save_model(detokenizer, staging / "openvino_detokenizer.xml")
+    for name in ("config.json", *TOKENIZER_FILES):
+        if (checkpoint.path / name).is_file():
+            shutil.copyfile(checkpoint.path / name, staging / name)
+    _write_generation_config(checkpoint, staging)
+
+    size = sum(f.stat().st_size for f in staging.iterdir())
+    layers = ", ".join(f"{count} {precision}" for precision, count in sorted(precisions.items()))
+    _say(f"Weight layers: {layers}. Size on disk: {size / 2**20:.1f} MiB")
+
+
+def _annotate(model, weight_format, group_size, ratio, sym, precisions) -> None:
+    """What was done, kept in the IR so the directory describes itself."""
+    info = {"weight_format": weight_format, "sym": str(sym), "layers": json.dumps(dict(precisions))}
+    if weight_format == "int4":
+        info.update(group_size=str(group_size), ratio=str(ratio))
+    for key, value in info.items():
+        model.set_rt_info(value, ["ovgenai_chat", key])
+    # As optimum-intel sets them: keeps fp16 inference on GPU from overflowing, and an
+    # uncompressed model's KV cache in f16.
+    model.set_rt_info("8.0", ["runtime_options", "ACTIVATIONS_SCALE_FACTOR"])
+    if weight_format in ("fp16", "fp32"):
+        model.set_rt_info("f16", ["runtime_options", "KV_CACHE_PRECISION"])
+
+
+def _write_generation_config(checkpoint, staging: Path) -> None:
+    """LLMPipeline stops on every eos id listed here; without one the model talks to itself."""
+    source = checkpoint.path / "generation_config.json"
+    generation = json.loads(source.read_text()) if source.is_file() else {}
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        if generation.get(key) is None and checkpoint.config.get(key) is not None:
+            generation[key] = checkpoint.config[key]
+    (staging / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")

@@ -1,0 +1,240 @@
+"""The decoder-only transformer, op by op, in the form OpenVINO GenAI's LLMPipeline expects.
+
+Inputs `input_ids`, `attention_mask`, `position_ids` (i64 [batch, seq]) and `beam_idx` (i32 [batch]);
+output `logits` (f32 [batch, seq, vocab]). The KV cache lives in the model as state: per layer a
+ReadValue → Gather(beam_idx) → Concat → Assign chain for keys and for values, which is the pattern
+GenAI's SDPAToPagedAttention rewrites into paged attention. The subgraphs are kept in the shapes the
+CPU plugin fuses (RMSNorm, rotary embedding, SDPA, gated MLP).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import ml_dtypes
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+
+from .models.base import ModelArgs, Rope
+
+F32 = ov.Type.f32
+# Large negative rather than -inf, so a row with nothing to attend to gives zeros, not NaN.
+MASKED = float(np.finfo(np.float32).min)
+
+
+def weight(array: np.ndarray) -> ov.Output:
+    """A weight constant in its stored precision, converted to f32 where it is used.
+
+    Keeping bf16/f16 constants as they are (behind a Convert) is lossless and halves the memory
+    NNCF works on; numpy has no bf16, so its bits go to OpenVINO as a bf16 tensor.
+    """
+    if array.dtype == np.float32:
+        return ops.constant(array).output(0)
+    if array.dtype == ml_dtypes.bfloat16:
+        tensor = ov.Tensor(np.ascontiguousarray(array).view(np.uint16), list(array.shape), ov.Type.bf16)
+        const = ov.op.Constant(tensor, shared_memory=False)
+    elif array.dtype == np.float16:
+        const = ops.constant(array)
+    else:
+        raise TypeError(f"unsupported weight dtype {array.dtype}")
+    return ops.convert(const, F32).output(0)
+
+
+def scalar(value, dtype=np.int64) -> ov.Output:
+    return ops.constant(np.array(value, dtype=dtype)).output(0)
+
+
+def vector(values, dtype=np.int64) -> ov.Output:
+    return ops.constant(np.array(values, dtype=dtype)).output(0)
+
+
+def linear(x, w: np.ndarray, bias: np.ndarray | None = None, name: str | None = None) -> ov.Output:
+    """x @ Wᵀ (+ b), W stored [out, in] as in the checkpoint."""
+    y = ops.matmul(x, weight(w), transpose_a=False, transpose_b=True, name=name)
+    if bias is not None:
+        y = ops.add(y, weight(bias))
+    return y.output(0)
+
+
+def rms_norm(x, w: np.ndarray, eps: float) -> ov.Output:
+    """x / sqrt(mean(x²) + eps) · w  (Zhang & Sennrich, 2019)."""
+    mean_square = ops.reduce_mean(ops.power(x, scalar(2.0, np.float32)), vector([-1]), keep_dims=True)
+    inv_rms = ops.divide(scalar(1.0, np.float32), ops.sqrt(ops.add(mean_square, scalar(eps, np.float32))))
+    return ops.multiply(ops.multiply(x, inv_rms), weight(w)).output(0)
+
+
+def rope_cos_sin(position_ids, rope: Rope) -> tuple[ov.Output, ov.Output]:
+    """cos and sin of position × inverse frequency, [batch, 1, seq, rotary_dim] (Su et al., 2021).
+
+    For longrope the frequencies switch to the long factors when the highest position reaches
+    past the pretraining length, as in the reference implementation.
+    """
+    inv_freq = ops.constant(rope.inv_freq.reshape(1, 1, -1))
+    if rope.long_inv_freq is not None:
+        seq_len = ops.add(ops.reduce_max(position_ids, vector([0, 1]), keep_dims=False), scalar(1))
+        is_long = ops.greater(seq_len, scalar(rope.original_max_position_embeddings))
+        inv_freq = ops.select(is_long, ops.constant(rope.long_inv_freq.reshape(1, 1, -1)), inv_freq)
+    positions = ops.unsqueeze(ops.convert(position_ids, F32), vector([-1]))
+    angles = ops.multiply(positions, inv_freq)
+    angles = ops.unsqueeze(ops.concat([angles, angles], axis=-1), vector([1]))
+    cos, sin = ops.cos(angles), ops.sin(angles)
+    if rope.attention_factor != 1.0:
+        factor = scalar(rope.attention_factor, np.float32)
+        cos, sin = ops.multiply(cos, factor), ops.multiply(sin, factor)
+    return cos.output(0), sin.output(0)
+
+
+def _slice_last(x, start: int, stop: int) -> ov.Output:
+    return ops.slice(x, vector([start]), vector([stop]), vector([1]), vector([-1])).output(0)
+
+
+def apply_rope(x, cos, sin, rotary_dim: int, head_dim: int) -> ov.Output:
+    """x·cos + rotate_half(x)·sin on the first rotary_dim channels of each head."""
+    rotated_part = x if rotary_dim == head_dim else _slice_last(x, 0, rotary_dim)
+    half = rotary_dim // 2
+    first, second = _slice_last(rotated_part, 0, half), _slice_last(rotated_part, half, rotary_dim)
+    rotate_half = ops.concat([ops.multiply(second, scalar(-1.0, np.float32)), first], axis=-1)
+    out = ops.add(ops.multiply(rotated_part, cos), ops.multiply(rotate_half, sin))
+    if rotary_dim != head_dim:
+        out = ops.concat([out, _slice_last(x, rotary_dim, head_dim)], axis=-1)
+    return out.output(0)
+
+
+def causal_mask(input_ids, attention_mask, sliding_window: int | None) -> ov.Output:
+    """Additive mask [batch, 1, new, total]: 0 where a new token may attend, MASKED elsewhere.
+
+    New tokens sit at the end of the sequence that `attention_mask` covers; a query attends to
+    earlier keys that are not padding and, with a sliding window, to fewer than `sliding_window` back.
+    """
+    total = ops.gather(ops.shape_of(attention_mask), scalar(1), scalar(0))
+    new = ops.gather(ops.shape_of(input_ids), scalar(1), scalar(0))
+    key_pos = ops.range(scalar(0), total, scalar(1), output_type="i64")
+    query_pos = ops.unsqueeze(ops.range(ops.subtract(total, new), total, scalar(1), output_type="i64"), scalar(1))
+    allowed = ops.less_equal(key_pos, query_pos)
+    if sliding_window is not None:
+        allowed = ops.logical_and(allowed, ops.greater(key_pos, ops.subtract(query_pos, scalar(sliding_window))))
+    not_padding = ops.unsqueeze(ops.not_equal(attention_mask, scalar(0)), vector([1, 2]))
+    allowed = ops.logical_and(allowed, not_padding)
+    return ops.select(allowed, scalar(0.0, np.float32), scalar(MASKED, np.float32)).output(0)
+
+
+@dataclass
+class Context:
+    """Graph values every layer reads."""
+
+    batch: ov.Output  # [1] i64
+    beam_idx: ov.Output
+    mask: ov.Output
+    cos: ov.Output
+    sin: ov.Output
+    sinks: list
+
+
+def kv_cache(new, name: str, ctx: Context, num_kv_heads: int, head_dim: int) -> ov.Output:
+    """Past keys (or values) for the selected beams, followed by the new ones; stored back as state."""
+    empty = ops.broadcast(scalar(0.0, np.float32), ops.concat([ctx.batch, vector([num_kv_heads, 0, head_dim])], 0))
+    past = ops.read_value(empty, name, F32, ov.PartialShape([-1, num_kv_heads, -1, head_dim]))
+    past = ops.gather(past, ctx.beam_idx, scalar(0))
+    present = ops.concat([past, new], axis=2)
+    ctx.sinks.append(ops.assign(present, name))
+    return present.output(0)
+
+
+def repeat_kv(x, n_rep: int, num_kv_heads: int, head_dim: int) -> ov.Output:
+    """[B, Hkv, S, D] → [B, Hkv·n_rep, S, D], each KV head shared by n_rep query heads.
+
+    Unsqueeze → bidirectional Broadcast → Reshape is the shape the CPU plugin's stateful SDPA
+    fusion recognises; anything reading the KV tensors' shapes in between would break it.
+    """
+    if n_rep == 1:
+        return x
+    expanded = ops.broadcast(ops.unsqueeze(x, scalar(2)), vector([1, 1, n_rep, 1, 1]), broadcast_spec="BIDIRECTIONAL")
+    return ops.reshape(expanded, vector([0, num_kv_heads * n_rep, -1, head_dim]), special_zero=True).output(0)
+
+
+def split_heads(x, num_heads: int, head_dim: int) -> ov.Output:
+    """[B, S, H·D] → [B, H, S, D]"""
+    x = ops.reshape(x, vector([0, 0, num_heads, head_dim]), special_zero=True)
+    return ops.transpose(x, vector([0, 2, 1, 3])).output(0)
+
+
+def attention(x, w: "LayerWeights", args: ModelArgs, rope: Rope, ctx: Context) -> ov.Output:
+    """Multi-head attention with grouped KV heads and a stateful KV cache (Vaswani et al., 2017)."""
+    heads, kv_heads, d = args.num_attention_heads, args.num_key_value_heads, args.head_dim
+    q = split_heads(w.linear(x, "self_attn.q_proj"), heads, d)
+    k = split_heads(w.linear(x, "self_attn.k_proj"), kv_heads, d)
+    v = split_heads(w.linear(x, "self_attn.v_proj"), kv_heads, d)
+    q = apply_rope(q, ctx.cos, ctx.sin, rope.rotary_dim, d)
+    k = apply_rope(k, ctx.cos, ctx.sin, rope.rotary_dim, d)
+    k = kv_cache(k, f"past_key_values.{w.layer}.keypresent.{w.layer}.key", ctx, kv_heads, d)
+    v = kv_cache(v, f"past_key_values.{w.layer}.valuepresent.{w.layer}.value", ctx, kv_heads, d)
+    k, v = repeat_kv(k, heads // kv_heads, kv_heads, d), repeat_kv(v, heads // kv_heads, kv_heads, d)
+    out = ops.scaled_dot_product_attention(q, k, v, ctx.mask, causal=False)
+    out = ops.reshape(ops.transpose(out, vector([0, 2, 1, 3])), vector([0, 0, heads * d]), special_zero=True)
+    return w.linear(out, "self_attn.o_proj")
+
+
+def mlp(x, w: "LayerWeights") -> ov.Output:
+    """down(silu(gate(x)) · up(x))  (SwiGLU, Shazeer 2020)."""
+    gate = ops.swish(w.linear(x, "mlp.gate_proj"))
+    return w.linear(ops.multiply(gate, w.linear(x, "mlp.up_proj")), "mlp.down_proj")
+
+
+class LayerWeights:
+    """One decoder layer's tensors, taken (removed) from the checkpoint as the graph uses them."""
+
+    def __init__(self, weights: dict, layer: int):
+        self.weights, self.layer = weights, layer
+
+    def _key(self, name: str) -> str:
+        return f"model.layers.{self.layer}.{name}"
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        try:
+            return self.weights.pop(self._key(name))
+        except KeyError:
+            raise KeyError(f"checkpoint has no tensor {self._key(name)}") from None
+
+    def linear(self, x, name: str) -> ov.Output:
+        """The layer's projection `name`, with its bias when the checkpoint has one (qwen2)."""
+        bias = self.weights.pop(self._key(f"{name}.bias"), None)
+        return linear(x, self[f"{name}.weight"], bias, name=self._key(name))
+
+
+def build_model(args: ModelArgs, weights: dict[str, np.ndarray]) -> ov.Model:
+    """The whole decoder from canonical (llama-named) tensors. Consumes `weights`."""
+    rope = args.rope()
+    input_ids = ops.parameter([-1, -1], np.int64, name="input_ids")
+    attention_mask = ops.parameter([-1, -1], np.int64, name="attention_mask")
+    position_ids = ops.parameter([-1, -1], np.int64, name="position_ids")
+    beam_idx = ops.parameter([-1], np.int32, name="beam_idx")
+
+    cos, sin = rope_cos_sin(position_ids, rope)
+    ctx = Context(
+        batch=ops.gather(ops.shape_of(input_ids), vector([0]), scalar(0)).output(0),
+        beam_idx=beam_idx.output(0),
+        mask=causal_mask(input_ids, attention_mask, args.sliding_window),
+        cos=cos,
+        sin=sin,
+        sinks=[],
+    )
+
+    embed_tokens = weights.pop("model.embed_tokens.weight")
+    lm_head = weights.pop("lm_head.weight", None)
+    embedding = weight(embed_tokens)
+    h = ops.gather(embedding, input_ids, scalar(0), name="embed_tokens").output(0)
+    for i in range(args.num_hidden_layers):
+        w = LayerWeights(weights, i)
+        h = ops.add(h, attention(rms_norm(h, w["input_layernorm.weight"], args.rms_norm_eps), w, args, rope, ctx))
+        h = ops.add(h, mlp(rms_norm(h, w["post_attention_layernorm.weight"], args.rms_norm_eps), w)).output(0)
+    h = rms_norm(h, weights.pop("model.norm.weight"), args.rms_norm_eps)
+
+    # Tied embeddings: the same constant serves the lookup and the output projection.
+    head = embedding if lm_head is None else weight(lm_head)
+    logits = ops.matmul(h, head, transpose_a=False, transpose_b=True, name="lm_head")
+    logits.output(0).get_tensor().set_names({"logits"})
+    for param in (input_ids, attention_mask, position_ids, beam_idx):
+        param.output(0).get_tensor().set_names({param.get_friendly_name()})
+    result = ops.result(logits)
+    return ov.Model([result], ctx.sinks, [input_ids, attention_mask, position_ids, beam_idx], "decoder")

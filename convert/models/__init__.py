@@ -1,0 +1,34 @@
+"""One module per architecture: its ModelArgs and how its tensors map onto the llama layout
+that convert.graph builds (`sanitize`)."""
+
+from __future__ import annotations
+
+import importlib
+
+from .base import ModelArgs, UnsupportedModel
+
+SUPPORTED = ("llama", "mistral", "phi3", "qwen2")
+
+
+def architecture(config: dict):
+    """The module for config's model_type; a one-line error naming the supported ones otherwise."""
+    model_type = config.get("model_type")
+    if model_type not in SUPPORTED:
+        raise UnsupportedModel(f"model_type {model_type!r} is not supported; supported: {', '.join(SUPPORTED)}")
+    return importlib.import_module(f"{__name__}.{model_type}")
+
+
+def model_args(config: dict) -> ModelArgs:
+    return architecture(config).ModelArgs.from_config(config)
+
+
+def sanitize(config: dict, args: ModelArgs, weights: dict) -> dict:
+    """The checkpoint's tensors under llama names, lm_head dropped when it is tied."""
+    weights = architecture(config).sanitize(weights, args)
+    # Old checkpoints saved rope tables; the graph computes them.
+    weights = {k: v for k, v in weights.items() if not k.endswith("rotary_emb.inv_freq")}
+    if args.tie_word_embeddings:
+        weights.pop("lm_head.weight", None)
+    elif "lm_head.weight" not in weights:
+        raise UnsupportedModel("config says tie_word_embeddings is false but the checkpoint has no lm_head.weight")
+    return weights

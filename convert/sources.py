@@ -1,0 +1,107 @@
+"""SOURCE → Checkpoint: a local HF directory or a hub model id, read without executing anything
+from it (config.json as data, tensors from safetensors only)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import ml_dtypes  # noqa: F401  (registers numpy's bfloat16, which safetensors needs for bf16 tensors)
+import numpy as np
+
+
+class SourceError(ValueError):
+    """The source cannot be read as a checkpoint."""
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    config: dict
+
+    def safetensors_files(self) -> list[Path]:
+        index = self.path / "model.safetensors.index.json"
+        if index.exists():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            files = [self.path / shard for shard in shards]
+            missing = [f.name for f in files if not f.exists()]
+            if missing:
+                raise SourceError(f"{self.path}: shards listed in the index are missing: {', '.join(missing)}")
+            return files
+        files = sorted(self.path.glob("*.safetensors"))
+        if files:
+            return files
+        if any(self.path.glob("pytorch_model*.bin")) or any(self.path.glob("*.pt")) or any(self.path.glob("*.pth")):
+            raise SourceError(
+                f"{self.path} has only pickle weights (pytorch_model.bin), which can run code when loaded; "
+                "convert needs safetensors (resave them with safetensors, or use a repo that ships them)"
+            )
+        raise SourceError(f"{self.path} has no *.safetensors weights")
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """Every tensor of the checkpoint, by name, in its stored dtype."""
+        from safetensors import SafetensorError, safe_open
+
+        tensors = {}
+        for file in self.safetensors_files():
+            try:
+                with safe_open(file, framework="numpy") as f:
+                    for name in f.keys():
+                        tensors[name] = f.get_tensor(name)
+            except (SafetensorError, OSError, ValueError) as e:
+                raise SourceError(f"{file.name} is not a readable safetensors file ({e})") from None
+        return tensors
+
+
+def _load_config(path: Path) -> dict:
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise SourceError(f"{path} has no config.json: not a Hugging Face checkpoint directory")
+    try:
+        return json.loads(config_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SourceError(f"{config_file} is not valid JSON ({e})") from None
+
+
+def _looks_like_hub_id(source: str) -> bool:
+    parts = source.split("/")
+    return len(parts) == 2 and all(parts) and not source.startswith((".", "~"))
+
+
+def _download(repo_id: str) -> Path:
+    """Files the converter reads, from the hub or (HF_HUB_OFFLINE=1) the local HF cache."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    patterns = ["*.json", "*.safetensors", "*.jinja", "tokenizer.model", "*.txt", "*.tiktoken"]
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except LocalEntryNotFoundError:
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+            hint = "it is not in the local Hugging Face cache (HF_HUB_OFFLINE is set)"
+        else:
+            hint = "the Hugging Face Hub is unreachable; connect, or download it elsewhere and pass its directory"
+        raise SourceError(f"cannot get {repo_id!r}: {hint}") from None
+    except RepositoryNotFoundError:
+        raise SourceError(f"{repo_id!r} is not a model on the Hugging Face Hub (or it is gated: log in)") from None
+    except HFValidationError as e:
+        raise SourceError(f"{repo_id!r} is not a valid model id ({e})") from None
+    except OSError as e:
+        raise SourceError(f"cannot get {repo_id!r} from the Hugging Face Hub: {e}") from None
+
+
+def open_source(source: str | os.PathLike) -> Checkpoint:
+    """A local checkpoint directory, or a hub id such as `microsoft/Phi-3-mini-4k-instruct`."""
+    path = Path(source).expanduser()
+    if path.exists():
+        if path.is_file():
+            if path.suffix == ".gguf":
+                raise SourceError(f"{path}: GGUF import is not supported yet; pass a Hugging Face checkpoint directory")
+            raise SourceError(f"{path} is a file; pass a checkpoint directory or a hub model id")
+        return Checkpoint(path, _load_config(path))
+    if not _looks_like_hub_id(str(source)):
+        raise SourceError(f"{source}: no such directory, and not a hub model id (owner/name)")
+    path = _download(str(source))
+    return Checkpoint(path, _load_config(path))

@@ -1,0 +1,90 @@
+"""Tiny random-weight checkpoints of every supported architecture, made with transformers + torch
+(the reference the converter is checked against), and the variants each must handle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import transformers
+
+SMALL = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+    rms_norm_eps=1e-5,
+    initializer_range=0.2,  # peaky logits, so greedy decoding is not decided by rounding
+)
+
+# name → (config class, config overrides, safetensors dtype, write config.json as transformers 4.x did)
+VARIANTS = {
+    "llama": ("LlamaConfig", dict(tie_word_embeddings=True), torch.float32, False),
+    "llama-bf16-llama3-rope": (
+        "LlamaConfig",
+        dict(rope_parameters=dict(rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0,
+                                  high_freq_factor=4.0, original_max_position_embeddings=64)),
+        torch.bfloat16,
+        False,
+    ),
+    "llama-linear-rope-v4-config": (
+        "LlamaConfig",
+        dict(rope_parameters=dict(rope_type="linear", rope_theta=10000.0, factor=2.0)),
+        torch.float32,
+        True,
+    ),
+    "mistral-head-dim-sliding-window": (
+        "MistralConfig", dict(head_dim=32, sliding_window=12), torch.bfloat16, False,
+    ),
+    "qwen2-bias": ("Qwen2Config", dict(tie_word_embeddings=True), torch.float32, False),
+    "phi3": ("Phi3Config", dict(num_key_value_heads=4), torch.bfloat16, False),
+    "phi3-longrope-v4-config": (
+        "Phi3Config",
+        dict(
+            max_position_embeddings=256,
+            original_max_position_embeddings=16,
+            rope_parameters=dict(rope_type="longrope", rope_theta=10000.0,
+                                 short_factor=[1.0 + i / 8 for i in range(8)],
+                                 long_factor=[1.0 + i for i in range(8)]),
+        ),
+        torch.float32,
+        True,
+    ),
+}
+
+
+def to_v4_config(config_file: Path) -> None:
+    """Rewrite a transformers-5 config.json in the 4.x form (rope_theta + rope_scaling with `type`)."""
+    config = json.loads(config_file.read_text())
+    rope = dict(config.pop("rope_parameters"))
+    config["rope_theta"] = rope.pop("rope_theta")
+    rope.pop("partial_rotary_factor", None)
+    rope_type = rope.pop("rope_type")
+    config["rope_scaling"] = None if rope_type == "default" else {"type": rope_type, **rope}
+    config_file.write_text(json.dumps(config, indent=2))
+
+
+def make_checkpoint(name: str, out: Path, tokenizer) -> Path:
+    config_class, overrides, dtype, v4_config = VARIANTS[name]
+    config = getattr(transformers, config_class)(
+        **{**SMALL, **overrides},
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(sum(map(ord, name)))
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype)
+    if "bias" in name:
+        with torch.no_grad():  # transformers initialises biases to zero, which would test nothing
+            for module in model.modules():
+                if isinstance(module, torch.nn.Linear) and module.bias is not None:
+                    module.bias.normal_(0, 0.2)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    if v4_config:
+        to_v4_config(out / "config.json")
+    return out
