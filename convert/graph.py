@@ -111,12 +111,23 @@ def causal_mask(input_ids, attention_mask, sliding_window: int | None) -> ov.Out
     new = ops.gather(ops.shape_of(input_ids), scalar(1), scalar(0))
     key_pos = ops.range(scalar(0), total, scalar(1), output_type="i64")
     query_pos = ops.unsqueeze(ops.range(ops.subtract(total, new), total, scalar(1), output_type="i64"), scalar(1))
-    allowed = ops.less_equal(key_pos, query_pos)
-    if sliding_window is not None:
-        allowed = ops.logical_and(allowed, ops.greater(key_pos, ops.subtract(query_pos, scalar(sliding_window))))
+    causal = ops.less_equal(key_pos, query_pos)
     not_padding = ops.unsqueeze(ops.not_equal(attention_mask, scalar(0)), vector([1, 2]))
-    allowed = ops.logical_and(allowed, not_padding)
-    return ops.select(allowed, scalar(0.0, np.float32), scalar(MASKED, np.float32)).output(0)
+    if sliding_window is None:
+        allowed = ops.logical_and(causal, not_padding)
+        return ops.select(allowed, scalar(0.0, np.float32), scalar(MASKED, np.float32)).output(0)
+
+    # Paged attention ignores this mask but takes the window from it: SDPAToPagedAttention finds
+    # key > query + offset followed by four BitwiseAnds, a Broadcast, a Select and a Slice, and
+    # reads the window as -offset. The two bounds checks are always true; they complete that shape.
+    in_window = ops.greater(key_pos, ops.add(query_pos, scalar(-sliding_window)))
+    allowed = ops.bitwise_and(causal, in_window)
+    allowed = ops.bitwise_and(allowed, not_padding)
+    allowed = ops.bitwise_and(ops.greater_equal(query_pos, scalar(0)), allowed)
+    allowed = ops.bitwise_and(allowed, ops.less(key_pos, total))
+    allowed = ops.broadcast(allowed, ops.shape_of(allowed))
+    mask = ops.select(allowed, scalar(0.0, np.float32), scalar(MASKED, np.float32))
+    return ops.slice(mask, vector([0]), ops.unsqueeze(total, scalar(0)), vector([1]), vector([3])).output(0)
 
 
 @dataclass

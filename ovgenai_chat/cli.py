@@ -43,3 +43,7 @@ def convert(source, out, weight_format, group_size, ratio, sym, force):
     except KeyboardInterrupt:
         _fail("interrupted; nothing was written", 130)
     click.echo(f"Wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

