@@ -44,11 +44,13 @@ def convert(
     weight_format: str = "int4",
     group_size: int = 128,
     ratio: float = 0.6,
-    sym: bool = True,
+    sym: bool | None = None,
     force: bool = False,
 ) -> Path:
     """Convert SOURCE (checkpoint directory or hub id) into the model directory OUT; returns OUT.
 
+    `sym` defaults to symmetric for int4 (the notebook's --sym) and asymmetric for int8 (as
+    optimum-cli), which keeps small models' int8 answers intact.
     Raises ConversionError with a one-line message for anything the user can fix."""
     from .compress import compress, layer_precisions
     from .models import UnsupportedModel
@@ -62,6 +64,8 @@ def convert(
         raise ConversionError(f"ratio must be between 0 and 1, not {ratio}")
     if group_size < 1 and group_size != -1:
         raise ConversionError(f"group size must be positive (or -1 for per-channel), not {group_size}")
+    if sym is None:
+        sym = weight_format == "int4"
     out = Path(out).expanduser()
     try:
         check_target(out, force)
@@ -86,6 +90,7 @@ def _convert_into(staging: Path, source, weight_format, group_size, ratio, sym, 
 
     checkpoint = open_source(source)
     args = models.model_args(checkpoint.config)
+    checkpoint.check_weights()
     # The tokenizer first: a checkpoint without a usable one fails before the slow steps.
     hf_tokenizer = load_hf_tokenizer(checkpoint.path)
 

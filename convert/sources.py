@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,19 +41,32 @@ class Checkpoint:
             )
         raise SourceError(f"{self.path} has no *.safetensors weights")
 
+    def check_weights(self) -> None:
+        """Fail fast on missing or damaged weight files: opening one validates its header and that
+        its data covers every tensor (a truncated download does not)."""
+        for file in self.safetensors_files():
+            with _open_safetensors(file):
+                pass
+
     def tensors(self) -> dict[str, np.ndarray]:
         """Every tensor of the checkpoint, by name, in its stored dtype."""
-        from safetensors import SafetensorError, safe_open
-
         tensors = {}
         for file in self.safetensors_files():
-            try:
-                with safe_open(file, framework="numpy") as f:
-                    for name in f.keys():
-                        tensors[name] = f.get_tensor(name)
-            except (SafetensorError, OSError, ValueError) as e:
-                raise SourceError(f"{file.name} is not a readable safetensors file ({e})") from None
+            with _open_safetensors(file) as f:
+                for name in f.keys():
+                    tensors[name] = f.get_tensor(name)
         return tensors
+
+
+@contextmanager
+def _open_safetensors(file: Path):
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(file, framework="numpy") as f:
+            yield f
+    except (SafetensorError, OSError, ValueError) as e:
+        raise SourceError(f"{file.name} is not a readable safetensors file ({e})") from None
 
 
 def _load_config(path: Path) -> dict:

