@@ -13,29 +13,21 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from .compress import WEIGHT_FORMATS
+import numpy as np
+import openvino as ov
+
+from . import graph, models
+from .compress import WEIGHT_FORMATS, compress, layer_precisions
+from .models import UnsupportedModel
+from .sources import Checkpoint, SourceError, open_source
+from .tokenizer import TOKENIZER_FILES, TokenizerError, convert_tokenizer, load_hf_tokenizer
+from .write import OutputExists, check_target, staged_directory
 
 __all__ = ["convert", "ConversionError", "WEIGHT_FORMATS"]
 
 
 class ConversionError(Exception):
     """A conversion that cannot proceed; its message is one line meant for the user."""
-
-
-def _say(message: str, end: str = "\n") -> None:
-    print(message, end=end, file=sys.stderr, flush=True)
-
-
-@contextmanager
-def _step(what: str):
-    _say(f"{what}…", end=" ")
-    start = time.perf_counter()
-    try:
-        yield
-    except BaseException:
-        _say("failed")
-        raise
-    _say(f"{time.perf_counter() - start:.1f} s")
 
 
 def convert(
@@ -50,14 +42,8 @@ def convert(
     """Convert SOURCE (checkpoint directory or hub id) into the model directory OUT; returns OUT.
 
     `sym` defaults to symmetric for int4 (the notebook's --sym) and asymmetric for int8 (as
-    optimum-cli), which keeps small models' int8 answers intact.
+    optimum-cli does): int8_sym per channel garbles small models such as SmolLM2-135M.
     Raises ConversionError with a one-line message for anything the user can fix."""
-    from .compress import compress, layer_precisions
-    from .models import UnsupportedModel
-    from .sources import SourceError
-    from .tokenizer import TokenizerError
-    from .write import OutputExists, check_target, staged_directory
-
     if weight_format not in WEIGHT_FORMATS:
         raise ConversionError(f"weight format {weight_format!r} is not one of {', '.join(WEIGHT_FORMATS)}")
     if not 0.0 <= ratio <= 1.0:
@@ -70,7 +56,7 @@ def convert(
     try:
         check_target(out, force)
         with staged_directory(out, force) as staging:
-            _convert_into(staging, source, weight_format, group_size, ratio, sym, compress, layer_precisions)
+            _convert_into(staging, source, weight_format, group_size, ratio, sym)
     except (SourceError, UnsupportedModel, TokenizerError, OutputExists) as e:
         raise ConversionError(str(e)) from None
     except KeyError as e:
@@ -80,18 +66,11 @@ def convert(
     return out
 
 
-def _convert_into(staging: Path, source, weight_format, group_size, ratio, sym, compress, layer_precisions):
-    import numpy as np
-    import openvino as ov
-
-    from . import graph, models
-    from .sources import open_source
-    from .tokenizer import TOKENIZER_FILES, convert_tokenizer, load_hf_tokenizer
-
+def _convert_into(staging: Path, source, weight_format: str, group_size: int, ratio: float, sym: bool) -> None:
     checkpoint = open_source(source)
     args = models.model_args(checkpoint.config)
     checkpoint.check_weights()
-    # The tokenizer first: a checkpoint without a usable one fails before the slow steps.
+    # The tokenizer before the slow steps, so a checkpoint without a usable one fails at once.
     hf_tokenizer = load_hf_tokenizer(checkpoint.path)
 
     with _step(f"Reading {args.model_type} weights from {checkpoint.path}"):
@@ -102,11 +81,12 @@ def _convert_into(staging: Path, source, weight_format, group_size, ratio, sym, 
     with _step("Building the graph"):
         model = graph.build_model(args, weights)
     if weights:
-        raise ConversionError(f"the checkpoint has tensors this {args.model_type} graph does not use: "
-                              + ", ".join(sorted(weights)[:3]))
+        raise ConversionError(
+            f"the checkpoint has tensors this {args.model_type} graph does not use: {', '.join(sorted(weights)[:3])}"
+        )
     if weight_format in ("int4", "int8"):
-        _say(f"Compressing weights to {weight_format} ({'sym' if sym else 'asym'}"
-             + (f", group {group_size}, ratio {ratio}" if weight_format == "int4" else "") + ")")
+        details = f", group {group_size}, ratio {ratio}" if weight_format == "int4" else ""
+        _say(f"Compressing weights to {weight_format} ({'sym' if sym else 'asym'}{details})")
     model = compress(model, weight_format, group_size, ratio, sym)
     precisions = layer_precisions(model)
     _annotate(model, weight_format, group_size, ratio, sym, precisions)
@@ -127,7 +107,7 @@ def _convert_into(staging: Path, source, weight_format, group_size, ratio, sym, 
     _say(f"Weight layers: {layers}. Size on disk: {size / 2**20:.1f} MiB")
 
 
-def _annotate(model, weight_format, group_size, ratio, sym, precisions) -> None:
+def _annotate(model: ov.Model, weight_format, group_size, ratio, sym, precisions) -> None:
     """What was done, kept in the IR so the directory describes itself."""
     info = {"weight_format": weight_format, "sym": str(sym), "layers": json.dumps(dict(precisions))}
     if weight_format == "int4":
@@ -141,7 +121,7 @@ def _annotate(model, weight_format, group_size, ratio, sym, precisions) -> None:
         model.set_rt_info("f16", ["runtime_options", "KV_CACHE_PRECISION"])
 
 
-def _write_generation_config(checkpoint, staging: Path) -> None:
+def _write_generation_config(checkpoint: Checkpoint, staging: Path) -> None:
     """LLMPipeline stops on every eos id listed here; without one the model talks to itself."""
     source = checkpoint.path / "generation_config.json"
     generation = json.loads(source.read_text()) if source.is_file() else {}
@@ -149,3 +129,19 @@ def _write_generation_config(checkpoint, staging: Path) -> None:
         if generation.get(key) is None and checkpoint.config.get(key) is not None:
             generation[key] = checkpoint.config[key]
     (staging / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+
+
+def _say(message: str, end: str = "\n") -> None:
+    print(message, end=end, file=sys.stderr, flush=True)
+
+
+@contextmanager
+def _step(what: str):
+    _say(f"{what}…", end=" ")
+    start = time.perf_counter()
+    try:
+        yield
+    except BaseException:
+        _say("failed")
+        raise
+    _say(f"{time.perf_counter() - start:.1f} s")

@@ -37,8 +37,8 @@ def reference_greedy(model, ids: list[int], n: int) -> list[int]:
     step = torch.tensor([ids])
     with torch.no_grad():
         for _ in range(n):
-            result = model(step, past_key_values=past, use_cache=True)
-            past = result.past_key_values
+            result = model(step, cache=past, use_cache=True)
+            past = result.cache
             token = int(result.logits[0, -1].argmax())
             out.append(token)
             step = torch.tensor([[token]])
