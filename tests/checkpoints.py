@@ -20,6 +20,8 @@ SMALL = dict(
     initializer_range=0.2,  # peaky logits, so greedy decoding is not decided by rounding
 )
 
+LONGROPE_SWITCH = "phi3-longrope-switch-mid-generation"
+
 # name → (config class, config overrides, safetensors dtype, write config.json as transformers 4.x did)
 VARIANTS = {
     "llama": ("LlamaConfig", dict(tie_word_embeddings=True), torch.float32, False),
@@ -52,6 +54,20 @@ VARIANTS = {
         ),
         torch.float32,
         True,
+    ),
+    # Longrope switches to the long factors when the sequence outgrows 40 positions: the first test
+    # prompt (37 tokens) crosses that while decoding.
+    LONGROPE_SWITCH: (
+        "Phi3Config",
+        dict(
+            max_position_embeddings=256,
+            original_max_position_embeddings=40,
+            rope_parameters=dict(rope_type="longrope", rope_theta=10000.0,
+                                 short_factor=[1.0 + i / 8 for i in range(8)],
+                                 long_factor=[1.0 + i for i in range(8)]),
+        ),
+        torch.bfloat16,
+        False,
     ),
 }
 
