@@ -19,8 +19,9 @@ import openvino.opset13 as ops
 from .models.base import ModelArgs, Rope
 
 F32 = ov.Type.f32
-# Large negative rather than -inf, so a row with nothing to attend to gives zeros, not NaN.
-MASKED = float(np.finfo(np.float32).min)
+# Added to masked attention scores: finite even in f16 (GPU inference), where -inf or f32's
+# minimum would turn a row with nothing to attend to into NaN.
+MASKED = -65504.0
 
 
 def weight(array: np.ndarray) -> ov.Output:
