@@ -73,12 +73,11 @@ def _convert_into(staging: Path, source, weight_format: str, group_size: int, ra
     # The tokenizer before the slow steps, so a checkpoint without a usable one fails at once.
     hf_tokenizer = load_hf_tokenizer(checkpoint.path)
 
-    with _step(f"Reading {args.model_type} weights from {checkpoint.path}"):
-        weights = models.sanitize(checkpoint.config, args, checkpoint.tensors())
-        if weight_format in ("fp32", "fp16"):
-            # fp16 is produced by saving an f32 graph with compress_to_fp16.
-            weights = {name: tensor.astype(np.float32) for name, tensor in weights.items()}
-    with _step("Building the graph"):
+    # fp16 is produced by saving an f32 graph with compress_to_fp16; int4/int8 start from the
+    # stored precision, which NNCF reads as it is.
+    weights = checkpoint.weights(np.float32 if weight_format in ("fp32", "fp16") else None)
+    models.sanitize(checkpoint.config, args, weights)
+    with _step(f"Building the {args.model_type} graph from {checkpoint.path}"):
         model = graph.build_model(args, weights)
     if weights:
         raise ConversionError(

@@ -17,6 +17,7 @@ import openvino as ov
 import openvino.opset13 as ops
 
 from .models.base import ModelArgs, Rope
+from .sources import Weights
 
 F32 = ov.Type.f32
 # Added to masked attention scores: finite even in f16 (GPU inference), where -inf or f32's
@@ -196,17 +197,14 @@ def mlp(x, w: "LayerWeights") -> ov.Output:
 class LayerWeights:
     """One decoder layer's tensors, taken (removed) from the checkpoint as the graph uses them."""
 
-    def __init__(self, weights: dict, layer: int):
+    def __init__(self, weights: Weights, layer: int):
         self.weights, self.layer = weights, layer
 
     def _key(self, name: str) -> str:
         return f"model.layers.{self.layer}.{name}"
 
     def __getitem__(self, name: str) -> np.ndarray:
-        try:
-            return self.weights.pop(self._key(name))
-        except KeyError:
-            raise KeyError(f"checkpoint has no tensor {self._key(name)}") from None
+        return self.weights.pop(self._key(name))
 
     def linear(self, x, name: str) -> ov.Output:
         """The layer's projection `name`, with its bias when the checkpoint has one (qwen2)."""
@@ -214,8 +212,8 @@ class LayerWeights:
         return linear(x, self[f"{name}.weight"], bias, name=self._key(name))
 
 
-def build_model(args: ModelArgs, weights: dict[str, np.ndarray]) -> ov.Model:
-    """The whole decoder from canonical (llama-named) tensors. Consumes `weights`."""
+def build_model(args: ModelArgs, weights: Weights) -> ov.Model:
+    """The whole decoder from canonical (llama-named) tensors, taking each from `weights`."""
     rope = args.rope()
     input_ids = ops.parameter([-1, -1], np.int64, name="input_ids")
     attention_mask = ops.parameter([-1, -1], np.int64, name="attention_mask")

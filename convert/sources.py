@@ -48,14 +48,75 @@ class Checkpoint:
             with _open_safetensors(file):
                 pass
 
-    def tensors(self) -> dict[str, np.ndarray]:
-        """Every tensor of the checkpoint, by name, in its stored dtype."""
-        tensors = {}
+    def weights(self, dtype=None) -> "Weights":
+        """The checkpoint's tensors, read when taken; in their stored dtype unless `dtype` is given."""
+        refs = {}
         for file in self.safetensors_files():
             with _open_safetensors(file) as f:
-                for name in f.keys():
-                    tensors[name] = f.get_tensor(name)
-        return tensors
+                refs.update({name: TensorRef(file, name) for name in f.keys()})
+        return Weights(refs, dtype)
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """Where a tensor, or a band of its rows, lies in a safetensors file."""
+
+    file: Path
+    name: str
+    rows: tuple[int, int] | None = None
+
+    def load(self) -> np.ndarray:
+        with _open_safetensors(self.file) as f:
+            if self.rows is None:
+                return f.get_tensor(self.name)
+            return f.get_slice(self.name)[self.rows[0] : self.rows[1]]
+
+    def num_rows(self) -> int:
+        with _open_safetensors(self.file) as f:
+            return f.get_slice(self.name).get_shape()[0]
+
+
+_MISSING = object()
+
+
+class Weights:
+    """A checkpoint's tensors by name, each read from disk only when the graph takes it, so a
+    conversion holds one source tensor at a time beside the constants built so far (reading all of
+    Phi-3-mini up front doubled peak memory to 15 GB)."""
+
+    def __init__(self, refs: dict[str, TensorRef], dtype=None):
+        self._refs, self._dtype = refs, dtype
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._refs
+
+    def __iter__(self):
+        return iter(self._refs)
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    def pop(self, name: str, default=_MISSING) -> np.ndarray:
+        if name not in self._refs:
+            if default is _MISSING:
+                raise KeyError(f"checkpoint has no tensor {name}")
+            return default
+        array = self._refs.pop(name).load()
+        return array if self._dtype is None else array.astype(self._dtype)
+
+    def discard(self, name: str) -> None:
+        self._refs.pop(name, None)
+
+    def split_rows(self, name: str, parts: dict[str, int]) -> None:
+        """Replace the fused tensor `name` by consecutive bands of rows, `parts` mapping each new
+        name to its number of rows."""
+        fused = self._refs.pop(name)
+        if sum(parts.values()) != fused.num_rows():
+            raise KeyError(f"{name} has {fused.num_rows()} rows, expected {sum(parts.values())}")
+        start = 0
+        for part, rows in parts.items():
+            self._refs[part] = TensorRef(fused.file, fused.name, (start, start + rows))
+            start += rows
 
 
 @contextmanager

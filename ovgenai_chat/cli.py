@@ -13,6 +13,10 @@ def _fail(message: str, code: int = 1):
     sys.exit(code)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 @click.group()
 @click.version_option(package_name="ovgenai-chat")
 def main():
@@ -34,8 +38,10 @@ def convert(source, out, weight_format, group_size, ratio, sym, force):
         from convert import ConversionError, convert as run_conversion
     except ImportError as e:
         _fail(f"conversion needs the 'convert' extra ({e.name} is missing): pip install 'ovgenai-chat[convert]'")
-    # SIGTERM unwinds like Ctrl-C, so the staging directory is removed either way.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Ctrl-C and SIGTERM unwind the conversion, so its staging directory is removed. SIGINT is
+    # set explicitly because a process started in the background inherits it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         path = run_conversion(source, out, weight_format, group_size, ratio, sym, force)
     except ConversionError as e:

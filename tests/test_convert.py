@@ -192,23 +192,27 @@ def test_hub_id_converts_from_local_cache_when_offline(tmp_path, checkpoint):
     assert (out / "openvino_model.xml").exists()
 
 
-def test_sigint_during_conversion_leaves_nothing(tmp_path, checkpoint):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_conversion_leaves_nothing(tmp_path, checkpoint, signum):
     out = tmp_path / "out"
     process = subprocess.Popen(
         [sys.executable, "-m", "ovgenai_chat.cli", "convert", str(checkpoint("smollm2")), "-o", str(out)],
         stderr=subprocess.PIPE,
         text=True,
     )
-    stderr = ""
-    for line in process.stderr:  # interrupt in the slowest step, with the staging directory full
-        stderr += line
-        if line.startswith("Compressing weights"):
-            break
-    time.sleep(1)
-    assert [p for p in tmp_path.iterdir() if p.name.startswith(".out.partial-")]
-    process.send_signal(signal.SIGINT)
-    stderr += process.stderr.read()
-    assert process.wait(timeout=120) != 0
+    try:
+        stderr = ""
+        for line in process.stderr:  # interrupt in the slowest step, with the staging directory full
+            stderr += line
+            if line.startswith("Compressing weights"):
+                break
+        time.sleep(1)
+        assert [p for p in tmp_path.iterdir() if p.name.startswith(".out.partial-")]
+        process.send_signal(signum)
+        stderr += process.stderr.read()
+        assert process.wait(timeout=120) != 0
+    finally:
+        process.kill()
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1] == "Error: interrupted; nothing was written"
     assert list(tmp_path.iterdir()) == []

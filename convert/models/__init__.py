@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 
+from ..sources import Weights
 from .base import ModelArgs, UnsupportedModel
 
 SUPPORTED = ("llama", "mistral", "phi3", "qwen2")
@@ -22,13 +23,12 @@ def model_args(config: dict) -> ModelArgs:
     return architecture(config).ModelArgs.from_config(config)
 
 
-def sanitize(config: dict, args: ModelArgs, weights: dict) -> dict:
-    """The checkpoint's tensors under llama names, lm_head dropped when it is tied."""
-    weights = architecture(config).sanitize(weights, args)
-    # Old checkpoints saved rope tables; the graph computes them.
-    weights = {k: v for k, v in weights.items() if not k.endswith("rotary_emb.inv_freq")}
+def sanitize(config: dict, args: ModelArgs, weights: Weights) -> None:
+    """Put the checkpoint's tensors under llama names; drop what the graph computes or shares."""
+    architecture(config).sanitize(weights, args)
+    for name in [name for name in weights if name.endswith("rotary_emb.inv_freq")]:
+        weights.discard(name)  # rope tables saved by old checkpoints
     if args.tie_word_embeddings:
-        weights.pop("lm_head.weight", None)
+        weights.discard("lm_head.weight")
     elif "lm_head.weight" not in weights:
         raise UnsupportedModel("config says tie_word_embeddings is false but the checkpoint has no lm_head.weight")
-    return weights
