@@ -77,8 +77,8 @@ def _convert_into(staging: Path, source, weight_format: str, group_size: int, ra
     # stored precision, which NNCF reads as it is.
     weights = checkpoint.weights(np.float32 if weight_format in ("fp32", "fp16") else None)
     models.sanitize(checkpoint.config, args, weights)
-    with _step(f"Building the {args.model_type} graph from {checkpoint.path}"):
-        model = graph.build_model(args, weights)
+    with _step(f"Building the {args.model_type} graph from {checkpoint.path}") as progress:
+        model = graph.build_model(args, weights, on_layer=lambda done, total: progress(f"layer {done}/{total}"))
     if weights:
         raise ConversionError(
             f"the checkpoint has tensors this {args.model_type} graph does not use: {', '.join(sorted(weights)[:3])}"
@@ -136,11 +136,19 @@ def _say(message: str, end: str = "\n") -> None:
 
 @contextmanager
 def _step(what: str):
+    """'what… 1.2 s' on one line; on a terminal the step may show its progress in between."""
     _say(f"{what}…", end=" ")
     start = time.perf_counter()
+
+    def progress(status: str) -> None:
+        if sys.stderr.isatty():
+            _say(f"\r\033[K{what}… {status}", end=" ")
+
     try:
-        yield
+        yield progress
     except BaseException:
         _say("failed")
         raise
+    if sys.stderr.isatty():
+        _say(f"\r\033[K{what}…", end=" ")
     _say(f"{time.perf_counter() - start:.1f} s")

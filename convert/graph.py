@@ -212,8 +212,9 @@ class LayerWeights:
         return linear(x, self[f"{name}.weight"], bias, name=self._key(name))
 
 
-def build_model(args: ModelArgs, weights: Weights) -> ov.Model:
-    """The whole decoder from canonical (llama-named) tensors, taking each from `weights`."""
+def build_model(args: ModelArgs, weights: Weights, on_layer=lambda done, total: None) -> ov.Model:
+    """The whole decoder from canonical (llama-named) tensors, taking each from `weights`;
+    `on_layer(done, total)` follows its progress."""
     rope = args.rope()
     input_ids = ops.parameter([-1, -1], np.int64, name="input_ids")
     attention_mask = ops.parameter([-1, -1], np.int64, name="attention_mask")
@@ -238,6 +239,7 @@ def build_model(args: ModelArgs, weights: Weights) -> ov.Model:
         w = LayerWeights(weights, i)
         h = ops.add(h, attention(rms_norm(h, w["input_layernorm.weight"], args.rms_norm_eps), w, args, rope, ctx))
         h = ops.add(h, mlp(rms_norm(h, w["post_attention_layernorm.weight"], args.rms_norm_eps), w)).output(0)
+        on_layer(i + 1, args.num_hidden_layers)
     h = rms_norm(h, weights.pop("model.norm.weight"), args.rms_norm_eps)
 
     # Tied embeddings: the same constant serves the lookup and the output projection.

@@ -22,6 +22,17 @@ SMALL = dict(
 
 LONGROPE_SWITCH = "phi3-longrope-switch-mid-generation"
 
+
+def longrope(original_max_position_embeddings: int) -> dict:
+    """Phi-3 128k-style config: distinct short and long factors per frequency (head_dim 16 → 8)."""
+    return dict(
+        max_position_embeddings=256,
+        original_max_position_embeddings=original_max_position_embeddings,
+        rope_parameters=dict(rope_type="longrope", rope_theta=10000.0,
+                             short_factor=[1.0 + i / 8 for i in range(8)], long_factor=[1.0 + i for i in range(8)]),
+    )
+
+
 # name → (config class, config overrides, safetensors dtype, write config.json as transformers 4.x did)
 VARIANTS = {
     "llama": ("LlamaConfig", dict(tie_word_embeddings=True), torch.float32, False),
@@ -41,34 +52,12 @@ VARIANTS = {
     "mistral-head-dim-sliding-window": (
         "MistralConfig", dict(head_dim=32, sliding_window=12), torch.bfloat16, False,
     ),
-    "qwen2-bias": ("Qwen2Config", dict(tie_word_embeddings=True), torch.float32, False),
+    "qwen2-bias-fp16-sharded": ("Qwen2Config", dict(tie_word_embeddings=True), torch.float16, False),
     "phi3": ("Phi3Config", dict(num_key_value_heads=4), torch.bfloat16, False),
-    "phi3-longrope-v4-config": (
-        "Phi3Config",
-        dict(
-            max_position_embeddings=256,
-            original_max_position_embeddings=16,
-            rope_parameters=dict(rope_type="longrope", rope_theta=10000.0,
-                                 short_factor=[1.0 + i / 8 for i in range(8)],
-                                 long_factor=[1.0 + i for i in range(8)]),
-        ),
-        torch.float32,
-        True,
-    ),
+    "phi3-longrope-v4-config": ("Phi3Config", longrope(original_max_position_embeddings=16), torch.float32, True),
     # Longrope switches to the long factors when the sequence outgrows 40 positions: the first test
     # prompt (37 tokens) crosses that while decoding.
-    LONGROPE_SWITCH: (
-        "Phi3Config",
-        dict(
-            max_position_embeddings=256,
-            original_max_position_embeddings=40,
-            rope_parameters=dict(rope_type="longrope", rope_theta=10000.0,
-                                 short_factor=[1.0 + i / 8 for i in range(8)],
-                                 long_factor=[1.0 + i for i in range(8)]),
-        ),
-        torch.bfloat16,
-        False,
-    ),
+    LONGROPE_SWITCH: ("Phi3Config", longrope(original_max_position_embeddings=40), torch.bfloat16, False),
 }
 
 
@@ -99,7 +88,9 @@ def make_checkpoint(name: str, out: Path, tokenizer) -> Path:
             for module in model.modules():
                 if isinstance(module, torch.nn.Linear) and module.bias is not None:
                     module.bias.normal_(0, 0.2)
-    model.save_pretrained(out)
+    # "sharded": several safetensors files and their index, as large checkpoints ship.
+    model.save_pretrained(out, max_shard_size="1MB" if "sharded" in name else "50GB")
+    assert ("sharded" in name) == (out / "model.safetensors.index.json").exists()
     tokenizer.save_pretrained(out)
     if v4_config:
         to_v4_config(out / "config.json")
