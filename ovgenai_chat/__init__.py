@@ -1,3 +1,25 @@
-"""ovgenai-chat: chat with small LLMs on OpenVINO GenAI's LLMPipeline."""
+"""ovgenai-chat: chat with small LLMs on OpenVINO GenAI's LLMPipeline.
+
+    chat = ovgenai_chat.load("phi3-int4")        # GPU if there is one, else CPU
+    print(chat.send("Hello!"))
+    for piece in chat.stream("And then?"):
+        print(piece, end="")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .chat import Chat, ContextError, Metrics
+from .engine import ModelError, context_window, open_pipeline
 
 __version__ = "0.1.0"
+__all__ = ["load", "Chat", "Metrics", "ContextError", "ModelError"]
+
+
+def load(model_dir, device: str = "auto", *, system: str | None = None, context: int | None = None,
+         use_cache: bool = True, **generation) -> Chat:
+    """A Chat on the model directory. `context` defaults to the model's own window; `generation`
+    takes max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop."""
+    pipe, _ = open_pipeline(model_dir, device, use_cache)
+    return Chat(pipe, system=system, context=context or context_window(Path(model_dir).expanduser()), **generation)

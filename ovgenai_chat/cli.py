@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 
@@ -21,6 +22,58 @@ def _interrupt(signum, frame):
 @click.version_option(package_name="ovgenai-chat")
 def main():
     """Chat with small LLMs through OpenVINO GenAI."""
+
+
+@main.command()
+@click.argument("model_dir", type=click.Path(file_okay=False))
+@click.option("-p", "--prompt", help="Answer this one message and exit.")
+@click.option("--device", default="auto", show_default=True, help="auto (GPU if present, else CPU), CPU, GPU, GPU.1…")
+@click.option("--system", help="System prompt.")
+@click.option("--max-new-tokens", type=click.IntRange(1), default=1024, show_default=True)
+@click.option("--temperature", type=click.FloatRange(0.0), help="Sample with this temperature (0: greedy).")
+@click.option("--top-p", type=click.FloatRange(0.0, 1.0))
+@click.option("--top-k", type=click.IntRange(1))
+@click.option("--repetition-penalty", type=click.FloatRange(0.0, min_open=True))
+@click.option("--seed", type=int, help="Seed for sampling.")
+@click.option("--stop", multiple=True, help="Stop a reply at this text (repeatable).")
+@click.option("--context", type=click.IntRange(1), help="Context window in tokens [default: the model's].")
+@click.option("--no-cache", is_flag=True, help="Do not keep the compiled model in the user's cache directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print each reply with its metrics as one JSON line.")
+@click.option("--verbose", is_flag=True, help="Print timings after each reply.")
+def run(model_dir, prompt, device, system, context, no_cache, as_json, verbose, **generation):
+    """Chat with the model in MODEL_DIR. With -p or input on stdin, answer and exit."""
+    from . import ContextError, ModelError, load, repl
+
+    generation = {k: v for k, v in generation.items() if v is not None and v != ()}
+    try:
+        chat = load(model_dir, device, system=system, context=context, use_cache=not no_cache, **generation)
+    except ModelError as e:
+        _fail(str(e))
+    interactive = prompt is None and sys.stdin.isatty()
+    if interactive:
+        repl.run(chat, verbose)
+        return
+    try:
+        for message in [prompt] if prompt is not None else _stdin_messages():
+            if as_json:
+                reply = chat.send(message)
+                click.echo(json.dumps({"prompt": message, "reply": reply, "metrics": chat.metrics.as_dict()},
+                                      ensure_ascii=False))
+            else:
+                repl.reply(chat, message, verbose)
+    except ContextError as e:
+        _fail(str(e))
+
+
+def _stdin_messages():
+    """One message per non-empty line of stdin, which must be UTF-8."""
+    for number, raw in enumerate(sys.stdin.buffer, 1):
+        try:
+            line = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            _fail(f"line {number} of the input is not UTF-8 text")
+        if line:
+            yield line
 
 
 @main.command()

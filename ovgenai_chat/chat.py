@@ -1,0 +1,180 @@
+"""A conversation with an LLMPipeline: history, context trimming, streaming, per-reply metrics."""
+
+from __future__ import annotations
+
+import json
+import queue
+import sys
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+
+class ContextError(ValueError):
+    """A message that cannot fit the model's context window."""
+
+
+@dataclass
+class Metrics:
+    """The last reply: time to first token, time per output token, tokens in and out."""
+
+    ttft_ms: float
+    tpot_ms: float
+    throughput_tps: float
+    input_tokens: int
+    output_tokens: int
+
+    def summary(self) -> str:
+        return (f"{self.input_tokens} tokens in, {self.output_tokens} out · first token {self.ttft_ms:.0f} ms · "
+                f"{self.throughput_tps:.1f} tokens/s ({self.tpot_ms:.1f} ms/token)")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def generation_config(pipe, max_new_tokens=1024, temperature=None, top_p=None, top_k=None,
+                      repetition_penalty=None, seed=None, stop=()):
+    """The model's own config (its eos ids stop replies) with the user's settings; greedy unless a
+    sampling setting is given."""
+    config = pipe.get_generation_config()
+    config.max_new_tokens = max_new_tokens
+    sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k}
+    if any(value is not None for value in sampling.values()) and temperature != 0:
+        config.do_sample = True
+        for name, value in sampling.items():
+            if value is not None:
+                setattr(config, name, value)
+    else:
+        config.do_sample = False
+    if repetition_penalty is not None:
+        config.repetition_penalty = repetition_penalty
+    if seed is not None:
+        config.rng_seed = seed
+    if stop:
+        config.stop_strings = set(stop)
+    return config
+
+
+class Chat:
+    """Multi-turn chat. Each turn sends the whole history as an openvino_genai.ChatHistory; the
+    pipeline reuses the KV cache of the part it has already seen."""
+
+    def __init__(self, pipe, *, system: str | None = None, context: int | None = None,
+                 notify: Callable[[str], None] = lambda message: print(message, file=sys.stderr), **generation):
+        self.pipe = pipe
+        self.tokenizer = pipe.get_tokenizer()
+        self.generation = {"max_new_tokens": 1024, **generation}
+        generation_config(pipe, **self.generation)  # bad settings fail here, not at the first message
+        self.system = system
+        self.context = context
+        self.notify = notify
+        self.messages: list[dict] = []
+        self.metrics: Metrics | None = None
+        self._stop = threading.Event()
+
+    @property
+    def history(self) -> list[dict]:
+        return self._system() + self.messages
+
+    def _system(self) -> list[dict]:
+        return [{"role": "system", "content": self.system}] if self.system else []
+
+    def reset(self) -> None:
+        self.messages = []
+
+    def stop(self) -> None:
+        """End the reply being generated; what it said so far stays in the history."""
+        self._stop.set()
+
+    def send(self, text: str, on_text: Callable[[str], None] | None = None) -> str:
+        """The reply to `text`; `on_text` receives it piece by piece as it is generated."""
+        import openvino_genai
+
+        messages, prompt_tokens = self._fit([*self.messages, {"role": "user", "content": text}])
+        history = openvino_genai.ChatHistory()
+        for message in self._system() + messages:
+            history.append(message)
+        # The reply may use what the prompt leaves of the context, up to max_new_tokens.
+        room = self.context - prompt_tokens if self.context else self.generation["max_new_tokens"]
+        config = generation_config(self.pipe, **{**self.generation, "max_new_tokens": max(1, min(
+            self.generation["max_new_tokens"], room))})
+        self._stop.clear()
+
+        def streamer(piece: str):
+            if on_text:
+                on_text(piece)
+            return openvino_genai.StreamingStatus.STOP if self._stop.is_set() else openvino_genai.StreamingStatus.RUNNING
+
+        result = self.pipe.generate(history, config, streamer)
+        reply = result.texts[0]
+        self.messages = [*messages, {"role": "assistant", "content": reply}]
+        perf = result.perf_metrics
+        self.metrics = Metrics(perf.get_ttft().mean, perf.get_tpot().mean, perf.get_throughput().mean,
+                               perf.get_num_input_tokens(), perf.get_num_generated_tokens())
+        return reply
+
+    def stream(self, text: str) -> Iterator[str]:
+        """The reply to `text`, piece by piece."""
+        pieces: queue.Queue = queue.Queue()
+        done = object()
+        failure: list[BaseException] = []
+
+        def run():
+            try:
+                self.send(text, on_text=pieces.put)
+            except BaseException as e:  # handed to the consuming thread
+                failure.append(e)
+            finally:
+                pieces.put(done)
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        try:
+            while (piece := pieces.get()) is not done:
+                yield piece
+        finally:  # the consumer stopped early: end the reply too
+            if worker.is_alive():
+                self.stop()
+            worker.join()
+        if failure:
+            raise failure[0]
+
+    def save(self, path) -> None:
+        Path(path).write_text(json.dumps({"system": self.system, "messages": self.messages}, indent=2, ensure_ascii=False))
+
+    def load(self, path) -> None:
+        try:
+            data = json.loads(Path(path).read_text())
+            messages = data["messages"]
+            if not all(m["role"] in ("user", "assistant") and isinstance(m["content"], str) for m in messages):
+                raise ValueError("messages need a user or assistant role and text content")
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"cannot load a chat from {path}: {e}") from None
+        self.system, self.messages = data.get("system"), messages
+
+    def _count_tokens(self, messages: list[dict]) -> int:
+        prompt = self.tokenizer.apply_chat_template(self._system() + messages, add_generation_prompt=True)
+        return self.tokenizer.encode(prompt, add_special_tokens=False).input_ids.get_shape()[1]
+
+    def _fit(self, messages: list[dict]) -> tuple[list[dict], int]:
+        """(messages, prompt tokens): the oldest turns dropped (never the system prompt) until the
+        prompt leaves room for a reply."""
+        tokens = self._count_tokens(messages)
+        if not self.context:
+            return messages, tokens
+        reserve = min(self.generation["max_new_tokens"], self.context // 4)
+        dropped = 0
+        while tokens > self.context - reserve:
+            if len(messages) == 1:
+                raise ContextError(
+                    f"the message is too long: the prompt would be {tokens} tokens and the context holds "
+                    f"{self.context}, {reserve} of them kept for the reply"
+                )
+            # A turn is a user message and the reply to it.
+            messages = messages[2:] if messages[1]["role"] == "assistant" else messages[1:]
+            dropped += 1
+            tokens = self._count_tokens(messages)
+        if dropped:
+            self.notify(f"(dropped the {dropped} oldest turn{'s' if dropped > 1 else ''} to fit the {self.context}-token context)")
+        return messages, tokens

@@ -1,0 +1,91 @@
+"""The interactive chat loop: streamed replies, /commands, Ctrl-C and Ctrl-D, readline editing."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+from .chat import Chat, ContextError
+
+HELP = """\
+/help          this list
+/reset         forget the conversation (keeps the system prompt)
+/system TEXT   set the system prompt (empty TEXT removes it) and start over
+/save FILE     write the conversation to FILE (JSON)
+/load FILE     continue the conversation saved in FILE
+/stats         the last reply's timings and token counts
+/exit          leave (or Ctrl-D); Ctrl-C stops a reply"""
+
+
+def reply(chat: Chat, text: str, verbose: bool = False) -> None:
+    """Stream the reply to `text`; Ctrl-C ends it early and keeps what was said."""
+
+    def on_interrupt(signum, frame):
+        chat.stop()
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        chat.send(text, on_text=lambda piece: print(piece, end="", flush=True))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    print()
+    if verbose and chat.metrics:
+        print(chat.metrics.summary(), file=sys.stderr)
+
+
+def command(chat: Chat, line: str) -> bool:
+    """Run a /command; False when the user asked to leave."""
+    name, _, argument = line.partition(" ")
+    argument = argument.strip()
+    if name in ("/exit", "/quit", "/bye"):
+        return False
+    if name == "/help":
+        print(HELP)
+    elif name == "/reset":
+        chat.reset()
+        print("(conversation cleared)")
+    elif name == "/system":
+        chat.system = argument or None
+        chat.reset()
+        print("(system prompt set; conversation cleared)" if argument else "(system prompt removed)")
+    elif name in ("/save", "/load"):
+        if not argument:
+            print(f"{name} needs a file name")
+        else:
+            try:
+                chat.save(argument) if name == "/save" else chat.load(argument)
+                print(f"({'saved to' if name == '/save' else 'loaded'} {argument}: {len(chat.messages)} messages)")
+            except (OSError, ValueError) as e:
+                print(f"{name} failed: {e}")
+    elif name == "/stats":
+        print(chat.metrics.summary() if chat.metrics else "(no reply yet)")
+    else:
+        print(f"unknown command {name}; /help lists them")
+    return True
+
+
+def run(chat: Chat, verbose: bool = False) -> None:
+    try:
+        import readline  # noqa: F401  (line editing and history for input())
+    except ImportError:
+        pass
+    print("Type a message; /help for commands, Ctrl-D to leave.")
+    while True:
+        try:
+            line = input(">>> ").strip()
+        except EOFError:
+            print()
+            return
+        except KeyboardInterrupt:
+            print()
+            return
+        if not line:
+            continue
+        if line.startswith("/"):
+            if not command(chat, line):
+                return
+            continue
+        try:
+            reply(chat, line, verbose)
+        except ContextError as e:
+            print(f"Error: {e}")
