@@ -1,0 +1,244 @@
+"""`ovchat run` and the Python API, on models the converter makes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import openvino_genai
+import pexpect
+import pexpect.fdpexpect
+import pytest
+
+import ovgenai_chat
+from conftest import run_ovchat
+from ovgenai_chat.chat import Chat
+
+EXACT = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "ATTENTION_BACKEND": "SDPA"}
+
+
+@pytest.fixture
+def env(tmp_path) -> dict:
+    """A private home and cache directory for each test's ovchat process."""
+    home = tmp_path / "home"
+    home.mkdir()
+    return {**os.environ, "HOME": str(home), "OVCHAT_CACHE_DIR": str(tmp_path / "cache")}
+
+
+@pytest.fixture(scope="session")
+def smollm2(converted) -> Path:
+    return converted("smollm2", "int4")
+
+
+def ovchat_run(model_dir, *args, env, input=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ovgenai_chat.cli", "run", str(model_dir), *args],
+                          input=input, capture_output=True, env=env, timeout=600)
+
+
+def test_one_shot_prompt(smollm2, env):
+    result = ovchat_run(smollm2, "-p", "What is the capital of France?", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "Paris" in result.stdout.decode()
+    assert "No GPU found; running on the CPU." in result.stderr.decode()
+
+
+def test_json_replies_from_stdin_continue_one_conversation(smollm2, env):
+    # Without the first turn SmolLM2 answers the second with "Turkish and English".
+    questions = "What is the capital of Germany?\nWhat language do people speak in that city?\n"
+    result = ovchat_run(smollm2, "--json", "--max-new-tokens", "40", env=env, input=questions.encode())
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert [line["prompt"] for line in lines] == questions.splitlines()
+    assert "Berlin" in lines[0]["reply"] and "German" in lines[1]["reply"]
+    metrics = lines[1]["metrics"]
+    assert metrics["ttft_ms"] > 0 and metrics["tpot_ms"] > 0 and metrics["output_tokens"] > 0
+
+
+def test_runtime_imports_nothing_heavy(smollm2, env):
+    """The device side never loads torch, transformers, optimum, nncf or the converter."""
+    probe = (
+        "import sys, json, runpy\n"
+        f"sys.argv = ['ovchat', 'run', {str(smollm2)!r}, '-p', 'Hi', '--max-new-tokens', '4']\n"
+        "try:\n    runpy.run_module('ovgenai_chat.cli', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    loaded = {name.split(".")[0] for name in json.loads(result.stdout.splitlines()[-1])}
+    assert "openvino_genai" in loaded
+    assert not loaded & {"torch", "transformers", "optimum", "nncf", "convert"}
+
+
+def test_compiled_model_cache_and_telemetry_refusal(smollm2, env, tmp_path):
+    assert ovchat_run(smollm2, "-p", "Hi", "--max-new-tokens", "4", env=env).returncode == 0
+    assert any((tmp_path / "cache" / "compiled").iterdir())
+    assert (tmp_path / "home" / "intel" / "openvino_telemetry").read_text() == "0"
+
+    shutil.rmtree(tmp_path / "cache")
+    consent = tmp_path / "home" / "intel" / "openvino_telemetry"
+    consent.write_text("1")  # the user's own choice stays
+    assert ovchat_run(smollm2, "-p", "Hi", "--max-new-tokens", "4", "--no-cache", env=env).returncode == 0
+    assert not (tmp_path / "cache" / "compiled").exists() or not any((tmp_path / "cache" / "compiled").iterdir())
+    assert consent.read_text() == "1"
+
+
+def test_old_turns_are_dropped_to_fit_the_context(smollm2, env):
+    messages = "".join(f"Tell me one fact about the number {n}.\n" for n in range(4))
+    result = ovchat_run(smollm2, "--context", "160", "--max-new-tokens", "30", env=env, input=messages.encode())
+    assert result.returncode == 0, result.stderr
+    assert "oldest turn" in result.stderr.decode() and "to fit the 160-token context" in result.stderr.decode()
+
+
+def test_python_api(converted):
+    chat = ovgenai_chat.load(converted("smollm2", "int4"), max_new_tokens=24)
+    assert "Paris" in chat.send("What is the capital of France?")
+    pieces = list(chat.stream("And of Italy?"))
+    assert len(pieces) > 1 and "Rome" in "".join(pieces)
+    assert [m["role"] for m in chat.history] == ["user", "assistant", "user", "assistant"]
+    assert chat.history[-1]["content"] == "".join(pieces)
+    assert chat.metrics.output_tokens > 0
+    chat.reset()
+    assert chat.history == []
+
+
+def test_multi_turn_equals_one_generate_on_the_whole_history(converted):
+    """The second turn, through the reused KV cache, gives the same greedy reply as a fresh
+    pipeline given the whole templated history at once."""
+    path = converted("smollm2", "fp32")
+    chat = Chat(openvino_genai.LLMPipeline(path, "CPU", **EXACT), max_new_tokens=40)
+    chat.send("Name three colours of the rainbow.")
+    second = chat.send("Which of them is the warmest?")
+
+    fresh = Chat(openvino_genai.LLMPipeline(path, "CPU", **EXACT), max_new_tokens=40)
+    history = openvino_genai.ChatHistory()
+    for message in chat.history[:-1]:
+        history.append(message)
+    config = fresh.pipe.get_generation_config()
+    config.max_new_tokens = 40
+    assert fresh.pipe.generate(history, config).texts[0] == second
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, expect: str):
+    stderr = result.stderr.decode()
+    errors = [line for line in stderr.splitlines() if line.startswith("Error: ")]
+    assert result.returncode != 0
+    assert "Traceback" not in stderr
+    assert len(errors) == 1 and expect in errors[0], stderr
+
+
+def test_missing_model_dir(tmp_path, env):
+    assert_one_line_error(ovchat_run(tmp_path / "nothing", "-p", "Hi", env=env), "no such model directory")
+
+
+def test_directory_without_tokenizer_ir(smollm2, tmp_path, env):
+    broken = shutil.copytree(smollm2, tmp_path / "no-tokenizer")
+    (broken / "openvino_tokenizer.xml").unlink()
+    assert_one_line_error(ovchat_run(broken, "-p", "Hi", env=env), "missing openvino_tokenizer.xml")
+
+
+def test_truncated_weights(smollm2, tmp_path, env):
+    broken = shutil.copytree(smollm2, tmp_path / "truncated")
+    weights = broken / "openvino_model.bin"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    assert_one_line_error(ovchat_run(broken, "-p", "Hi", env=env), "cannot load")
+
+
+def test_non_utf8_stdin(smollm2, env):
+    result = ovchat_run(smollm2, "--max-new-tokens", "4", env=env, input=b"hello\n\xff\xfe broken\n")
+    assert_one_line_error(result, "line 2 of the input is not UTF-8 text")
+
+
+def test_message_longer_than_the_context(smollm2, env):
+    result = ovchat_run(smollm2, "--context", "64", "-p", "word " * 200, env=env)
+    assert_one_line_error(result, "the message is too long")
+
+
+def test_gpu_requested_without_one(smollm2, env):
+    assert_one_line_error(ovchat_run(smollm2, "--device", "GPU", "-p", "Hi", env=env), "device GPU is not available")
+
+
+# --- the interactive chat, driven through a pseudo-terminal -------------------------------------
+
+
+def spawn_in_terminal(args, env) -> tuple[subprocess.Popen, pexpect.fdpexpect.fdspawn]:
+    """Start ovchat on a pseudo-terminal. subprocess, not pexpect.spawn: pexpect forks in Python,
+    which can hang in this multi-threaded test process (OpenVINO's thread pools)."""
+    controller, terminal = os.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "ovgenai_chat.cli", *map(str, args)], stdin=terminal,
+                               stdout=terminal, stderr=terminal, env=env, start_new_session=True)
+    os.close(terminal)
+    return process, pexpect.fdpexpect.fdspawn(controller, encoding="utf-8", timeout=120)
+
+
+def test_interactive_session(smollm2, env, tmp_path):
+    saved = tmp_path / "chat.json"
+    process, child = spawn_in_terminal(["run", smollm2, "--max-new-tokens", "300"], env)
+    try:
+        child.expect_exact(">>> ")
+        child.sendline("What is the capital of France?")
+        child.expect("Paris")
+        child.expect_exact(">>> ")
+        child.sendline("What language do people speak in that city?")  # needs the first turn
+        child.expect("French")
+        child.expect_exact(">>> ")
+
+        child.sendline("/stats")
+        child.expect(r"tokens in, \d+ out")
+        child.sendline(f"/save {saved}")
+        child.expect_exact("saved to")
+        child.sendline("/reset")
+        child.expect_exact("(conversation cleared)")
+        child.sendline(f"/load {saved}")
+        child.expect_exact("loaded")
+        child.sendline("/frobnicate")
+        child.expect_exact("unknown command /frobnicate")
+        child.expect_exact(">>> ")
+
+        # Ctrl-C (the terminal sends SIGINT) in the middle of a long reply ends that reply only.
+        child.sendline("Write a very long story about a ship, at least a thousand words.")
+        child.expect(r"\w+ \w+ \w+ \w+")
+        process.send_signal(signal.SIGINT)
+        child.expect_exact(">>> ")
+        child.sendline("/stats")
+        child.expect(r"tokens in, (\d+) out")
+        assert int(child.match.group(1)) < 300
+        child.sendline("What is the capital of Germany?")
+        child.expect("Berlin")
+        child.expect_exact(">>> ")
+
+        child.sendline("/system You are a pirate. Always say Arr.")
+        child.expect_exact("(system prompt set")
+        child.sendline("Who are you?")
+        child.expect("(?i)pirate")
+        child.expect_exact(">>> ")
+        child.sendline("/exit")
+        assert process.wait(timeout=60) == 0
+    finally:
+        process.kill()
+        child.close()
+    history = json.loads(saved.read_text())["messages"]
+    assert [m["role"] for m in history] == ["user", "assistant", "user", "assistant"]
+    assert "Paris" in history[1]["content"]
+
+
+def test_ctrl_d_and_ctrl_c_at_the_prompt_leave_cleanly(smollm2, env):
+    for leave in ("ctrl-d", "ctrl-c"):
+        process, child = spawn_in_terminal(["run", smollm2], env)
+        try:
+            child.expect_exact(">>> ")
+            if leave == "ctrl-d":
+                child.send("\x04")  # what the terminal sends for Ctrl-D
+            else:
+                process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=60) == 0
+        finally:
+            process.kill()
+            child.close()
