@@ -90,7 +90,7 @@ def convert(source, out, weight_format, group_size, ratio, sym, force):
     try:
         from convert import ConversionError, convert as run_conversion
     except ImportError as e:
-        _fail(f"conversion needs the 'convert' extra ({e.name} is missing): pip install 'ovgenai-chat[convert]'")
+        _fail(f"conversion needs the convert extra ({e.name} is missing): pip install \"ovgenai-chat[convert]\"")
     # Ctrl-C and SIGTERM unwind the conversion, so its staging directory is removed. SIGINT is
     # set explicitly because a process started in the background inherits it ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
