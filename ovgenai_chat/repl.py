@@ -53,8 +53,12 @@ def command(chat: Chat, line: str) -> bool:
             print(f"{name} needs a file name")
         else:
             try:
-                chat.save(argument) if name == "/save" else chat.load(argument)
-                print(f"({'saved to' if name == '/save' else 'loaded'} {argument}: {len(chat.messages)} messages)")
+                if name == "/save":
+                    chat.save(argument)
+                    print(f"(saved to {argument}: {len(chat.messages)} messages)")
+                else:
+                    chat.load(argument)
+                    print(f"(loaded {argument}: {len(chat.messages)} messages)")
             except (OSError, ValueError) as e:
                 print(f"{name} failed: {e}")
     elif name == "/stats":
@@ -73,19 +77,16 @@ def run(chat: Chat, verbose: bool = False) -> None:
     while True:
         try:
             line = input(">>> ").strip()
-        except EOFError:
+        except (EOFError, KeyboardInterrupt):  # Ctrl-D or Ctrl-C at the prompt: leave
             print()
             return
-        except KeyboardInterrupt:
-            print()
-            return
-        if not line:
-            continue
-        if line.startswith("/"):
-            if not command(chat, line):
-                return
-            continue
         try:
-            reply(chat, line, verbose)
+            if line.startswith("/"):
+                if not command(chat, line):
+                    return
+            elif line:
+                reply(chat, line, verbose)
         except ContextError as e:
             print(f"Error: {e}")
+        except KeyboardInterrupt:  # Ctrl-C before the reply started: back to the prompt
+            print()

@@ -204,6 +204,7 @@ def test_interactive_session(smollm2, env, tmp_path):
 
         # Ctrl-C (the terminal sends SIGINT) in the middle of a long reply ends that reply only.
         child.sendline("Write a very long story about a ship, at least a thousand words.")
+        child.expect_exact("thousand words.")  # the terminal's echo of the line; then the reply
         child.expect(r"\w+ \w+ \w+ \w+")
         process.send_signal(signal.SIGINT)
         child.expect_exact(">>> ")
