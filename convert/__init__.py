@@ -7,7 +7,6 @@ checkpoint's tensors: no torch, no transformers model code, nothing from the che
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from contextlib import contextmanager
@@ -20,7 +19,7 @@ from . import graph, models
 from .compress import WEIGHT_FORMATS, compress, layer_precisions
 from .models import UnsupportedModel
 from .sources import Checkpoint, SourceError, open_source
-from .tokenizer import TOKENIZER_FILES, TokenizerError, convert_tokenizer, load_hf_tokenizer
+from .tokenizer import TokenizerError, convert_tokenizer
 from .write import OutputExists, check_target, staged_directory
 
 __all__ = ["convert", "ConversionError", "WEIGHT_FORMATS"]
@@ -33,25 +32,29 @@ class ConversionError(Exception):
 def convert(
     source,
     out,
-    weight_format: str = "int4",
+    weight_format: str | None = None,
     group_size: int = 128,
     ratio: float = 0.6,
     sym: bool | None = None,
     force: bool = False,
 ) -> Path:
-    """Convert SOURCE (checkpoint directory or hub id) into the model directory OUT; returns OUT.
+    """Convert SOURCE (checkpoint directory, hub id or .gguf file) into the model directory OUT;
+    returns OUT.
+
+    `weight_format` defaults to int4; a GGUF file then keeps its Q4_0/Q4_1/Q8_0 blocks as they
+    are and compresses only its other tensors, while an explicit format re-compresses everything.
 
     `sym` defaults to symmetric for int4 (the notebook's --sym) and asymmetric for int8 (as
     optimum-cli does): int8_sym per channel garbles small models such as SmolLM2-135M.
     Raises ConversionError with a one-line message for anything the user can fix."""
-    if weight_format not in WEIGHT_FORMATS:
+    if weight_format is not None and weight_format not in WEIGHT_FORMATS:
         raise ConversionError(f"weight format {weight_format!r} is not one of {', '.join(WEIGHT_FORMATS)}")
     if not 0.0 <= ratio <= 1.0:
         raise ConversionError(f"ratio must be between 0 and 1, not {ratio}")
     if group_size < 1 and group_size != -1:
         raise ConversionError(f"group size must be positive (or -1 for per-channel), not {group_size}")
     if sym is None:
-        sym = weight_format == "int4"
+        sym = weight_format in ("int4", None)
     out = Path(out).expanduser()
     try:
         check_target(out, force)
@@ -66,16 +69,19 @@ def convert(
     return out
 
 
-def _convert_into(staging: Path, source, weight_format: str, group_size: int, ratio: float, sym: bool) -> None:
+def _convert_into(staging: Path, source, weight_format: str | None, group_size: int, ratio: float, sym: bool) -> None:
     checkpoint = open_source(source)
     args = models.model_args(checkpoint.config)
     checkpoint.check_weights()
     # The tokenizer before the slow steps, so a checkpoint without a usable one fails at once.
-    hf_tokenizer = load_hf_tokenizer(checkpoint.path)
+    hf_tokenizer = checkpoint.hf_tokenizer()
 
     # fp16 is produced by saving an f32 graph with compress_to_fp16; int4/int8 start from the
-    # stored precision, which NNCF reads as it is.
-    weights = checkpoint.weights(np.float32 if weight_format in ("fp32", "fp16") else None)
+    # stored precision, which NNCF reads as it is. Blocks of a GGUF stay as they are unless a
+    # format is asked for.
+    keep_blocks = weight_format is None
+    weight_format = weight_format or "int4"
+    weights = checkpoint.weights(np.float32 if weight_format in ("fp32", "fp16") else None, dequantize=not keep_blocks)
     models.sanitize(checkpoint.config, args, weights)
     with _step(f"Building the {args.model_type} graph from {checkpoint.path}") as progress:
         model = graph.build_model(args, weights, on_layer=lambda done, total: progress(f"layer {done}/{total}"))
@@ -83,10 +89,12 @@ def _convert_into(staging: Path, source, weight_format: str, group_size: int, ra
         raise ConversionError(
             f"the checkpoint has tensors this {args.model_type} graph does not use: {', '.join(sorted(weights)[:3])}"
         )
-    if weight_format in ("int4", "int8"):
+    uncompressed = sum(n for p, n in layer_precisions(model).items() if p in ("f32", "f16", "bf16"))
+    if weight_format in ("int4", "int8") and uncompressed:
         details = f", group {group_size}, ratio {ratio}" if weight_format == "int4" else ""
-        _say(f"Compressing weights to {weight_format} ({'sym' if sym else 'asym'}{details})")
-    model = compress(model, weight_format, group_size, ratio, sym)
+        kept = " the layers not already quantized in the GGUF" if keep_blocks and len(layer_precisions(model)) > 1 else ""
+        _say(f"Compressing{kept} weights to {weight_format} ({'sym' if sym else 'asym'}{details})")
+        model = compress(model, weight_format, group_size, ratio, sym)
     precisions = layer_precisions(model)
     _annotate(model, weight_format, group_size, ratio, sym, precisions)
 
@@ -96,9 +104,7 @@ def _convert_into(staging: Path, source, weight_format: str, group_size: int, ra
         tokenizer, detokenizer = convert_tokenizer(hf_tokenizer)
         ov.save_model(tokenizer, staging / "openvino_tokenizer.xml")
         ov.save_model(detokenizer, staging / "openvino_detokenizer.xml")
-    for name in ("config.json", *TOKENIZER_FILES):
-        if (checkpoint.path / name).is_file():
-            shutil.copyfile(checkpoint.path / name, staging / name)
+    checkpoint.write_files(staging, hf_tokenizer)
     _write_generation_config(checkpoint, staging)
 
     size = sum(f.stat().st_size for f in staging.iterdir())
@@ -122,7 +128,7 @@ def _annotate(model: ov.Model, weight_format, group_size, ratio, sym, precisions
 
 def _write_generation_config(checkpoint: Checkpoint, staging: Path) -> None:
     """LLMPipeline stops on every eos id listed here; without one the model talks to itself."""
-    source = checkpoint.path / "generation_config.json"
+    source = checkpoint.path.with_name("generation_config.json") if checkpoint.path.is_file() else checkpoint.path / "generation_config.json"
     generation = json.loads(source.read_text()) if source.is_file() else {}
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         if generation.get(key) is None and checkpoint.config.get(key) is not None:

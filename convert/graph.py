@@ -16,6 +16,7 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
+from .gguf_source import BlockQuantized
 from .models.base import ModelArgs, Rope
 from .sources import Weights
 
@@ -25,12 +26,15 @@ F32 = ov.Type.f32
 MASKED = -65504.0
 
 
-def weight(array: np.ndarray) -> ov.Output:
+def weight(array) -> ov.Output:
     """A weight constant in its stored precision, converted to f32 where it is used.
 
     Keeping bf16/f16 constants as they are (behind a Convert) is lossless and halves the memory
-    NNCF works on; numpy has no bf16, so its bits go to OpenVINO as a bf16 tensor.
+    NNCF works on; numpy has no bf16, so its bits go to OpenVINO as a bf16 tensor. GGUF blocks
+    become the decompression chain the plugins fuse into their matrix multiplications.
     """
+    if isinstance(array, BlockQuantized):
+        return _block_weight(array)
     if array.dtype == np.float32:
         return ops.constant(array).output(0)
     if array.dtype == ml_dtypes.bfloat16:
@@ -41,6 +45,20 @@ def weight(array: np.ndarray) -> ov.Output:
     else:
         raise TypeError(f"unsupported weight dtype {array.dtype}")
     return ops.convert(const, F32).output(0)
+
+
+def _block_weight(blocks: BlockQuantized) -> ov.Output:
+    """scale · (q − zero_point) per 32 weights, reshaped to [rows, cols]."""
+    rows, cols = blocks.shape
+    grouped = [rows, cols // 32, 32]
+    raw = np.ascontiguousarray(blocks.values).view(np.uint8)  # the bytes, typed by ov.Type below
+    values = ov.op.Constant(ov.Tensor(raw, grouped, getattr(ov.Type, blocks.element_type)),
+                            shared_memory=False)
+    x = ops.convert(values, F32)
+    if blocks.zero_point is not None:
+        x = ops.subtract(x, ops.constant(blocks.zero_point))
+    x = ops.multiply(x, ops.constant(blocks.scale))
+    return ops.reshape(x, vector([rows, cols]), special_zero=False).output(0)
 
 
 def scalar(value, dtype=np.int64) -> ov.Output:

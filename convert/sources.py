@@ -48,7 +48,22 @@ class Checkpoint:
             with _open_safetensors(file):
                 pass
 
-    def weights(self, dtype=None) -> "Weights":
+    def hf_tokenizer(self):
+        from .tokenizer import load_hf_tokenizer
+
+        return load_hf_tokenizer(self.path)
+
+    def write_files(self, out: Path, hf_tokenizer) -> None:
+        """config.json and the tokenizer files beside the IR, for tools that read them (optimum-intel)."""
+        import shutil
+
+        from .tokenizer import TOKENIZER_FILES
+
+        for name in ("config.json", *TOKENIZER_FILES):
+            if (self.path / name).is_file():
+                shutil.copyfile(self.path / name, out / name)
+
+    def weights(self, dtype=None, dequantize: bool = False) -> "Weights":
         """The checkpoint's tensors, read when taken; in their stored dtype unless `dtype` is given."""
         refs = {}
         for file in self.safetensors_files():
@@ -173,8 +188,10 @@ def open_source(source: str | os.PathLike) -> Checkpoint:
     if path.exists():
         if path.is_file():
             if path.suffix == ".gguf":
-                raise SourceError(f"{path}: GGUF import is not supported yet; pass a Hugging Face checkpoint directory")
-            raise SourceError(f"{path} is a file; pass a checkpoint directory or a hub model id")
+                from .gguf_source import read_gguf
+
+                return read_gguf(path)
+            raise SourceError(f"{path} is a file; pass a checkpoint directory, a .gguf file or a hub model id")
         return Checkpoint(path, _load_config(path))
     if not _looks_like_hub_id(str(source)):
         raise SourceError(f"{source}: no such directory, and not a hub model id (owner/name)")
