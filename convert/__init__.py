@@ -89,12 +89,13 @@ def _convert_into(staging: Path, source, weight_format: str | None, group_size: 
         raise ConversionError(
             f"the checkpoint has tensors this {args.model_type} graph does not use: {', '.join(sorted(weights)[:3])}"
         )
-    uncompressed = sum(n for p, n in layer_precisions(model).items() if p in ("f32", "f16", "bf16"))
-    if weight_format in ("int4", "int8") and uncompressed:
+    # Layer names of the tensors compression may change (a GGUF's dequantized blocks), or all.
+    only = None if weights.to_compress is None else {_layer_name(name) for name in weights.to_compress}
+    if weight_format in ("int4", "int8") and only != set():
         details = f", group {group_size}, ratio {ratio}" if weight_format == "int4" else ""
-        kept = " the layers not already quantized in the GGUF" if keep_blocks and len(layer_precisions(model)) > 1 else ""
-        _say(f"Compressing{kept} weights to {weight_format} ({'sym' if sym else 'asym'}{details})")
-        model = compress(model, weight_format, group_size, ratio, sym)
+        what = "weights" if only is None else f"the {len(only)} dequantized GGUF weights"
+        _say(f"Compressing {what} to {weight_format} ({'sym' if sym else 'asym'}{details})")
+        model = compress(model, weight_format, group_size, ratio, sym, only)
     precisions = layer_precisions(model)
     _annotate(model, weight_format, group_size, ratio, sym, precisions)
 
@@ -110,6 +111,12 @@ def _convert_into(staging: Path, source, weight_format: str | None, group_size: 
     size = sum(f.stat().st_size for f in staging.iterdir())
     layers = ", ".join(f"{count} {precision}" for precision, count in sorted(precisions.items()))
     _say(f"Weight layers: {layers}. Size on disk: {size / 2**20:.1f} MiB")
+
+
+def _layer_name(tensor_name: str) -> str:
+    """The graph node a weight tensor feeds (see graph.build_model's names)."""
+    return {"model.embed_tokens.weight": "embed_tokens", "lm_head.weight": "lm_head"}.get(
+        tensor_name, tensor_name.removesuffix(".weight"))
 
 
 def _annotate(model: ov.Model, weight_format, group_size, ratio, sym, precisions) -> None:

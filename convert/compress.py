@@ -9,24 +9,31 @@ import openvino as ov
 WEIGHT_FORMATS = ("int4", "int8", "fp16", "fp32")
 
 
-def compress(model: ov.Model, weight_format: str, group_size: int, ratio: float, sym: bool) -> ov.Model:
+def compress(model: ov.Model, weight_format: str, group_size: int, ratio: float, sym: bool,
+             only: set[str] | None = None) -> ov.Model:
     """int4: `ratio` of the layers (by NNCF's data-free sensitivity) in int4 with `group_size`, the
     rest int8 asymmetric per channel, embeddings and lm_head int8; a dimension that `group_size` does
     not divide gets the largest group size that does. int8: every layer per channel.
-    fp16/fp32 leave the model as it is (fp16 halves it when saved)."""
+    fp16/fp32 leave the model as it is (fp16 halves it when saved). `only`: the names of the
+    weight layers (MatMul / embedding Gather) to compress; None for all."""
     if weight_format in ("fp16", "fp32"):
         return model
     import nncf
 
+    ignored = nncf.IgnoredScope()
+    if only is not None:
+        ignored = nncf.IgnoredScope(names=[name for name in weight_layers(model) if name not in only])
+
     if weight_format == "int8":
         mode = nncf.CompressWeightsMode.INT8_SYM if sym else nncf.CompressWeightsMode.INT8_ASYM
-        return nncf.compress_weights(model, mode=mode)
+        return nncf.compress_weights(model, mode=mode, ignored_scope=ignored)
     mode = nncf.CompressWeightsMode.INT4_SYM if sym else nncf.CompressWeightsMode.INT4_ASYM
     return nncf.compress_weights(
         model,
         mode=mode,
         group_size=group_size,
         ratio=ratio,
+        ignored_scope=ignored,
         advanced_parameters=nncf.AdvancedCompressionParameters(
             group_size_fallback_mode=nncf.GroupSizeFallbackMode.ADJUST
         ),
@@ -58,16 +65,20 @@ def _weight_precision(node: ov.Node) -> str:
     return element
 
 
-def layer_precisions(model: ov.Model) -> Counter:
-    """How many weight layers (MatMul and embedding Gather with a constant weight) are stored in
-    each precision."""
-    weights = {}  # constant → precision; a tied embedding counts once
+def weight_layers(model: ov.Model) -> dict[str, ov.Node]:
+    """Name → weight input of each MatMul and of the embedding Gather."""
+    layers = {}
     for op in model.get_ordered_ops():
         if op.get_type_name() == "MatMul":
-            weight = op.input_value(1).get_node()
+            layers[op.get_friendly_name()] = op.input_value(1).get_node()
         elif op.get_type_name() == "Gather" and op.get_friendly_name().startswith("embed"):
-            weight = op.input_value(0).get_node()
-        else:
-            continue
+            layers[op.get_friendly_name()] = op.input_value(0).get_node()
+    return layers
+
+
+def layer_precisions(model: ov.Model) -> Counter:
+    """How many weight layers are stored in each precision."""
+    weights = {}  # constant → precision; a tied embedding counts once
+    for weight in weight_layers(model).values():
         weights[_stored_constant(weight)] = _weight_precision(weight)
     return Counter(p for p in weights.values() if p != "other")

@@ -131,21 +131,42 @@ class GGUFCheckpoint:
         pass  # GGUFReader validated the file when it opened it
 
     def weights(self, dtype=None, dequantize: bool = False) -> Weights:
+        """Blocks kept unless `dequantize`; then compression re-quantizes everything. Otherwise it
+        may only touch the tensors of block types that had to be dequantized: float tensors stay."""
         refs = {name: GGUFTensorRef(self.reader, ref.index, dequantize, ref.permute_heads)
                 for name, ref in self.tensor_refs.items()}
-        return Weights(refs, dtype)
+        kept = ("Q4_0", "Q4_1", "Q8_0", "F32", "F16", "BF16")
+        dequantized = {name for name, ref in self.tensor_refs.items()
+                       if self.reader.tensors[ref.index].tensor_type.name not in kept}
+        return Weights(refs, dtype, None if dequantize else dequantized)
 
     def hf_tokenizer(self):
         """The GGUF's tokenizer (vocab, merges, special tokens, chat template) as a transformers
-        tokenizer object, which openvino_tokenizers converts."""
-        from transformers import AutoTokenizer
+        tokenizer object, which openvino_tokenizers converts. Built from the metadata with
+        transformers' GGUF tokenizer builders; its GGUF file reader needs torch, so not that."""
+        from transformers import PreTrainedTokenizerFast
+        from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_TOKENIZER_MAPPING, convert_gguf_tokenizer
 
         from .tokenizer import TokenizerError
 
+        metadata = {key: _field(self.reader, key) for key in self.reader.fields if key.startswith("tokenizer.")}
+        if not metadata.get("tokenizer.ggml.tokens"):
+            raise TokenizerError(f"{self.path.name} has no tokenizer")
+        grouped = {
+            group: {name: metadata[f"tokenizer.{key}"] for key, name in keys.items() if f"tokenizer.{key}" in metadata}
+            for group, keys in GGUF_TOKENIZER_MAPPING.items()
+        }
+        tokens = grouped["tokenizer"]["tokens"]
+        settings = dict(grouped["tokenizer_config"])
+        for special, key in (("bos_token", "bos_token_id"), ("eos_token", "eos_token_id"),
+                             ("unk_token", "unknown_token_id"), ("pad_token", "padding_token_id")):
+            token_id = metadata.get(f"tokenizer.ggml.{key}")
+            settings[special] = tokens[token_id] if token_id is not None else None
         try:
-            return AutoTokenizer.from_pretrained(self.path.parent, gguf_file=self.path.name)
-        except Exception as e:  # transformers raises many types here
-            raise TokenizerError(f"cannot read the tokenizer of {self.path.name}: {str(e).strip().splitlines()[0]}") from None
+            backend, extra = convert_gguf_tokenizer(self.config["model_type"], grouped["tokenizer"])
+            return PreTrainedTokenizerFast(tokenizer_object=backend, **settings, **extra)
+        except Exception as e:  # the builders raise many types on metadata they do not expect
+            raise TokenizerError(f"cannot build the tokenizer of {self.path.name}: {str(e).strip().splitlines()[0]}") from None
 
     def write_files(self, out: Path, hf_tokenizer) -> None:
         """config.json from the GGUF metadata and the tokenizer's files, for tools that read them."""

@@ -99,8 +99,10 @@ class Weights:
     conversion holds one source tensor at a time beside the constants built so far (reading all of
     Phi-3-mini up front doubled peak memory to 15 GB)."""
 
-    def __init__(self, refs: dict[str, TensorRef], dtype=None):
+    def __init__(self, refs: dict, dtype=None, to_compress: set[str] | None = None):
         self._refs, self._dtype = refs, dtype
+        # Names of the weights compression may change; None: all of them.
+        self.to_compress = to_compress
 
     def __contains__(self, name: str) -> bool:
         return name in self._refs

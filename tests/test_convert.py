@@ -216,3 +216,21 @@ def test_interrupted_conversion_leaves_nothing(tmp_path, checkpoint, signum):
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1] == "Error: interrupted; nothing was written"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("source", ["llama", "gguf"])
+def test_conversion_never_imports_torch(tmp_path, checkpoint, source):
+    """The convert extra has no torch: a conversion must not need it (here it cannot import it)."""
+    import smollm2
+
+    src = smollm2.gguf_dir() / smollm2.GGUF_NAME if source == "gguf" else checkpoint(source)
+    probe = (
+        "import sys\nsys.modules['torch'] = None  # import torch now fails\n"
+        "from convert import convert\n"
+        f"convert({str(src)!r}, {str(tmp_path / 'out')!r}, weight_format={'None' if source == 'gguf' else repr('int4')})\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'optimum')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "['torch']"  # only our blocking entry
+    assert (tmp_path / "out" / "openvino_model.xml").exists()

@@ -13,8 +13,10 @@ import openvino as ov
 import openvino_genai
 import pytest
 import torch
+import transformers
 
 import smollm2
+from gguf_files import BLOCK_TYPES, write_gguf
 from conftest import run_ovchat
 from test_convert import TOKENIZER_SAMPLES, ask, assert_clean_failure
 from test_parity import EXACT, PROMPTS, reference_greedy, reference_model, templated_ids
@@ -173,3 +175,47 @@ def test_default_model_cache_not_writable(tmp_path):
     result = run_default(blocker / "cache", "-p", "Hi")
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("Error: cannot write the cache directory")
+
+
+# --- tiny GGUF files: every kept block type, llama's permuted q/k, qwen2's biases ----------------
+
+
+@pytest.mark.parametrize("name", ["llama", "qwen2-bias-fp16-sharded"])
+def test_tiny_gguf_with_every_kept_block_type_matches_transformers(name, checkpoint, tmp_path, gguf_file):
+    """Q4_0, Q4_1, Q8_0, F16, BF16 and F32 tensors, read by our import and by transformers' own
+    GGUF loader (which dequantizes and un-permutes on its own): the same logits."""
+    from convert import convert
+
+    path = write_gguf(checkpoint(name), tmp_path / f"{name}.gguf", gguf_file, BLOCK_TYPES)
+    out = convert(path, tmp_path / "ir")
+    layers = json.loads(ov.Core().read_model(out / "openvino_model.xml").get_rt_info(["ovgenai_chat", "layers"]).astype(str))
+    assert {"int4_sym_g32", "int4_asym_g32", "int8_sym", "f16", "bf16"} <= set(layers)
+
+    reference = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name, dtype=torch.float32)
+    compiled = ov.Core().compile_model(out / "openvino_model.xml", "CPU", EXACT)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file=path.name)
+    worst = 0.0
+    for prompt in PROMPTS:
+        ids = templated_ids(tokenizer, [{"role": "user", "content": prompt}])
+        with torch.no_grad():
+            expected = reference(torch.tensor([ids])).logits[0].numpy()
+        logits = compiled.create_infer_request().infer({
+            "input_ids": np.array([ids]), "attention_mask": np.ones((1, len(ids)), np.int64),
+            "position_ids": np.arange(len(ids))[None], "beam_idx": np.zeros(1, np.int32)})["logits"][0]
+        worst = max(worst, float(np.abs(logits - expected).max()))
+    print(f"{name} GGUF: max |logits - transformers| = {worst:.2e}")
+    assert worst <= 1e-3
+
+
+def test_other_block_types_are_dequantized_then_compressed(checkpoint, tmp_path, gguf_file):
+    path = write_gguf(checkpoint("llama"), tmp_path / "q5.gguf", gguf_file, {**BLOCK_TYPES, "ffn_down": "Q5_0"})
+    out = tmp_path / "out"
+    result = run_ovchat("convert", path, "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert "Compressing the 2 dequantized GGUF weights to int4" in result.stderr
+    layers = json.loads(ov.Core().read_model(out / "openvino_model.xml").get_rt_info(["ovgenai_chat", "layers"]).astype(str))
+    # The two Q5_0 down projections went through NNCF (int4, or its int8 backup); the BF16 ones of
+    # BLOCK_TYPES are now Q5_0, the F16 output projections stay F16.
+    assert layers["f16"] == 2 and "bf16" not in layers
+    assert layers["int4_sym_g32"] == 4 and layers["int4_asym_g32"] == 4 and layers["int8_sym"] == 3  # v ×2, embedding
+    assert sum(n for p, n in layers.items() if p in ("int8_asym", "int4_sym_g64", "int4_sym_g128")) == 2
