@@ -94,8 +94,9 @@ def llama_cpp_worker(gguf: str, sweep: list[tuple[int, int]], seed: int) -> dict
         llm.reset()  # no prefix reuse between requests
         times = []
         start = time.perf_counter()
-        for _ in llm.create_completion(tokens, max_tokens=gen, temperature=0.0, logit_bias=no_eos, stream=True):
-            times.append(time.perf_counter())
+        for chunk in llm.create_completion(tokens, max_tokens=gen, temperature=0.0, logit_bias=no_eos, stream=True):
+            if chunk["choices"][0]["text"] or chunk["choices"][0]["finish_reason"] is None:
+                times.append(time.perf_counter())  # one per token; the closing chunk carries none
         ttft = (times[0] - start) * 1000
         tpot = (times[-1] - times[0]) * 1000 / max(1, len(times) - 1)
         wall = (times[-1] - start) * 1000
