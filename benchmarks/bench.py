@@ -26,15 +26,31 @@ WORDS = ("river mountain garden lantern violin harbor meadow thunder copper orch
          "glacier marble compass falcon ember prairie saddle tundra velvet willow").split()
 
 
+def prompt_text(length: int, seed: int) -> str:
+    """Text of more than `length` tokens that no other request starts with."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return f"Request {seed}: " + " ".join(rng.choice(WORDS, size=length * 2))
+
+
 def prompt_ids(tokenizer, length: int, seed: int):
-    """Exactly `length` token ids of text no other request starts with."""
+    """Exactly `length` token ids of prompt_text."""
     import numpy as np
     import openvino as ov
 
-    rng = np.random.default_rng(seed)
-    text = f"Request {seed}: " + " ".join(rng.choice(WORDS, size=length * 2))
-    ids = tokenizer.encode(text, add_special_tokens=False).input_ids.data[:, :length]
+    ids = tokenizer.encode(prompt_text(length, seed), add_special_tokens=False).input_ids.data[:, :length]
     return ov.Tensor(np.ascontiguousarray(ids))
+
+
+def request_row(prompt_tokens: int, gen_tokens: int, ttft: float, tpot: float, wall_ms: float) -> dict:
+    """One request's figures, in ms unless named."""
+    return {
+        "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens, "ttft_ms": ttft, "tpot_ms": tpot,
+        "gen_tps": 1000 / tpot if tpot else None, "prompt_tps": prompt_tokens / ttft * 1000, "wall_ms": wall_ms,
+        # the clock against the metrics: TTFT + (n-1)·TPOT should be the whole request
+        "wall_vs_metrics": wall_ms / (ttft + (gen_tokens - 1) * tpot),
+    }
 
 
 def worker(system: str, model_dir: str, sweep: list[tuple[int, int]], seed: int, gguf: str | None) -> dict:
@@ -66,20 +82,13 @@ def worker(system: str, model_dir: str, sweep: list[tuple[int, int]], seed: int,
         start = time.perf_counter()
         perf = pipe.generate(ids, config).perf_metrics
         wall_ms = (time.perf_counter() - start) * 1000
-        ttft, tpot = perf.get_ttft().mean, perf.get_tpot().mean
-        runs.append({
-            "prompt_tokens": prompt_len, "gen_tokens": perf.get_num_generated_tokens(), "ttft_ms": ttft,
-            "tpot_ms": tpot, "gen_tps": 1000 / tpot if tpot else None, "prompt_tps": prompt_len / ttft * 1000,
-            "wall_ms": wall_ms,
-            # perf_metrics cross-checked with the clock: TTFT + (n-1)·TPOT should be the whole request
-            "wall_vs_metrics": wall_ms / (ttft + (perf.get_num_generated_tokens() - 1) * tpot),
-        })
+        runs.append(request_row(prompt_len, perf.get_num_generated_tokens(), perf.get_ttft().mean,
+                                perf.get_tpot().mean, wall_ms))
     return {"system": system, "load_s": load_s, "peak_rss_mb": peak_rss_mb(), "runs": runs}
 
 
 def llama_cpp_worker(gguf: str, sweep: list[tuple[int, int]], seed: int) -> dict:
     """The same sweep on llama.cpp (llama-cpp-python) with the model's GGUF, as many threads."""
-    import numpy as np
     from llama_cpp import Llama
 
     start = time.perf_counter()
@@ -88,21 +97,15 @@ def llama_cpp_worker(gguf: str, sweep: list[tuple[int, int]], seed: int) -> dict
     no_eos = {llm.token_eos(): -float("inf")}
 
     def request(length: int, gen: int, request_seed: int) -> dict:
-        rng = np.random.default_rng(request_seed)
-        text = f"Request {request_seed}: " + " ".join(rng.choice(WORDS, size=length * 2))
-        tokens = llm.tokenize(text.encode(), add_bos=False)[:length]
+        tokens = llm.tokenize(prompt_text(length, request_seed).encode(), add_bos=False)[:length]
         llm.reset()  # no prefix reuse between requests
         times = []
         start = time.perf_counter()
         for chunk in llm.create_completion(tokens, max_tokens=gen, temperature=0.0, logit_bias=no_eos, stream=True):
             if chunk["choices"][0]["text"] or chunk["choices"][0]["finish_reason"] is None:
                 times.append(time.perf_counter())  # one per token; the closing chunk carries none
-        ttft = (times[0] - start) * 1000
         tpot = (times[-1] - times[0]) * 1000 / max(1, len(times) - 1)
-        wall = (times[-1] - start) * 1000
-        return {"prompt_tokens": length, "gen_tokens": len(times), "ttft_ms": ttft, "tpot_ms": tpot,
-                "gen_tps": 1000 / tpot if tpot else None, "prompt_tps": length / ttft * 1000, "wall_ms": wall,
-                "wall_vs_metrics": wall / (ttft + (len(times) - 1) * tpot)}
+        return request_row(length, len(times), (times[0] - start) * 1000, tpot, (times[-1] - start) * 1000)
 
     request(16, 8, seed * 1000)
     runs = [request(p, g, seed * 1000 + i + 1) for i, (p, g) in enumerate(sweep)]

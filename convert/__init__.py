@@ -90,7 +90,8 @@ def _convert_into(staging: Path, source, weight_format: str | None, group_size: 
             f"the checkpoint has tensors this {args.model_type} graph does not use: {', '.join(sorted(weights)[:3])}"
         )
     # Layer names of the tensors compression may change (a GGUF's dequantized blocks), or all.
-    only = None if weights.to_compress is None else {_layer_name(name) for name in weights.to_compress}
+    # (graph.build_model names each weight layer after its tensor, less ".weight").
+    only = None if weights.to_compress is None else {name.removesuffix(".weight") for name in weights.to_compress}
     if weight_format in ("int4", "int8") and only != set():
         details = f", group {group_size}, ratio {ratio}" if weight_format == "int4" else ""
         what = "weights" if only is None else f"the {len(only)} dequantized GGUF weights"
@@ -113,12 +114,6 @@ def _convert_into(staging: Path, source, weight_format: str | None, group_size: 
     _say(f"Weight layers: {layers}. Size on disk: {size / 2**20:.1f} MiB")
 
 
-def _layer_name(tensor_name: str) -> str:
-    """The graph node a weight tensor feeds (see graph.build_model's names)."""
-    return {"model.embed_tokens.weight": "embed_tokens", "lm_head.weight": "lm_head"}.get(
-        tensor_name, tensor_name.removesuffix(".weight"))
-
-
 def _annotate(model: ov.Model, weight_format, group_size, ratio, sym, precisions) -> None:
     """What was done, kept in the IR so the directory describes itself."""
     info = {"weight_format": weight_format, "sym": str(sym), "layers": json.dumps(dict(precisions))}
@@ -135,8 +130,7 @@ def _annotate(model: ov.Model, weight_format, group_size, ratio, sym, precisions
 
 def _write_generation_config(checkpoint: Checkpoint, staging: Path) -> None:
     """LLMPipeline stops on every eos id listed here; without one the model talks to itself."""
-    source = checkpoint.path.with_name("generation_config.json") if checkpoint.path.is_file() else checkpoint.path / "generation_config.json"
-    generation = json.loads(source.read_text()) if source.is_file() else {}
+    generation = checkpoint.generation_config()
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         if generation.get(key) is None and checkpoint.config.get(key) is not None:
             generation[key] = checkpoint.config[key]

@@ -71,7 +71,7 @@ def weight_layers(model: ov.Model) -> dict[str, ov.Node]:
     for op in model.get_ordered_ops():
         if op.get_type_name() == "MatMul":
             layers[op.get_friendly_name()] = op.input_value(1).get_node()
-        elif op.get_type_name() == "Gather" and op.get_friendly_name().startswith("embed"):
+        elif op.get_type_name() == "Gather" and op.get_friendly_name() == "model.embed_tokens":
             layers[op.get_friendly_name()] = op.input_value(0).get_node()
     return layers
 

@@ -16,6 +16,8 @@ from .sources import SourceError, Weights
 
 SUPPORTED_ARCHITECTURES = ("llama", "qwen2")
 BLOCK = 32  # weights per Q4_0 / Q4_1 / Q8_0 block
+KEPT_BLOCKS = ("Q4_0", "Q4_1", "Q8_0")
+FLOATS = ("F32", "F16", "BF16")
 
 # GGUF tensor name → HF (llama layout) name; {} is the layer number.
 NAMES = {
@@ -96,7 +98,7 @@ class GGUFTensorRef:
         tensor = self.reader.tensors[self.index]
         kind = tensor.tensor_type.name
         shape = tuple(int(n) for n in reversed(tensor.shape.tolist()))  # GGUF lists the fastest axis first
-        keep_blocks = kind in ("Q4_0", "Q4_1", "Q8_0") and not self.dequantize and len(shape) == 2
+        keep_blocks = kind in KEPT_BLOCKS and not self.dequantize and len(shape) == 2
         if keep_blocks:
             array = _decode_blocks(kind, np.asarray(tensor.data), *shape)
         elif kind in ("F32", "F16"):
@@ -130,14 +132,16 @@ class GGUFCheckpoint:
     def check_weights(self) -> None:
         pass  # GGUFReader validated the file when it opened it
 
+    def generation_config(self) -> dict:
+        return {}  # a GGUF has none; convert fills in the metadata's token ids
+
     def weights(self, dtype=None, dequantize: bool = False) -> Weights:
         """Blocks kept unless `dequantize`; then compression re-quantizes everything. Otherwise it
         may only touch the tensors of block types that had to be dequantized: float tensors stay."""
         refs = {name: GGUFTensorRef(self.reader, ref.index, dequantize, ref.permute_heads)
                 for name, ref in self.tensor_refs.items()}
-        kept = ("Q4_0", "Q4_1", "Q8_0", "F32", "F16", "BF16")
         dequantized = {name for name, ref in self.tensor_refs.items()
-                       if self.reader.tensors[ref.index].tensor_type.name not in kept}
+                       if self.reader.tensors[ref.index].tensor_type.name not in KEPT_BLOCKS + FLOATS}
         return Weights(refs, dtype, None if dequantize else dequantized)
 
     def hf_tokenizer(self):

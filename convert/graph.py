@@ -252,7 +252,7 @@ def build_model(args: ModelArgs, weights: Weights, on_layer=lambda done, total: 
     embed_tokens = weights.pop("model.embed_tokens.weight")
     lm_head = weights.pop("lm_head.weight", None)
     embedding = weight(embed_tokens)
-    h = ops.gather(embedding, input_ids, scalar(0), name="embed_tokens").output(0)
+    h = ops.gather(embedding, input_ids, scalar(0), name="model.embed_tokens").output(0)
     for i in range(args.num_hidden_layers):
         w = LayerWeights(weights, i)
         h = ops.add(h, attention(rms_norm(h, w["input_layernorm.weight"], args.rms_norm_eps), w, args, rope, ctx))

@@ -53,6 +53,10 @@ class Checkpoint:
 
         return load_hf_tokenizer(self.path)
 
+    def generation_config(self) -> dict:
+        source = self.path / "generation_config.json"
+        return json.loads(source.read_text()) if source.is_file() else {}
+
     def write_files(self, out: Path, hf_tokenizer) -> None:
         """config.json and the tokenizer files beside the IR, for tools that read them (optimum-intel)."""
         import shutil

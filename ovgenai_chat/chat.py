@@ -157,12 +157,12 @@ class Chat:
         prompt = self.tokenizer.apply_chat_template(self._system() + messages, add_generation_prompt=True)
         return self.tokenizer.encode(prompt, add_special_tokens=False).input_ids.get_shape()[1]
 
-    def _fit(self, messages: list[dict]) -> tuple[list[dict], int]:
+    def _fit(self, messages: list[dict]) -> tuple[list[dict], int | None]:
         """(messages, prompt tokens): the oldest turns dropped (never the system prompt) until the
-        prompt leaves room for a reply."""
-        tokens = self._count_tokens(messages)
+        prompt leaves room for a reply. Without a context window nothing is counted."""
         if not self.context:
-            return messages, tokens
+            return messages, None
+        tokens = self._count_tokens(messages)
         reserve = min(self.generation["max_new_tokens"], self.context // 4)
         dropped = 0
         while tokens > self.context - reserve:

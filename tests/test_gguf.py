@@ -19,7 +19,7 @@ import smollm2
 from gguf_files import BLOCK_TYPES, write_gguf
 from conftest import run_ovchat
 from test_convert import TOKENIZER_SAMPLES, ask, assert_clean_failure
-from test_parity import EXACT, PROMPTS, reference_greedy, reference_model, templated_ids
+from test_parity import EXACT, PROMPTS, ir_logits, reference_greedy, reference_model, templated_ids
 
 
 @pytest.fixture(scope="session")
@@ -52,9 +52,7 @@ def test_logits_match_the_dequantized_checkpoint(gguf_model, checkpoint, tokeniz
         ids = templated_ids(tokenizer, [{"role": "user", "content": prompt}])
         with torch.no_grad():
             expected = reference(torch.tensor([ids])).logits[0].numpy()
-        request = compiled.create_infer_request()
-        logits = request.infer({"input_ids": np.array([ids]), "attention_mask": np.ones((1, len(ids)), np.int64),
-                                "position_ids": np.arange(len(ids))[None], "beam_idx": np.zeros(1, np.int32)})["logits"][0]
+        logits = ir_logits(compiled, ids, chunks=1)
         cosines += list((logits * expected).sum(-1) / np.linalg.norm(logits, axis=-1) / np.linalg.norm(expected, axis=-1))
         agreements += list(logits.argmax(-1) == expected.argmax(-1))
     cosine, top1 = float(np.mean(cosines)), float(np.mean(agreements))
@@ -199,9 +197,7 @@ def test_tiny_gguf_with_every_kept_block_type_matches_transformers(name, checkpo
         ids = templated_ids(tokenizer, [{"role": "user", "content": prompt}])
         with torch.no_grad():
             expected = reference(torch.tensor([ids])).logits[0].numpy()
-        logits = compiled.create_infer_request().infer({
-            "input_ids": np.array([ids]), "attention_mask": np.ones((1, len(ids)), np.int64),
-            "position_ids": np.arange(len(ids))[None], "beam_idx": np.zeros(1, np.int32)})["logits"][0]
+        logits = ir_logits(compiled, ids, chunks=1)
         worst = max(worst, float(np.abs(logits - expected).max()))
     print(f"{name} GGUF: max |logits - transformers| = {worst:.2e}")
     assert worst <= 1e-3
