@@ -201,18 +201,20 @@ SYSTEMS = {"ovchat": GenAI, "genai-default": GenAI, "llama.cpp": LlamaCpp, "opti
 
 
 def worker(system: str, mode: str, model_dir: str, gguf: str | None, plan: dict, seed: int) -> dict:
-    """One process, one system. `load`: just start it. `run`: start it, warm it up, run the
-    sweep and the chat. Load time counts the runtime's imports: a user waits for them too."""
+    """One process, one system. `chat`: start it (the cold start), then run the chat turns.
+    `sweep`: start it (warm), warm it up, run the sweep. Load time counts the runtime's imports:
+    a user waits for them too. The chat and the sweep need processes of their own: GenAI 2026.4's
+    stateful pipeline crashes on a ChatHistory after a request of token ids, and after a chat it
+    keeps every later request's tokens in its KV cache."""
     start = time.perf_counter()
     runtime = SYSTEMS[system](system, model_dir, gguf)
-    result = {"load_s": time.perf_counter() - start}
-    if mode == "run":
-        # The chat goes first (its earlier turns warm it up): GenAI 2026.4's stateful pipeline
-        # crashes on a ChatHistory after a request of token ids.
-        chat = [{"test": f"chat turn {plan['turns']}", **runtime.chat(plan["turns"], plan["chat_gen"])}] if plan["turns"] else []
+    result = {"load_s": time.perf_counter() - start, "requests": []}
+    if mode == "chat" and plan["turns"]:
+        result["requests"].append({"test": f"chat turn {plan['turns']}", **runtime.chat(plan["turns"], plan["chat_gen"])})
+    if mode == "sweep":
         runtime.request(*WARM_UP, seed * 1000)
         result["requests"] = [{"test": f"pp{p}+tg{g}", **runtime.request(p, g, seed * 1000 + i + 1)}
-                              for i, (p, g) in enumerate(plan["sweep"])] + chat
+                              for i, (p, g) in enumerate(plan["sweep"])]
     return {**result, "peak_rss_mb": peak_rss_mb()}
 
 
@@ -296,7 +298,8 @@ def summarize(records: list[dict], processes: list[dict], bytes_per_token: dict,
     for system in dict.fromkeys(r["system"] for r in records):
         mine = [p for p in processes if p["system"] == system]
         load = {kind: spread([p["load_s"] for p in mine if p["kind"] == kind]) for kind in ("cold", "warm")}
-        for test in dict.fromkeys(r["test"] for r in records if r["system"] == system):
+        tests = dict.fromkeys(r["test"] for r in records if r["system"] == system)
+        for test in sorted(tests, key=lambda name: name.startswith("chat")):  # the sweep, then the chat
             points = [r for r in records if r["system"] == system and r["test"] == test]
             row = {"system": system, "test": test, "reps": len(points),
                    "prompt_tokens": points[0]["prompt_tokens"], "gen_tokens": points[0]["gen_tokens"]}
@@ -464,13 +467,12 @@ def main() -> None:
         for system in systems:  # alternating, not in blocks
             python = args.optimum_python if system == "optimum-intel" else Path(sys.executable)
             with tempfile.TemporaryDirectory() as cache:  # cold: an empty compiled-model cache
-                for kind, mode in (("cold", "load"), ("warm", "run")):
-                    print(f"rep {rep}/{args.reps}: {system} {'load, cold' if mode == 'load' else 'runs'}…",
-                          file=sys.stderr, flush=True)
+                for kind, mode in (("cold", "chat"), ("warm", "sweep")):
+                    print(f"rep {rep}/{args.reps}: {system}, {kind} start and {mode}…", file=sys.stderr, flush=True)
                     result = run_worker(python, system, mode, model_dir, gguf, plan, rep, cache)
                     processes.append({"system": system, "rep": rep, "kind": kind, "load_s": result["load_s"],
                                       "peak_rss_mb": result["peak_rss_mb"]})
-                    records += [{"system": system, "rep": rep, **r} for r in result.get("requests", [])]
+                    records += [{"system": system, "rep": rep, **r} for r in result["requests"]]
     rows = summarize(records, processes, bytes_per_token, bandwidth)
     report = {"schema": "ovgenai-chat bench 1", "header": head, "bandwidth_gbs": bandwidth,
               "bytes_per_token": bytes_per_token, "plan": plan, "processes": processes, "records": records,
