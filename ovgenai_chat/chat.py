@@ -33,11 +33,10 @@ class Metrics:
         return asdict(self)
 
 
-def generation_config(pipe, max_new_tokens=1024, temperature=None, top_p=None, top_k=None,
+def generation_config(config, max_new_tokens=1024, temperature=None, top_p=None, top_k=None,
                       repetition_penalty=None, seed=None, stop=()):
-    """The model's own config (its eos ids stop replies) with the user's settings; greedy unless a
-    sampling setting is given."""
-    config = pipe.get_generation_config()
+    """`config`, the model's own (its eos ids stop replies), with the user's settings; greedy
+    unless a sampling setting is given."""
     config.max_new_tokens = max_new_tokens
     sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k}
     if any(value is not None for value in sampling.values()) and temperature != 0:
@@ -65,7 +64,7 @@ class Chat:
         self.pipe = pipe
         self.tokenizer = pipe.get_tokenizer()
         self.generation = {"max_new_tokens": 1024, **generation}
-        generation_config(pipe, **self.generation)  # bad settings fail here, not at the first message
+        generation_config(pipe.get_generation_config(), **self.generation)  # bad settings fail here, not at the first message
         self.system = system
         self.context = context
         self.notify = notify
@@ -97,7 +96,7 @@ class Chat:
             history.append(message)
         # The reply may use what the prompt leaves of the context, up to max_new_tokens.
         room = self.context - prompt_tokens if self.context else self.generation["max_new_tokens"]
-        config = generation_config(self.pipe, **{**self.generation, "max_new_tokens": max(1, min(
+        config = generation_config(self.pipe.get_generation_config(), **{**self.generation, "max_new_tokens": max(1, min(
             self.generation["max_new_tokens"], room))})
         self._stop.clear()
 

@@ -106,5 +106,31 @@ def convert(source, out, weight_format, group_size, ratio, sym, force):
     click.echo(f"Wrote {path}")
 
 
+@main.command()
+@click.argument("model_dir", type=click.Path(file_okay=False), required=False)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0: any free port.")
+@click.option("--api-key", envvar="OVCHAT_API_KEY", help="Require `Authorization: Bearer KEY` (or set OVCHAT_API_KEY).")
+@click.option("--device", default="auto", show_default=True, help="auto (GPU if present, else CPU), CPU, GPU, GPU.1…")
+@click.option("--kv-cache", "kv_cache_gb", type=click.IntRange(1), default=1, show_default=True,
+              help="GB of memory for the KV cache that all requests share.")
+@click.option("--max-batch", type=click.IntRange(1), default=8, show_default=True,
+              help="Requests generated together; more wait their turn.")
+@click.option("--max-tokens", type=click.IntRange(1), help="Cap on the tokens a request may generate [default: the context].")
+def serve(model_dir, host, port, api_key, device, kv_cache_gb, max_batch, max_tokens):
+    """Serve the model in MODEL_DIR (default: SmolLM2-135M-Instruct) over the OpenAI API
+    (/v1/chat/completions, /v1/completions, /v1/models), with a chat page at /."""
+    try:
+        from .serve import serve as run_server
+    except ImportError as e:
+        _fail(f"serving needs the serve extra ({e.name} is missing): pip install \"ovgenai-chat[serve]\"")
+    from .engine import ModelError, default_model_dir
+
+    try:
+        run_server(model_dir or default_model_dir(), host, port, api_key, device, kv_cache_gb, max_batch, max_tokens)
+    except ModelError as e:
+        _fail(str(e))
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,547 @@
+"""`ovchat serve`: the OpenAI chat and completions API over openvino_genai's
+ContinuousBatchingPipeline, so that concurrent clients share each generation step.
+
+One thread owns the pipeline and makes every call into it: the bindings hold the GIL through
+step() and block in read(), so calling them from the event loop would stall or deadlock it. The
+event loop hands that thread requests and cancellations through a queue, and each request gets its
+tokens back through an asyncio.Queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import queue
+import secrets
+import socket
+import sys
+import threading
+import time
+from importlib import resources
+from pathlib import Path
+from typing import AsyncIterator, Literal
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .chat import generation_config
+from .engine import ModelError, check_model_dir, context_window, keep_telemetry_off, pick_device
+
+log = logging.getLogger("ovchat.serve")
+MAX_TOKENS_BOUND = 1 << 20  # above any context window; keeps fuzzers from asking for 2**63 tokens
+
+
+class APIError(Exception):
+    """An error for the client, in the OpenAI shape."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
+                 param: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.code, self.param = status, message, kind, code, param
+
+    def response(self) -> JSONResponse:
+        return error_response(self.status, self.message, self.kind, self.code, self.param)
+
+
+def error_response(status: int, message: str, kind: str, code: str | None = None, param: str | None = None):
+    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status_code=status)
+
+
+# --- the pipeline's thread -------------------------------------------------------------------------
+
+class Job:
+    """One request's way back from the pipeline's thread: ("tokens", ids, finish_reason or None),
+    then ("end", finish_reason) or ("error", message)."""
+
+    def __init__(self, job_id: int, loop: asyncio.AbstractEventLoop):
+        self.id, self.loop, self.events = job_id, loop, asyncio.Queue()
+
+    def post(self, *event) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+        except RuntimeError:  # the event loop has closed: nobody is waiting any more
+            pass
+
+
+class Batcher:
+    """Runs the ContinuousBatchingPipeline's steps on its own thread while there is work."""
+
+    def __init__(self, pipe):
+        import openvino_genai
+
+        self.pipe = pipe
+        self._status, self._reasons = openvino_genai.GenerationStatus, openvino_genai.GenerationFinishReason
+        self._commands: queue.SimpleQueue = queue.SimpleQueue()
+        self._live: dict[int, tuple[Job, object]] = {}
+        self._ids = itertools.count()
+        self._deadline: float | None = None
+        self._thread = threading.Thread(target=self._run, name="ovchat-batcher", daemon=True)
+        self._thread.start()
+
+    @property
+    def active(self) -> int:
+        return len(self._live)
+
+    def submit(self, ids: list[int], config) -> Job:
+        job = Job(next(self._ids), asyncio.get_running_loop())
+        self._commands.put(("add", job, ids, config))
+        return job
+
+    def cancel(self, job: Job) -> None:
+        self._commands.put(("cancel", job))
+
+    def close(self) -> None:
+        self._commands.put(("close", None))
+        self._thread.join()
+
+    def end_all_after(self, seconds: float) -> None:
+        """Let the requests in flight finish for `seconds`, then end them with an error, so that
+        each stream closes well-formed instead of being cut off."""
+        self._commands.put(("deadline", None, time.monotonic() + seconds))
+
+    def _run(self) -> None:
+        while True:
+            commands = [] if self._live else [self._commands.get()]  # idle: sleep until there is work
+            while True:
+                try:
+                    commands.append(self._commands.get_nowait())
+                except queue.Empty:
+                    break
+            for kind, job, *arguments in commands:
+                if kind == "close":
+                    self._end_all("the server is shutting down")
+                    return
+                if kind == "deadline":
+                    self._deadline = arguments[0]
+                if kind == "add":
+                    self._add(job, *arguments)
+                elif kind == "cancel" and (entry := self._live.pop(job.id, None)):
+                    entry[1].cancel()  # its KV blocks go back to the pool at the next step
+            if self._deadline is not None and time.monotonic() >= self._deadline:
+                self._end_all("the server is shutting down")
+            if not self.pipe.has_non_finished_requests():
+                continue
+            try:
+                self.pipe.step()
+            except Exception as e:  # one bad step fails the requests in it, not the server
+                log.error("generation step failed: %s", e)
+                self._end_all(f"generation failed: {e}")
+                continue
+            self._collect()
+
+    def _end_all(self, message: str) -> None:
+        for job, handle in self._live.values():
+            handle.cancel()
+            job.post("error", message)
+        self._live.clear()
+
+    def _add(self, job: Job, ids: list[int], config) -> None:
+        import numpy as np
+        import openvino as ov
+
+        try:
+            handle = self.pipe.add_request(job.id, ov.Tensor(np.array([ids], dtype=np.int64)), config)
+        except Exception as e:
+            job.post("error", f"cannot start generation: {e}")
+            return
+        self._live[job.id] = (job, handle)
+
+    def _collect(self) -> None:
+        for job_id, (job, handle) in list(self._live.items()):
+            done = handle.get_status() != self._status.RUNNING
+            finish = None
+            while handle.can_read():
+                for output in handle.read().values():
+                    finish = {self._reasons.LENGTH: "length", self._reasons.STOP: "stop"}.get(output.finish_reason)
+                    job.post("tokens", list(output.generated_ids), finish)
+            if done or finish:
+                del self._live[job_id]
+                if handle.get_status() == self._status.IGNORED:
+                    job.post("error", "not enough KV-cache memory for this request (see --kv-cache)")
+                else:
+                    job.post("end", finish or "stop")
+
+
+class IncrementalText:
+    """Text of a growing list of token ids, handed out as the new part at each step. A piece that
+    ends inside a multi-byte character is held back until the character is complete."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.ids, self.sent = tokenizer, [], 0
+
+    def add(self, ids: list[int]) -> str:
+        self.ids += ids
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            return ""
+        piece, self.sent = text[self.sent:], len(text)
+        return piece
+
+
+# --- the API's shapes ------------------------------------------------------------------------------
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class Message(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str | list[TextPart]
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class Sampling(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = Field(None, description="The served model's id (GET /v1/models); any other is a 404.")
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_BOUND)
+    temperature: float | None = Field(None, ge=0, le=2, description="0 or absent: greedy.")
+    top_p: float | None = Field(None, gt=0, le=1)
+    stop: str | list[str] | None = Field(None, description="Up to 4 texts that end the reply; not included in it.")
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    n: int | None = Field(None, ge=1, le=1, description="Only one choice per request.")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+
+
+class ChatRequest(Sampling):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_BOUND)
+
+
+class CompletionRequest(Sampling):
+    prompt: str | list[str] = Field(description="One prompt (a list must hold exactly one).")
+
+
+# --- the server ------------------------------------------------------------------------------------
+
+class Server:
+    """The loaded model, or why there is none yet."""
+
+    def __init__(self, model_dir: Path, device: str, kv_cache_gb: int, max_batch: int, max_tokens: int | None):
+        self.model_dir, self.name = model_dir, model_dir.name
+        self.device, self.kv_cache_gb, self.max_batch = device, kv_cache_gb, max_batch
+        self.context = context_window(model_dir)
+        self.max_tokens = max_tokens
+        self.batcher: Batcher | None = None
+        self.tokenizer = None
+        self.failure: str | None = None
+        self.created = int(time.time())
+
+    def load(self) -> None:
+        import openvino_genai
+
+        started = time.perf_counter()
+        scheduler = openvino_genai.SchedulerConfig()
+        # A fixed KV pool, in whole GB (the binding takes an integer): memory stays bounded on a small device.
+        scheduler.cache_size = self.kv_cache_gb
+        scheduler.max_num_seqs = self.max_batch
+        scheduler.enable_prefix_caching = True  # a chat resends its history every turn
+        scheduler.dynamic_split_fuse = True
+        pipe = openvino_genai.ContinuousBatchingPipeline(str(self.model_dir), scheduler, self.device)
+        self.tokenizer = pipe.get_tokenizer()
+        self.defaults = pipe.get_config  # a fresh copy of the model's generation config per call
+        self.batcher = Batcher(pipe)
+        log.warning("model %s ready on %s in %.1f s", self.name, self.device, time.perf_counter() - started)
+
+    def ready(self) -> "Server":
+        if self.batcher is None:
+            if self.failure:
+                raise APIError(503, f"the model failed to load: {self.failure}", "server_error", "model_load_failed")
+            raise APIError(503, "the model is still loading; retry shortly", "server_error", "model_loading")
+        return self
+
+    def check_model(self, model: str | None) -> None:
+        if model is not None and model != self.name:
+            raise APIError(404, f"the model '{model}' does not exist; this server has '{self.name}'",
+                           "invalid_request_error", "model_not_found", "model")
+
+    def encode(self, text: str, add_special_tokens: bool) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).input_ids.data[0].tolist()
+
+    def config(self, body: Sampling, prompt_tokens: int, max_tokens: int | None):
+        """The generation config for a request, or a 400 when the prompt leaves no room to answer."""
+        room = None
+        if self.context:
+            room = self.context - prompt_tokens
+            if room < 1:
+                raise APIError(400, f"this model's context is {self.context} tokens, and the prompt has "
+                               f"{prompt_tokens}", "invalid_request_error", "context_length_exceeded", "messages")
+        limits = [n for n in (max_tokens, room, self.max_tokens) if n]
+        stop = [body.stop] if isinstance(body.stop, str) else body.stop or []
+        if len(stop) > 4 or any(not s for s in stop):
+            raise APIError(400, "stop takes up to 4 non-empty texts", param="stop")
+        sampling = {"temperature": body.temperature, "top_p": body.top_p}
+        config = generation_config(self.defaults(), max_new_tokens=min(limits) if limits else 1024,
+                                   seed=body.seed, stop=stop, **{k: v for k, v in sampling.items() if v is not None})
+        if body.presence_penalty is not None:
+            config.presence_penalty = body.presence_penalty
+        if body.frequency_penalty is not None:
+            config.frequency_penalty = body.frequency_penalty
+        try:
+            config.validate()
+        except RuntimeError as e:
+            raise APIError(400, f"invalid sampling settings: {str(e).strip().splitlines()[-1]}") from None
+        return config
+
+
+def create_app(model_dir, device: str = "auto", api_key: str | None = None, kv_cache_gb: int = 1,
+               max_batch: int = 8, max_tokens: int | None = None, on_load_failure=lambda message: None) -> FastAPI:
+    """The ASGI app. The model loads in the background once the app starts; until then the API
+    answers 503."""
+    import openvino as ov
+
+    keep_telemetry_off()
+    path = check_model_dir(model_dir)
+    device, notice = pick_device(device, ov.Core().available_devices)
+    if notice:
+        print(notice, file=sys.stderr)
+    server = Server(path, device, kv_cache_gb, max_batch, max_tokens)
+
+    def load():
+        try:
+            server.load()
+        except Exception as e:
+            server.failure = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            log.error("cannot load %s on %s: %s", path, device, server.failure)
+            on_load_failure(server.failure)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        loader = threading.Thread(target=load, name="ovchat-loader", daemon=True)
+        loader.start()
+        yield
+        await asyncio.to_thread(loader.join)
+        if server.batcher:
+            server.batcher.close()
+
+    app = FastAPI(title="ovgenai-chat", version="1", lifespan=lifespan,
+                  description=f"OpenAI-compatible API for {server.name}, on OpenVINO GenAI")
+    app.state.server = server
+    bearer = HTTPBearer(auto_error=False)
+
+    def authorize(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        if api_key and (credentials is None or not secrets.compare_digest(credentials.credentials, api_key)):
+            raise APIError(401, "invalid or missing API key (Authorization: Bearer KEY)", code="invalid_api_key")
+
+    @app.exception_handler(APIError)
+    async def api_error(request, error: APIError):
+        return error.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request, error: RequestValidationError):
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+        if first.get("type") == "json_invalid":
+            return error_response(400, "the request body is not valid JSON", "invalid_request_error")
+        return error_response(400, f"{where or 'body'}: {first.get('msg')}", "invalid_request_error", param=where or None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, error: StarletteHTTPException):
+        kind = "not_found_error" if error.status_code == 404 else "invalid_request_error"
+        return error_response(error.status_code, str(error.detail), kind)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request, error: Exception):
+        log.exception("unexpected error on %s", request.url.path)
+        return error_response(500, f"internal error: {error}", "server_error")
+
+    @app.get("/health")
+    async def health():
+        if server.batcher is None:
+            status = "failed" if server.failure else "loading"
+            return JSONResponse({"status": status, "error": server.failure}, status_code=503)
+        return {"status": "ok", "model": server.name, "device": server.device, "active_requests": server.batcher.active}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page():
+        return resources.files(__package__).joinpath("web/index.html").read_text()
+
+    @app.get("/v1/models", dependencies=[Depends(authorize)])
+    async def models():
+        return {"object": "list", "data": [
+            {"id": server.name, "object": "model", "created": server.created, "owned_by": "ovgenai-chat"}]}
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(authorize)])
+    async def chat_completions(body: ChatRequest, request: Request):
+        live = server.ready()
+        live.check_model(body.model)
+        messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+        try:
+            prompt = live.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        except Exception as e:  # the template may refuse an order of roles
+            raise APIError(400, f"the chat template cannot render these messages: {str(e).strip().splitlines()[-1]}",
+                           param="messages") from None
+        ids = live.encode(prompt, add_special_tokens=False)  # the template already wrote the special tokens
+        config = live.config(body, len(ids), body.max_completion_tokens or body.max_tokens)
+        return await respond(request, live, body, ids, config, "chat.completion")
+
+    @app.post("/v1/completions", dependencies=[Depends(authorize)])
+    async def completions(body: CompletionRequest, request: Request):
+        live = server.ready()
+        live.check_model(body.model)
+        if isinstance(body.prompt, list) and len(body.prompt) != 1:
+            raise APIError(400, "prompt: only one prompt per request", param="prompt")
+        prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
+        ids = live.encode(prompt, add_special_tokens=True)
+        if not ids:
+            raise APIError(400, "prompt: the prompt is empty", param="prompt")
+        config = live.config(body, len(ids), body.max_tokens)
+        return await respond(request, live, body, ids, config, "text_completion")
+
+    return app
+
+
+async def generate(request: Request, server: Server, ids: list[int], config) -> AsyncIterator[tuple[str, str | None]]:
+    """(text piece, finish reason or None) as the pipeline makes them. Leaving early — a client
+    that went away — cancels the generation, which frees its KV blocks."""
+    start = time.perf_counter()
+    job = server.batcher.submit(ids, config)
+    text = IncrementalText(server.tokenizer)
+    request.state.prompt_tokens, request.state.completion_tokens = len(ids), 0
+    finished = False
+    try:
+        while True:
+            kind, *data = await job.events.get()
+            if kind == "error":
+                finished = True
+                raise APIError(500, data[0], "server_error")
+            if kind == "end":
+                finished = True
+                yield "", data[0]
+                return
+            tokens, finish = data
+            if request.state.completion_tokens == 0:
+                request.state.ttft_ms = (time.perf_counter() - start) * 1000
+            request.state.completion_tokens += len(tokens)
+            yield text.add(tokens), None
+    finally:
+        if not finished:
+            server.batcher.cancel(job)
+
+
+async def respond(request: Request, server: Server, body: Sampling, ids: list[int], config, kind: str):
+    made = {"id": f"{'chatcmpl' if kind == 'chat.completion' else 'cmpl'}-{secrets.token_hex(12)}",
+            "created": int(time.time()), "model": server.name}
+
+    def usage() -> dict:
+        prompt, completion = request.state.prompt_tokens, request.state.completion_tokens
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+    def choice(piece: str | None, finish: str | None, first: bool = False) -> dict:
+        if kind == "text_completion":
+            return {"index": 0, "text": piece or "", "finish_reason": finish, "logprobs": None}
+        if not body.stream:
+            return {"index": 0, "message": {"role": "assistant", "content": piece}, "finish_reason": finish,
+                    "logprobs": None}
+        delta = {"role": "assistant", "content": ""} if first else ({"content": piece} if piece else {})
+        return {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+
+    if not body.stream:
+        pieces, finish = [], None
+        async for piece, finish in generate(request, server, ids, config):
+            pieces.append(piece)
+        return {**made, "object": kind, "choices": [choice("".join(pieces), finish)], "usage": usage()}
+
+    chunk_kind = "chat.completion.chunk" if kind == "chat.completion" else "text_completion"
+
+    def event(data: dict) -> str:
+        return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+    async def stream():
+        if kind == "chat.completion":
+            yield event({**made, "object": chunk_kind, "choices": [choice(None, None, first=True)]})
+        try:
+            async for piece, finish in generate(request, server, ids, config):
+                if piece or finish:
+                    yield event({**made, "object": chunk_kind, "choices": [choice(piece, finish)]})
+        except APIError as e:
+            yield event({"error": {"message": e.message, "type": e.kind, "param": None, "code": e.code}})
+        else:
+            if body.stream_options and body.stream_options.include_usage:
+                yield event({**made, "object": chunk_kind, "choices": [], "usage": usage()})
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+class RequestLog:
+    """ASGI middleware: one line per request once its response has been sent, streamed ones too."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), [0]
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            state = scope.get("state", {})
+            tokens = (f" tokens={state['prompt_tokens']}+{state['completion_tokens']}"
+                      if "prompt_tokens" in state else "")
+            ttft = f" ttft={state['ttft_ms']:.0f}ms" if "ttft_ms" in state else ""
+            log.warning("%s %s %s%s%s %.0fms", scope["method"], scope["path"], status[0] or "-", tokens, ttft,
+                        (time.perf_counter() - start) * 1000)
+
+
+def serve(model_dir, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, device: str = "auto",
+          kv_cache_gb: int = 1, max_batch: int = 8, max_tokens: int | None = None) -> None:
+    """Serve until Ctrl-C. Raises ModelError when the model cannot be served."""
+    import uvicorn
+
+    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S", level=logging.WARNING)
+    try:
+        listener = socket.create_server((host, port))
+    except OSError as e:
+        raise ModelError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    failures: list[str] = []
+
+    def stop_serving(message: str) -> None:
+        failures.append(message)
+        server.should_exit = True
+
+    app = create_app(model_dir, device, api_key, kv_cache_gb, max_batch, max_tokens, stop_serving)
+    name = app.state.server.name
+    bound_host, bound_port = listener.getsockname()[:2]
+    print(f"Loading {name} on {app.state.server.device}; serving http://{bound_host}:{bound_port}/ "
+          f"(OpenAI API at /v1){' with an API key' if api_key else ''}. Ctrl-C stops.", file=sys.stderr, flush=True)
+    grace = 5.0
+
+    class GracefulServer(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            if batcher := app.state.server.batcher:
+                batcher.end_all_after(grace - 0.5)  # ends the streams before uvicorn cuts them
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(RequestLog(app), log_level="warning", access_log=False, timeout_graceful_shutdown=grace)
+    server = GracefulServer(config)
+    try:
+        server.run(sockets=[listener])
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it has already handled by shutting down
+        pass
+    if failures:
+        raise ModelError(f"cannot serve {name}: {failures[0]}")

@@ -1,0 +1,343 @@
+"""`ovchat serve` against the official openai client, raw HTTP, a fuzzer and a headless browser.
+Servers run in child processes on free loopback ports; no timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import openvino_genai
+import pytest
+
+KEY = "test-key"
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+
+class Served:
+    """An `ovchat serve` child process on a free port, with what /health said while it started."""
+
+    def __init__(self, model_dir: Path, *options: str, home: Path):
+        env = {**os.environ, "HOME": str(home), "OVCHAT_CACHE_DIR": str(home / "cache")}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ovgenai_chat.cli", "serve", str(model_dir), "--port", "0", *options],
+            stderr=subprocess.PIPE, text=True, env=env)
+        self.model = model_dir.name
+        self.url = self._announced_url()
+        self.log: list[str] = []
+        threading.Thread(target=self._keep_log, daemon=True).start()
+        self.startup: list[tuple[int, dict]] = []  # (status, body) of /health and of a chat request
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            health = httpx.get(f"{self.url}/health")
+            if not self.startup or self.startup[-1][0] != health.status_code:
+                chat = self.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1})
+                self.startup += [(health.status_code, health.json()), (chat.status_code, chat.json())]
+            if health.status_code == 200:
+                return
+            time.sleep(0.02)
+        raise TimeoutError("the server did not become ready")
+
+    def _announced_url(self) -> str:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.process.stderr], [], [], 1)
+            if ready:
+                line = self.process.stderr.readline()
+                if found := re.search(r"serving (http://[\d.]+:\d+)/", line):
+                    return found.group(1)
+                if not line and self.process.poll() is not None:
+                    break
+        raise RuntimeError(f"the server did not start (exit status {self.process.poll()})")
+
+    def _keep_log(self):
+        for line in self.process.stderr:
+            self.log.append(line)
+
+    def post(self, path: str, body, key: str | None = KEY, **kwargs) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        if isinstance(body, (dict, list)):
+            return httpx.post(self.url + path, json=body, headers=headers, timeout=120, **kwargs)
+        return httpx.post(self.url + path, content=body, headers={**headers, "Content-Type": "application/json"},
+                          timeout=120, **kwargs)
+
+    def client(self) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=KEY, max_retries=0, timeout=120)
+
+    def health(self) -> dict:
+        response = httpx.get(f"{self.url}/health")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        return self.process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def smollm2(converted) -> Path:
+    return converted("smollm2", "int4")
+
+
+@pytest.fixture(scope="module")
+def server(smollm2, tmp_path_factory):
+    served = Served(smollm2, "--api-key", KEY, home=tmp_path_factory.mktemp("home"))
+    yield served
+    assert served.stop() == 0, "".join(served.log)
+
+
+@pytest.fixture(scope="module")
+def ov_tokenizer(smollm2):
+    return openvino_genai.Tokenizer(str(smollm2))
+
+
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+# --- the API with the official client -------------------------------------------------------------
+
+def test_answers_503_while_loading_then_serves(server):
+    statuses = [status for status, _ in server.startup]
+    assert statuses[0] == 503 and statuses[-1] == 200, server.startup
+    loading_health, loading_chat = server.startup[0][1], server.startup[1][1]
+    assert loading_health["status"] == "loading"
+    assert loading_chat["error"]["code"] == "model_loading"
+
+
+def test_chat_completion(server, ov_tokenizer):
+    reply = server.client().chat.completions.create(model=server.model, messages=QUESTION, max_tokens=24)
+    choice = reply.choices[0]
+    assert "Paris" in choice.message.content and choice.message.role == "assistant"
+    assert choice.finish_reason == "stop"
+    prompt = ov_tokenizer.apply_chat_template(QUESTION, add_generation_prompt=True)
+    prompt_tokens = ov_tokenizer.encode(prompt, add_special_tokens=False).input_ids.get_shape()[1]
+    generated = ov_tokenizer.encode(choice.message.content, add_special_tokens=False).input_ids.get_shape()[1]
+    assert reply.usage.prompt_tokens == prompt_tokens
+    assert reply.usage.completion_tokens == generated + 1  # and the end-of-turn token
+    assert reply.usage.total_tokens == prompt_tokens + reply.usage.completion_tokens
+    assert reply.model == server.model and reply.id.startswith("chatcmpl-")
+
+
+def test_streaming_gives_the_same_reply_piece_by_piece(server):
+    client = server.client()
+    whole = client.chat.completions.create(model=server.model, messages=QUESTION, max_tokens=24)
+    chunks = list(client.chat.completions.create(model=server.model, messages=QUESTION, max_tokens=24, stream=True,
+                                                 stream_options={"include_usage": True}))
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(pieces) > 3 and "".join(pieces) == whole.choices[0].message.content
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_stop_and_max_tokens(server):
+    client = server.client()
+    stopped = client.chat.completions.create(model=server.model, messages=QUESTION, max_tokens=24, stop=["Paris"])
+    assert "Paris" not in stopped.choices[0].message.content
+    assert "capital" in stopped.choices[0].message.content and stopped.choices[0].finish_reason == "stop"
+    cut = client.chat.completions.create(model=server.model, messages=QUESTION, max_tokens=3)
+    assert cut.choices[0].finish_reason == "length" and cut.usage.completion_tokens == 3
+    newer = client.chat.completions.create(model=server.model, messages=QUESTION, max_completion_tokens=2)
+    assert newer.usage.completion_tokens == 2
+
+
+def test_seeded_sampling_repeats(server):
+    client = server.client()
+    replies = {client.chat.completions.create(model=server.model, messages=QUESTION, max_tokens=12, temperature=1.0,
+                                              top_p=0.95, seed=7).choices[0].message.content for _ in range(2)}
+    assert len(replies) == 1
+
+
+def test_completions_and_models(server):
+    client = server.client()
+    done = client.completions.create(model=server.model, prompt="The capital of France is", max_tokens=4)
+    assert done.choices[0].finish_reason == "length" and done.usage.completion_tokens == 4
+    assert done.choices[0].text.strip()
+    streamed = "".join(c.choices[0].text for c in client.completions.create(
+        model=server.model, prompt="The capital of France is", max_tokens=4, stream=True))
+    assert streamed == done.choices[0].text
+    assert [m.id for m in client.models.list().data] == [server.model]
+
+
+# --- concurrency ------------------------------------------------------------------------------------
+
+def stream_one(server: Served, number: int, max_tokens: int, timings: list) -> None:
+    start = time.monotonic()
+    first, text, finish = None, "", None
+    for chunk in server.client().chat.completions.create(
+            model=server.model, max_tokens=max_tokens, stream=True,
+            messages=[{"role": "user", "content": f"Count from {number} to {number + 40}."}]):
+        if chunk.choices and chunk.choices[0].delta.content:
+            first = first or time.monotonic()
+            text += chunk.choices[0].delta.content
+        if chunk.choices and chunk.choices[0].finish_reason:
+            finish = chunk.choices[0].finish_reason
+    timings.append({"start": start, "first": first, "end": time.monotonic(), "text": text, "finish": finish})
+
+
+def run_clients(server: Served, clients: int, max_tokens: int) -> list[dict]:
+    timings: list[dict] = []
+    threads = [threading.Thread(target=stream_one, args=(server, n, max_tokens, timings)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    return timings
+
+
+def test_eight_concurrent_streams_are_batched(server):
+    alone = run_clients(server, 1, 32)
+    together = run_clients(server, 8, 32)
+    assert len(together) == 8
+    for timing in together:  # each a well-formed stream that ran to its end
+        assert timing["finish"] in ("stop", "length") and timing["text"]
+    # batched, not queued: every stream had its first token before any stream ended
+    assert max(t["first"] for t in together) < min(t["end"] for t in together)
+    for name, runs in (("1 client", alone), ("8 clients", together)):
+        seconds = max(t["end"] for t in runs) - min(t["start"] for t in runs)
+        print(f"{name}: {len(runs) / seconds:.2f} requests/s, ~{32 * len(runs) / seconds:.0f} tokens/s")
+    assert server.health()["active_requests"] == 0
+
+
+# --- bad input: the right status, an OpenAI-shaped error, and the server still serving -------------
+
+def assert_error(response: httpx.Response, status: int, code: str | None = None):
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["message"] and error["type"]
+    if code:
+        assert error["code"] == code
+
+
+@pytest.mark.parametrize("body, status, code", [
+    ('{"messages": [', 400, None),  # malformed JSON
+    ({"messages": "hello"}, 400, None),  # wrong type
+    ({"messages": [{"role": "user", "content": "Hi"}], "temperature": "hot"}, 400, None),
+    ({"messages": [{"role": "wizard", "content": "Hi"}]}, 400, None),
+    ({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 0}, 400, None),
+    ({"model": "gpt-4"}, 400, None),  # no messages
+    ({"messages": []}, 400, None),
+    ({"model": "gpt-4", "messages": [{"role": "user", "content": "Hi"}]}, 404, "model_not_found"),
+    ({"messages": [{"role": "user", "content": "Hi"}], "stop": ["a", "b", "c", "d", "e"]}, 400, None),
+])
+def test_bad_requests(server, body, status, code):
+    assert_error(server.post("/v1/chat/completions", body), status, code)
+    assert server.health()["status"] == "ok"
+
+
+def test_prompt_longer_than_the_context(server):
+    words = "lantern " * 9000  # SmolLM2's context is 8192 tokens
+    assert_error(server.post("/v1/chat/completions", {"messages": [{"role": "user", "content": words}]}),
+                 400, "context_length_exceeded")
+    assert_error(server.post("/v1/completions", {"prompt": words}), 400, "context_length_exceeded")
+    assert server.health()["status"] == "ok"
+
+
+def test_api_key_and_unknown_paths(server):
+    body = {"messages": QUESTION, "max_tokens": 2}
+    assert_error(server.post("/v1/chat/completions", body, key=None), 401, "invalid_api_key")
+    assert_error(server.post("/v1/chat/completions", body, key="wrong"), 401, "invalid_api_key")
+    assert httpx.get(f"{server.url}/v1/models").status_code == 401
+    assert_error(server.post("/v1/nothing-here", body), 404)
+    assert server.post("/v1/chat/completions", body).status_code == 200
+
+
+def test_client_that_disconnects_mid_stream_is_cancelled(server):
+    body = {"messages": [{"role": "user", "content": "Write a long story about a lighthouse."}],
+            "max_tokens": 2000, "stream": True}
+    with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body,
+                      headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as response:
+        lines = response.iter_lines()
+        received = [next(lines) for _ in range(6)]
+    assert any(line.startswith("data: {") for line in received)
+    deadline = time.monotonic() + 30
+    while server.health()["active_requests"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert server.health()["active_requests"] == 0  # cancelled, not generating 2000 tokens for nobody
+    assert server.client().chat.completions.create(model=server.model, messages=QUESTION, max_tokens=3).choices
+
+
+def test_one_log_line_per_request(server):
+    server.client().chat.completions.create(model=server.model, messages=QUESTION, max_tokens=3)
+    time.sleep(0.2)
+    lines = [line for line in server.log if "POST /v1/chat/completions 200" in line]
+    assert lines and re.search(r"tokens=\d+\+3 ttft=\d+ms \d+ms", lines[-1]), lines[-1:]
+
+
+# --- the fuzzer -----------------------------------------------------------------------------------
+
+def test_fuzzing_the_openapi_schema_finds_no_server_error(converted, tmp_path):
+    """schemathesis generates requests from the server's own OpenAPI schema (valid and invalid
+    bodies, headers, paths); every answer must be a non-5xx status."""
+    tiny = Served(converted("llama", "int4"), "--api-key", KEY, "--max-tokens", "8", home=tmp_path)
+    try:
+        result = subprocess.run(
+            [shutil.which("schemathesis") or "schemathesis", "run", f"{tiny.url}/openapi.json",
+             "--checks", "not_a_server_error", "--max-examples", "40", "--seed", "1", "--request-timeout", "60",
+             "--header", f"Authorization: Bearer {KEY}", "--phases", "examples,coverage,fuzzing"],
+            capture_output=True, text=True, timeout=900)
+        print(result.stdout[-3000:])
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+        assert tiny.health()["status"] == "ok"
+    finally:
+        assert tiny.stop() == 0
+
+
+# --- the chat page in a real browser ----------------------------------------------------------------
+
+def test_chat_page_streams_a_reply_in_headless_chromium(server):
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "the page test needs Debian's chromium (apt-get install chromium)"
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.add_init_script(f"sessionStorage.setItem('ovchat-key', '{KEY}')")
+        page.goto(server.url + "/")
+        page.wait_for_function("document.getElementById('model').textContent !== 'connecting…'")
+        page.fill("#input", "What is the capital of France?")
+        page.press("#input", "Enter")
+        page.wait_for_function("document.getElementById('stats').textContent.includes('tokens/s')", timeout=60000)
+        reply = page.inner_text(".assistant")
+        page.screenshot(path=str(ARTIFACTS / "chat-page.png"))
+        browser.close()
+    assert "Paris" in reply
+    assert (ARTIFACTS / "chat-page.png").stat().st_size > 1000
+
+
+# --- the command line and shutdown --------------------------------------------------------------------
+
+def test_bad_model_dir_and_busy_port(tmp_path, server):
+    missing = subprocess.run([sys.executable, "-m", "ovgenai_chat.cli", "serve", str(tmp_path / "nothing")],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert missing.stderr.strip().splitlines()[-1].startswith("Error: ") and "no such model directory" in missing.stderr
+    port = server.url.rsplit(":", 1)[1]
+    busy = subprocess.run([sys.executable, "-m", "ovgenai_chat.cli", "serve", str(tmp_path), "--port", port],
+                          capture_output=True, text=True, timeout=120)
+    assert busy.returncode == 1 and "Traceback" not in busy.stderr
+
+
+def test_ctrl_c_ends_in_flight_streams_and_exits_cleanly(smollm2, tmp_path):
+    served = Served(smollm2, home=tmp_path)
+    body = {"messages": [{"role": "user", "content": "Tell me a long story."}], "max_tokens": 3000, "stream": True}
+    with httpx.stream("POST", f"{served.url}/v1/chat/completions", json=body, timeout=60) as response:
+        lines = response.iter_lines()
+        next(lines)
+        served.process.send_signal(signal.SIGINT)
+        rest = [line for line in lines if line]  # the stream ends (finished or ended at the grace period)
+    assert served.process.wait(timeout=60) == 0
+    assert rest[-1] == "data: [DONE]" and "the server is shutting down" in rest[-2], rest[-3:]
