@@ -42,3 +42,14 @@ def test_bench_runs_validates_and_skips_missing_peers(converted, tmp_path):
     assert "ovchat / genai-default:" in result.stdout
     assert table.read_text().strip() == result.stdout.strip()
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fidelity_compares_weight_formats(converted):
+    reference, int4 = converted("llama", "fp32"), converted("llama", "int4")
+    result = subprocess.run([sys.executable, BENCHMARKS / "fidelity.py", reference, reference, int4],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    same, compressed = result.stdout.strip().splitlines()
+    assert same == f"{reference}: mean cosine 1.00000, top-1 agreement 1.000 over {same.split()[-2]} positions"
+    cosine = float(compressed.split("mean cosine ")[1].split(",")[0])
+    assert 0 < cosine < 1  # int4 is close to, and not the same as, the fp32 weights
