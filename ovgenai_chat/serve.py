@@ -22,7 +22,7 @@ import threading
 import time
 from importlib import resources
 from pathlib import Path
-from typing import AsyncIterator, Literal
+from typing import Annotated, AsyncIterator, Literal
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -204,6 +204,9 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+Text = Annotated[str, Field(min_length=1)]
+
+
 class Sampling(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -211,7 +214,8 @@ class Sampling(BaseModel):
     max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_BOUND)
     temperature: float | None = Field(None, ge=0, le=2, description="0 or absent: greedy.")
     top_p: float | None = Field(None, gt=0, le=1)
-    stop: str | list[str] | None = Field(None, description="Up to 4 texts that end the reply; not included in it.")
+    stop: Text | Annotated[list[Text], Field(max_length=4)] | None = Field(
+        None, description="Up to 4 texts that end the reply; not included in it.")
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
@@ -226,7 +230,8 @@ class ChatRequest(Sampling):
 
 
 class CompletionRequest(Sampling):
-    prompt: str | list[str] = Field(description="One prompt (a list must hold exactly one).")
+    prompt: Text | Annotated[list[Text], Field(min_length=1, max_length=1)] = Field(
+        description="One prompt (a list must hold exactly one).")
 
 
 # --- the server ------------------------------------------------------------------------------------
@@ -285,8 +290,6 @@ class Server:
                                f"{prompt_tokens}", "invalid_request_error", "context_length_exceeded", "messages")
         limits = [n for n in (max_tokens, room, self.max_tokens) if n]
         stop = [body.stop] if isinstance(body.stop, str) else body.stop or []
-        if len(stop) > 4 or any(not s for s in stop):
-            raise APIError(400, "stop takes up to 4 non-empty texts", param="stop")
         sampling = {"temperature": body.temperature, "top_p": body.top_p}
         config = generation_config(self.defaults(), max_new_tokens=min(limits) if limits else 1024,
                                    seed=body.seed, stop=stop, **{k: v for k, v in sampling.items() if v is not None})
@@ -396,8 +399,6 @@ def create_app(model_dir, device: str = "auto", api_key: str | None = None, kv_c
     async def completions(body: CompletionRequest, request: Request):
         live = server.ready()
         live.check_model(body.model)
-        if isinstance(body.prompt, list) and len(body.prompt) != 1:
-            raise APIError(400, "prompt: only one prompt per request", param="prompt")
         prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
         ids = live.encode(prompt, add_special_tokens=True)
         if not ids:

@@ -230,9 +230,15 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None)
     ({"messages": []}, 400, None),
     ({"model": "gpt-4", "messages": [{"role": "user", "content": "Hi"}]}, 404, "model_not_found"),
     ({"messages": [{"role": "user", "content": "Hi"}], "stop": ["a", "b", "c", "d", "e"]}, 400, None),
+    ({"messages": [{"role": "user", "content": "Hi"}], "stop": [""]}, 400, None),
 ])
 def test_bad_requests(server, body, status, code):
     assert_error(server.post("/v1/chat/completions", body), status, code)
+
+
+@pytest.mark.parametrize("prompt", ["", [], ["one", "two"], [""]])
+def test_bad_completion_prompts(server, prompt):
+    assert_error(server.post("/v1/completions", {"prompt": prompt}), 400)
     assert server.health()["status"] == "ok"
 
 
