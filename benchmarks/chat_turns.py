@@ -15,15 +15,7 @@ import subprocess
 import sys
 import tempfile
 
-QUESTIONS = [
-    "What is the capital of France?",
-    "What language do people speak there?",
-    "Name a famous museum in that city.",
-    "What is displayed in it?",
-    "Suggest a day plan for a visit.",
-    "And what should I eat for lunch?",
-    "How do I get there from the airport?",
-]
+from bench import QUESTIONS  # the same conversation as the suite's chat test
 
 LOAD_PROBE = """
 import sys, time, json
