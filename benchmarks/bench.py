@@ -76,15 +76,15 @@ class GenAI:
     """LLMPipeline, with this runtime's settings (ovchat) or OpenVINO's (genai-default). Chat turns
     go in as a ChatHistory, as ovgenai_chat.Chat sends them: the pipeline reuses its KV cache."""
 
-    def __init__(self, system: str, model_dir: str, gguf: str | None):
+    def __init__(self, system: str, model_dir: str, gguf: str | None, device: str):
         import openvino_genai
 
         if system == "ovchat":
             from ovgenai_chat.engine import open_pipeline
 
-            self.pipe, _ = open_pipeline(model_dir, "auto")
+            self.pipe, _ = open_pipeline(model_dir, device)
         else:
-            self.pipe = openvino_genai.LLMPipeline(model_dir, "CPU")
+            self.pipe = openvino_genai.LLMPipeline(model_dir, device)
         self.tokenizer = self.pipe.get_tokenizer()
 
     def _config(self, gen: int):
@@ -120,7 +120,7 @@ class GenAI:
 class LlamaCpp:
     """llama.cpp through llama-cpp-python, on the GGUF, with as many threads as OpenVINO uses."""
 
-    def __init__(self, system: str, model_dir: str, gguf: str | None):
+    def __init__(self, system: str, model_dir: str, gguf: str | None, device: str):
         from llama_cpp import Llama
 
         self.llm = Llama(model_path=gguf, n_ctx=4096, n_threads=os.cpu_count(), verbose=False)
@@ -156,13 +156,13 @@ class OptimumIntel:
     """The notebook's path: OVModelForCausalLM with its ov_config, generate() with torch tensors
     from the transformers tokenizer. Each chat turn sends the whole history, as the notebook does."""
 
-    def __init__(self, system: str, model_dir: str, gguf: str | None):
+    def __init__(self, system: str, model_dir: str, gguf: str | None, device: str):
         from optimum.intel import OVModelForCausalLM
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         ov_config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "CACHE_DIR": ""}
-        self.model = OVModelForCausalLM.from_pretrained(model_dir, device="CPU", ov_config=ov_config)
+        self.model = OVModelForCausalLM.from_pretrained(model_dir, device=device, ov_config=ov_config)
 
     def _generate(self, ids, gen: int) -> tuple[dict, list[int]]:
         class Clock:  # a streamer: generate() hands it the prompt first, then each new token
@@ -207,7 +207,7 @@ def worker(system: str, mode: str, model_dir: str, gguf: str | None, plan: dict,
     stateful pipeline crashes on a ChatHistory after a request of token ids, and after a chat it
     keeps every later request's tokens in its KV cache."""
     start = time.perf_counter()
-    runtime = SYSTEMS[system](system, model_dir, gguf)
+    runtime = SYSTEMS[system](system, model_dir, gguf, plan["device"])
     result = {"load_s": time.perf_counter() - start, "requests": []}
     if mode == "chat" and plan["turns"]:
         result["requests"].append({"test": f"chat turn {plan['turns']}", **runtime.chat(plan["turns"], plan["chat_gen"])})
@@ -268,7 +268,7 @@ def weight_bytes_per_token(model_xml: Path) -> int:
     return total
 
 
-def header(model_dir: Path, gguf: str | None, optimum_python: Path) -> dict:
+def header(model_dir: Path, gguf: str | None, optimum_python: Path, device: str) -> dict:
     import openvino as ov
     import openvino_genai
 
@@ -279,9 +279,9 @@ def header(model_dir: Path, gguf: str | None, optimum_python: Path) -> dict:
         "cpu": core.get_property("CPU", "FULL_DEVICE_NAME"), "cores_used": os.cpu_count(),
         "memory_gb": round(memory_gb, 1), "python": platform.python_version(),
         "openvino": ov.__version__, "openvino_genai": openvino_genai.__version__,
-        "optimum_python": str(optimum_python), "devices": core.available_devices, "device": "CPU",
-        "inference_precision": core.get_property("CPU", "INFERENCE_PRECISION_HINT").to_string(),
-        "kv_cache_precision": core.get_property("CPU", "KV_CACHE_PRECISION").to_string(),
+        "optimum_python": str(optimum_python), "devices": core.available_devices, "device": device,
+        "inference_precision": core.get_property(device, "INFERENCE_PRECISION_HINT").to_string(),
+        "kv_cache_precision": core.get_property(device, "KV_CACHE_PRECISION").to_string(),
         "attention_backend": {"ovchat": "SDPA (stateful)", "genai-default": "PA (paged)", "optimum-intel": "SDPA (stateful)"},
         "model": str(model_dir), "gguf": gguf,
         "weights_mb": (model_dir / "openvino_model.bin").stat().st_size / 2**20,
@@ -420,6 +420,8 @@ def main() -> None:
     parser.add_argument("--gguf", help="the GGUF llama.cpp runs (default model: its own GGUF)")
     parser.add_argument("--optimum-python", type=Path, default=DEFAULT_OPTIMUM_PYTHON,
                         help="an interpreter with optimum-intel, for the notebook's path")
+    parser.add_argument("--device", default="auto", help="OpenVINO device for every OpenVINO system (auto: GPU if "
+                        "present, else CPU, as ovchat picks); llama.cpp runs on the CPU")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--prompt-lengths", default="32,128,512,1024")
     parser.add_argument("--gen-lengths", default="32,128")
@@ -442,6 +444,12 @@ def main() -> None:
 
     from ovgenai_chat import engine
 
+    import openvino as ov
+
+    try:
+        device, _ = engine.pick_device(args.device, ov.Core().available_devices)
+    except engine.ModelError as e:
+        parser.error(str(e))
     model_dir = Path(args.model_dir) if args.model_dir else engine.default_model_dir()
     gguf = args.gguf
     if gguf is None and not args.model_dir:
@@ -455,8 +463,8 @@ def main() -> None:
         else:
             systems.append(system)
     plan = {"sweep": [(p, g) for p in map(int, args.prompt_lengths.split(",")) for g in map(int, args.gen_lengths.split(","))],
-            "turns": args.turns, "chat_gen": args.chat_gen}
-    head = header(model_dir, gguf, args.optimum_python)
+            "turns": args.turns, "chat_gen": args.chat_gen, "device": device}
+    head = header(model_dir, gguf, args.optimum_python, device)
     print("measuring memory bandwidth…", file=sys.stderr)
     bandwidth = memory_bandwidth_gbs()
     ir_bytes = weight_bytes_per_token(model_dir / "openvino_model.xml")

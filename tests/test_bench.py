@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import jsonschema
+import openvino
 
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 
@@ -35,6 +36,7 @@ def test_bench_runs_validates_and_skips_missing_peers(converted, tmp_path):
     chat = [r for r in report["records"] if r["test"] == "chat turn 2"]
     assert all(r["gen_tokens"] == 4 and r["prompt_tokens"] > 8 for r in chat)  # the turn carries the history
     assert {p["kind"] for p in report["processes"]} == {"cold", "warm"}
+    assert report["header"]["device"] == report["plan"]["device"] in openvino.Core().available_devices
     # perf_metrics agree with the wall clock around each request
     assert all(0.8 < r["wall_vs_metrics"] < 1.25 for r in sweep), sweep
 
@@ -53,3 +55,9 @@ def test_fidelity_compares_weight_formats(converted):
     assert same == f"{reference}: mean cosine 1.00000, top-1 agreement 1.000 over {same.split()[-2]} positions"
     cosine = float(compressed.split("mean cosine ")[1].split(",")[0])
     assert 0 < cosine < 1  # int4 is close to, and not the same as, the fp32 weights
+
+
+def test_bench_refuses_a_device_this_machine_lacks(converted):
+    result = subprocess.run([sys.executable, BENCHMARKS / "bench.py", converted("llama", "int4"), "--device", "NOSUCH"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "device NOSUCH is not available here" in result.stderr.strip().splitlines()[-1]
