@@ -36,6 +36,7 @@ from .engine import ModelError, check_model_dir, context_window, keep_telemetry_
 
 log = logging.getLogger("ovchat.serve")
 MAX_TOKENS_BOUND = 1 << 20  # above any context window; keeps fuzzers from asking for 2**63 tokens
+SHUTTING_DOWN = "the server is shutting down"
 
 
 class APIError(Exception):
@@ -77,7 +78,9 @@ class Batcher:
         import openvino_genai
 
         self.pipe = pipe
-        self._status, self._reasons = openvino_genai.GenerationStatus, openvino_genai.GenerationFinishReason
+        self._status = openvino_genai.GenerationStatus
+        reasons = openvino_genai.GenerationFinishReason
+        self._finish_reasons = {reasons.LENGTH: "length", reasons.STOP: "stop"}
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._live: dict[int, tuple[Job, object]] = {}
         self._ids = itertools.count()
@@ -116,16 +119,16 @@ class Batcher:
                     break
             for kind, job, *arguments in commands:
                 if kind == "close":
-                    self._end_all("the server is shutting down")
+                    self._end_all(SHUTTING_DOWN)
                     return
                 if kind == "deadline":
                     self._deadline = arguments[0]
-                if kind == "add":
+                elif kind == "add":
                     self._add(job, *arguments)
                 elif kind == "cancel" and (entry := self._live.pop(job.id, None)):
                     entry[1].cancel()  # its KV blocks go back to the pool at the next step
             if self._deadline is not None and time.monotonic() >= self._deadline:
-                self._end_all("the server is shutting down")
+                self._end_all(SHUTTING_DOWN)
             if not self.pipe.has_non_finished_requests():
                 continue
             try:
@@ -159,7 +162,7 @@ class Batcher:
             finish = None
             while handle.can_read():
                 for output in handle.read().values():
-                    finish = {self._reasons.LENGTH: "length", self._reasons.STOP: "stop"}.get(output.finish_reason)
+                    finish = self._finish_reasons.get(output.finish_reason)
                     job.post("tokens", list(output.generated_ids), finish)
             if done or finish:
                 del self._live[job_id]
