@@ -8,12 +8,15 @@ the memory-bandwidth roofline.
 Every measurement runs in a fresh process, the systems alternate within each repetition (so drift
 hits all alike), and every request gets a prompt of its own (so prefix caching cannot flatter TTFT).
 Systems:
-  ovchat          this runtime's defaults (ovgenai_chat.engine.open_pipeline)
+  ovchat          this runtime's defaults (ovgenai_chat.engine.open_pipeline), in the precision of
+                  --precision (default auto, as `ovchat run`)
   genai-default   openvino_genai.LLMPipeline with OpenVINO's defaults
   llama.cpp       llama-cpp-python on the model's GGUF
   optimum-intel   the notebook's path: OVModelForCausalLM.generate with the transformers tokenizer,
                   run by the interpreter of --optimum-python (benchmarks/install_peers.sh makes one)
-A system that is not installed is skipped with a one-line note. The JSON output follows
+A system that is not installed is skipped with a one-line note; one whose process fails (say, llama.cpp
+built for instructions this CPU lets it not use, which dies with SIGILL) is reported as `failed: <reason>`
+and the others' results are kept. The JSON output follows
 benchmarks/bench.schema.json.
 """
 
@@ -23,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -76,13 +80,14 @@ class GenAI:
     """LLMPipeline, with this runtime's settings (ovchat) or OpenVINO's (genai-default). Chat turns
     go in as a ChatHistory, as ovgenai_chat.Chat sends them: the pipeline reuses its KV cache."""
 
-    def __init__(self, system: str, model_dir: str, gguf: str | None, device: str):
+    def __init__(self, system: str, model_dir: str, gguf: str | None, plan: dict):
         import openvino_genai
 
+        device = plan["device"]
         if system == "ovchat":
             from ovgenai_chat.engine import open_pipeline
 
-            self.pipe, _ = open_pipeline(model_dir, device)
+            self.pipe, _, _ = open_pipeline(model_dir, device, precision=plan["precision"])
         else:
             self.pipe = openvino_genai.LLMPipeline(model_dir, device)
         self.tokenizer = self.pipe.get_tokenizer()
@@ -120,7 +125,7 @@ class GenAI:
 class LlamaCpp:
     """llama.cpp through llama-cpp-python, on the GGUF, with as many threads as OpenVINO uses."""
 
-    def __init__(self, system: str, model_dir: str, gguf: str | None, device: str):
+    def __init__(self, system: str, model_dir: str, gguf: str | None, plan: dict):
         from llama_cpp import Llama
 
         self.llm = Llama(model_path=gguf, n_ctx=4096, n_threads=os.cpu_count(), verbose=False)
@@ -156,13 +161,13 @@ class OptimumIntel:
     """The notebook's path: OVModelForCausalLM with its ov_config, generate() with torch tensors
     from the transformers tokenizer. Each chat turn sends the whole history, as the notebook does."""
 
-    def __init__(self, system: str, model_dir: str, gguf: str | None, device: str):
+    def __init__(self, system: str, model_dir: str, gguf: str | None, plan: dict):
         from optimum.intel import OVModelForCausalLM
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         ov_config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "CACHE_DIR": ""}
-        self.model = OVModelForCausalLM.from_pretrained(model_dir, device=device, ov_config=ov_config)
+        self.model = OVModelForCausalLM.from_pretrained(model_dir, device=plan["device"], ov_config=ov_config)
 
     def _generate(self, ids, gen: int) -> tuple[dict, list[int]]:
         class Clock:  # a streamer: generate() hands it the prompt first, then each new token
@@ -207,7 +212,7 @@ def worker(system: str, mode: str, model_dir: str, gguf: str | None, plan: dict,
     stateful pipeline crashes on a ChatHistory after a request of token ids, and after a chat it
     keeps every later request's tokens in its KV cache."""
     start = time.perf_counter()
-    runtime = SYSTEMS[system](system, model_dir, gguf, plan["device"])
+    runtime = SYSTEMS[system](system, model_dir, gguf, plan)
     result = {"load_s": time.perf_counter() - start, "requests": []}
     if mode == "chat" and plan["turns"]:
         result["requests"].append({"test": f"chat turn {plan['turns']}", **runtime.chat(plan["turns"], plan["chat_gen"])})
@@ -319,8 +324,8 @@ def table(rows: list[dict], head: dict, bandwidth_gbs: float) -> str:
         return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}–{s['max']:.{digits}f})"
 
     lines = [f"{head['cpu']} · {head['cores_used']} cores · {head['memory_gb']} GB · OpenVINO {head['openvino']} · "
-             f"GenAI {head['openvino_genai']} · {head['device']} · precision {head['inference_precision']} · "
-             f"KV {head['kv_cache_precision']}",
+             f"GenAI {head['openvino_genai']} · {head['device']} · device defaults: precision "
+             f"{head['inference_precision']}, KV {head['kv_cache_precision']} · ovchat: {head['ovchat_precision']}",
              f"Model {head['model']} ({head['weights_mb']:.0f} MB of weights); memory copy bandwidth "
              f"{bandwidth_gbs:.1f} GB/s; {rows[0]['reps'] if rows else 0} repetitions", "",
              "| system | test | TTFT ms | TPOT ms | tok/s | prompt tok/s | load cold s | load warm s | peak RSS MB | bandwidth | roofline |",
@@ -401,6 +406,10 @@ def available(system: str, gguf: str | None, optimum_python: Path) -> str | None
     return None
 
 
+class WorkerFailed(Exception):
+    """A system's process failed; the message says how, in one line."""
+
+
 def run_worker(python: Path, system: str, mode: str, model_dir: Path, gguf: str | None, plan: dict, seed: int,
                cache: str) -> dict:
     command = [str(python), __file__, str(model_dir), "--worker", system, mode, json.dumps(plan), str(seed)]
@@ -409,7 +418,9 @@ def run_worker(python: Path, system: str, mode: str, model_dir: Path, gguf: str 
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OVCHAT_CACHE_DIR": cache})
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        sys.exit(f"{system} failed (exit status {done.returncode}): {last}")
+        how = (f"killed by {signal.Signals(-done.returncode).name}" if done.returncode < 0
+               else f"exit status {done.returncode}")
+        raise WorkerFailed(f"{how}: {last}" if done.stderr.strip() else how)
     return json.loads(done.stdout.splitlines()[-1])
 
 
@@ -422,6 +433,8 @@ def main() -> None:
                         help="an interpreter with optimum-intel, for the notebook's path")
     parser.add_argument("--device", default="auto", help="OpenVINO device for every OpenVINO system (auto: GPU if "
                         "present, else CPU, as ovchat picks); llama.cpp runs on the CPU")
+    parser.add_argument("--precision", default="auto", choices=("auto", "accurate", "fast"),
+                        help="the ovchat system's precision policy (as `ovchat run --precision`)")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--prompt-lengths", default="32,128,512,1024")
     parser.add_argument("--gen-lengths", default="32,128")
@@ -463,30 +476,39 @@ def main() -> None:
         else:
             systems.append(system)
     plan = {"sweep": [(p, g) for p in map(int, args.prompt_lengths.split(",")) for g in map(int, args.gen_lengths.split(","))],
-            "turns": args.turns, "chat_gen": args.chat_gen, "device": device}
+            "turns": args.turns, "chat_gen": args.chat_gen, "device": device, "precision": args.precision}
     head = header(model_dir, gguf, args.optimum_python, device)
+    head["ovchat_precision"] = engine.choose_precision(
+        args.precision, device, engine.parameter_count(model_dir / "openvino_model.xml")).describe()
     print("measuring memory bandwidth…", file=sys.stderr)
     bandwidth = memory_bandwidth_gbs()
     ir_bytes = weight_bytes_per_token(model_dir / "openvino_model.xml")
     bytes_per_token = {s: os.path.getsize(gguf) if s == "llama.cpp" else ir_bytes for s in systems}
 
-    records, processes = [], []
+    records, processes, failures = [], [], {}
     for rep in range(1, args.reps + 1):
-        for system in systems:  # alternating, not in blocks
+        for system in [s for s in systems if s not in failures]:  # alternating, not in blocks
             python = args.optimum_python if system == "optimum-intel" else Path(sys.executable)
             with tempfile.TemporaryDirectory() as cache:  # cold: an empty compiled-model cache
                 for kind, mode in (("cold", "chat"), ("warm", "sweep")):
                     print(f"rep {rep}/{args.reps}: {system}, {kind} start and {mode}…", file=sys.stderr, flush=True)
-                    result = run_worker(python, system, mode, model_dir, gguf, plan, rep, cache)
+                    try:
+                        result = run_worker(python, system, mode, model_dir, gguf, plan, rep, cache)
+                    except WorkerFailed as e:  # this system's figures go; the others' stay
+                        failures[system] = str(e)
+                        print(f"failed {system}: {e}", file=sys.stderr, flush=True)
+                        break
                     processes.append({"system": system, "rep": rep, "kind": kind, "load_s": result["load_s"],
                                       "peak_rss_mb": result["peak_rss_mb"]})
                     records += [{"system": system, "rep": rep, **r} for r in result["requests"]]
+    records = [r for r in records if r["system"] not in failures]
+    processes = [p for p in processes if p["system"] not in failures]
     rows = summarize(records, processes, bytes_per_token, bandwidth)
     report = {"schema": "ovgenai-chat bench 1", "header": head, "bandwidth_gbs": bandwidth,
               "bytes_per_token": bytes_per_token, "plan": plan, "processes": processes, "records": records,
-              "summaries": rows}
+              "summaries": rows, "failures": failures}
     Path(args.json).write_text(json.dumps(report, indent=2))
-    text = table(rows, head, bandwidth)
+    text = table(rows, head, bandwidth) + "".join(f"\n{system}: failed: {why}" for system, why in failures.items())
     print(text)
     if args.markdown:
         Path(args.markdown).write_text(text + "\n")

@@ -44,7 +44,7 @@ def turn_ttfts(model_dir: str, device: str, turns: int, max_new_tokens: int) -> 
     from ovgenai_chat.engine import open_pipeline
 
     chat = ovgenai_chat.load(model_dir, device, max_new_tokens=max_new_tokens)
-    whole, _ = open_pipeline(model_dir, device)
+    whole, _, _ = open_pipeline(model_dir, device)
     tokenizer = whole.get_tokenizer()
     config = whole.get_generation_config()
     config.max_new_tokens = max_new_tokens

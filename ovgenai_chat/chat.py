@@ -17,17 +17,20 @@ class ContextError(ValueError):
 
 @dataclass
 class Metrics:
-    """The last reply: time to first token, time per output token, tokens in and out."""
+    """The last reply: time to first token, time per output token, tokens in and out, and the
+    precision policy it was computed in (accurate or fast; None when not known)."""
 
     ttft_ms: float
     tpot_ms: float
     throughput_tps: float
     input_tokens: int
     output_tokens: int
+    precision: str | None = None
 
     def summary(self) -> str:
+        precision = f" · {self.precision} precision" if self.precision else ""
         return (f"{self.input_tokens} tokens in, {self.output_tokens} out · first token {self.ttft_ms:.0f} ms · "
-                f"{self.throughput_tps:.1f} tokens/s ({self.tpot_ms:.1f} ms/token)")
+                f"{self.throughput_tps:.1f} tokens/s ({self.tpot_ms:.1f} ms/token){precision}")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -59,9 +62,10 @@ class Chat:
     """Multi-turn chat. Each turn sends the whole history as an openvino_genai.ChatHistory; the
     pipeline reuses the KV cache of the part it has already seen."""
 
-    def __init__(self, pipe, *, system: str | None = None, context: int | None = None,
+    def __init__(self, pipe, *, system: str | None = None, context: int | None = None, precision=None,
                  notify: Callable[[str], None] = lambda message: print(message, file=sys.stderr), **generation):
         self.pipe = pipe
+        self.precision = precision  # the engine's Precision the pipeline was opened with, if known
         self.tokenizer = pipe.get_tokenizer()
         self.generation = {"max_new_tokens": 1024, **generation}
         generation_config(pipe.get_generation_config(), **self.generation)  # bad settings fail here, not at the first message
@@ -110,7 +114,8 @@ class Chat:
         self.messages = [*messages, {"role": "assistant", "content": reply}]
         perf = result.perf_metrics
         self.metrics = Metrics(perf.get_ttft().mean, perf.get_tpot().mean, perf.get_throughput().mean,
-                               perf.get_num_input_tokens(), perf.get_num_generated_tokens())
+                               perf.get_num_input_tokens(), perf.get_num_generated_tokens(),
+                               self.precision.name if self.precision else None)
         return reply
 
     def stream(self, text: str) -> Iterator[str]:

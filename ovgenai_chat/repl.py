@@ -13,7 +13,7 @@ HELP = """\
 /system TEXT   set the system prompt (empty TEXT removes it) and start over
 /save FILE     write the conversation to FILE (JSON)
 /load FILE     continue the conversation saved in FILE
-/stats         the last reply's timings and token counts
+/stats         the last reply's timings and token counts, and the precision in use
 /exit          leave (or Ctrl-D); Ctrl-C stops a reply"""
 
 
@@ -63,6 +63,8 @@ def command(chat: Chat, line: str) -> bool:
                 print(f"{name} failed: {e}")
     elif name == "/stats":
         print(chat.metrics.summary() if chat.metrics else "(no reply yet)")
+        if chat.precision:
+            print(f"precision: {chat.precision.describe()}")
     else:
         print(f"unknown command {name}; /help lists them")
     return True

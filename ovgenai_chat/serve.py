@@ -32,7 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .chat import generation_config
-from .engine import ModelError, check_model_dir, context_window, keep_telemetry_off, pick_device
+from .engine import (ModelError, Precision, check_model_dir, choose_precision, context_window, keep_telemetry_off,
+                     parameter_count, pick_device)
 
 log = logging.getLogger("ovchat.serve")
 MAX_TOKENS_BOUND = 1 << 20  # above any context window; keeps fuzzers from asking for 2**63 tokens
@@ -242,9 +243,10 @@ class CompletionRequest(Sampling):
 class Server:
     """The loaded model, or why there is none yet."""
 
-    def __init__(self, model_dir: Path, device: str, kv_cache_gb: int, max_batch: int, max_tokens: int | None):
+    def __init__(self, model_dir: Path, device: str, precision: Precision, kv_cache_gb: int, max_batch: int,
+                 max_tokens: int | None):
         self.model_dir, self.name = model_dir, model_dir.name
-        self.device, self.kv_cache_gb, self.max_batch = device, kv_cache_gb, max_batch
+        self.device, self.precision, self.kv_cache_gb, self.max_batch = device, precision, kv_cache_gb, max_batch
         self.context = context_window(model_dir)
         self.max_tokens = max_tokens
         self.batcher: Batcher | None = None
@@ -262,11 +264,13 @@ class Server:
         scheduler.max_num_seqs = self.max_batch
         scheduler.enable_prefix_caching = True  # a chat resends its history every turn
         scheduler.dynamic_split_fuse = True
-        pipe = openvino_genai.ContinuousBatchingPipeline(str(self.model_dir), scheduler, self.device)
+        pipe = openvino_genai.ContinuousBatchingPipeline(str(self.model_dir), scheduler, self.device,
+                                                         properties=self.precision.properties)
         self.tokenizer = pipe.get_tokenizer()
         self.defaults = pipe.get_config  # a fresh copy of the model's generation config per call
         self.batcher = Batcher(pipe)
-        log.warning("model %s ready on %s in %.1f s", self.name, self.device, time.perf_counter() - started)
+        log.warning("model %s ready on %s in %.1f s, %s precision", self.name, self.device,
+                    time.perf_counter() - started, self.precision.describe())
 
     def ready(self) -> "Server":
         if self.batcher is None:
@@ -308,7 +312,8 @@ class Server:
 
 
 def create_app(model_dir, device: str = "auto", api_key: str | None = None, kv_cache_gb: int = 1,
-               max_batch: int = 8, max_tokens: int | None = None, on_load_failure=lambda message: None) -> FastAPI:
+               max_batch: int = 8, max_tokens: int | None = None, on_load_failure=lambda message: None,
+               precision: str = "auto") -> FastAPI:
     """The ASGI app. The model loads in the background once the app starts; until then the API
     answers 503."""
     import openvino as ov
@@ -318,7 +323,8 @@ def create_app(model_dir, device: str = "auto", api_key: str | None = None, kv_c
     device, notice = pick_device(device, ov.Core().available_devices)
     if notice:
         print(notice, file=sys.stderr)
-    server = Server(path, device, kv_cache_gb, max_batch, max_tokens)
+    chosen = choose_precision(precision, device, parameter_count(path / "openvino_model.xml"))
+    server = Server(path, device, chosen, kv_cache_gb, max_batch, max_tokens)
 
     def load():
         try:
@@ -373,7 +379,8 @@ def create_app(model_dir, device: str = "auto", api_key: str | None = None, kv_c
         if server.batcher is None:
             status = "failed" if server.failure else "loading"
             return JSONResponse({"status": status, "error": server.failure}, status_code=503)
-        return {"status": "ok", "model": server.name, "device": server.device, "active_requests": server.batcher.active}
+        return {"status": "ok", "model": server.name, "device": server.device, "precision": server.precision.name,
+                "active_requests": server.batcher.active}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():
@@ -513,7 +520,7 @@ class RequestLog:
 
 
 def serve(model_dir, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, device: str = "auto",
-          kv_cache_gb: int = 1, max_batch: int = 8, max_tokens: int | None = None) -> None:
+          kv_cache_gb: int = 1, max_batch: int = 8, max_tokens: int | None = None, precision: str = "auto") -> None:
     """Serve until Ctrl-C. Raises ModelError when the model cannot be served."""
     import uvicorn
 
@@ -528,10 +535,10 @@ def serve(model_dir, host: str = "127.0.0.1", port: int = 8000, api_key: str | N
         failures.append(message)
         server.should_exit = True
 
-    app = create_app(model_dir, device, api_key, kv_cache_gb, max_batch, max_tokens, stop_serving)
+    app = create_app(model_dir, device, api_key, kv_cache_gb, max_batch, max_tokens, stop_serving, precision)
     name = app.state.server.name
     bound_host, bound_port = listener.getsockname()[:2]
-    print(f"Loading {name} on {app.state.server.device}; serving http://{bound_host}:{bound_port}/ "
+    print(f"Loading {name} on {app.state.server.device}, {app.state.server.precision.describe()} precision; serving http://{bound_host}:{bound_port}/ "
           f"(OpenAI API at /v1){' with an API key' if api_key else ''}. Ctrl-C stops.", file=sys.stderr, flush=True)
     grace = 5.0
 

@@ -36,6 +36,8 @@ def test_bench_runs_validates_and_skips_missing_peers(converted, tmp_path):
     chat = [r for r in report["records"] if r["test"] == "chat turn 2"]
     assert all(r["gen_tokens"] == 4 and r["prompt_tokens"] > 8 for r in chat)  # the turn carries the history
     assert {p["kind"] for p in report["processes"]} == {"cold", "warm"}
+    assert report["failures"] == {} and report["plan"]["precision"] == "auto"
+    assert report["header"]["ovchat_precision"].startswith("accurate (")  # a tiny model on a CPU
     assert report["header"]["device"] == report["plan"]["device"] in openvino.Core().available_devices
     # perf_metrics agree with the wall clock around each request
     assert all(0.8 < r["wall_vs_metrics"] < 1.25 for r in sweep), sweep
@@ -61,3 +63,39 @@ def test_bench_refuses_a_device_this_machine_lacks(converted):
     result = subprocess.run([sys.executable, BENCHMARKS / "bench.py", converted("llama", "int4"), "--device", "NOSUCH"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "device NOSUCH is not available here" in result.stderr.strip().splitlines()[-1]
+
+
+def test_a_peer_that_crashes_is_reported_and_the_others_kept(converted, tmp_path):
+    """A peer that dies (as llama.cpp's AMX kernel does with SIGILL on hosts that do not grant AMX)
+    is `failed: <reason>`, and the other systems' figures stay."""
+    crashing = tmp_path / "python"
+    crashing.write_text('#!/bin/sh\n[ "$1" = "-c" ] && exit 0  # passes the import probe\nkill -ILL $$\n')
+    crashing.chmod(0o755)
+    out = tmp_path / "results.json"
+    result = subprocess.run(
+        [sys.executable, BENCHMARKS / "bench.py", converted("llama", "int4"), "--systems", "ovchat,optimum-intel",
+         "--optimum-python", crashing, "--reps", "2", "--prompt-lengths", "16", "--gen-lengths", "4", "--turns", "0",
+         "--json", out], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    jsonschema.validate(report, json.loads((BENCHMARKS / "bench.schema.json").read_text()))
+    assert report["failures"] == {"optimum-intel": "killed by SIGILL"}
+    assert "failed optimum-intel: killed by SIGILL" in result.stderr
+    assert result.stdout.strip().endswith("optimum-intel: failed: killed by SIGILL")
+    assert [(row["system"], row["reps"]) for row in report["summaries"]] == [("ovchat", 2)]
+    assert result.stderr.count("optimum-intel, cold start") == 1  # not tried again after it failed
+
+
+def test_precision_table_runs(converted, tmp_path):
+    out = tmp_path / "precision.json"
+    result = subprocess.run(
+        [sys.executable, BENCHMARKS / "precision.py", converted("llama", "int4"), "--prompts", "3", "--new-tokens", "4",
+         "--long", "16", "--settings", "accurate,fast", "--json", out], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert [row["setting"] for row in report["rows"]] == ["accurate", "fast"]
+    accurate = report["rows"][0]
+    assert accurate["agreement"] == accurate["prompts"] == 3  # the reference is this model, run accurately
+    assert all(row["ttft_ms"] > 0 and row["tpot_ms"] > 0 and row["long_ttft_ms"] > 0 for row in report["rows"])
+    assert report["auto"] == "accurate"
+    assert result.stdout.strip().splitlines()[-1].startswith("auto on this model's CPU run: accurate (")

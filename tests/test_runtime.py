@@ -191,7 +191,8 @@ def test_interactive_session(smollm2, env, tmp_path):
         child.expect_exact(">>> ")
 
         child.sendline("/stats")
-        child.expect(r"tokens in, \d+ out")
+        child.expect(r"tokens in, \d+ out .* accurate precision")
+        child.expect_exact("precision: accurate (f32 activations and KV cache")
         child.sendline(f"/save {saved}")
         child.expect_exact("saved to")
         child.sendline("/reset")

@@ -113,6 +113,7 @@ def test_answers_503_while_loading_then_serves(server):
     loading_health, loading_chat = server.startup[0][1], server.startup[1][1]
     assert loading_health["status"] == "loading"
     assert loading_chat["error"]["code"] == "model_loading"
+    assert server.health()["precision"] == "accurate"  # the runtime's policy for a model this small on a CPU
 
 
 def test_chat_completion(server, ov_tokenizer):
@@ -197,16 +198,20 @@ def run_clients(server: Served, clients: int, max_tokens: int) -> list[dict]:
 
 
 def test_eight_concurrent_streams_are_batched(server):
-    alone = run_clients(server, 1, 32)
-    together = run_clients(server, 8, 32)
+    alone = run_clients(server, 1, 64)
+    together = run_clients(server, 8, 64)
     assert len(together) == 8
     for timing in together:  # each a well-formed stream that ran to its end
         assert timing["finish"] in ("stop", "length") and timing["text"]
-    # batched, not queued: every stream had its first token before any stream ended
-    assert max(t["first"] for t in together) < min(t["end"] for t in together)
+    # batched, not queued: half or more of the streams were generating at one moment (queued, one would
+    # be). Not all eight: the first request starts alone, and a short reply may end before the last
+    # request's prefill does.
+    generating = max(sum(t["first"] <= moment < t["end"] for t in together) for moment in (t["first"] for t in together))
+    print(f"streams generating at once: {generating} of 8")
+    assert generating >= 4, together
     for name, runs in (("1 client", alone), ("8 clients", together)):
         seconds = max(t["end"] for t in runs) - min(t["start"] for t in runs)
-        print(f"{name}: {len(runs) / seconds:.2f} requests/s, ~{32 * len(runs) / seconds:.0f} tokens/s")
+        print(f"{name}: {len(runs) / seconds:.2f} requests/s, ~{64 * len(runs) / seconds:.0f} tokens/s")
     assert server.health()["active_requests"] == 0
 
 
