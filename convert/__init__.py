@@ -84,7 +84,8 @@ def _convert_into(staging: Path, source, weight_format: str | None, group_size: 
     weights = checkpoint.weights(np.float32 if weight_format in ("fp32", "fp16") else None, dequantize=not keep_blocks)
     models.sanitize(checkpoint.config, args, weights)
     with _step(f"Building the {args.model_type} graph from {checkpoint.path}") as progress:
-        model = graph.build_model(args, weights, on_layer=lambda done, total: progress(f"layer {done}/{total}"))
+        model = graph.build_model(models.architecture(checkpoint.config), args, weights,
+                                  on_layer=lambda done, total: progress(f"layer {done}/{total}"))
     if weights:
         raise ConversionError(
             f"the checkpoint has tensors this {args.model_type} graph does not use: {', '.join(sorted(weights)[:3])}"

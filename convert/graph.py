@@ -1,4 +1,5 @@
-"""The decoder-only transformer, op by op, in the form OpenVINO GenAI's LLMPipeline expects.
+"""The building blocks of a decoder-only transformer, op by op, in the form OpenVINO GenAI's
+LLMPipeline expects; each architecture in convert/models composes its decoder layer from them.
 
 Inputs `input_ids`, `attention_mask`, `position_ids` (i64 [batch, seq]) and `beam_idx` (i32 [batch]);
 output `logits` (f32 [batch, seq, vocab]). The KV cache lives in the model as state: per layer a
@@ -77,11 +78,13 @@ def linear(x, w: np.ndarray, bias: np.ndarray | None = None, name: str | None = 
     return y.output(0)
 
 
-def rms_norm(x, w: np.ndarray, eps: float) -> ov.Output:
-    """x / sqrt(mean(x²) + eps) · w  (Zhang & Sennrich, 2019)."""
+def rms_norm(x, w: np.ndarray, eps: float, plus_one: bool = False) -> ov.Output:
+    """x / sqrt(mean(x²) + eps) · w  (Zhang & Sennrich, 2019) over the last axis; Gemma scales by
+    (1 + w), added here in f32 as its reference does, so the plugin still sees one RMS pattern."""
+    gamma = weight(w) if not plus_one else ops.constant(np.asarray(w, np.float32) + np.float32(1.0)).output(0)
     mean_square = ops.reduce_mean(ops.power(x, scalar(2.0, np.float32)), vector([-1]), keep_dims=True)
     inv_rms = ops.divide(scalar(1.0, np.float32), ops.sqrt(ops.add(mean_square, scalar(eps, np.float32))))
-    return ops.multiply(ops.multiply(x, inv_rms), weight(w)).output(0)
+    return ops.multiply(ops.multiply(x, inv_rms), gamma).output(0)
 
 
 def rope_cos_sin(position_ids, rope: Rope) -> tuple[ov.Output, ov.Output]:
@@ -150,16 +153,27 @@ def causal_mask(input_ids, attention_mask, sliding_window: int | None) -> ov.Out
     return ops.slice(mask, vector([0]), ops.unsqueeze(total, scalar(0)), vector([1]), vector([3])).output(0)
 
 
-@dataclass
 class Context:
-    """Graph values every layer reads."""
+    """Graph values every layer reads. Masks (one per attention window) and rope tables (one per set
+    of frequencies) are built the first time a layer asks, then shared by every layer that uses them."""
 
-    batch: ov.Output  # [1] i64
-    beam_idx: ov.Output
-    mask: ov.Output
-    cos: ov.Output
-    sin: ov.Output
-    sinks: list
+    def __init__(self, input_ids, attention_mask, position_ids, beam_idx):
+        self.input_ids, self.attention_mask, self.position_ids = input_ids, attention_mask, position_ids
+        self.batch = ops.gather(ops.shape_of(input_ids), vector([0]), scalar(0)).output(0)
+        self.beam_idx = beam_idx.output(0)
+        self.sinks: list = []
+        self._masks: dict = {}
+        self._ropes: dict = {}
+
+    def mask(self, sliding_window: int | None) -> ov.Output:
+        if sliding_window not in self._masks:
+            self._masks[sliding_window] = causal_mask(self.input_ids, self.attention_mask, sliding_window)
+        return self._masks[sliding_window]
+
+    def rope(self, rope: Rope) -> tuple[ov.Output, ov.Output]:
+        if id(rope) not in self._ropes:
+            self._ropes[id(rope)] = rope_cos_sin(self.position_ids, rope)
+        return self._ropes[id(rope)]
 
 
 def kv_cache(new, name: str, ctx: Context, num_kv_heads: int, head_dim: int) -> ov.Output:
@@ -190,25 +204,39 @@ def split_heads(x, num_heads: int, head_dim: int) -> ov.Output:
     return ops.transpose(x, vector([0, 2, 1, 3])).output(0)
 
 
-def attention(x, w: "LayerWeights", args: ModelArgs, rope: Rope, ctx: Context) -> ov.Output:
-    """Multi-head attention with grouped KV heads and a stateful KV cache (Vaswani et al., 2017)."""
+def attention(x, w: "LayerWeights", args: ModelArgs, ctx: Context, rope: Rope | None,
+              sliding_window: int | None = None, qk_norm: str | None = None, scale: float | None = None) -> ov.Output:
+    """Multi-head attention with grouped KV heads and a stateful KV cache (Vaswani et al., 2017).
+
+    `rope` None is a NoPE layer (no positional rotation); `qk_norm` "rms" or "rms+1" normalises each
+    head of q and k before the rotation (Qwen3, Gemma 3); `scale` replaces 1/√head_dim."""
     heads, kv_heads, d = args.num_attention_heads, args.num_key_value_heads, args.head_dim
     q = split_heads(w.linear(x, "self_attn.q_proj"), heads, d)
     k = split_heads(w.linear(x, "self_attn.k_proj"), kv_heads, d)
     v = split_heads(w.linear(x, "self_attn.v_proj"), kv_heads, d)
-    q = apply_rope(q, ctx.cos, ctx.sin, rope.rotary_dim, d)
-    k = apply_rope(k, ctx.cos, ctx.sin, rope.rotary_dim, d)
+    if qk_norm:
+        plus_one = qk_norm == "rms+1"
+        q = rms_norm(q, w["self_attn.q_norm.weight"], args.rms_norm_eps, plus_one)
+        k = rms_norm(k, w["self_attn.k_norm.weight"], args.rms_norm_eps, plus_one)
+    if rope is not None:
+        cos, sin = ctx.rope(rope)
+        q, k = apply_rope(q, cos, sin, rope.rotary_dim, d), apply_rope(k, cos, sin, rope.rotary_dim, d)
     k = kv_cache(k, f"past_key_values.{w.layer}.keypresent.{w.layer}.key", ctx, kv_heads, d)
     v = kv_cache(v, f"past_key_values.{w.layer}.valuepresent.{w.layer}.value", ctx, kv_heads, d)
     k, v = repeat_kv(k, heads // kv_heads, kv_heads, d), repeat_kv(v, heads // kv_heads, kv_heads, d)
-    out = ops.scaled_dot_product_attention(q, k, v, ctx.mask, causal=False)
+    mask = ctx.mask(sliding_window)
+    if scale is None:
+        out = ops.scaled_dot_product_attention(q, k, v, mask, causal=False)
+    else:
+        out = ops.scaled_dot_product_attention(q, k, v, mask, scalar(scale, np.float32), causal=False)
     out = ops.reshape(ops.transpose(out, vector([0, 2, 1, 3])), vector([0, 0, heads * d]), special_zero=True)
     return w.linear(out, "self_attn.o_proj")
 
 
-def mlp(x, w: "LayerWeights") -> ov.Output:
-    """down(silu(gate(x)) · up(x))  (SwiGLU, Shazeer 2020)."""
-    gate = ops.swish(w.linear(x, "mlp.gate_proj"))
+def gated_mlp(x, w: "LayerWeights", activation: str = "silu") -> ov.Output:
+    """down(act(gate(x)) · up(x)): SwiGLU with silu (Shazeer, 2020), GeGLU with tanh-approximated gelu."""
+    gate = w.linear(x, "mlp.gate_proj")
+    gate = ops.swish(gate) if activation == "silu" else ops.gelu(gate, approximation_mode="tanh")
     return w.linear(ops.multiply(gate, w.linear(x, "mlp.up_proj")), "mlp.down_proj")
 
 
@@ -230,39 +258,34 @@ class LayerWeights:
         return linear(x, self[f"{name}.weight"], bias, name=self._key(name))
 
 
-def build_model(args: ModelArgs, weights: Weights, on_layer=lambda done, total: None) -> ov.Model:
-    """The whole decoder from canonical (llama-named) tensors, taking each from `weights`;
-    `on_layer(done, total)` follows its progress."""
-    rope = args.rope()
+def build_model(arch, args: ModelArgs, weights: Weights, on_layer=lambda done, total: None) -> ov.Model:
+    """The whole decoder: the embedding (scaled by args.embed_scale where the architecture says so),
+    `arch.decoder_layer` for each layer, the final norm, the output projection (soft-capped where
+    args.final_logit_softcapping says so). Each tensor is taken from `weights` (llama names) as it
+    is used; `on_layer(done, total)` follows the progress."""
     input_ids = ops.parameter([-1, -1], np.int64, name="input_ids")
     attention_mask = ops.parameter([-1, -1], np.int64, name="attention_mask")
     position_ids = ops.parameter([-1, -1], np.int64, name="position_ids")
     beam_idx = ops.parameter([-1], np.int32, name="beam_idx")
-
-    cos, sin = rope_cos_sin(position_ids, rope)
-    ctx = Context(
-        batch=ops.gather(ops.shape_of(input_ids), vector([0]), scalar(0)).output(0),
-        beam_idx=beam_idx.output(0),
-        mask=causal_mask(input_ids, attention_mask, args.sliding_window),
-        cos=cos,
-        sin=sin,
-        sinks=[],
-    )
+    ctx = Context(input_ids, attention_mask, position_ids, beam_idx)
 
     embed_tokens = weights.pop("model.embed_tokens.weight")
     lm_head = weights.pop("lm_head.weight", None)
     embedding = weight(embed_tokens)
     h = ops.gather(embedding, input_ids, scalar(0), name="model.embed_tokens").output(0)
+    if args.embed_scale is not None:
+        h = ops.multiply(h, scalar(args.embed_scale, np.float32)).output(0)
     for i in range(args.num_hidden_layers):
-        w = LayerWeights(weights, i)
-        h = ops.add(h, attention(rms_norm(h, w["input_layernorm.weight"], args.rms_norm_eps), w, args, rope, ctx))
-        h = ops.add(h, mlp(rms_norm(h, w["post_attention_layernorm.weight"], args.rms_norm_eps), w)).output(0)
+        h = arch.decoder_layer(h, LayerWeights(weights, i), args, ctx)
         on_layer(i + 1, args.num_hidden_layers)
-    h = rms_norm(h, weights.pop("model.norm.weight"), args.rms_norm_eps)
+    h = rms_norm(h, weights.pop("model.norm.weight"), args.rms_norm_eps, args.norm_plus_one)
 
     # Tied embeddings: the same constant serves the lookup and the output projection.
     head = embedding if lm_head is None else weight(lm_head)
     logits = ops.matmul(h, head, transpose_a=False, transpose_b=True, name="lm_head")
+    if args.final_logit_softcapping:
+        cap = scalar(args.final_logit_softcapping, np.float32)
+        logits = ops.multiply(ops.tanh(ops.divide(logits, cap)), cap)
     logits.output(0).get_tensor().set_names({"logits"})
     for param in (input_ids, attention_mask, position_ids, beam_idx):
         param.output(0).get_tensor().set_names({param.get_friendly_name()})

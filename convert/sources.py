@@ -128,6 +128,11 @@ class Weights:
     def discard(self, name: str) -> None:
         self._refs.pop(name, None)
 
+    def rename_prefix(self, old: str, new: str) -> None:
+        """Every tensor named old… is named new… from now on."""
+        for name in [name for name in self._refs if name.startswith(old)]:
+            self._refs[new + name[len(old):]] = self._refs.pop(name)
+
     def split_rows(self, name: str, parts: dict[str, int]) -> None:
         """Replace the fused tensor `name` by consecutive bands of rows, `parts` mapping each new
         name to its number of rows."""

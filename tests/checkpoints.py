@@ -58,7 +58,26 @@ VARIANTS = {
     # Longrope switches to the long factors when the sequence outgrows 40 positions: the first test
     # prompt (37 tokens) crosses that while decoding.
     LONGROPE_SWITCH: ("Phi3Config", longrope(original_max_position_embeddings=40), torch.bfloat16, False),
+    "qwen3-head-dim-tied": ("Qwen3Config", dict(head_dim=32, tie_word_embeddings=True), torch.bfloat16, False),
+    "qwen3-fp32": ("Qwen3Config", dict(head_dim=16), torch.float32, False),
+    # Layer 2 of 2 has no rotary embedding.
+    "smollm3-nope": ("SmolLM3Config", dict(no_rope_layer_interval=2, tie_word_embeddings=True), torch.bfloat16, False),
+    # A sliding layer (window 12, shorter than every test prompt, local rope) and a full one (linearly
+    # scaled global rope); query_pre_attn_scalar ≠ head_dim; final logits soft-capped.
+    "gemma3-text": ("Gemma3TextConfig", dict(
+        head_dim=32, sliding_window=12, layer_types=["sliding_attention", "full_attention"], query_pre_attn_scalar=24,
+        final_logit_softcapping=30.0, rope_parameters={
+            "full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1_000_000.0},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0}}), torch.bfloat16, False),
+    "gemma3-text-fp32": ("Gemma3TextConfig", dict(
+        head_dim=16, sliding_window=8, layer_types=["full_attention", "sliding_attention"]), torch.float32, False),
+    # The language model of a multimodal checkpoint: config under text_config, weights under
+    # model.language_model, a vision tower beside it.
+    "gemma3-multimodal": ("Gemma3Config", dict(
+        head_dim=16, sliding_window=8, layer_types=["sliding_attention", "full_attention"]), torch.bfloat16, False),
 }
+TINY_VISION = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=28,
+                   patch_size=14)
 
 
 def to_v4_config(config_file: Path) -> None:
@@ -74,13 +93,13 @@ def to_v4_config(config_file: Path) -> None:
 
 def make_checkpoint(name: str, out: Path, tokenizer) -> Path:
     config_class, overrides, dtype, v4_config = VARIANTS[name]
-    config = getattr(transformers, config_class)(
-        **{**SMALL, **overrides},
-        vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    text = {**SMALL, **overrides, "vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+    if config_class == "Gemma3Config":
+        config = transformers.Gemma3Config(text_config=text, vision_config=TINY_VISION, mm_tokens_per_image=4,
+                                           image_token_index=len(tokenizer) - 1)
+    else:
+        config = getattr(transformers, config_class)(**text)
     torch.manual_seed(sum(map(ord, name)))
     model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype)
     if "bias" in name:

@@ -3,6 +3,8 @@ fp32 IR against transformers' PyTorch model, logits and greedy generation throug
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import openvino as ov
 import openvino_genai
@@ -10,7 +12,7 @@ import pytest
 import torch
 import transformers
 
-from checkpoints import LONGROPE_SWITCH
+from checkpoints import LONGROPE_SWITCH, VARIANTS
 from conftest import ALL_MODELS
 
 # f32 everywhere: this CPU defaults to bf16 inference, a u8 KV cache, and int8 activations for
@@ -113,3 +115,16 @@ def test_second_chat_turn_matches_transformers(name, backend, checkpoint, conver
     second = pipe.generate(history, GREEDY).texts[0]
     expected = reference_greedy(reference_model(checkpoint(name)), templated_ids(tokenizer, messages), NEW_TOKENS)
     assert second == tokenizer.decode(expected, skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_default_int4_conversion_runs_in_llmpipeline(name, converted, tokenizer):
+    """NNCF's int4 default on every architecture: int4 layers, and an IR LLMPipeline loads and
+    generates with (no accuracy claim on random weights)."""
+    path = converted(name, "int4")
+    model = ov.Core().read_model(path / "openvino_model.xml")
+    layers = json.loads(model.get_rt_info(["ovgenai_chat", "layers"]).astype(str))
+    assert any(precision.startswith("int4") for precision in layers), layers
+    ids = templated_ids(tokenizer, [{"role": "user", "content": PROMPTS[1]}])
+    pipe = openvino_genai.LLMPipeline(path, "CPU", ATTENTION_BACKEND="SDPA")
+    assert len(pipe.generate(ov.Tensor(np.array([ids], np.int64)), GREEDY).tokens[0]) == NEW_TOKENS

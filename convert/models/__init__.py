@@ -1,5 +1,6 @@
-"""One module per architecture: its ModelArgs and how its tensors map onto the llama layout
-that convert.graph builds (`sanitize`)."""
+"""One module per architecture: its ModelArgs (from config.json), its `decoder_layer` composed from
+convert.graph's blocks, and, where its tensors are named or fused differently, `sanitize`, which puts
+them under llama's names."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import importlib
 from ..sources import Weights
 from .base import ModelArgs, UnsupportedModel
 
-SUPPORTED = ("llama", "mistral", "phi3", "qwen2")
+SUPPORTED = ("gemma3", "gemma3_text", "llama", "mistral", "phi3", "qwen2", "qwen3", "smollm3")
+# model_type → the module that builds it, where the names differ
+MODULES = {"gemma3_text": "gemma3"}
 
 
 def architecture(config: dict):
@@ -16,7 +19,7 @@ def architecture(config: dict):
     model_type = config.get("model_type")
     if model_type not in SUPPORTED:
         raise UnsupportedModel(f"model_type {model_type!r} is not supported; supported: {', '.join(SUPPORTED)}")
-    return importlib.import_module(f"{__name__}.{model_type}")
+    return importlib.import_module(f"{__name__}.{MODULES.get(model_type, model_type)}")
 
 
 def model_args(config: dict) -> ModelArgs:
@@ -25,7 +28,9 @@ def model_args(config: dict) -> ModelArgs:
 
 def sanitize(config: dict, args: ModelArgs, weights: Weights) -> None:
     """Put the checkpoint's tensors under llama names; drop what the graph computes or shares."""
-    architecture(config).sanitize(weights, args)
+    module = architecture(config)
+    if hasattr(module, "sanitize"):
+        module.sanitize(weights, args)
     for name in [name for name in weights if name.endswith("rotary_emb.inv_freq")]:
         weights.discard(name)  # rope tables saved by old checkpoints
     if args.tie_word_embeddings:

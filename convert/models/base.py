@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import MISSING, dataclass, field, fields
+from functools import cached_property
 
 import numpy as np
 
@@ -45,15 +46,24 @@ class ModelArgs:
     tie_word_embeddings: bool = False
     hidden_act: str = "silu"
     sliding_window: int | None = None
+    final_logit_softcapping: float | None = None
     rope_parameters: dict = field(default_factory=dict)
+
+    # Set by architectures that differ from llama here (Gemma): the embedding's scale, and norms
+    # that scale by (1 + w).
+    embed_scale = None
+    norm_plus_one = False
 
     def __post_init__(self):
         self.num_key_value_heads = self.num_key_value_heads or self.num_attention_heads
         self.head_dim = self.head_dim or self.hidden_size // self.num_attention_heads
-        if self.hidden_act not in ("silu", "swish"):
-            raise UnsupportedModel(f"hidden_act {self.hidden_act!r} is not supported (only silu)")
+        self.check_activation()
         if self.num_attention_heads % self.num_key_value_heads:
             raise UnsupportedModel("num_attention_heads must be a multiple of num_key_value_heads")
+
+    def check_activation(self) -> None:
+        if self.hidden_act not in ("silu", "swish"):
+            raise UnsupportedModel(f"hidden_act {self.hidden_act!r} is not supported (only silu)")
 
     @classmethod
     def from_config(cls, config: dict) -> "ModelArgs":
@@ -65,7 +75,9 @@ class ModelArgs:
             raise UnsupportedModel(f"config.json lacks {', '.join(missing)}")
         return cls(**args)
 
+    @cached_property
     def rope(self) -> Rope:
+        """One Rope per model (so its tables are built once and shared by every layer)."""
         return make_rope(self.rope_parameters, self.head_dim, self.max_position_embeddings)
 
 

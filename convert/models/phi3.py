@@ -2,6 +2,7 @@
 longrope scaling of the 128k variants is in base.make_rope."""
 
 from .base import ModelArgs  # noqa: F401
+from .llama import decoder_layer  # noqa: F401
 
 
 def sanitize(weights, args: ModelArgs) -> None:

@@ -1,9 +1,10 @@
-"""Qwen2 / 2.5: llama's layout plus q/k/v biases, which graph.linear picks up when present."""
+"""Qwen2 / 2.5: llama's layer plus q/k/v biases, which LayerWeights.linear picks up when present."""
 
 from dataclasses import dataclass
 
 from . import base
 from .base import UnsupportedModel
+from .llama import decoder_layer  # noqa: F401
 
 
 @dataclass
@@ -15,9 +16,5 @@ class ModelArgs(base.ModelArgs):
         # Qwen2 configs carry a sliding_window that applies only when use_sliding_window is set,
         # and then only to some layers.
         if self.use_sliding_window:
-            raise UnsupportedModel("qwen2 with use_sliding_window is not supported")
+            raise UnsupportedModel(f"{self.model_type} with use_sliding_window is not supported")
         self.sliding_window = None
-
-
-def sanitize(weights, args: ModelArgs) -> None:
-    pass
