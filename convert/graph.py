@@ -199,9 +199,8 @@ def repeat_kv(x, n_rep: int, num_kv_heads: int, head_dim: int) -> ov.Output:
 
 
 def split_heads(x, num_heads: int, head_dim: int) -> ov.Output:
-    """[B, S, H·D] → [B, H, S, D]"""
-    x = ops.reshape(x, vector([0, 0, num_heads, head_dim]), special_zero=True)
-    return ops.transpose(x, vector([0, 2, 1, 3])).output(0)
+    """[B, S, H·D] → [B, S, H, D]"""
+    return ops.reshape(x, vector([0, 0, num_heads, head_dim]), special_zero=True).output(0)
 
 
 def attention(x, w: "LayerWeights", args: ModelArgs, ctx: Context, rope: Rope | None,
@@ -211,13 +210,13 @@ def attention(x, w: "LayerWeights", args: ModelArgs, ctx: Context, rope: Rope | 
     `rope` None is a NoPE layer (no positional rotation); `qk_norm` "rms" or "rms+1" normalises each
     head of q and k before the rotation (Qwen3, Gemma 3); `scale` replaces 1/√head_dim."""
     heads, kv_heads, d = args.num_attention_heads, args.num_key_value_heads, args.head_dim
-    q = split_heads(w.linear(x, "self_attn.q_proj"), heads, d)
-    k = split_heads(w.linear(x, "self_attn.k_proj"), kv_heads, d)
-    v = split_heads(w.linear(x, "self_attn.v_proj"), kv_heads, d)
-    if qk_norm:
+    q, k, v = (split_heads(w.linear(x, f"self_attn.{name}_proj"), n, d)
+               for name, n in (("q", heads), ("k", kv_heads), ("v", kv_heads)))
+    if qk_norm:  # per head, before the heads move to axis 1: Transpose → RoPE stays one fused node
         plus_one = qk_norm == "rms+1"
         q = rms_norm(q, w["self_attn.q_norm.weight"], args.rms_norm_eps, plus_one)
         k = rms_norm(k, w["self_attn.k_norm.weight"], args.rms_norm_eps, plus_one)
+    q, k, v = (ops.transpose(t, vector([0, 2, 1, 3])).output(0) for t in (q, k, v))
     if rope is not None:
         cos, sin = ctx.rope(rope)
         q, k = apply_rope(q, cos, sin, rope.rotary_dim, d), apply_rope(k, cos, sin, rope.rotary_dim, d)
