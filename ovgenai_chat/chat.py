@@ -63,8 +63,11 @@ class Chat:
     pipeline reuses the KV cache of the part it has already seen."""
 
     def __init__(self, pipe, *, system: str | None = None, context: int | None = None, precision=None,
+                 thinking: bool | None = None,
                  notify: Callable[[str], None] = lambda message: print(message, file=sys.stderr), **generation):
         self.pipe = pipe
+        # Reasoning models' templates (Qwen3, SmolLM3) read enable_thinking; None leaves their default.
+        self.template_context = {} if thinking is None else {"enable_thinking": thinking}
         self.precision = precision  # the engine's Precision the pipeline was opened with, if known
         self.tokenizer = pipe.get_tokenizer()
         self.generation = {"max_new_tokens": 1024, **generation}
@@ -98,6 +101,8 @@ class Chat:
         history = openvino_genai.ChatHistory()
         for message in self._system() + messages:
             history.append(message)
+        if self.template_context:
+            history.set_extra_context(self.template_context)
         # The reply may use what the prompt leaves of the context, up to max_new_tokens.
         room = self.context - prompt_tokens if self.context else self.generation["max_new_tokens"]
         config = generation_config(self.pipe.get_generation_config(), **{**self.generation, "max_new_tokens": max(1, min(
@@ -158,7 +163,8 @@ class Chat:
         self.system, self.messages = data.get("system"), messages
 
     def _count_tokens(self, messages: list[dict]) -> int:
-        prompt = self.tokenizer.apply_chat_template(self._system() + messages, add_generation_prompt=True)
+        prompt = self.tokenizer.apply_chat_template(self._system() + messages, add_generation_prompt=True,
+                                                    extra_context=self.template_context or None)
         return self.tokenizer.encode(prompt, add_special_tokens=False).input_ids.get_shape()[1]
 
     def _fit(self, messages: list[dict]) -> tuple[list[dict], int | None]:

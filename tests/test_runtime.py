@@ -244,3 +244,32 @@ def test_ctrl_d_and_ctrl_c_at_the_prompt_leave_cleanly(smollm2, env):
         finally:
             process.kill()
             child.close()
+
+
+# A reasoning-style template (as Qwen3's and SmolLM3's read it): with enable_thinking false the reply
+# starts after an empty think block the template writes itself.
+THINKING_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+)
+
+
+def test_think_and_no_think_reach_the_chat_template(converted, tmp_path, env):
+    import openvino as ov
+
+    model = shutil.copytree(converted("llama", "int4"), tmp_path / "thinking")
+    tokenizer = ov.Core().read_model(model / "openvino_tokenizer.xml")
+    tokenizer.set_rt_info(THINKING_TEMPLATE, "chat_template")
+    ov.save_model(tokenizer, tmp_path / "tokenizer.xml")
+    for suffix in (".xml", ".bin"):
+        (tmp_path / f"tokenizer{suffix}").replace(model / f"openvino_tokenizer{suffix}")
+
+    prompt_tokens = {}
+    for flag in ("--think", "--no-think", None):
+        args = ["-p", "Hi", "--max-new-tokens", "2", "--json", *([flag] if flag else [])]
+        result = ovchat_run(model, *args, env=env)
+        assert result.returncode == 0, result.stderr
+        prompt_tokens[flag] = json.loads(result.stdout.decode().splitlines()[-1])["metrics"]["input_tokens"]
+    # The empty think block is in the prompt only when thinking is off; the template's default is on.
+    assert prompt_tokens["--no-think"] > prompt_tokens["--think"] == prompt_tokens[None]
