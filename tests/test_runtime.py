@@ -16,7 +16,6 @@ import pexpect.fdpexpect
 import pytest
 
 import ovgenai_chat
-from conftest import run_ovchat
 from ovgenai_chat.chat import Chat
 
 EXACT = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "ATTENTION_BACKEND": "SDPA"}

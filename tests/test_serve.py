@@ -3,7 +3,6 @@ Servers run in child processes on free loopback ports; no timing is asserted."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import select
