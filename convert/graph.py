@@ -10,7 +10,6 @@ CPU plugin fuses (RMSNorm, rotary embedding, SDPA, gated MLP).
 
 from __future__ import annotations
 
-
 import ml_dtypes
 import numpy as np
 import openvino as ov

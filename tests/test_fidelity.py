@@ -5,6 +5,7 @@ the policy picks what it says it picks."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -90,7 +91,7 @@ def test_parameter_count_reads_the_ir(default_model, converted):
 
 
 def test_the_cli_says_which_precision_it_used(default_model, tmp_path):
-    env = {**__import__("os").environ, "OVCHAT_CACHE_DIR": str(tmp_path / "cache")}
+    env = {**os.environ, "OVCHAT_CACHE_DIR": str(tmp_path / "cache")}
     for asked, used in (("auto", "accurate"), ("fast", "fast"), ("accurate", "accurate")):
         result = run_ovchat("run", default_model, "-p", "Hi", "--max-new-tokens", "4", "--json", "--verbose",
                             "--precision", asked, env=env)

@@ -31,7 +31,6 @@ class ModelArgs(base.ModelArgs):
     use_bidirectional_attention: bool = False
     local_rope_parameters: dict = field(default_factory=dict)
 
-    embed_scale = None  # set from hidden_size below
     norm_plus_one = True
 
     def __post_init__(self):
@@ -70,18 +69,11 @@ def _rope_parameters(config: dict) -> tuple[dict, dict]:
     """(full-attention rope, sliding-attention rope) from transformers 5's per-layer-type
     `rope_parameters` or 4.x's `rope_theta` + `rope_scaling` and `rope_local_base_freq`."""
     nested = config.get("rope_parameters") or {}
-    if "full_attention" in nested or "sliding_attention" in nested:
-        full = dict(nested.get("full_attention") or {})
-        local = dict(nested.get("sliding_attention") or {})
-    else:
-        full = dict(config.get("rope_scaling") or {})
-        local = {}
-        full.setdefault("rope_theta", config.get("rope_theta", 1_000_000.0))
-        local.setdefault("rope_theta", config.get("rope_local_base_freq", 10_000.0))
-    for params, theta in ((full, 1_000_000.0), (local, 10_000.0)):
-        params["rope_type"] = params.pop("type", None) or params.get("rope_type") or "default"
-        params.setdefault("rope_theta", theta)
-    return full, local
+    if "full_attention" not in nested and "sliding_attention" not in nested:  # the 4.x form
+        nested = {"full_attention": {**(config.get("rope_scaling") or {}), "rope_theta": config.get("rope_theta", 1e6)},
+                  "sliding_attention": {"rope_theta": config.get("rope_local_base_freq", 1e4)}}
+    return tuple(base.rope_parameters({"rope_parameters": nested.get(kind), "rope_theta": theta})
+                 for kind, theta in (("full_attention", 1e6), ("sliding_attention", 1e4)))
 
 
 def sanitize(weights, args: ModelArgs) -> None:
@@ -95,7 +87,7 @@ def sanitize(weights, args: ModelArgs) -> None:
 
 def decoder_layer(x, w, args, ctx):
     def norm(h, name: str):
-        return rms_norm(h, w[f"{name}.weight"], args.rms_norm_eps, plus_one=True)
+        return rms_norm(h, w[f"{name}.weight"], args.rms_norm_eps, args.norm_plus_one)
 
     sliding = args.layer_types[w.layer] == "sliding_attention"
     scale = None if args.query_pre_attn_scalar == args.head_dim else args.query_pre_attn_scalar**-0.5
