@@ -206,11 +206,15 @@ def attention(x, w: "LayerWeights", args: ModelArgs, ctx: Context, rope: Rope | 
     """Multi-head attention with grouped KV heads and a stateful KV cache (Vaswani et al., 2017).
 
     `rope` None is a NoPE layer (no positional rotation); `qk_norm` "rms" or "rms+1" normalises each
-    head of q and k before the rotation (Qwen3, Gemma 3); `scale` replaces 1/√head_dim."""
+    head of q and k before the rotation (Qwen3, Gemma 3), "rms_across_heads" the whole projections
+    (OLMo 2); `scale` replaces 1/√head_dim."""
     heads, kv_heads, d = args.num_attention_heads, args.num_key_value_heads, args.head_dim
-    q, k, v = (split_heads(w.linear(x, f"self_attn.{name}_proj"), n, d)
-               for name, n in (("q", heads), ("k", kv_heads), ("v", kv_heads)))
-    if qk_norm:  # per head, before the heads move to axis 1: Transpose → RoPE stays one fused node
+    q, k, v = (w.linear(x, f"self_attn.{name}_proj") for name in ("q", "k", "v"))
+    if qk_norm == "rms_across_heads":
+        q = rms_norm(q, w["self_attn.q_norm.weight"], args.rms_norm_eps)
+        k = rms_norm(k, w["self_attn.k_norm.weight"], args.rms_norm_eps)
+    q, k, v = split_heads(q, heads, d), split_heads(k, kv_heads, d), split_heads(v, kv_heads, d)
+    if qk_norm in ("rms", "rms+1"):  # per head, before the heads move to axis 1: Transpose → RoPE stays one fused node
         plus_one = qk_norm == "rms+1"
         q = rms_norm(q, w["self_attn.q_norm.weight"], args.rms_norm_eps, plus_one)
         k = rms_norm(k, w["self_attn.k_norm.weight"], args.rms_norm_eps, plus_one)
@@ -257,8 +261,8 @@ class LayerWeights:
 
 def build_model(arch, args: ModelArgs, weights: Weights, on_layer=lambda done, total: None) -> ov.Model:
     """The whole decoder: the embedding (scaled by args.embed_scale where the architecture says so),
-    `arch.decoder_layer` for each layer, the final norm, the output projection (soft-capped where
-    args.final_logit_softcapping says so). Each tensor is taken from `weights` (llama names) as it
+    `arch.decoder_layer` for each layer, the final norm, the output projection (scaled by
+    args.logits_scale, soft-capped by args.final_logit_softcapping where the architecture says so). Each tensor is taken from `weights` (llama names) as it
     is used; `on_layer(done, total)` follows the progress."""
     input_ids = ops.parameter([-1, -1], np.int64, name="input_ids")
     attention_mask = ops.parameter([-1, -1], np.int64, name="attention_mask")
@@ -280,6 +284,8 @@ def build_model(arch, args: ModelArgs, weights: Weights, on_layer=lambda done, t
     # Tied embeddings: the same constant serves the lookup and the output projection.
     head = embedding if lm_head is None else weight(lm_head)
     logits = ops.matmul(h, head, transpose_a=False, transpose_b=True, name="lm_head")
+    if args.logits_scale is not None:
+        logits = ops.multiply(logits, scalar(args.logits_scale, np.float32))
     if args.final_logit_softcapping:
         cap = scalar(args.final_logit_softcapping, np.float32)
         logits = ops.multiply(ops.tanh(ops.divide(logits, cap)), cap)

@@ -58,6 +58,18 @@ def generation_config(config, max_new_tokens=1024, temperature=None, top_p=None,
     return config
 
 
+def template_has_system_role(tokenizer) -> bool:
+    """False for templates without a system role (Mistral v0.1/v0.2, Gemma 1/2 raise on one; a few
+    drop it). GenAI's template engine then puts the system text at the start of the first user
+    message, as llama.cpp does; this tells the two apart by rendering both."""
+    def render(messages):
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+
+    system, user = "\u2063system\u2063", "\u2063user\u2063"  # text no template writes itself
+    return (render([{"role": "system", "content": system}, {"role": "user", "content": user}])
+            != render([{"role": "user", "content": f"{system}\n{user}"}]))
+
+
 class Chat:
     """Multi-turn chat. Each turn sends the whole history as an openvino_genai.ChatHistory; the
     pipeline reuses the KV cache of the part it has already seen."""
@@ -72,12 +84,22 @@ class Chat:
         self.tokenizer = pipe.get_tokenizer()
         self.generation = {"max_new_tokens": 1024, **generation}
         generation_config(pipe.get_generation_config(), **self.generation)  # bad settings fail here, not at the first message
-        self.system = system
         self.context = context
         self.notify = notify
+        self.system = system
         self.messages: list[dict] = []
         self.metrics: Metrics | None = None
         self._stop = threading.Event()
+
+    @property
+    def system(self) -> str | None:
+        return self._system_prompt
+
+    @system.setter
+    def system(self, text: str | None) -> None:
+        self._system_prompt = text or None
+        if self._system_prompt and not template_has_system_role(self.tokenizer):
+            self.notify("(this model's chat template has no system role; the system prompt opens the first user message)")
 
     @property
     def history(self) -> list[dict]:

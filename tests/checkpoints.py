@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 import transformers
 
+from templates import family_template
+
 SMALL = dict(
     hidden_size=64,
     intermediate_size=128,
@@ -75,6 +77,16 @@ VARIANTS = {
     # model.language_model, a vision tower beside it.
     "gemma3-multimodal": ("Gemma3Config", dict(
         head_dim=16, sliding_window=8, layer_types=["sliding_attention", "full_attention"]), torch.bfloat16, False),
+    # Scalar multipliers on the embedding, the residual branches, the attention scores and the logits.
+    "granite": ("GraniteConfig", dict(embedding_multiplier=4.0, residual_multiplier=0.5, attention_multiplier=0.2,
+                                      logits_scaling=2.0, tie_word_embeddings=True), torch.bfloat16, False),
+    "olmo2": ("Olmo2Config", {}, torch.bfloat16, False),
+    # A sliding layer with rope, then a full NoPE one.
+    "exaone4-sliding-nope": ("Exaone4Config", dict(sliding_window=12, layer_types=["sliding_attention", "full_attention"],
+                                                   head_dim=16), torch.bfloat16, False),
+    "exaone4-fp32": ("Exaone4Config", dict(sliding_window=None, layer_types=["full_attention"] * 2, tie_word_embeddings=True), torch.float32, False),
+    "ministral": ("MinistralConfig", dict(head_dim=16, sliding_window=12, layer_types=["full_attention", "sliding_attention"]),
+                  torch.bfloat16, False),
 }
 TINY_VISION = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=28,
                    patch_size=14)
@@ -92,6 +104,7 @@ def to_v4_config(config_file: Path) -> None:
 
 
 def make_checkpoint(name: str, out: Path, tokenizer) -> Path:
+    """The tiny checkpoint `name` in `out`, with SmolLM2's tokenizer and its family's chat template."""
     config_class, overrides, dtype, v4_config = VARIANTS[name]
     text = {**SMALL, **overrides, "vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
             "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
@@ -111,6 +124,8 @@ def make_checkpoint(name: str, out: Path, tokenizer) -> Path:
     model.save_pretrained(out, max_shard_size="1MB" if "sharded" in name else "50GB")
     assert ("sharded" in name) == (out / "model.safetensors.index.json").exists()
     tokenizer.save_pretrained(out)
+    if template := family_template(name):
+        (out / "chat_template.jinja").write_text(template)
     if v4_config:
         to_v4_config(out / "config.json")
     return out

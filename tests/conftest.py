@@ -4,6 +4,7 @@ once per session."""
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,14 @@ def checkpoint(tmp_path_factory, tokenizer, smollm2_checkpoint):
         return made[name]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def tokenizer_of(checkpoint):
+    """tokenizer_of(name) → the transformers tokenizer of checkpoint `name`, with its family's chat template."""
+    import transformers
+
+    return functools.cache(lambda name: transformers.AutoTokenizer.from_pretrained(checkpoint(name)))
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ import transformers
 
 from checkpoints import LONGROPE_SWITCH, VARIANTS
 from conftest import ALL_MODELS
+from templates import THINKING
 
 # f32 everywhere: this CPU defaults to bf16 inference, a u8 KV cache, and int8 activations for
 # matrix multiplications with compressed weights.
@@ -32,8 +33,8 @@ def reference_model(path):
     return transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
 
 
-def templated_ids(tokenizer, messages) -> list[int]:
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+def templated_ids(tokenizer, messages, **template_context) -> list[int]:
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **template_context)
     return tokenizer(text, add_special_tokens=False).input_ids
 
 
@@ -68,8 +69,8 @@ def ir_logits(compiled: ov.CompiledModel, ids: list[int], chunks: int) -> np.nda
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
-def test_fp32_logits_match_transformers(name, checkpoint, converted, tokenizer):
-    path = converted(name, "fp32")
+def test_fp32_logits_match_transformers(name, checkpoint, converted, tokenizer_of):
+    path, tokenizer = converted(name, "fp32"), tokenizer_of(name)
     model = reference_model(checkpoint(name))
     compiled = ov.Core().compile_model(path / "openvino_model.xml", "CPU", EXACT)
     worst = 0.0
@@ -87,10 +88,10 @@ def test_fp32_logits_match_transformers(name, checkpoint, converted, tokenizer):
 
 @pytest.mark.parametrize("backend", ["PA", "SDPA"])
 @pytest.mark.parametrize("name", ALL_MODELS)
-def test_greedy_generation_matches_transformers(name, backend, checkpoint, converted, tokenizer):
+def test_greedy_generation_matches_transformers(name, backend, checkpoint, converted, tokenizer_of):
     """LLMPipeline's greedy tokens equal transformers' token for token."""
     path = converted(name, "fp32")
-    ids = templated_ids(tokenizer, [{"role": "user", "content": PROMPTS[0]}])
+    ids = templated_ids(tokenizer_of(name), [{"role": "user", "content": PROMPTS[0]}])
     pipe = openvino_genai.LLMPipeline(path, "CPU", ATTENTION_BACKEND=backend, **EXACT)
     tokens = pipe.generate(ov.Tensor(np.array([ids], np.int64)), GREEDY).tokens[0]
     assert list(tokens) == reference_greedy(reference_model(checkpoint(name)), ids, NEW_TOKENS)
@@ -100,10 +101,10 @@ def test_greedy_generation_matches_transformers(name, backend, checkpoint, conve
 # fresh pass over the longer history recomputes with the long ones (in transformers too).
 @pytest.mark.parametrize("backend", ["PA", "SDPA"])
 @pytest.mark.parametrize("name", [name for name in ALL_MODELS if name != LONGROPE_SWITCH])
-def test_second_chat_turn_matches_transformers(name, backend, checkpoint, converted, tokenizer):
+def test_second_chat_turn_matches_transformers(name, backend, checkpoint, converted, tokenizer_of):
     """A second turn, which reuses the first turn's KV cache, equals transformers' greedy reply to
-    the whole templated history."""
-    path = converted(name, "fp32")
+    the whole history templated by jinja2 (GenAI renders the family's template itself)."""
+    path, tokenizer = converted(name, "fp32"), tokenizer_of(name)
     pipe = openvino_genai.LLMPipeline(path, "CPU", ATTENTION_BACKEND=backend, **EXACT)
     messages = [{"role": "user", "content": PROMPTS[1]}]
     history = openvino_genai.ChatHistory()
@@ -117,14 +118,63 @@ def test_second_chat_turn_matches_transformers(name, backend, checkpoint, conver
     assert second == tokenizer.decode(expected, skip_special_tokens=True)
 
 
+CONVERSATIONS = [
+    [{"role": "user", "content": "Hi there"}],
+    [{"role": "system", "content": "You are terse. /no_think"}, {"role": "user", "content": " Hi there "}],
+    [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "<think>\nA greeting.\n</think>\n\nHello!"},
+     {"role": "user", "content": "Name a colour."}],
+]
+
+
+def family_variants(families) -> list[str]:
+    return [name for name in VARIANTS if name.split("-")[0] in families]
+
+
+@pytest.mark.parametrize("name", ["smollm2", *family_variants(("qwen3", "gemma3", "smollm3", "mistral"))])
+def test_chat_template_renders_as_in_transformers(name, converted, tokenizer_of):
+    """The family's template, from the tokenizer IR's rt_info through GenAI's template engine, gives
+    the prompt jinja2 gives, with and without enable_thinking. A template without a system role
+    makes jinja2 raise; GenAI puts the system text at the start of the first user message instead."""
+    genai = openvino_genai.Tokenizer(converted(name, "fp32"))
+    tokenizer = tokenizer_of(name)
+    for messages in CONVERSATIONS:
+        for context in ({}, {"enable_thinking": True}, {"enable_thinking": False}):
+            history = openvino_genai.ChatHistory(messages)
+            rendered = genai.apply_chat_template(history, add_generation_prompt=True, extra_context=context or None)
+            try:
+                expected = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **context)
+            except Exception as e:  # jinja2's TemplateError from raise_exception
+                assert "System role not supported" in str(e)
+                system, user, *rest = messages
+                folded = [{"role": "user", "content": system["content"] + "\n" + user["content"]}, *rest]
+                expected = tokenizer.apply_chat_template(folded, tokenize=False, add_generation_prompt=True, **context)
+            assert rendered == expected, (messages, context)
+
+
+@pytest.mark.parametrize("name", family_variants(THINKING))
+def test_thinking_switch_reaches_the_template_in_llmpipeline(name, checkpoint, converted, tokenizer_of):
+    """enable_thinking=false through ChatHistory's extra context: the greedy reply equals transformers'
+    on the prompt jinja2 renders with enable_thinking=False (which differs from the default one)."""
+    tokenizer = tokenizer_of(name)
+    messages = [{"role": "user", "content": PROMPTS[0]}]
+    ids = templated_ids(tokenizer, messages, enable_thinking=False)
+    assert ids != templated_ids(tokenizer, messages)
+    history = openvino_genai.ChatHistory(messages)
+    history.set_extra_context({"enable_thinking": False})
+    pipe = openvino_genai.LLMPipeline(converted(name, "fp32"), "CPU", ATTENTION_BACKEND="SDPA", **EXACT)
+    reply = pipe.generate(history, GREEDY).texts[0]
+    assert reply == tokenizer.decode(reference_greedy(reference_model(checkpoint(name)), ids, NEW_TOKENS),
+                                     skip_special_tokens=True)
+
+
 @pytest.mark.parametrize("name", VARIANTS)
-def test_default_int4_conversion_runs_in_llmpipeline(name, converted, tokenizer):
+def test_default_int4_conversion_runs_in_llmpipeline(name, converted, tokenizer_of):
     """NNCF's int4 default on every architecture: int4 layers, and an IR LLMPipeline loads and
     generates with (no accuracy claim on random weights)."""
     path = converted(name, "int4")
     model = ov.Core().read_model(path / "openvino_model.xml")
     layers = json.loads(model.get_rt_info(["ovgenai_chat", "layers"]).astype(str))
     assert any(precision.startswith("int4") for precision in layers), layers
-    ids = templated_ids(tokenizer, [{"role": "user", "content": PROMPTS[1]}])
+    ids = templated_ids(tokenizer_of(name), [{"role": "user", "content": PROMPTS[1]}])
     pipe = openvino_genai.LLMPipeline(path, "CPU", ATTENTION_BACKEND="SDPA")
     assert len(pipe.generate(ov.Tensor(np.array([ids], np.int64)), GREEDY).tokens[0]) == NEW_TOKENS

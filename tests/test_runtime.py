@@ -16,7 +16,8 @@ import pexpect.fdpexpect
 import pytest
 
 import ovgenai_chat
-from ovgenai_chat.chat import Chat
+from ovgenai_chat.chat import Chat, template_has_system_role
+from templates import NO_SYSTEM_ROLE
 
 EXACT = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "ATTENTION_BACKEND": "SDPA"}
 
@@ -247,28 +248,43 @@ def test_ctrl_d_and_ctrl_c_at_the_prompt_leave_cleanly(smollm2, env):
 
 # A reasoning-style template (as Qwen3's and SmolLM3's read it): with enable_thinking false the reply
 # starts after an empty think block the template writes itself.
-THINKING_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n"
-    "{% if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
-)
+def prompt_tokens(model, *args, env) -> int:
+    """The prompt's token count for a one-shot "Hi" with `args`."""
+    result = ovchat_run(model, "-p", "Hi", "--max-new-tokens", "2", "--json", *args, env=env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.decode().splitlines()[-1])["metrics"]["input_tokens"]
 
 
-def test_think_and_no_think_reach_the_chat_template(converted, tmp_path, env):
-    import openvino as ov
+def test_think_and_no_think_reach_the_chat_template(converted, env):
+    """Qwen3's template closes an empty think block in the prompt only when thinking is off; its
+    default is on."""
+    model = converted("qwen3-fp32", "int4")
+    tokens = {flag: prompt_tokens(model, *([flag] if flag else []), env=env) for flag in ("--think", "--no-think", None)}
+    assert tokens["--no-think"] > tokens["--think"] == tokens[None]
 
-    model = shutil.copytree(converted("llama", "int4"), tmp_path / "thinking")
-    tokenizer = ov.Core().read_model(model / "openvino_tokenizer.xml")
-    tokenizer.set_rt_info(THINKING_TEMPLATE, "chat_template")
-    ov.save_model(tokenizer, tmp_path / "tokenizer.xml")
-    for suffix in (".xml", ".bin"):
-        (tmp_path / f"tokenizer{suffix}").replace(model / f"openvino_tokenizer{suffix}")
 
-    prompt_tokens = {}
-    for flag in ("--think", "--no-think", None):
-        args = ["-p", "Hi", "--max-new-tokens", "2", "--json", *([flag] if flag else [])]
-        result = ovchat_run(model, *args, env=env)
-        assert result.returncode == 0, result.stderr
-        prompt_tokens[flag] = json.loads(result.stdout.decode().splitlines()[-1])["metrics"]["input_tokens"]
-    # The empty think block is in the prompt only when thinking is off; the template's default is on.
-    assert prompt_tokens["--no-think"] > prompt_tokens["--think"] == prompt_tokens[None]
+@pytest.mark.parametrize("name", ["qwen3-fp32", "gemma3-text-fp32", "smollm3-nope", "mistral-head-dim-sliding-window"])
+def test_system_prompt_with_each_family_template(name, converted, env):
+    """`--system` reaches the prompt with every family's template; a template without a system role
+    gets one line saying where the system prompt went."""
+    model = converted(name, "int4")
+    system = "Answer every question in exactly one word, in French, and never use punctuation marks."
+    result = ovchat_run(model, "--system", system, "-p", "Hi", "--max-new-tokens", "2", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    with_system = json.loads(result.stdout.decode().splitlines()[-1])["metrics"]["input_tokens"]
+    assert with_system > prompt_tokens(model, env=env)
+    notices = [line for line in result.stderr.decode().splitlines() if "chat template" in line]
+    if name.startswith("mistral"):
+        assert notices == ["(this model's chat template has no system role; the system prompt opens the first user message)"]
+    else:
+        assert notices == []
+
+
+def test_template_has_system_role(converted):
+    tokenizer = openvino_genai.Tokenizer(converted("llama", "fp32"))
+    assert template_has_system_role(tokenizer)  # ChatML
+    tokenizer.set_chat_template(NO_SYSTEM_ROLE)  # raises on a system message
+    assert not template_has_system_role(tokenizer)
+    # Renders no system message: GenAI folds it into the user message all the same.
+    tokenizer.set_chat_template("{% for m in messages %}{% if m.role == 'user' %}{{ m.content }}\n{% endif %}{% endfor %}")
+    assert not template_has_system_role(tokenizer)

@@ -9,9 +9,10 @@ import importlib
 from ..sources import Weights
 from .base import ModelArgs, UnsupportedModel
 
-SUPPORTED = ("gemma3", "gemma3_text", "llama", "mistral", "phi3", "qwen2", "qwen3", "smollm3")
+SUPPORTED = ("exaone4", "gemma3", "gemma3_text", "granite", "llama", "ministral", "mistral", "olmo2", "phi3", "qwen2",
+             "qwen3", "smollm3")
 # model_type → the module that builds it, where the names differ
-MODULES = {"gemma3_text": "gemma3"}
+MODULES = {"gemma3_text": "gemma3", "ministral": "mistral"}
 
 
 def architecture(config: dict):

@@ -46,13 +46,15 @@ class ModelArgs:
     tie_word_embeddings: bool = False
     hidden_act: str = "silu"
     sliding_window: int | None = None
+    layer_types: list | None = None
     final_logit_softcapping: float | None = None
     rope_parameters: dict = field(default_factory=dict)
 
-    # Set by architectures that differ from llama here (Gemma): the embedding's scale, and norms
-    # that scale by (1 + w).
+    # Set by architectures that differ from llama here: the embedding's scale (Gemma, Granite),
+    # norms that scale by (1 + w) (Gemma), the logits' scale (Granite).
     embed_scale = None
     norm_plus_one = False
+    logits_scale = None
 
     def __post_init__(self):
         self.num_key_value_heads = self.num_key_value_heads or self.num_attention_heads
@@ -64,6 +66,13 @@ class ModelArgs:
     def check_activation(self) -> None:
         if self.hidden_act not in ("silu", "swish"):
             raise UnsupportedModel(f"hidden_act {self.hidden_act!r} is not supported (only silu)")
+
+    def window(self, layer: int) -> int | None:
+        """The attention window of `layer`: the sliding window where layer_types says
+        "sliding_attention" or, without layer_types, everywhere (Mistral); None: full attention."""
+        if self.layer_types is None or self.layer_types[layer] == "sliding_attention":
+            return self.sliding_window
+        return None
 
     @classmethod
     def from_config(cls, config: dict) -> "ModelArgs":

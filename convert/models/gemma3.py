@@ -25,7 +25,6 @@ DEFAULTS = dict(vocab_size=262_208, hidden_size=2304, intermediate_size=9216, nu
 class ModelArgs(base.ModelArgs):
     hidden_activation: str | None = None
     query_pre_attn_scalar: float = 256
-    layer_types: list | None = None
     sliding_window_pattern: int = 6
     attn_logit_softcapping: float | None = None
     use_bidirectional_attention: bool = False
@@ -89,10 +88,10 @@ def decoder_layer(x, w, args, ctx):
     def norm(h, name: str):
         return rms_norm(h, w[f"{name}.weight"], args.rms_norm_eps, args.norm_plus_one)
 
-    sliding = args.layer_types[w.layer] == "sliding_attention"
+    window = args.window(w.layer)
     scale = None if args.query_pre_attn_scalar == args.head_dim else args.query_pre_attn_scalar**-0.5
-    attended = attention(norm(x, "input_layernorm"), w, args, ctx, args.local_rope if sliding else args.rope,
-                         args.sliding_window if sliding else None, qk_norm="rms+1", scale=scale)
+    attended = attention(norm(x, "input_layernorm"), w, args, ctx, args.rope if window is None else args.local_rope,
+                         window, qk_norm="rms+1", scale=scale)
     h = ops.add(x, norm(attended, "post_attention_layernorm"))
     mlp = gated_mlp(norm(h, "pre_feedforward_layernorm"), w, activation="gelu_tanh")
     return ops.add(h, norm(mlp, "post_feedforward_layernorm")).output(0)

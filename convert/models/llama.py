@@ -11,7 +11,7 @@ def transformer_block(x, w, args, ctx, rope, qk_norm=None):
     """x + attention(norm(x)), then h + mlp(norm(h)). `rope` None: a layer without rotation (NoPE);
     `qk_norm`: see graph.attention. The architectures that differ from llama only there call this."""
     attended = attention(rms_norm(x, w["input_layernorm.weight"], args.rms_norm_eps), w, args, ctx, rope,
-                         args.sliding_window, qk_norm)
+                         args.window(w.layer), qk_norm)
     h = ops.add(x, attended)
     return ops.add(h, gated_mlp(rms_norm(h, w["post_attention_layernorm.weight"], args.rms_norm_eps), w)).output(0)
 

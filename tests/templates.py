@@ -1,0 +1,121 @@
+"""Chat templates in the style each model family ships, for the tiny checkpoints of that family.
+
+They are written for these tests, not copied from the models, but use the same Jinja constructs
+the real ones do — the parts a template engine other than jinja2 (GenAI's) could get wrong:
+namespaces and reversed slices, string methods with arguments, `is defined` / `is false` /
+`is string` tests, raise_exception, strftime_now, whitespace control, and the template variables
+enable_thinking and bos_token. The shipped templates were checked the same way by hand (see the
+issue 12 closing note)."""
+
+# Qwen3: ChatML; the reasoning of an assistant turn is kept only after the last user query;
+# enable_thinking=false closes an empty <think> block in the generation prompt.
+QWEN3 = """\
+{%- if messages[0].role == 'system' %}
+    {{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}
+{%- endif %}
+{%- set state = namespace(last_query=messages|length - 1, searching=true) %}
+{%- for message in messages[::-1] %}
+    {%- if state.searching and message.role == 'user' %}
+        {%- set state.searching = false %}
+        {%- set state.last_query = (messages|length - 1) - loop.index0 %}
+    {%- endif %}
+{%- endfor %}
+{%- for message in messages %}
+    {%- set text = message.content if message.content is string else '' %}
+    {%- if message.role == 'user' or (message.role == 'system' and not loop.first) %}
+        {{- '<|im_start|>' + message.role + '\\n' + text + '<|im_end|>\\n' }}
+    {%- elif message.role == 'assistant' %}
+        {%- set thought = '' %}
+        {%- if '</think>' in text %}
+            {%- set thought = text.split('</think>')[0].rstrip('\\n').split('<think>')[-1].lstrip('\\n') %}
+            {%- set text = text.split('</think>')[-1].lstrip('\\n') %}
+        {%- endif %}
+        {%- if loop.index0 > state.last_query and (loop.last or thought) %}
+            {{- '<|im_start|>assistant\\n<think>\\n' + thought.strip('\\n') + '\\n</think>\\n\\n' + text }}
+        {%- else %}
+            {{- '<|im_start|>assistant\\n' + text }}
+        {%- endif %}
+        {{- '<|im_end|>\\n' }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\\n' }}
+    {%- if enable_thinking is defined and enable_thinking is false %}
+        {{- '<think>\\n\\n</think>\\n\\n' }}
+    {%- endif %}
+{%- endif %}
+"""
+
+# Gemma 3: no system turn, the system text opens the first user turn; "model" for the assistant;
+# roles must alternate.
+GEMMA3 = """\
+{{ bos_token }}
+{%- if messages[0]['role'] == 'system' -%}
+    {%- set opening = messages[0]['content'] + '\\n\\n' -%}
+    {%- set turns = messages[1:] -%}
+{%- else -%}
+    {%- set opening = '' -%}
+    {%- set turns = messages -%}
+{%- endif -%}
+{%- for message in turns -%}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
+        {{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}
+    {%- endif -%}
+    {{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else message['role']) + '\\n' }}
+    {{- (opening if loop.first else '') + message['content'] | trim }}
+    {{- '<end_of_turn>\\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{ '<start_of_turn>model\\n' }}
+{%- endif -%}
+"""
+
+# SmolLM3: a system block with metadata (today's date from strftime_now) and a reasoning mode that
+# enable_thinking sets and /think or /no_think in the system prompt override.
+SMOLLM3 = """\
+{%- set thinking = enable_thinking if enable_thinking is defined else true -%}
+{%- set mode = '/think' if thinking else '/no_think' -%}
+{%- set instructions = '' -%}
+{%- if messages[0].role == 'system' -%}
+    {%- set system = messages[0].content -%}
+    {%- if '/no_think' in system -%}{%- set mode = '/no_think' -%}
+    {%- elif '/think' in system -%}{%- set mode = '/think' -%}{%- endif -%}
+    {%- set instructions = system.replace('/no_think', '').replace('/think', '').rstrip() -%}
+{%- endif -%}
+{{- '<|im_start|>system\\n## Metadata\\n\\nToday Date: ' + strftime_now('%d %B %Y') + '\\nReasoning Mode: ' + mode + '\\n\\n' -}}
+{{- '## Custom Instructions\\n\\n' + (instructions or 'You are a helpful AI assistant named SmolLM.') + '\\n\\n<|im_end|>\\n' -}}
+{%- for message in messages -%}
+    {%- if message.role == 'user' -%}
+        {{ '<|im_start|>user\\n' + message.content + '<|im_end|>\\n' }}
+    {%- elif message.role == 'assistant' -%}
+        {{ '<|im_start|>assistant\\n' + ('' if mode == '/think' else '<think>\\n\\n</think>\\n') + message.content.lstrip('\\n') + '<|im_end|>\\n' }}
+    {%- endif -%}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{ '<|im_start|>assistant\\n' + ('' if mode == '/think' else '<think>\\n\\n</think>\\n') }}
+{%- endif -%}
+"""
+
+# Mistral-7B-Instruct v0.1/v0.2 (and Gemma 1/2): no system role at all; the template refuses one.
+NO_SYSTEM_ROLE = """\
+{{ bos_token }}
+{%- for message in messages -%}
+    {%- if message['role'] == 'system' -%}
+        {{ raise_exception('System role not supported') }}
+    {%- elif (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
+        {{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}
+    {%- elif message['role'] == 'user' -%}
+        {{ '[INST] ' + message['content'] + ' [/INST]' }}
+    {%- else -%}
+        {{ message['content'] + eos_token }}
+    {%- endif -%}
+{%- endfor -%}
+"""
+
+# The family of a tiny checkpoint is the first word of its variant name.
+BY_FAMILY = {"qwen3": QWEN3, "gemma3": GEMMA3, "smollm3": SMOLLM3, "mistral": NO_SYSTEM_ROLE}
+THINKING = ("qwen3", "smollm3")  # families whose template reads enable_thinking
+
+
+def family_template(variant: str) -> str | None:
+    return BY_FAMILY.get(variant.split("-")[0])
