@@ -61,7 +61,8 @@ def _weight_precision(node: ov.Node) -> str:
         kind = "asym" if asymmetric else "sym"
         return f"int4_{kind}_g{shape[-1]}" if len(shape) == 3 else f"int4_{kind}"
     if element in ("i8", "u8"):
-        return "int8_asym" if asymmetric else "int8_sym"
+        kind = "asym" if asymmetric else "sym"
+        return f"int8_{kind}_g{shape[-1]}" if len(shape) == 3 else f"int8_{kind}"
     return element
 
 

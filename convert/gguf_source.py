@@ -1,8 +1,10 @@
 """GGUF file → config, weights and tokenizer, read with the `gguf` package.
 
-Q4_0, Q4_1 and Q8_0 blocks are kept as they are: their 4/8-bit values become OpenVINO u4/i4/i8
-constants with the block's scale (and offset) per 32 weights, so the model computes with the very
-weights llama.cpp does. Other block types are dequantized and compressed like any checkpoint.
+The quantized blocks llama.cpp writes (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the K-quants Q4_K, Q5_K,
+Q6_K that make up a Q4_K_M file) are kept exactly: their integers become OpenVINO u4/i4/u8/i8
+constants with an f32 scale (and zero point) per group of 16 or 32 weights, so the model computes
+with the very weights llama.cpp does. Other block types (IQ*, TQ*, Q2_K, Q3_K) are dequantized and
+compressed like any checkpoint.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ import numpy as np
 from .sources import SourceError, Weights
 
 SUPPORTED_ARCHITECTURES = ("llama", "qwen2")
-BLOCK = 32  # weights per Q4_0 / Q4_1 / Q8_0 block
-KEPT_BLOCKS = ("Q4_0", "Q4_1", "Q8_0")
 FLOATS = ("F32", "F16", "BF16")
 
 # GGUF tensor name → HF (llama layout) name; {} is the layer number.
@@ -41,21 +41,111 @@ NAMES = {
 
 @dataclass
 class BlockQuantized:
-    """Weights [rows, cols] stored as GGUF blocks of 32: w = scale · (q − zero_point).
+    """Weights [rows, cols] stored in groups of `group` weights: w = scale · (q − zero_point).
 
     `values` are packed two per byte (u4/i4, low nibble first, as OpenVINO packs them) or one per
-    byte (i8), shaped [rows, cols/32, 32 (or 16 packed)]; `scale` and `zero_point` are f32
-    [rows, cols/32, 1] (f32 keeps Q4_1's offset exact: as an f16 zero point it is off by 1e-3)."""
+    byte (u8/i8), shaped [rows, cols/group, group (or group/2 packed)]; `scale` and `zero_point` are
+    f32 [rows, cols/group, 1]. f32 keeps them exact where f16 would not be: a K-quant's scale is
+    d·sc, the product of an f16 and a 6-bit integer."""
 
-    element_type: str  # "u4", "i4" or "i8"
+    element_type: str  # "u4", "i4", "u8" or "i8"
     values: np.ndarray
     scale: np.ndarray
     zero_point: np.ndarray | None
     shape: tuple[int, int]
+    group: int
 
     def take_rows(self, order: np.ndarray) -> "BlockQuantized":
         zero_point = None if self.zero_point is None else self.zero_point[order]
-        return BlockQuantized(self.element_type, self.values[order], self.scale[order], zero_point, self.shape)
+        return BlockQuantized(self.element_type, self.values[order], self.scale[order], zero_point, self.shape,
+                              self.group)
+
+
+# Each decoder takes the blocks as bytes [n, block bytes] and returns integers q [n, groups, group],
+# scale and offset [n, groups] with w = scale · q − offset (offset None: q is already centred).
+def _f16(raw: np.ndarray) -> np.ndarray:
+    return raw.copy().view(np.float16).astype(np.float32)[..., 0]
+
+
+def _nibbles(packed: np.ndarray) -> np.ndarray:
+    """Q4/Q5 blocks of 32: 16 bytes hold weights j (low nibbles) and j + 16 (high nibbles)."""
+    return np.concatenate([packed & 0x0F, packed >> 4], axis=-1).astype(np.int16)
+
+
+def _high_bits(qh: np.ndarray) -> np.ndarray:
+    """Q5_0 / Q5_1: bit j of a little-endian u32 is the fifth bit of weight j."""
+    return ((qh.copy().view(np.uint32) >> np.arange(32, dtype=np.uint32)) & 1).astype(np.int16)
+
+
+def _q8_0(b):
+    return b[:, None, 2:].view(np.int8).astype(np.int16), _f16(b[:, 0:2])[:, None], None
+
+
+def _q4_0(b):
+    return _nibbles(b[:, None, 2:18]) - 8, _f16(b[:, 0:2])[:, None], None
+
+
+def _q4_1(b):
+    return _nibbles(b[:, None, 4:20]), _f16(b[:, 0:2])[:, None], -_f16(b[:, 2:4])[:, None]
+
+
+def _q5_0(b):
+    return (_nibbles(b[:, 6:22]) | _high_bits(b[:, 2:6]) << 4)[:, None] - 16, _f16(b[:, 0:2])[:, None], None
+
+
+def _q5_1(b):
+    q = _nibbles(b[:, 8:24]) | _high_bits(b[:, 4:8]) << 4
+    return q[:, None], _f16(b[:, 0:2])[:, None], -_f16(b[:, 2:4])[:, None]
+
+
+def _k_scales(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 8 six-bit scales and mins of a Q4_K / Q5_K super-block, from its 12 packed bytes: bytes
+    0–3 and 4–7 hold scales and mins 0–3 in their low 6 bits; scales and mins 4–7 take their low 4
+    bits from bytes 8–11 and their top 2 bits from the top of bytes 0–3 and 4–7."""
+    s = packed.astype(np.uint8)
+    low_sc, low_m, rest = s[:, 0:4], s[:, 4:8], s[:, 8:12]
+    sc = np.concatenate([low_sc & 63, (rest & 0x0F) | ((low_sc >> 6) << 4)], axis=1)
+    m = np.concatenate([low_m & 63, (rest >> 4) | ((low_m >> 6) << 4)], axis=1)
+    return sc.astype(np.float32), m.astype(np.float32)
+
+
+def _k_low_nibbles(qs: np.ndarray) -> np.ndarray:
+    """Q4_K / Q5_K: each 32 bytes hold sub-block 2j in their low nibbles and 2j + 1 in their high ones."""
+    chunks = qs.reshape(len(qs), -1, 1, 32)
+    return np.concatenate([chunks & 0x0F, chunks >> 4], axis=2).reshape(len(qs), 8, 32).astype(np.int16)
+
+
+def _q4_k(b):
+    d, dmin = _f16(b[:, 0:2])[:, None], _f16(b[:, 2:4])[:, None]
+    sc, m = _k_scales(b[:, 4:16])
+    return _k_low_nibbles(b[:, 16:144]), d * sc, dmin * m
+
+
+def _q5_k(b):
+    d, dmin = _f16(b[:, 0:2])[:, None], _f16(b[:, 2:4])[:, None]
+    sc, m = _k_scales(b[:, 4:16])
+    high = (b[:, None, 16:48] >> np.arange(8, dtype=np.uint8)[None, :, None]) & 1  # bit i: sub-block i
+    return _k_low_nibbles(b[:, 48:176]) | high.astype(np.int16) << 4, d * sc, dmin * m
+
+
+def _q6_k(b):
+    """256 weights in 16 groups of 16, w = d · sc · (q − 32): per 128 weights, 64 bytes of low
+    nibbles (weights 0–63 low, 64–127 high) and 32 bytes of 2-bit pairs (four 32-weight runs)."""
+    n = len(b)
+    ql = b[:, 0:128].reshape(n, 2, 1, 64)
+    low = np.concatenate([ql & 0x0F, ql >> 4], axis=2).reshape(n, 8, 32)
+    qh = b[:, 128:192].reshape(n, 2, 1, 32)
+    high = ((qh >> np.array([0, 2, 4, 6], np.uint8)[None, None, :, None]) & 3).reshape(n, 8, 32)
+    q = (low.astype(np.int16) | high.astype(np.int16) << 4) - 32
+    return q.reshape(n, 16, 16), _f16(b[:, 208:210])[:, None] * b[:, 192:208].view(np.int8).astype(np.float32), None
+
+
+# GGUF type → (weights per block, weights per group, storage type, decoder)
+KEPT_BLOCKS = {
+    "Q4_0": (32, 32, "i4", _q4_0), "Q4_1": (32, 32, "u4", _q4_1), "Q5_0": (32, 32, "i8", _q5_0),
+    "Q5_1": (32, 32, "u8", _q5_1), "Q8_0": (32, 32, "i8", _q8_0), "Q4_K": (256, 32, "u4", _q4_k),
+    "Q5_K": (256, 32, "u8", _q5_k), "Q6_K": (256, 16, "i8", _q6_k),
+}
 
 
 def _pack_nibbles(values: np.ndarray) -> np.ndarray:
@@ -64,20 +154,25 @@ def _pack_nibbles(values: np.ndarray) -> np.ndarray:
 
 
 def _decode_blocks(kind: str, raw: np.ndarray, rows: int, cols: int) -> BlockQuantized:
-    blocks = raw.reshape(rows, cols // BLOCK, -1)
-    scale = blocks[..., 0:2].copy().view(np.float16).astype(np.float32)
-    if kind == "Q8_0":
-        values = blocks[..., 2:].copy().view(np.int8)
-        return BlockQuantized("i8", values, scale, None, (rows, cols))
-    # Q4: 16 bytes hold weights j (low nibbles) and j + 16 (high nibbles) of the block.
-    packed = blocks[..., 4:] if kind == "Q4_1" else blocks[..., 2:]
-    q = np.concatenate([packed & 0x0F, packed >> 4], axis=-1)
-    if kind == "Q4_0":  # w = d · (q − 8)
-        return BlockQuantized("i4", _pack_nibbles(q.astype(np.int8) - 8), scale, None, (rows, cols))
-    offset = blocks[..., 2:4].copy().view(np.float16).astype(np.float32)  # Q4_1: w = d · q + m
-    with np.errstate(divide="ignore", invalid="ignore"):
-        zero_point = np.where(scale != 0, -offset / scale, 0).astype(np.float32)
-    return BlockQuantized("u4", _pack_nibbles(q), scale, zero_point, (rows, cols))
+    block, group, element_type, decode = KEPT_BLOCKS[kind]
+    q, scale, offset = decode(np.asarray(raw, np.uint8).reshape(rows * cols // block, -1))
+    shape = (rows, cols // group, group)
+    q, scale = q.reshape(shape), scale.reshape(rows, -1, 1).astype(np.float32)
+    zero_point = None
+    if offset is not None:  # w = scale · q − offset = scale · (q − offset / scale)
+        offset = offset.reshape(rows, -1, 1).astype(np.float32)
+        constant = (scale == 0) & (offset != 0)  # every weight of the group is −offset: 1 · −offset
+        if constant.any():
+            q = np.where(constant, 1, q)
+            scale = np.where(constant, -offset, scale)
+            offset = np.where(constant, 0, offset)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            zero_point = np.where(scale != 0, offset / scale, 0).astype(np.float32)
+    if element_type in ("u4", "i4"):
+        values = _pack_nibbles(q)
+    else:
+        values = q.astype(np.uint8 if element_type == "u8" else np.int8)
+    return BlockQuantized(element_type, values, scale, zero_point, (rows, cols), group)
 
 
 def _unpermute(rows: int, n_heads: int) -> np.ndarray:
@@ -141,7 +236,7 @@ class GGUFCheckpoint:
         refs = {name: GGUFTensorRef(self.reader, ref.index, dequantize, ref.permute_heads)
                 for name, ref in self.tensor_refs.items()}
         dequantized = {name for name, ref in self.tensor_refs.items()
-                       if self.reader.tensors[ref.index].tensor_type.name not in KEPT_BLOCKS + FLOATS}
+                       if self.reader.tensors[ref.index].tensor_type.name not in (*KEPT_BLOCKS, *FLOATS)}
         return Weights(refs, dtype, None if dequantize else dequantized)
 
     def hf_tokenizer(self):

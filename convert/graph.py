@@ -47,9 +47,9 @@ def weight(array) -> ov.Output:
 
 
 def _block_weight(blocks: BlockQuantized) -> ov.Output:
-    """scale · (q − zero_point) per 32 weights, reshaped to [rows, cols]."""
+    """scale · (q − zero_point) per group, reshaped to [rows, cols]."""
     rows, cols = blocks.shape
-    grouped = [rows, cols // 32, 32]
+    grouped = [rows, cols // blocks.group, blocks.group]
     raw = np.ascontiguousarray(blocks.values).view(np.uint8)  # the bytes, typed by ov.Type below
     values = ov.op.Constant(ov.Tensor(raw, grouped, getattr(ov.Type, blocks.element_type)),
                             shared_memory=False)

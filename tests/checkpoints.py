@@ -38,6 +38,8 @@ def longrope(original_max_position_embeddings: int) -> dict:
 # name → (config class, config overrides, safetensors dtype, write config.json as transformers 4.x did)
 VARIANTS = {
     "llama": ("LlamaConfig", dict(tie_word_embeddings=True), torch.float32, False),
+    # Wide enough for GGUF K-quants (super-blocks of 256 weights per row).
+    "llama-256": ("LlamaConfig", dict(hidden_size=256, intermediate_size=512), torch.float32, False),
     "llama-bf16-llama3-rope": (
         "LlamaConfig",
         dict(rope_parameters=dict(rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0,

@@ -34,6 +34,15 @@ BLOCK_TYPES = {
     "attn_q": "Q4_0", "attn_k": "Q4_1", "attn_v": "Q8_0", "attn_output": "F16",
     "ffn_gate": "Q4_0", "ffn_up": "Q4_1", "ffn_down": "BF16", "token_embd": "Q8_0", "output": "Q8_0",
 }
+# Every other block type kept exactly: the K-quants of a Q4_K_M file and its Q5_0/Q5_1 fallbacks.
+# K-quant rows hold super-blocks of 256 weights, so these need a checkpoint 256 wide ("llama-256").
+K_QUANT_TYPES = {
+    "attn_q": "Q4_K", "attn_k": "Q5_K", "attn_v": "Q6_K", "attn_output": "Q5_0",
+    "ffn_gate": "Q5_1", "ffn_up": "Q4_K", "ffn_down": "Q6_K", "token_embd": "Q6_K", "output": "Q4_K",
+}
+# Where a block's f16 scale (d) sits, the f16 min (dmin) where there is one, and the mean q: with
+# dmin = d · mean q, d·sc·q − dmin·m comes out roughly centred.
+K_FIELDS = {"Q4_K": (0, 2, 7.5), "Q5_K": (0, 2, 15.5), "Q6_K": (208, None, 0.0)}
 TOKENIZER_KEYS = ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.token_type",
                   "tokenizer.ggml.merges", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
                   "tokenizer.ggml.padding_token_id", "tokenizer.chat_template")
@@ -44,6 +53,32 @@ def _permute(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, 2, w.shape[0] // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def random_k_blocks(kind: str, shape: tuple[int, int], std: float, rng: np.random.Generator) -> np.ndarray:
+    """Valid K-quant blocks for a [rows, cols] tensor: random bits for the packed quants, sub-block
+    scales and mins, then d (and dmin) set so the weights have about `std`. gguf-py cannot write
+    K-quants, and any bit pattern of those fields is a block llama.cpp reads. The first
+    super-block has d = 0: its groups are constants −dmin·m."""
+    qtype = gguf.GGMLQuantizationType[kind]
+    block, size = gguf.GGML_QUANT_SIZES[qtype]
+    rows, cols = shape
+    raw = rng.integers(0, 256, (rows, cols // block, size), dtype=np.uint8)
+    at, dmin_at, mean = K_FIELDS[kind]
+
+    def set_f16(offset, values):
+        raw[..., offset:offset + 2] = values.astype(np.float16)[..., None].view(np.uint8)
+
+    set_f16(at, np.ones(raw.shape[:2]))
+    if dmin_at is not None:
+        set_f16(dmin_at, np.full(raw.shape[:2], mean))
+    unit = gguf.quants.dequantize(raw.reshape(rows, -1), qtype).std()
+    d = np.abs(rng.normal(1.0, 0.3, raw.shape[:2])) * std / unit
+    d[0, 0] = 0.0
+    set_f16(at, d)
+    if dmin_at is not None:
+        set_f16(dmin_at, np.abs(rng.normal(1.0, 0.3, raw.shape[:2])) * mean * std / unit)
+    return raw.reshape(rows, -1)
+
+
 def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: dict[str, str]) -> Path:
     config = json.loads((checkpoint / "config.json").read_text())
     arch = config["model_type"]
@@ -51,6 +86,7 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
     for file in sorted(checkpoint.glob("*.safetensors")):
         tensors.update({k: v.astype(np.float32) for k, v in load_file(file).items()})
 
+    rng = np.random.default_rng(0)
     writer = gguf.GGUFWriter(out, arch)
     writer.add_block_count(config["num_hidden_layers"])
     writer.add_context_length(config["max_position_embeddings"])
@@ -81,7 +117,10 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
             tensor = _permute(tensor, config["num_key_value_heads"])
         kind = block_types.get(gguf_name.split(".")[-2], "F32") if tensor.ndim == 2 else "F32"
         qtype = gguf.GGMLQuantizationType[kind]
-        data = gguf.quants.quantize(tensor, qtype) if kind != "F32" else tensor
+        if kind in K_FIELDS:
+            data = random_k_blocks(kind, tensor.shape, float(tensor.std()), rng)
+        else:
+            data = gguf.quants.quantize(tensor, qtype) if kind != "F32" else tensor
         writer.add_tensor(gguf_name, data, raw_dtype=qtype if kind != "F32" else None)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

@@ -16,7 +16,7 @@ import torch
 import transformers
 
 import smollm2
-from gguf_files import BLOCK_TYPES, write_gguf
+from gguf_files import BLOCK_TYPES, K_QUANT_TYPES, write_gguf
 from conftest import run_ovchat
 from test_convert import TOKENIZER_SAMPLES, ask, assert_clean_failure
 from test_parity import EXACT, PROMPTS, ir_logits, reference_greedy, reference_model, templated_ids
@@ -201,6 +201,40 @@ def test_tiny_gguf_with_every_kept_block_type_matches_transformers(name, checkpo
         worst = max(worst, float(np.abs(logits - expected).max()))
     print(f"{name} GGUF: max |logits - transformers| = {worst:.2e}")
     assert worst <= 1e-3
+
+
+def test_k_quants_and_q5_blocks_are_kept_exactly(checkpoint, tmp_path, gguf_file):
+    """Q4_K, Q5_K, Q6_K, Q5_0 and Q5_1 blocks (the K-quants as random valid blocks, d = 0 groups
+    among them) stay integers with their scales and offsets; against transformers on gguf-py's
+    dequantization of the same file: mean cosine ≥ 0.9999, top-1 ≥ 0.99, the same greedy tokens."""
+    from convert import convert
+
+    path = write_gguf(checkpoint("llama-256"), tmp_path / "k.gguf", gguf_file, K_QUANT_TYPES)
+    out = convert(path, tmp_path / "ir")
+    layers = json.loads(ov.Core().read_model(out / "openvino_model.xml").get_rt_info(["ovgenai_chat", "layers"]).astype(str))
+    # u4 + zero point (Q4_K: q, ffn_up, output), u8 + zero point per 32 (Q5_K: k; Q5_1: gate),
+    # i8 per 16 (Q6_K: v, down, embedding) and per 32 (Q5_0: o)
+    assert layers == {"int4_asym_g32": 5, "int8_asym_g32": 4, "int8_sym_g16": 5, "int8_sym_g32": 2}, layers
+
+    reference = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name, dtype=torch.float32)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file=path.name)
+    compiled = ov.Core().compile_model(out / "openvino_model.xml", "CPU", EXACT)
+    cosines, agreements = [], []
+    for prompt in PROMPTS:
+        ids = templated_ids(tokenizer, [{"role": "user", "content": prompt}])
+        with torch.no_grad():
+            expected = reference(torch.tensor([ids])).logits[0].numpy()
+        logits = ir_logits(compiled, ids, chunks=1)
+        cosines += list((logits * expected).sum(-1) / np.linalg.norm(logits, axis=-1) / np.linalg.norm(expected, axis=-1))
+        agreements += list(logits.argmax(-1) == expected.argmax(-1))
+    cosine, top1 = float(np.mean(cosines)), float(np.mean(agreements))
+    print(f"K-quant GGUF vs gguf-py dequantization: mean cosine {cosine:.6f}, top-1 {top1:.3f} over {len(cosines)}")
+    assert cosine >= 0.9999 and top1 >= 0.99
+
+    ids = templated_ids(tokenizer, [{"role": "user", "content": PROMPTS[0]}])
+    pipe = openvino_genai.LLMPipeline(out, "CPU", **EXACT)
+    config = openvino_genai.GenerationConfig(max_new_tokens=16, ignore_eos=True)
+    assert list(pipe.generate(ov.Tensor(np.array([ids])), config).tokens[0]) == reference_greedy(reference, ids, 16)
 
 
 def test_other_block_types_are_dequantized_then_compressed(checkpoint, tmp_path, gguf_file):
