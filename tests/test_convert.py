@@ -125,7 +125,8 @@ def test_unsupported_model_type(tmp_path, checkpoint):
     config = json.loads((src / "config.json").read_text())
     (src / "config.json").write_text(json.dumps({**config, "model_type": "gpt2"}))
     out = tmp_path / "out"
-    assert_clean_failure(run_ovchat("convert", src, "-o", out), out, "supported: gemma3, gemma3_text, llama, mistral, phi3, qwen2, qwen3, smollm3")
+    assert_clean_failure(run_ovchat("convert", src, "-o", out), out,
+                         "model_type 'gpt2' is not supported; supported: exaone4, gemma3, gemma3_text, granite, llama")
 
 
 def test_truncated_safetensors(tmp_path, checkpoint):
