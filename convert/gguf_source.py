@@ -9,14 +9,14 @@ compressed like any checkpoint.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from .sources import SourceError, Weights
 
-SUPPORTED_ARCHITECTURES = ("llama", "qwen2")
+SUPPORTED_ARCHITECTURES = ("llama", "phi3", "qwen2", "qwen3")
 FLOATS = ("F32", "F16", "BF16")
 
 # GGUF tensor name → HF (llama layout) name; {} is the layer number.
@@ -36,7 +36,17 @@ NAMES = {
     "blk.{}.ffn_gate.weight": "model.layers.{}.mlp.gate_proj.weight",
     "blk.{}.ffn_up.weight": "model.layers.{}.mlp.up_proj.weight",
     "blk.{}.ffn_down.weight": "model.layers.{}.mlp.down_proj.weight",
+    "blk.{}.attn_q_norm.weight": "model.layers.{}.self_attn.q_norm.weight",
+    "blk.{}.attn_k_norm.weight": "model.layers.{}.self_attn.k_norm.weight",
 }
+# Where an architecture's tensors differ: Phi-3 keeps q, k, v in one tensor and gate and up in ffn_up
+# (split by models/phi3.py as HF's fused ones are).
+ARCH_NAMES = {
+    "phi3": {"blk.{}.attn_qkv.weight": "model.layers.{}.self_attn.qkv_proj.weight",
+             "blk.{}.ffn_up.weight": "model.layers.{}.mlp.gate_up_proj.weight"},
+}
+# Tensors that are rope parameters, not weights.
+ROPE_TENSORS = ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight")
 
 
 @dataclass
@@ -57,8 +67,8 @@ class BlockQuantized:
 
     def take_rows(self, order: np.ndarray) -> "BlockQuantized":
         zero_point = None if self.zero_point is None else self.zero_point[order]
-        return BlockQuantized(self.element_type, self.values[order], self.scale[order], zero_point, self.shape,
-                              self.group)
+        return BlockQuantized(self.element_type, self.values[order], self.scale[order], zero_point,
+                              (len(order), self.shape[1]), self.group)
 
 
 # Each decoder takes the blocks as bytes [n, block bytes] and returns integers q [n, groups, group],
@@ -186,6 +196,13 @@ class GGUFTensorRef:
     index: int
     dequantize: bool
     permute_heads: int | None = None
+    rows: tuple[int, int] | None = None  # a band of the tensor's rows (a fused tensor split)
+
+    def num_rows(self) -> int:
+        return int(self.reader.tensors[self.index].shape[-1])
+
+    def band(self, start: int, stop: int) -> "GGUFTensorRef":
+        return replace(self, rows=(start, stop))
 
     def load(self):
         import gguf
@@ -207,6 +224,9 @@ class GGUFTensorRef:
         if self.permute_heads:
             order = _unpermute(shape[0], self.permute_heads)
             array = array.take_rows(order) if keep_blocks else array[order]
+        if self.rows:
+            band = np.arange(*self.rows)
+            array = array.take_rows(band) if keep_blocks else array[band]
         return array
 
 
@@ -233,8 +253,7 @@ class GGUFCheckpoint:
     def weights(self, dtype=None, dequantize: bool = False) -> Weights:
         """Blocks kept unless `dequantize`; then compression re-quantizes everything. Otherwise it
         may only touch the tensors of block types that had to be dequantized: float tensors stay."""
-        refs = {name: GGUFTensorRef(self.reader, ref.index, dequantize, ref.permute_heads)
-                for name, ref in self.tensor_refs.items()}
+        refs = {name: replace(ref, dequantize=dequantize) for name, ref in self.tensor_refs.items()}
         dequantized = {name for name, ref in self.tensor_refs.items()
                        if self.reader.tensors[ref.index].tensor_type.name not in (*KEPT_BLOCKS, *FLOATS)}
         return Weights(refs, dtype, None if dequantize else dequantized)
@@ -299,7 +318,7 @@ def read_gguf(path: Path) -> GGUFCheckpoint:
         "head_dim": int(_field(reader, f"{arch}.attention.key_length", hidden // heads)),
         "rms_norm_eps": float(_field(reader, f"{arch}.attention.layer_norm_rms_epsilon")),
         "max_position_embeddings": int(_field(reader, f"{arch}.context_length", 4096)),
-        "rope_theta": float(_field(reader, f"{arch}.rope.freq_base", 10000.0)),
+        "rope_parameters": _rope_parameters(reader, arch),
         "vocab_size": int(_field(reader, f"{arch}.vocab_size", len(tokens))),
         "tie_word_embeddings": not any(t.name == "output.weight" for t in reader.tensors),
         "bos_token_id": _field(reader, "tokenizer.ggml.bos_token_id"),
@@ -309,20 +328,56 @@ def read_gguf(path: Path) -> GGUFCheckpoint:
     if arch == "qwen2":
         config["use_sliding_window"] = False
 
+    head_dim, rotary_dim = config["head_dim"], _field(reader, f"{arch}.rope.dimension_count")
+    if rotary_dim and int(rotary_dim) != head_dim:  # Phi-4-mini rotates 3/4 of each head
+        config["partial_rotary_factor"] = int(rotary_dim) / head_dim
+
+    names = {**NAMES, **ARCH_NAMES.get(arch, {})}
     refs = {}
     for index, tensor in enumerate(reader.tensors):
         name, layer = tensor.name, None
         parts = name.split(".")
         if parts[0] == "blk":
             layer, name = parts[1], ".".join(["blk", "{}", *parts[2:]])
-        if name not in NAMES:
-            if name == "rope_freqs.weight":
-                raise SourceError(f"{path.name} has rope_freqs (llama3 rope scaling), which is not supported yet")
+        if name in ROPE_TENSORS:
+            continue
+        if name not in names:
             raise SourceError(f"{path.name} has a tensor this {arch} graph does not know: {tensor.name}")
+        # llama.cpp interleaves the rotary halves of llama's q and k rows (not other architectures').
         permute = None
         if arch == "llama" and name in ("blk.{}.attn_q.weight", "blk.{}.attn_q.bias"):
             permute = heads
         elif arch == "llama" and name in ("blk.{}.attn_k.weight", "blk.{}.attn_k.bias"):
             permute = kv_heads
-        refs[NAMES[name].format(layer)] = GGUFTensorRef(reader, index, False, permute)
+        refs[names[name].format(layer)] = GGUFTensorRef(reader, index, False, permute)
     return GGUFCheckpoint(path, config, reader, refs)
+
+
+def _rope_parameters(reader, arch: str) -> dict:
+    """HF-style rope_parameters from llama.cpp's metadata: `rope.scaling.*` (linear, yarn), the
+    per-frequency divisors of `rope_freqs` (how llama.cpp stores Llama 3.1's rope scaling), and
+    Phi-3's longrope factors."""
+    tensors = {t.name: t for t in reader.tensors}
+
+    def factors(name):
+        return [float(x) for x in np.asarray(tensors[name].data, np.float32).reshape(-1)]
+
+    rope = {"rope_type": "default", "rope_theta": float(_field(reader, f"{arch}.rope.freq_base", 10000.0))}
+    scaling = _field(reader, f"{arch}.rope.scaling.type")
+    factor = _field(reader, f"{arch}.rope.scaling.factor")
+    original = _field(reader, f"{arch}.rope.scaling.original_context_length")
+    if scaling == "linear":
+        rope.update(rope_type="linear", factor=float(factor))
+    elif scaling == "yarn":
+        rope.update(rope_type="yarn", factor=float(factor), original_max_position_embeddings=int(original))
+    elif scaling not in (None, "none"):
+        raise SourceError(f"rope scaling {scaling!r} is not supported (linear, yarn, llama3's rope_freqs, longrope are)")
+    if "rope_factors_long.weight" in tensors:
+        rope.update(rope_type="longrope", long_factor=factors("rope_factors_long.weight"),
+                    short_factor=factors("rope_factors_short.weight"), original_max_position_embeddings=int(original))
+        attention_factor = _field(reader, f"{arch}.rope.scaling.attn_factor")
+        if attention_factor is not None:
+            rope["attention_factor"] = float(attention_factor)
+    if "rope_freqs.weight" in tensors:
+        rope["freq_factors"] = factors("rope_freqs.weight")
+    return rope

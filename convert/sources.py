@@ -94,6 +94,9 @@ class TensorRef:
         with _open_safetensors(self.file) as f:
             return f.get_slice(self.name).get_shape()[0]
 
+    def band(self, start: int, stop: int) -> "TensorRef":
+        return TensorRef(self.file, self.name, (start, stop))
+
 
 _MISSING = object()
 
@@ -141,7 +144,9 @@ class Weights:
             raise KeyError(f"{name} has {fused.num_rows()} rows, expected {sum(parts.values())}")
         start = 0
         for part, rows in parts.items():
-            self._refs[part] = TensorRef(fused.file, fused.name, (start, start + rows))
+            self._refs[part] = fused.band(start, start + rows)
+            if self.to_compress is not None and name in self.to_compress:
+                self.to_compress.add(part)
             start += rows
 
 

@@ -27,6 +27,10 @@ GGUF_NAMES = {
     "model.layers.{}.mlp.gate_proj.weight": "blk.{}.ffn_gate.weight",
     "model.layers.{}.mlp.up_proj.weight": "blk.{}.ffn_up.weight",
     "model.layers.{}.mlp.down_proj.weight": "blk.{}.ffn_down.weight",
+    "model.layers.{}.self_attn.q_norm.weight": "blk.{}.attn_q_norm.weight",
+    "model.layers.{}.self_attn.k_norm.weight": "blk.{}.attn_k_norm.weight",
+    "model.layers.{}.self_attn.qkv_proj.weight": "blk.{}.attn_qkv.weight",  # Phi-3's fused tensors
+    "model.layers.{}.mlp.gate_up_proj.weight": "blk.{}.ffn_up.weight",
 }
 
 # Every block type the import keeps, plus plain float tensors.
@@ -79,6 +83,24 @@ def random_k_blocks(kind: str, shape: tuple[int, int], std: float, rng: np.rando
     return raw.reshape(rows, -1)
 
 
+def llama3_rope_freqs(rope: dict, head_dim: int) -> np.ndarray:
+    """What llama.cpp's converter stores as rope_freqs for Llama 3.1 rope scaling: per frequency,
+    the divisor — 1 above the high-frequency bound, `factor` below the low one, a smooth blend between."""
+    freqs = 1.0 / rope["rope_theta"] ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    old, low, high, factor = (rope["original_max_position_embeddings"], rope["low_freq_factor"],
+                              rope["high_freq_factor"], rope["factor"])
+    divisors = []
+    for wavelength in 2 * np.pi / freqs:
+        if wavelength < old / high:
+            divisors.append(1.0)
+        elif wavelength > old / low:
+            divisors.append(factor)
+        else:
+            smooth = (old / wavelength - low) / (high - low)
+            divisors.append(1.0 / ((1 - smooth) / factor + smooth))
+    return np.array(divisors, np.float32)
+
+
 def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: dict[str, str]) -> Path:
     config = json.loads((checkpoint / "config.json").read_text())
     arch = config["model_type"]
@@ -95,7 +117,16 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
     writer.add_head_count(config["num_attention_heads"])
     writer.add_head_count_kv(config["num_key_value_heads"])
     writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
-    writer.add_rope_freq_base((config.get("rope_parameters") or {}).get("rope_theta", config.get("rope_theta", 10000.0)))
+    rope = config.get("rope_parameters") or {}
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    writer.add_rope_freq_base(rope.get("rope_theta", config.get("rope_theta", 10000.0)))
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
+    partial = config.get("partial_rotary_factor", rope.get("partial_rotary_factor", 1.0))
+    if partial != 1.0:
+        writer.add_rope_dimension_count(int(head_dim * partial))
+    if rope.get("rope_type") == "llama3":
+        writer.add_tensor("rope_freqs.weight", llama3_rope_freqs(rope, head_dim))
     source = gguf.GGUFReader(tokenizer_gguf)
     for key in TOKENIZER_KEYS:
         field = source.fields[key]

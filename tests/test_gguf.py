@@ -203,6 +203,40 @@ def test_tiny_gguf_with_every_kept_block_type_matches_transformers(name, checkpo
     assert worst <= 1e-3
 
 
+@pytest.mark.parametrize("name, block_types", [
+    ("llama-bf16-llama3-rope", {}),  # F32 tensors, llama3 rope scaling as llama.cpp stores it: rope_freqs
+    ("qwen3-fp32", {}),  # per-head q/k norms (transformers reads no head_dim from a qwen3 GGUF)
+    ("phi3", {"attn_qkv": "Q8_0", "ffn_up": "Q4_1", "ffn_down": "Q4_0", "attn_output": "F16"}),  # fused tensors
+])
+def test_gguf_architectures_match_transformers(name, block_types, checkpoint, tmp_path, gguf_file):
+    """Each architecture's GGUF file against transformers: on the HF checkpoint itself where the
+    file is F32 (transformers' GGUF loader ignores rope_freqs), else on transformers' own reading of
+    the file. Logits within 1e-3, and LLMPipeline's greedy tokens the same."""
+    from convert import convert
+
+    path = write_gguf(checkpoint(name), tmp_path / f"{name}.gguf", gguf_file, block_types)
+    out = convert(path, tmp_path / "ir")
+    if block_types:
+        reference = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name, dtype=torch.float32)
+    else:
+        reference = reference_model(checkpoint(name))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file=path.name)
+    compiled = ov.Core().compile_model(out / "openvino_model.xml", "CPU", EXACT)
+    worst = 0.0
+    for prompt in PROMPTS:
+        ids = templated_ids(tokenizer, [{"role": "user", "content": prompt}])
+        with torch.no_grad():
+            expected = reference(torch.tensor([ids])).logits[0].numpy()
+        worst = max(worst, float(np.abs(ir_logits(compiled, ids, chunks=1) - expected).max()))
+    print(f"{name} GGUF: max |logits - transformers| = {worst:.2e}")
+    assert worst <= 1e-3
+
+    ids = templated_ids(tokenizer, [{"role": "user", "content": PROMPTS[0]}])
+    pipe = openvino_genai.LLMPipeline(out, "CPU", **EXACT)
+    config = openvino_genai.GenerationConfig(max_new_tokens=16, ignore_eos=True)
+    assert list(pipe.generate(ov.Tensor(np.array([ids])), config).tokens[0]) == reference_greedy(reference, ids, 16)
+
+
 def test_k_quants_and_q5_blocks_are_kept_exactly(checkpoint, tmp_path, gguf_file):
     """Q4_K, Q5_K, Q6_K, Q5_0 and Q5_1 blocks (the K-quants as random valid blocks, d = 0 groups
     among them) stay integers with their scales and offsets; against transformers on gguf-py's

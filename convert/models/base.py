@@ -108,6 +108,8 @@ def make_rope(params: dict, head_dim: int, max_position_embeddings: int) -> Rope
     dim = int(head_dim * params.get("partial_rotary_factor", 1.0))
     exponents = np.arange(0, dim, 2, dtype=np.float64) / dim
     inv_freq = 1.0 / base**exponents
+    if "freq_factors" in params:  # a GGUF's rope_freqs: llama.cpp divides each frequency by its factor
+        inv_freq = inv_freq / np.asarray(params["freq_factors"], np.float64)
 
     if rope_type == "default":
         return Rope(inv_freq.astype(np.float32))
