@@ -41,8 +41,8 @@ def convert(
     """Convert SOURCE (checkpoint directory, hub id or .gguf file) into the model directory OUT;
     returns OUT.
 
-    `weight_format` defaults to int4; a GGUF file then keeps its Q4_0/Q4_1/Q8_0 blocks as they
-    are and compresses only its other tensors, while an explicit format re-compresses everything.
+    `weight_format` defaults to int4; a GGUF file then keeps its quantized blocks (Q4_0 … Q8_0,
+    Q4_K, Q5_K, Q6_K) as they are and compresses only its other tensors, while an explicit format re-compresses everything.
 
     `sym` defaults to symmetric for int4 (the notebook's --sym) and asymmetric for int8 (as
     optimum-cli does): int8_sym per channel garbles small models such as SmolLM2-135M.

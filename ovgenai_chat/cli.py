@@ -93,7 +93,7 @@ def _stdin_messages():
 @click.argument("source")
 @click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False), help="Model directory to write.")
 @click.option("--weight-format", type=click.Choice(["int4", "int8", "fp16", "fp32"]),
-              help="Weight precision  [default: int4; a GGUF keeps its Q4_0/Q4_1/Q8_0 blocks]")
+              help="Weight precision  [default: int4; a GGUF keeps its quantized blocks]")
 @click.option("--group-size", type=int, default=128, show_default=True, help="int4 group size (-1: per channel).")
 @click.option("--ratio", type=click.FloatRange(0.0, 1.0), default=0.6, show_default=True,
               help="Share of layers in int4; the rest int8.")

@@ -46,7 +46,7 @@ K_QUANT_TYPES = {
 }
 # Where a block's f16 scale (d) sits, the f16 min (dmin) where there is one, and the mean q: with
 # dmin = d · mean q, d·sc·q − dmin·m comes out roughly centred.
-K_FIELDS = {"Q4_K": (0, 2, 7.5), "Q5_K": (0, 2, 15.5), "Q6_K": (208, None, 0.0)}
+K_FIELDS = {"Q2_K": (80, 82, 1.5), "Q4_K": (0, 2, 7.5), "Q5_K": (0, 2, 15.5), "Q6_K": (208, None, 0.0)}
 TOKENIZER_KEYS = ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.token_type",
                   "tokenizer.ggml.merges", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
                   "tokenizer.ggml.padding_token_id", "tokenizer.chat_template")

@@ -38,7 +38,7 @@ def test_blocks_are_kept(gguf_model):
     model = ov.Core().read_model(gguf_model / "openvino_model.xml")
     layers = json.loads(model.get_rt_info(["ovgenai_chat", "layers"]).astype(str))
     # Q4_1 projections as u4 with a scale and offset per 32 weights; the Q8_0 embedding as i8.
-    assert layers == {"int4_asym_g32": 210, "int8_sym": 1}
+    assert layers == {"int4_asym_g32": 210, "int8_sym_g32": 1}
 
 
 def test_logits_match_the_dequantized_checkpoint(gguf_model, checkpoint, tokenizer):
@@ -187,7 +187,7 @@ def test_tiny_gguf_with_every_kept_block_type_matches_transformers(name, checkpo
     path = write_gguf(checkpoint(name), tmp_path / f"{name}.gguf", gguf_file, BLOCK_TYPES)
     out = convert(path, tmp_path / "ir")
     layers = json.loads(ov.Core().read_model(out / "openvino_model.xml").get_rt_info(["ovgenai_chat", "layers"]).astype(str))
-    assert {"int4_sym_g32", "int4_asym_g32", "int8_sym", "f16", "bf16"} <= set(layers)
+    assert {"int4_sym_g32", "int4_asym_g32", "int8_sym_g32", "f16", "bf16"} <= set(layers)
 
     reference = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name, dtype=torch.float32)
     compiled = ov.Core().compile_model(out / "openvino_model.xml", "CPU", EXACT)
@@ -272,14 +272,15 @@ def test_k_quants_and_q5_blocks_are_kept_exactly(checkpoint, tmp_path, gguf_file
 
 
 def test_other_block_types_are_dequantized_then_compressed(checkpoint, tmp_path, gguf_file):
-    path = write_gguf(checkpoint("llama"), tmp_path / "q5.gguf", gguf_file, {**BLOCK_TYPES, "ffn_down": "Q5_0"})
+    path = write_gguf(checkpoint("llama-256"), tmp_path / "q2k.gguf", gguf_file, {**BLOCK_TYPES, "ffn_down": "Q2_K"})
     out = tmp_path / "out"
     result = run_ovchat("convert", path, "-o", out)
     assert result.returncode == 0, result.stderr
     assert "Compressing the 2 dequantized GGUF weights to int4" in result.stderr
     layers = json.loads(ov.Core().read_model(out / "openvino_model.xml").get_rt_info(["ovgenai_chat", "layers"]).astype(str))
-    # The two Q5_0 down projections went through NNCF (int4, or its int8 backup); the BF16 ones of
-    # BLOCK_TYPES are now Q5_0, the F16 output projections stay F16.
+    # The two Q2_K down projections went through NNCF (int4, or its int8 backup); the BF16 ones of
+    # BLOCK_TYPES are now Q2_K, the F16 output projections stay F16.
     assert layers["f16"] == 2 and "bf16" not in layers
-    assert layers["int4_sym_g32"] == 4 and layers["int4_asym_g32"] == 4 and layers["int8_sym"] == 3  # v ×2, embedding
+    assert layers["int4_sym_g32"] == 4 and layers["int4_asym_g32"] == 4
+    assert layers["int8_sym_g32"] == 4  # v ×2, embedding, output
     assert sum(n for p, n in layers.items() if p in ("int8_asym", "int4_sym_g64", "int4_sym_g128")) == 2
