@@ -246,8 +246,6 @@ def test_ctrl_d_and_ctrl_c_at_the_prompt_leave_cleanly(smollm2, env):
             child.close()
 
 
-# A reasoning-style template (as Qwen3's and SmolLM3's read it): with enable_thinking false the reply
-# starts after an empty think block the template writes itself.
 def prompt_tokens(model, *args, env) -> int:
     """The prompt's token count for a one-shot "Hi" with `args`."""
     result = ovchat_run(model, "-p", "Hi", "--max-new-tokens", "2", "--json", *args, env=env)
