@@ -16,7 +16,7 @@ import numpy as np
 
 from .sources import SourceError, Weights
 
-SUPPORTED_ARCHITECTURES = ("llama", "phi3", "qwen2", "qwen3")
+SUPPORTED_ARCHITECTURES = ("gemma3", "llama", "phi3", "qwen2", "qwen3")
 FLOATS = ("F32", "F16", "BF16")
 
 # GGUF tensor name → HF (llama layout) name; {} is the layer number.
@@ -39,9 +39,12 @@ NAMES = {
     "blk.{}.attn_q_norm.weight": "model.layers.{}.self_attn.q_norm.weight",
     "blk.{}.attn_k_norm.weight": "model.layers.{}.self_attn.k_norm.weight",
 }
-# Where an architecture's tensors differ: Phi-3 keeps q, k, v in one tensor and gate and up in ffn_up
-# (split by models/phi3.py as HF's fused ones are).
+# Where an architecture's tensors differ: Gemma 3 has norms after attention and around the MLP;
+# Phi-3 keeps q, k, v in one tensor and gate and up in ffn_up (split by models/phi3.py as HF's are).
 ARCH_NAMES = {
+    "gemma3": {"blk.{}.post_attention_norm.weight": "model.layers.{}.post_attention_layernorm.weight",
+               "blk.{}.ffn_norm.weight": "model.layers.{}.pre_feedforward_layernorm.weight",
+               "blk.{}.post_ffw_norm.weight": "model.layers.{}.post_feedforward_layernorm.weight"},
     "phi3": {"blk.{}.attn_qkv.weight": "model.layers.{}.self_attn.qkv_proj.weight",
              "blk.{}.ffn_up.weight": "model.layers.{}.mlp.gate_up_proj.weight"},
 }
@@ -197,6 +200,7 @@ class GGUFTensorRef:
     dequantize: bool
     permute_heads: int | None = None
     rows: tuple[int, int] | None = None  # a band of the tensor's rows (a fused tensor split)
+    shift: float = 0.0  # added on loading: −1 for Gemma's norms, which llama.cpp stores as 1 + w
 
     def num_rows(self) -> int:
         return int(self.reader.tensors[self.index].shape[-1])
@@ -227,6 +231,8 @@ class GGUFTensorRef:
         if self.rows:
             band = np.arange(*self.rows)
             array = array.take_rows(band) if keep_blocks else array[band]
+        if self.shift:
+            array = array.astype(np.float32) + np.float32(self.shift)
         return array
 
 
@@ -240,6 +246,7 @@ class GGUFCheckpoint:
     """A GGUF file, offering what convert needs from any checkpoint."""
 
     path: Path
+    arch: str  # general.architecture, which also picks the tokenizer builder (gemma3's sentencepiece)
     config: dict
     reader: object
     tensor_refs: dict
@@ -281,7 +288,7 @@ class GGUFCheckpoint:
             token_id = metadata.get(f"tokenizer.ggml.{key}")
             settings[special] = tokens[token_id] if token_id is not None else None
         try:
-            backend, extra = convert_gguf_tokenizer(self.config["model_type"], grouped["tokenizer"])
+            backend, extra = convert_gguf_tokenizer(self.arch, grouped["tokenizer"])
             return PreTrainedTokenizerFast(tokenizer_object=backend, **settings, **extra)
         except Exception as e:  # the builders raise many types on metadata they do not expect
             raise TokenizerError(f"cannot build the tokenizer of {self.path.name}: {str(e).strip().splitlines()[0]}") from None
@@ -327,6 +334,8 @@ def read_gguf(path: Path) -> GGUFCheckpoint:
     }
     if arch == "qwen2":
         config["use_sliding_window"] = False
+    if arch == "gemma3":
+        _gemma3_config(reader, config)
 
     head_dim, rotary_dim = config["head_dim"], _field(reader, f"{arch}.rope.dimension_count")
     if rotary_dim and int(rotary_dim) != head_dim:  # Phi-4-mini rotates 3/4 of each head
@@ -349,8 +358,24 @@ def read_gguf(path: Path) -> GGUFCheckpoint:
             permute = heads
         elif arch == "llama" and name in ("blk.{}.attn_k.weight", "blk.{}.attn_k.bias"):
             permute = kv_heads
-        refs[names[name].format(layer)] = GGUFTensorRef(reader, index, False, permute)
-    return GGUFCheckpoint(path, config, reader, refs)
+        shift = -1.0 if arch == "gemma3" and name.endswith("norm.weight") else 0.0
+        refs[names[name].format(layer)] = GGUFTensorRef(reader, index, False, permute, shift=shift)
+    return GGUFCheckpoint(path, arch, config, reader, refs)
+
+
+def _gemma3_config(reader, config: dict) -> None:
+    """Gemma 3's text model as llama.cpp runs it: every 6th layer full attention with the file's rope
+    (base and linear scaling), the others sliding with base 10 000; scores scaled by 1/√head_dim
+    (query_pre_attn_scalar = head_dim, as for every Gemma 3 up to 12B)."""
+    config["model_type"] = "gemma3_text"
+    config["sliding_window"] = int(_field(reader, "gemma3.attention.sliding_window"))
+    config["sliding_window_pattern"] = 6
+    config["query_pre_attn_scalar"] = config["head_dim"]
+    softcap = _field(reader, "gemma3.final_logit_softcapping")
+    if softcap:
+        config["final_logit_softcapping"] = float(softcap)
+    config["rope_parameters"] = {"full_attention": config["rope_parameters"],
+                                 "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0}}
 
 
 def _rope_parameters(reader, arch: str) -> dict:

@@ -75,6 +75,11 @@ VARIANTS = {
             "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0}}), torch.bfloat16, False),
     "gemma3-text-fp32": ("Gemma3TextConfig", dict(
         head_dim=16, sliding_window=8, layer_types=["full_attention", "sliding_attention"]), torch.float32, False),
+    # Gemma 3 as llama.cpp runs it: every 6th layer full, query_pre_attn_scalar = head_dim.
+    "gemma3-text-6-layers": ("Gemma3TextConfig", dict(
+        num_hidden_layers=6, head_dim=16, sliding_window=8, query_pre_attn_scalar=16, rope_parameters={
+            "full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1_000_000.0},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0}}), torch.bfloat16, False),
     # The language model of a multimodal checkpoint: config under text_config, weights under
     # model.language_model, a vision tower beside it.
     "gemma3-multimodal": ("Gemma3Config", dict(

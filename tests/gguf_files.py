@@ -31,6 +31,9 @@ GGUF_NAMES = {
     "model.layers.{}.self_attn.k_norm.weight": "blk.{}.attn_k_norm.weight",
     "model.layers.{}.self_attn.qkv_proj.weight": "blk.{}.attn_qkv.weight",  # Phi-3's fused tensors
     "model.layers.{}.mlp.gate_up_proj.weight": "blk.{}.ffn_up.weight",
+    "model.layers.{}.post_attention_norm.weight": "blk.{}.post_attention_norm.weight",  # Gemma 3's
+    "model.layers.{}.ffn_norm.weight": "blk.{}.ffn_norm.weight",
+    "model.layers.{}.post_ffw_norm.weight": "blk.{}.post_ffw_norm.weight",
 }
 
 # Every block type the import keeps, plus plain float tensors.
@@ -108,6 +111,12 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
     for file in sorted(checkpoint.glob("*.safetensors")):
         tensors.update({k: v.astype(np.float32) for k, v in load_file(file).items()})
 
+    if arch == "gemma3_text":  # llama.cpp's gemma3: its own norm names, norms stored as 1 + w
+        arch = "gemma3"
+        tensors = {name.replace("post_attention_layernorm", "post_attention_norm")
+                   .replace("pre_feedforward_layernorm", "ffn_norm").replace("post_feedforward_layernorm", "post_ffw_norm"):
+                   tensor + 1 if name.endswith("norm.weight") else tensor for name, tensor in tensors.items()}
+
     rng = np.random.default_rng(0)
     writer = gguf.GGUFWriter(out, arch)
     writer.add_block_count(config["num_hidden_layers"])
@@ -118,6 +127,12 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
     writer.add_head_count_kv(config["num_key_value_heads"])
     writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
     rope = config.get("rope_parameters") or {}
+    if arch == "gemma3":  # the global rope; llama.cpp fixes the sliding layers' base at 10 000
+        rope = rope["full_attention"]
+        writer.add_sliding_window(config["sliding_window"])
+        if rope.get("rope_type") == "linear":
+            writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+            writer.add_rope_scaling_factor(rope["factor"])
     head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
     writer.add_rope_freq_base(rope.get("rope_theta", config.get("rope_theta", 10000.0)))
     writer.add_key_length(head_dim)

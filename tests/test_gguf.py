@@ -207,6 +207,7 @@ def test_tiny_gguf_with_every_kept_block_type_matches_transformers(name, checkpo
     ("llama-bf16-llama3-rope", {}),  # F32 tensors, llama3 rope scaling as llama.cpp stores it: rope_freqs
     ("qwen3-fp32", {}),  # per-head q/k norms (transformers reads no head_dim from a qwen3 GGUF)
     ("phi3", {"attn_qkv": "Q8_0", "ffn_up": "Q4_1", "ffn_down": "Q4_0", "attn_output": "F16"}),  # fused tensors
+    ("gemma3-text-6-layers", {}),  # 1 + w norms, sliding and full layers, local and scaled global rope
 ])
 def test_gguf_architectures_match_transformers(name, block_types, checkpoint, tmp_path, gguf_file):
     """Each architecture's GGUF file against transformers: on the HF checkpoint itself where the
