@@ -2,10 +2,14 @@
 no download: bf16 safetensors in shards, config.json, and the default model's tokenizer (SmolLM2's,
 vocab 49152, ChatML template) so every size shares one tokenizer and prompts stay comparable.
 
-    python benchmarks/synthetic.py SHAPE OUT_DIR        # SHAPE: one of the names below
+    python benchmarks/synthetic.py SHAPE OUT_DIR                      # SHAPE: one of the names below
+    python benchmarks/synthetic.py SHAPE OUT.gguf [--quantize Q4_K_M]  # the same weights as a GGUF
 
 Then `ovchat convert OUT_DIR -o MODEL_DIR` and measure MODEL_DIR. The weights are N(0, 0.02) (norms 1),
 so replies are nonsense; timings, memory and the cost of a precision setting are what they measure.
+A .gguf is written in F16 as llama.cpp's converter writes llama (q/k rows interleaved per head), then,
+with --quantize, quantized by llama.cpp itself (llama-cpp-python's llama_model_quantize) into
+OUT.TYPE.gguf: the file people download, for comparing import and runtimes on one set of weights.
 """
 
 from __future__ import annotations
@@ -51,13 +55,22 @@ def tensors(hidden: int, layers: int, ffn: int, heads: int, kv_heads: int):
     yield "lm_head.weight", (VOCAB, hidden)
 
 
+def weights(shape: str):
+    """(name, array) in checkpoint order; the same values for every writer."""
+    rng = np.random.default_rng(0)
+    for name, dims in tensors(*SHAPES[shape]):
+        if len(dims) == 1:
+            yield name, np.ones(dims, ml_dtypes.bfloat16)
+        else:
+            yield name, (rng.standard_normal(dims, np.float32) * 0.02).astype(ml_dtypes.bfloat16)
+
+
 def write_checkpoint(shape: str, out: Path) -> Path:
     from convert.gguf_source import read_gguf
     from ovgenai_chat.engine import default_gguf
 
     hidden, layers, ffn, heads, kv_heads = SHAPES[shape]
     out.mkdir(parents=True, exist_ok=False)
-    rng = np.random.default_rng(0)
     shards, shard, size, weight_map = [], {}, 0, {}
 
     def flush():
@@ -68,11 +81,7 @@ def write_checkpoint(shape: str, out: Path) -> Path:
         shards.append(name)
         shard, size = {}, 0
 
-    for name, dims in tensors(hidden, layers, ffn, heads, kv_heads):
-        if len(dims) == 1:
-            value = np.ones(dims, ml_dtypes.bfloat16)
-        else:
-            value = (rng.standard_normal(dims, np.float32) * 0.02).astype(ml_dtypes.bfloat16)
+    for name, value in weights(shape):
         shard[name] = value
         size += value.nbytes
         if size >= SHARD_BYTES:
@@ -94,7 +103,92 @@ def write_checkpoint(shape: str, out: Path) -> Path:
     return out
 
 
+# HF name → GGUF name, as llama.cpp's converter names llama's tensors
+GGUF_NAMES = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+              "lm_head.weight": "output.weight", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+              "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+              "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+              "mlp.down_proj": "ffn_down"}
+
+
+def gguf_name(name: str) -> str:
+    if name in GGUF_NAMES:
+        return GGUF_NAMES[name]
+    _, _, layer, *module, _ = name.split(".")
+    return f"blk.{layer}.{GGUF_NAMES['.'.join(module)]}.weight"
+
+
+def write_gguf(shape: str, out: Path, quantize: str | None) -> Path:
+    """An F16 GGUF of `shape`'s weights, written tensor by tensor (a 3.8 B model never sits in memory
+    whole), with the default model's tokenizer; then llama.cpp's quantization of it, if asked."""
+    import gguf
+
+    from ovgenai_chat.engine import default_gguf
+
+    hidden, layers, ffn, heads, kv_heads = SHAPES[shape]
+    writer = gguf.GGUFWriter(out, "llama")
+    for key, value in ((writer.add_block_count, layers), (writer.add_context_length, 4096),
+                       (writer.add_embedding_length, hidden), (writer.add_feed_forward_length, ffn),
+                       (writer.add_head_count, heads), (writer.add_head_count_kv, kv_heads),
+                       (writer.add_layer_norm_rms_eps, 1e-5), (writer.add_rope_freq_base, 10000.0),
+                       (writer.add_rope_dimension_count, hidden // heads), (writer.add_vocab_size, VOCAB)):
+        key(value)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    source = gguf.GGUFReader(default_gguf())
+    for key, field in source.fields.items():
+        if key.startswith("tokenizer."):
+            value = field.contents()
+            value_type = field.types[-1] if field.types else None
+            if isinstance(value, list):
+                writer.add_array(key, value)
+            elif isinstance(value, str):
+                writer.add_string(key, value)
+            elif value_type == gguf.GGUFValueType.BOOL:
+                writer.add_bool(key, value)
+            else:
+                writer.add_uint32(key, value)
+    specs = list(tensors(hidden, layers, ffn, heads, kv_heads))
+    for name, dims in specs:
+        dtype = np.float32 if len(dims) == 1 else np.float16  # llama.cpp keeps norms in F32
+        writer.add_tensor_info(gguf_name(name), dims, np.dtype(dtype), int(np.prod(dims)) * np.dtype(dtype).itemsize)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    head_dim = hidden // heads
+    for name, value in weights(shape):
+        array = value.astype(np.float32)
+        if name.endswith(("q_proj.weight", "k_proj.weight")):  # rotary halves interleaved, as llama.cpp's converter does
+            n = heads if "q_proj" in name else kv_heads
+            array = array.reshape(n, 2, head_dim // 2, hidden).swapaxes(1, 2).reshape(array.shape)
+        writer.write_tensor_data(array.astype(np.float32 if array.ndim == 1 else np.float16))
+    writer.close()
+    print(f"{out}: {shape} shapes, F16")
+    if not quantize:
+        return out
+    import ctypes
+
+    import llama_cpp
+
+    quantized = out.with_suffix(f".{quantize}.gguf")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quantize}")
+    if llama_cpp.llama_model_quantize(str(out).encode(), str(quantized).encode(), ctypes.byref(params)) != 0:
+        sys.exit(f"llama.cpp could not quantize {out} to {quantize}")
+    print(f"{quantized}: {quantize}, {quantized.stat().st_size / 1e9:.2f} GB")
+    return quantized
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in SHAPES:
+    args = sys.argv[1:]
+    quantize = None
+    if "--quantize" in args:
+        at = args.index("--quantize")
+        quantize = args[at + 1] if at + 1 < len(args) else None
+        args = args[:at] + args[at + 2:]
+    if len(args) != 2 or args[0] not in SHAPES or ("--quantize" in sys.argv and not quantize):
         sys.exit(__doc__ + "\nshapes: " + ", ".join(SHAPES))
-    write_checkpoint(sys.argv[1], Path(sys.argv[2]))
+    out = Path(args[1])
+    if out.suffix == ".gguf":
+        write_gguf(args[0], out, quantize)
+    else:
+        write_checkpoint(args[0], out)
