@@ -57,20 +57,20 @@ def _weight_precision(node: ov.Node) -> str:
         node = node.input_value(0).get_node()
     element = node.get_element_type().get_type_name()
     shape = list(node.get_output_shape(0))
+    kind = "asym" if asymmetric or element.startswith("u") else "sym"  # unsigned: a zero point or GGUF offsets
     if element in ("i4", "u4"):
-        kind = "asym" if asymmetric else "sym"
         return f"int4_{kind}_g{shape[-1]}" if len(shape) == 3 else f"int4_{kind}"
     if element in ("i8", "u8"):
-        kind = "asym" if asymmetric else "sym"
         return f"int8_{kind}_g{shape[-1]}" if len(shape) == 3 else f"int8_{kind}"
     return element
 
 
 def weight_layers(model: ov.Model) -> dict[str, ov.Node]:
-    """Name → weight input of each MatMul and of the embedding Gather."""
+    """Name → weight input of each MatMul and of the embedding Gather (not the offset corrections
+    of GGUF blocks, graph._offset_linear's, which belong to their layer)."""
     layers = {}
     for op in model.get_ordered_ops():
-        if op.get_type_name() == "MatMul":
+        if op.get_type_name() == "MatMul" and not op.get_friendly_name().endswith(".offsets"):
             layers[op.get_friendly_name()] = op.input_value(1).get_node()
         elif op.get_type_name() == "Gather" and op.get_friendly_name() == "model.embed_tokens":
             layers[op.get_friendly_name()] = op.input_value(0).get_node()

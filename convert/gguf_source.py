@@ -67,11 +67,14 @@ class BlockQuantized:
     zero_point: np.ndarray | None
     shape: tuple[int, int]
     group: int
+    offset: np.ndarray | None = None  # scale · zero_point: w = scale · q − offset
 
     def take_rows(self, order: np.ndarray) -> "BlockQuantized":
-        zero_point = None if self.zero_point is None else self.zero_point[order]
-        return BlockQuantized(self.element_type, self.values[order], self.scale[order], zero_point,
-                              (len(order), self.shape[1]), self.group)
+        def rows(a):
+            return None if a is None else a[order]
+
+        return BlockQuantized(self.element_type, self.values[order], self.scale[order], rows(self.zero_point),
+                              (len(order), self.shape[1]), self.group, rows(self.offset))
 
 
 # Each decoder takes the blocks as bytes [n, block bytes] and returns integers q [n, groups, group],
@@ -185,7 +188,7 @@ def _decode_blocks(kind: str, raw: np.ndarray, rows: int, cols: int) -> BlockQua
         values = _pack_nibbles(q)
     else:
         values = q.astype(np.uint8 if element_type == "u8" else np.int8)
-    return BlockQuantized(element_type, values, scale, zero_point, (rows, cols), group)
+    return BlockQuantized(element_type, values, scale, zero_point, (rows, cols), group, offset)
 
 
 def _unpermute(rows: int, n_heads: int) -> np.ndarray:

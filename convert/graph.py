@@ -68,9 +68,29 @@ def vector(values, dtype=np.int64) -> ov.Output:
     return ops.constant(np.array(values, dtype=dtype)).output(0)
 
 
+def _offset_linear(x, blocks: BlockQuantized, name: str | None) -> ov.Output:
+    """x @ Wᵀ for GGUF blocks with an offset, W = S∘Q − O per group (Q4_1, Q5_1, Q4_K, Q5_K), computed
+    as x @ (S∘Q)ᵀ − groupsum(x) @ Oᵀ, llama.cpp's "bsums": the large product then has unsigned
+    weights and a scale but no fractional zero point, which keeps the CPU plugin's fast kernel and
+    its int8 activations (Phi-3-mini Q4_K_M, one token: 285–315 ms against 328–349 ms with the
+    offset as an f32 zero point); the correction reads one offset per group."""
+    rows, cols = blocks.shape
+    groups = cols // blocks.group
+    unsigned = BlockQuantized(blocks.element_type, blocks.values, blocks.scale, None, blocks.shape, blocks.group)
+    product = ops.matmul(x, _block_weight(unsigned), transpose_a=False, transpose_b=True, name=name)
+    group_sums = ops.reduce_sum(ops.reshape(x, vector([0, 0, groups, blocks.group]), special_zero=True), vector([-1]),
+                                keep_dims=False)
+    offsets = ops.constant(np.ascontiguousarray(blocks.offset.reshape(rows, groups), np.float32))
+    correction = ops.matmul(group_sums, offsets, transpose_a=False, transpose_b=True, name=f"{name}.offsets")
+    return ops.subtract(product, correction)
+
+
 def linear(x, w: np.ndarray, bias: np.ndarray | None = None, name: str | None = None) -> ov.Output:
     """x @ Wᵀ (+ b), W stored [out, in] as in the checkpoint."""
-    y = ops.matmul(x, weight(w), transpose_a=False, transpose_b=True, name=name)
+    if isinstance(w, BlockQuantized) and w.offset is not None:
+        y = _offset_linear(x, w, name)
+    else:
+        y = ops.matmul(x, weight(w), transpose_a=False, transpose_b=True, name=name)
     if bias is not None:
         y = ops.add(y, weight(bias))
     return y.output(0)
