@@ -67,18 +67,21 @@ class BlockQuantized:
     zero_point: np.ndarray | None
     shape: tuple[int, int]
     group: int
-    offset: np.ndarray | None = None  # scale · zero_point: w = scale · q − offset
+    # w = scale · q − offset, the offset per group as weights [rows, cols/group] of their own (f16, or
+    # blocks for K-quants): what graph.linear multiplies the group sums of x with.
+    offset: "np.ndarray | BlockQuantized | None" = None
 
     def take_rows(self, order: np.ndarray) -> "BlockQuantized":
         def rows(a):
-            return None if a is None else a[order]
+            return None if a is None else a.take_rows(order) if isinstance(a, BlockQuantized) else a[order]
 
         return BlockQuantized(self.element_type, self.values[order], self.scale[order], rows(self.zero_point),
                               (len(order), self.shape[1]), self.group, rows(self.offset))
 
 
 # Each decoder takes the blocks as bytes [n, block bytes] and returns integers q [n, groups, group],
-# scale and offset [n, groups] with w = scale · q − offset (offset None: q is already centred).
+# scale and offset [n, groups] with w = scale · q − offset (offset None: q is already centred; for
+# K-quants the pair (dmin [n, 1], m [n, 8]) whose product it is).
 def _f16(raw: np.ndarray) -> np.ndarray:
     return raw.copy().view(np.float16).astype(np.float32)[..., 0]
 
@@ -134,14 +137,14 @@ def _k_low_nibbles(qs: np.ndarray) -> np.ndarray:
 def _q4_k(b):
     d, dmin = _f16(b[:, 0:2])[:, None], _f16(b[:, 2:4])[:, None]
     sc, m = _k_scales(b[:, 4:16])
-    return _k_low_nibbles(b[:, 16:144]), d * sc, dmin * m
+    return _k_low_nibbles(b[:, 16:144]), d * sc, (dmin, m)
 
 
 def _q5_k(b):
     d, dmin = _f16(b[:, 0:2])[:, None], _f16(b[:, 2:4])[:, None]
     sc, m = _k_scales(b[:, 4:16])
     high = (b[:, None, 16:48] >> np.arange(8, dtype=np.uint8)[None, :, None]) & 1  # bit i: sub-block i
-    return _k_low_nibbles(b[:, 48:176]) | high.astype(np.int16) << 4, d * sc, dmin * m
+    return _k_low_nibbles(b[:, 48:176]) | high.astype(np.int16) << 4, d * sc, (dmin, m)
 
 
 def _q6_k(b):
@@ -174,21 +177,29 @@ def _decode_blocks(kind: str, raw: np.ndarray, rows: int, cols: int) -> BlockQua
     q, scale, offset = decode(np.asarray(raw, np.uint8).reshape(rows * cols // block, -1))
     shape = (rows, cols // group, group)
     q, scale = q.reshape(shape), scale.reshape(rows, -1, 1).astype(np.float32)
-    zero_point = None
+    zero_point = offset_weights = None
     if offset is not None:  # w = scale · q − offset = scale · (q − offset / scale)
-        offset = offset.reshape(rows, -1, 1).astype(np.float32)
+        dmin, m = offset if isinstance(offset, tuple) else (None, offset)
+        m = m.reshape(rows, -1, 1)
+        offset = m if dmin is None else m * np.repeat(dmin.reshape(rows, -1, 1), 8, axis=1)  # exact in f32
         constant = (scale == 0) & (offset != 0)  # every weight of the group is −offset: 1 · −offset
         if constant.any():
             q = np.where(constant, 1, q)
             scale = np.where(constant, -offset, scale)
-            offset = np.where(constant, 0, offset)
+            m, offset = np.where(constant, 0, m), np.where(constant, 0, offset)
         with np.errstate(divide="ignore", invalid="ignore"):
             zero_point = np.where(scale != 0, offset / scale, 0).astype(np.float32)
+        if dmin is None:  # Q4_1 / Q5_1: −m, an f16 per group
+            offset_weights = m.reshape(rows, -1).astype(np.float16)
+        else:  # K-quants: the 6-bit m per group times dmin per 8 groups, compressed as such
+            offset_weights = BlockQuantized("u8", m.reshape(rows, -1, 8).astype(np.uint8),
+                                            dmin.reshape(rows, -1, 1).astype(np.float32), None,
+                                            (rows, cols // group), 8)
     if element_type in ("u4", "i4"):
         values = _pack_nibbles(q)
     else:
         values = q.astype(np.uint8 if element_type == "u8" else np.int8)
-    return BlockQuantized(element_type, values, scale, zero_point, (rows, cols), group, offset)
+    return BlockQuantized(element_type, values, scale, zero_point, (rows, cols), group, offset_weights)
 
 
 def _unpermute(rows: int, n_heads: int) -> np.ndarray:

@@ -73,15 +73,15 @@ def _offset_linear(x, blocks: BlockQuantized, name: str | None) -> ov.Output:
     as x @ (S∘Q)ᵀ − groupsum(x) @ Oᵀ, llama.cpp's "bsums": the large product then has unsigned
     weights and a scale but no fractional zero point, which keeps the CPU plugin's fast kernel and
     its int8 activations (Phi-3-mini Q4_K_M, one token: 285–315 ms against 328–349 ms with the
-    offset as an f32 zero point); the correction reads one offset per group."""
+    offset as an f32 zero point); the correction reads one offset per group, K-quants' as 8-bit m
+    times dmin per 8 groups, as they are stored."""
     rows, cols = blocks.shape
     groups = cols // blocks.group
     unsigned = BlockQuantized(blocks.element_type, blocks.values, blocks.scale, None, blocks.shape, blocks.group)
     product = ops.matmul(x, _block_weight(unsigned), transpose_a=False, transpose_b=True, name=name)
     group_sums = ops.reduce_sum(ops.reshape(x, vector([0, 0, groups, blocks.group]), special_zero=True), vector([-1]),
                                 keep_dims=False)
-    offsets = ops.constant(np.ascontiguousarray(blocks.offset.reshape(rows, groups), np.float32))
-    correction = ops.matmul(group_sums, offsets, transpose_a=False, transpose_b=True, name=f"{name}.offsets")
+    correction = ops.matmul(group_sums, weight(blocks.offset), transpose_a=False, transpose_b=True, name=f"{name}.offsets")
     return ops.subtract(product, correction)
 
 
