@@ -80,6 +80,10 @@ def _convert_into(staging: Path, source, weight_format: str | None, group_size: 
     # stored precision, which NNCF reads as it is. Blocks of a GGUF stay as they are unless a
     # format is asked for.
     keep_blocks = weight_format is None
+    if keep_blocks and (unkept := checkpoint.dequantized_blocks()):
+        _say("Dequantizing the block types the CPU cannot compute with as they are: " + "; ".join(
+            f"{kind} ({len(names)}: {', '.join(sorted(set(names))[:2])}{', …' if len(names) > 2 else ''})"
+            for kind, names in sorted(unkept.items())))
     weight_format = weight_format or "int4"
     weights = checkpoint.weights(np.float32 if weight_format in ("fp32", "fp16") else None, dequantize=not keep_blocks)
     models.sanitize(checkpoint.config, args, weights)

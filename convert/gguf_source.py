@@ -268,6 +268,15 @@ class GGUFCheckpoint:
     def check_weights(self) -> None:
         pass  # GGUFReader validated the file when it opened it
 
+    def dequantized_blocks(self) -> dict[str, list[str]]:
+        """Block type → the GGUF tensors of that type the import cannot keep (IQ*, TQ*, Q2_K, Q3_K…)."""
+        found: dict[str, list[str]] = {}
+        for ref in self.tensor_refs.values():
+            tensor = self.reader.tensors[ref.index]
+            if tensor.tensor_type.name not in (*KEPT_BLOCKS, *FLOATS):
+                found.setdefault(tensor.tensor_type.name, []).append(tensor.name)
+        return found
+
     def generation_config(self) -> dict:
         return {}  # a GGUF has none; convert fills in the metadata's token ids
 

@@ -53,6 +53,9 @@ class Checkpoint:
 
         return load_hf_tokenizer(self.path)
 
+    def dequantized_blocks(self) -> dict[str, list[str]]:
+        return {}  # safetensors hold plain floats
+
     def generation_config(self) -> dict:
         source = self.path / "generation_config.json"
         return json.loads(source.read_text()) if source.is_file() else {}
