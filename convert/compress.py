@@ -22,7 +22,7 @@ def compress(model: ov.Model, weight_format: str, group_size: int, ratio: float,
 
     ignored = nncf.IgnoredScope()
     if only is not None:
-        ignored = nncf.IgnoredScope(names=[name for name in weight_layers(model) if name not in only])
+        ignored = nncf.IgnoredScope(names=[name for name in weight_layers(model, offsets=True) if name not in only])
 
     if weight_format == "int8":
         mode = nncf.CompressWeightsMode.INT8_SYM if sym else nncf.CompressWeightsMode.INT8_ASYM
@@ -65,12 +65,12 @@ def _weight_precision(node: ov.Node) -> str:
     return element
 
 
-def weight_layers(model: ov.Model) -> dict[str, ov.Node]:
-    """Name → weight input of each MatMul and of the embedding Gather (not the offset corrections
-    of GGUF blocks, graph._offset_linear's, which belong to their layer)."""
+def weight_layers(model: ov.Model, offsets: bool = False) -> dict[str, ov.Node]:
+    """Name → weight input of each MatMul and of the embedding Gather; with `offsets`, also the
+    offset corrections of GGUF blocks (graph._offset_linear's), which are part of their layer."""
     layers = {}
     for op in model.get_ordered_ops():
-        if op.get_type_name() == "MatMul" and not op.get_friendly_name().endswith(".offsets"):
+        if op.get_type_name() == "MatMul" and (offsets or not op.get_friendly_name().endswith(".offsets")):
             layers[op.get_friendly_name()] = op.input_value(1).get_node()
         elif op.get_type_name() == "Gather" and op.get_friendly_name() == "model.embed_tokens":
             layers[op.get_friendly_name()] = op.input_value(0).get_node()

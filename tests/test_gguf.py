@@ -287,3 +287,14 @@ def test_other_block_types_are_dequantized_then_compressed(checkpoint, tmp_path,
     assert layers["int4_sym_g32"] == 4 and layers["int4_asym_g32"] == 4
     assert layers["int8_sym_g32"] == 4  # v ×2, embedding, output
     assert sum(n for p, n in layers.items() if p in ("int8_asym", "int4_sym_g64", "int4_sym_g128")) == 2
+    # NNCF left the kept blocks alone, the Q4_1 layers' f16 offsets among them.
+    model = ov.Core().read_model(out / "openvino_model.xml")
+    offsets = [stored_constant(op.input_value(1).get_node()) for op in model.get_ordered_ops()
+               if op.get_type_name() == "MatMul" and op.get_friendly_name().endswith(".offsets")]
+    assert len(offsets) == 4 and {node.get_element_type().get_type_name() for node in offsets} == {"f16"}
+
+
+def stored_constant(node):
+    while node.get_type_name() != "Constant":
+        node = node.input_value(0).get_node()
+    return node
