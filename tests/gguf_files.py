@@ -86,6 +86,42 @@ def random_k_blocks(kind: str, shape: tuple[int, int], std: float, rng: np.rando
     return raw.reshape(rows, -1)
 
 
+GGUF_ARCH = {"gemma3_text": "gemma3"}  # model_type → general.architecture, where they differ
+
+
+def to_gguf_name(name: str, arch: str) -> str:
+    if arch == "gemma3":  # llama.cpp's names for Gemma's extra norms
+        name = (name.replace("post_attention_layernorm", "post_attention_norm")
+                .replace("pre_feedforward_layernorm", "ffn_norm").replace("post_feedforward_layernorm", "post_ffw_norm"))
+    parts = name.split(".")
+    layer = parts[2] if parts[1] == "layers" else None
+    return GGUF_NAMES[name.replace(f".{layer}.", ".{}.", 1) if layer else name].format(layer)
+
+
+def dequantized_reference(checkpoint: Path, path: Path):
+    """transformers' model of `checkpoint`, each tensor the GGUF holds in blocks replaced by gguf-py's
+    dequantization of them (llama's q/k rows put back in order): the file's weights, in a reference
+    that takes config and rope from the checkpoint — transformers' own GGUF loader reads no head_dim
+    from a qwen3 file and ignores rope_freqs."""
+    import torch
+    import transformers
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
+    arch = GGUF_ARCH.get(model.config.model_type, model.config.model_type)
+    stored = {tensor.name: tensor for tensor in gguf.GGUFReader(path).tensors}
+    state = model.state_dict()
+    for name, value in state.items():
+        tensor = stored.get(to_gguf_name(name, arch))
+        if tensor is None or tensor.tensor_type.name in ("F32", "F16", "BF16"):
+            continue
+        w = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(value.shape)
+        if arch == "llama" and (".self_attn.q_proj." in name or ".self_attn.k_proj." in name):
+            heads = model.config.num_attention_heads if "q_proj" in name else model.config.num_key_value_heads
+            w = w.reshape(heads, w.shape[0] // heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+        value.copy_(torch.from_numpy(np.ascontiguousarray(w, np.float32)))
+    return model
+
+
 def llama3_rope_freqs(rope: dict, head_dim: int) -> np.ndarray:
     """What llama.cpp's converter stores as rope_freqs for Llama 3.1 rope scaling: per frequency,
     the divisor — 1 above the high-frequency bound, `factor` below the low one, a smooth blend between."""
@@ -111,11 +147,9 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
     for file in sorted(checkpoint.glob("*.safetensors")):
         tensors.update({k: v.astype(np.float32) for k, v in load_file(file).items()})
 
-    if arch == "gemma3_text":  # llama.cpp's gemma3: its own norm names, norms stored as 1 + w
-        arch = "gemma3"
-        tensors = {name.replace("post_attention_layernorm", "post_attention_norm")
-                   .replace("pre_feedforward_layernorm", "ffn_norm").replace("post_feedforward_layernorm", "post_ffw_norm"):
-                   tensor + 1 if name.endswith("norm.weight") else tensor for name, tensor in tensors.items()}
+    arch = GGUF_ARCH.get(arch, arch)
+    if arch == "gemma3":  # llama.cpp stores Gemma's norms as 1 + w
+        tensors = {name: tensor + 1 if name.endswith("norm.weight") else tensor for name, tensor in tensors.items()}
 
     rng = np.random.default_rng(0)
     writer = gguf.GGUFWriter(out, arch)
@@ -154,9 +188,7 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
             writer.add_uint32(key, value)
 
     for name, tensor in tensors.items():
-        parts = name.split(".")
-        layer = parts[2] if parts[1] == "layers" else None
-        gguf_name = GGUF_NAMES[name.replace(f".{layer}.", ".{}.", 1) if layer else name].format(layer)
+        gguf_name = to_gguf_name(name, arch)
         if arch == "llama" and gguf_name.endswith(("attn_q.weight", "attn_q.bias")):
             tensor = _permute(tensor, config["num_attention_heads"])
         elif arch == "llama" and gguf_name.endswith(("attn_k.weight", "attn_k.bias")):
