@@ -66,6 +66,7 @@ VARIANTS = {
     "qwen3-fp32": ("Qwen3Config", dict(head_dim=16), torch.float32, False),
     # Layer 2 of 2 has no rotary embedding.
     "smollm3-nope": ("SmolLM3Config", dict(no_rope_layer_interval=2, tie_word_embeddings=True), torch.bfloat16, False),
+    "smollm3-fp32": ("SmolLM3Config", dict(no_rope_layers=[0, 1]), torch.float32, False),  # NoPE first, untied
     # A sliding layer (window 12, shorter than every test prompt, local rope) and a full one (linearly
     # scaled global rope); query_pre_attn_scalar ≠ head_dim; final logits soft-capped.
     "gemma3-text": ("Gemma3TextConfig", dict(
@@ -87,13 +88,18 @@ VARIANTS = {
     # Scalar multipliers on the embedding, the residual branches, the attention scores and the logits.
     "granite": ("GraniteConfig", dict(embedding_multiplier=4.0, residual_multiplier=0.5, attention_multiplier=0.2,
                                       logits_scaling=2.0, tie_word_embeddings=True), torch.bfloat16, False),
+    "granite-fp32": ("GraniteConfig", dict(embedding_multiplier=12.0, residual_multiplier=0.22, attention_multiplier=0.0078125,
+                                           logits_scaling=8.0), torch.float32, False),  # Granite 3.x-like values
     "olmo2": ("Olmo2Config", {}, torch.bfloat16, False),
+    "olmo2-fp32": ("Olmo2Config", dict(tie_word_embeddings=True), torch.float32, False),
     # A sliding layer with rope, then a full NoPE one.
     "exaone4-sliding-nope": ("Exaone4Config", dict(sliding_window=12, layer_types=["sliding_attention", "full_attention"],
                                                    head_dim=16), torch.bfloat16, False),
     "exaone4-fp32": ("Exaone4Config", dict(sliding_window=None, layer_types=["full_attention"] * 2, tie_word_embeddings=True), torch.float32, False),
     "ministral": ("MinistralConfig", dict(head_dim=16, sliding_window=12, layer_types=["full_attention", "sliding_attention"]),
                   torch.bfloat16, False),
+    "ministral-fp32": ("MinistralConfig", dict(head_dim=32, sliding_window=8, layer_types=["sliding_attention"] * 2),
+                       torch.float32, False),
 }
 TINY_VISION = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=28,
                    patch_size=14)
