@@ -231,6 +231,12 @@ def test_interactive_session(smollm2, env, tmp_path):
     assert "Paris" in history[1]["content"]
 
 
+def process_state(pid: int) -> str:
+    status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line)
+    waits = sorted({Path(f"/proc/{pid}/task/{task}/wchan").read_text() for task in os.listdir(f"/proc/{pid}/task")})
+    return f"state {status['State'].strip()}, {status['Threads'].strip()} threads waiting in {waits}"
+
+
 def test_ctrl_d_and_ctrl_c_at_the_prompt_leave_cleanly(smollm2, env):
     for leave in ("ctrl-d", "ctrl-c"):
         process, child = spawn_in_terminal(["run", smollm2], env)
@@ -241,7 +247,10 @@ def test_ctrl_d_and_ctrl_c_at_the_prompt_leave_cleanly(smollm2, env):
             else:
                 process.send_signal(signal.SIGINT)
             # Read what it prints on its way out (a full terminal buffer would block its exit) until it closes the terminal.
-            child.expect(pexpect.EOF, timeout=60)
+            try:
+                child.expect(pexpect.EOF, timeout=60)
+            except pexpect.TIMEOUT:  # say what it was doing instead of leaving
+                raise AssertionError(f"after {leave}: {process_state(process.pid)}; printed {child.before!r}") from None
             assert process.wait(timeout=30) == 0, child.before
         finally:
             process.kill()
