@@ -64,6 +64,9 @@ def run(model_dir, prompt, device, precision, system, thinking, context, no_cach
         click.echo(f"Precision: {chat.precision.describe()}", err=True)
     interactive = prompt is None and sys.stdin.isatty()
     if interactive:
+        # Ctrl-C must work at the prompt even when whoever started us left SIGINT ignored (Python
+        # keeps an inherited SIG_IGN; a test run had the REPL deaf to it).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         repl.run(chat, verbose)
         return
     try:
