@@ -41,12 +41,8 @@ def test_blocks_are_kept(gguf_model):
     assert layers == {"int4_asym_g32": 210, "int8_sym_g32": 1}
 
 
-def test_logits_match_the_dequantized_checkpoint(gguf_model, checkpoint, tokenizer):
-    """Our import against transformers' fp32 dequantization of the same file: mean cosine ≥ 0.999,
-    top-1 agreement ≥ 0.98, and the same first 16 greedy tokens. (With the CPU's default int8
-    activations the first prompt's top two logits, 0.08 apart, swap.)"""
-    reference = reference_model(checkpoint("smollm2"))
-    compiled = ov.Core().compile_model(gguf_model / "openvino_model.xml", "CPU", EXACT)
+def agreement(compiled, reference, tokenizer) -> tuple[float, float, int]:
+    """(mean cosine, top-1 agreement, positions) of the IR's logits against the reference's over PROMPTS."""
     cosines, agreements = [], []
     for prompt in PROMPTS:
         ids = templated_ids(tokenizer, [{"role": "user", "content": prompt}])
@@ -55,9 +51,18 @@ def test_logits_match_the_dequantized_checkpoint(gguf_model, checkpoint, tokeniz
         logits = ir_logits(compiled, ids, chunks=1)
         cosines += list((logits * expected).sum(-1) / np.linalg.norm(logits, axis=-1) / np.linalg.norm(expected, axis=-1))
         agreements += list(logits.argmax(-1) == expected.argmax(-1))
-    cosine, top1 = float(np.mean(cosines)), float(np.mean(agreements))
+    return float(np.mean(cosines)), float(np.mean(agreements)), len(cosines)
+
+
+def test_logits_match_the_dequantized_checkpoint(gguf_model, checkpoint, tokenizer):
+    """Our import against transformers' fp32 dequantization of the same file: mean cosine ≥ 0.999,
+    top-1 agreement ≥ 0.98, and the same first 16 greedy tokens. (With the CPU's default int8
+    activations the first prompt's top two logits, 0.08 apart, swap.)"""
+    reference = reference_model(checkpoint("smollm2"))
+    compiled = ov.Core().compile_model(gguf_model / "openvino_model.xml", "CPU", EXACT)
+    cosine, top1, positions = agreement(compiled, reference, tokenizer)
     print(f"GGUF import vs dequantized fp32 checkpoint: mean cosine {cosine:.5f}, top-1 agreement {top1:.3f} "
-          f"over {len(cosines)} positions")
+          f"over {positions} positions")
     assert cosine >= 0.999 and top1 >= 0.98
 
     ids = templated_ids(tokenizer, [{"role": "user", "content": PROMPTS[0]}])
@@ -255,16 +260,8 @@ def test_k_quants_and_q5_blocks_are_kept_exactly(checkpoint, tmp_path, gguf_file
     reference = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name, dtype=torch.float32)
     tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file=path.name)
     compiled = ov.Core().compile_model(out / "openvino_model.xml", "CPU", EXACT)
-    cosines, agreements = [], []
-    for prompt in PROMPTS:
-        ids = templated_ids(tokenizer, [{"role": "user", "content": prompt}])
-        with torch.no_grad():
-            expected = reference(torch.tensor([ids])).logits[0].numpy()
-        logits = ir_logits(compiled, ids, chunks=1)
-        cosines += list((logits * expected).sum(-1) / np.linalg.norm(logits, axis=-1) / np.linalg.norm(expected, axis=-1))
-        agreements += list(logits.argmax(-1) == expected.argmax(-1))
-    cosine, top1 = float(np.mean(cosines)), float(np.mean(agreements))
-    print(f"K-quant GGUF vs gguf-py dequantization: mean cosine {cosine:.6f}, top-1 {top1:.3f} over {len(cosines)}")
+    cosine, top1, positions = agreement(compiled, reference, tokenizer)
+    print(f"K-quant GGUF vs gguf-py dequantization: mean cosine {cosine:.6f}, top-1 {top1:.3f} over {positions}")
     assert cosine >= 0.9999 and top1 >= 0.99
 
     ids = templated_ids(tokenizer, [{"role": "user", "content": PROMPTS[0]}])
