@@ -2,8 +2,8 @@
 
 The quantized blocks llama.cpp writes (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the K-quants Q4_K, Q5_K,
 Q6_K that make up a Q4_K_M file) are kept exactly: their integers become OpenVINO u4/i4/u8/i8
-constants with an f32 scale (and zero point) per group of 16 or 32 weights, so the model computes
-with the very weights llama.cpp does. Other block types (IQ*, TQ*, Q2_K, Q3_K) are dequantized and
+constants with a scale (and offset) per group of 16 or 32 weights, each stored as the file stores it,
+so the model computes with the very weights llama.cpp does. Other block types (IQ*, TQ*, Q2_K, Q3_K) are dequantized and
 compressed like any checkpoint.
 """
 
@@ -54,36 +54,45 @@ ROPE_TENSORS = ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_s
 
 @dataclass
 class BlockQuantized:
-    """Weights [rows, cols] stored in groups of `group` weights: w = scale · (q − zero_point).
+    """Weights [rows, cols] stored in groups of `group` weights: w = scale · q − offset.
 
     `values` are packed two per byte (u4/i4, low nibble first, as OpenVINO packs them) or one per
-    byte (u8/i8), shaped [rows, cols/group, group (or group/2 packed)]; `scale` and `zero_point` are
-    f32 [rows, cols/group, 1]. f32 keeps them exact where f16 would not be: a K-quant's scale is
-    d·sc, the product of an f16 and a 6-bit integer."""
+    byte (u8/i8), shaped [rows, cols/group, group (or group/2 packed)]. The scale is kept as the
+    factors the file stores, each [rows, super-blocks, 1 or groups per super-block, 1]: an f16 d per
+    block, times a 6- or 8-bit integer per group for K-quants. Their product is exact in f32 (an
+    f16 has 11 significant bits, a K-quant scale d·sc needs up to 17) and the factors take no more
+    room than in the GGUF."""
 
     element_type: str  # "u4", "i4", "u8" or "i8"
     values: np.ndarray
-    scale: np.ndarray
-    zero_point: np.ndarray | None
+    scale_factors: tuple[np.ndarray, ...]
     shape: tuple[int, int]
     group: int
-    # w = scale · q − offset, the offset per group as weights [rows, cols/group] of their own (f16, or
-    # blocks for K-quants): what graph.linear multiplies the group sums of x with.
+    # The offset per group as weights [rows, cols/group] of their own (f16, or blocks for K-quants):
+    # what graph.linear multiplies the group sums of x with.
     offset: "np.ndarray | BlockQuantized | None" = None
 
-    def take_rows(self, order: np.ndarray) -> "BlockQuantized":
-        def rows(a):
-            return None if a is None else a.take_rows(order) if isinstance(a, BlockQuantized) else a[order]
+    @property
+    def scale(self) -> np.ndarray:
+        """The scale per group, f32 [rows, cols/group, 1]."""
+        product = np.float32(1)
+        for factor in self.scale_factors:
+            product = product * factor.astype(np.float32)
+        rows, groups = self.shape[0], self.shape[1] // self.group
+        return np.broadcast_to(product, (rows, product.shape[1], groups // product.shape[1], 1)).reshape(rows, groups, 1)
 
-        return BlockQuantized(self.element_type, self.values[order], self.scale[order], rows(self.zero_point),
-                              (len(order), self.shape[1]), self.group, rows(self.offset))
+    def take_rows(self, order: np.ndarray) -> "BlockQuantized":
+        offset = self.offset
+        offset = None if offset is None else offset.take_rows(order) if isinstance(offset, BlockQuantized) else offset[order]
+        return BlockQuantized(self.element_type, self.values[order], tuple(f[order] for f in self.scale_factors),
+                              (len(order), self.shape[1]), self.group, offset)
 
 
 # Each decoder takes the blocks as bytes [n, block bytes] and returns integers q [n, groups, group],
-# scale and offset [n, groups] with w = scale · q − offset (offset None: q is already centred; for
-# K-quants the pair (dmin [n, 1], m [n, 8]) whose product it is).
+# the scale's factors (each [n, 1] or [n, groups]) and the offset with w = scale · q − offset (None:
+# q is already centred; Q4_1 / Q5_1: [n, 1]; K-quants: the factors (dmin [n, 1], m [n, 8])).
 def _f16(raw: np.ndarray) -> np.ndarray:
-    return raw.copy().view(np.float16).astype(np.float32)[..., 0]
+    return raw.copy().view(np.float16)
 
 
 def _nibbles(packed: np.ndarray) -> np.ndarray:
@@ -97,24 +106,24 @@ def _high_bits(qh: np.ndarray) -> np.ndarray:
 
 
 def _q8_0(b):
-    return b[:, None, 2:].view(np.int8).astype(np.int16), _f16(b[:, 0:2])[:, None], None
+    return b[:, None, 2:].view(np.int8).astype(np.int16), (_f16(b[:, 0:2]),), None
 
 
 def _q4_0(b):
-    return _nibbles(b[:, None, 2:18]) - 8, _f16(b[:, 0:2])[:, None], None
+    return _nibbles(b[:, None, 2:18]) - 8, (_f16(b[:, 0:2]),), None
 
 
 def _q4_1(b):
-    return _nibbles(b[:, None, 4:20]), _f16(b[:, 0:2])[:, None], -_f16(b[:, 2:4])[:, None]
+    return _nibbles(b[:, None, 4:20]), (_f16(b[:, 0:2]),), -_f16(b[:, 2:4])
 
 
 def _q5_0(b):
-    return (_nibbles(b[:, 6:22]) | _high_bits(b[:, 2:6]) << 4)[:, None] - 16, _f16(b[:, 0:2])[:, None], None
+    return (_nibbles(b[:, 6:22]) | _high_bits(b[:, 2:6]) << 4)[:, None] - 16, (_f16(b[:, 0:2]),), None
 
 
 def _q5_1(b):
     q = _nibbles(b[:, 8:24]) | _high_bits(b[:, 4:8]) << 4
-    return q[:, None], _f16(b[:, 0:2])[:, None], -_f16(b[:, 2:4])[:, None]
+    return q[:, None], (_f16(b[:, 0:2]),), -_f16(b[:, 2:4])
 
 
 def _k_scales(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -125,7 +134,7 @@ def _k_scales(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     low_sc, low_m, rest = s[:, 0:4], s[:, 4:8], s[:, 8:12]
     sc = np.concatenate([low_sc & 63, (rest & 0x0F) | ((low_sc >> 6) << 4)], axis=1)
     m = np.concatenate([low_m & 63, (rest >> 4) | ((low_m >> 6) << 4)], axis=1)
-    return sc.astype(np.float32), m.astype(np.float32)
+    return sc, m
 
 
 def _k_low_nibbles(qs: np.ndarray) -> np.ndarray:
@@ -135,16 +144,14 @@ def _k_low_nibbles(qs: np.ndarray) -> np.ndarray:
 
 
 def _q4_k(b):
-    d, dmin = _f16(b[:, 0:2])[:, None], _f16(b[:, 2:4])[:, None]
     sc, m = _k_scales(b[:, 4:16])
-    return _k_low_nibbles(b[:, 16:144]), d * sc, (dmin, m)
+    return _k_low_nibbles(b[:, 16:144]), (_f16(b[:, 0:2]), sc), (_f16(b[:, 2:4]), m)
 
 
 def _q5_k(b):
-    d, dmin = _f16(b[:, 0:2])[:, None], _f16(b[:, 2:4])[:, None]
     sc, m = _k_scales(b[:, 4:16])
     high = (b[:, None, 16:48] >> np.arange(8, dtype=np.uint8)[None, :, None]) & 1  # bit i: sub-block i
-    return _k_low_nibbles(b[:, 48:176]) | high.astype(np.int16) << 4, d * sc, (dmin, m)
+    return _k_low_nibbles(b[:, 48:176]) | high.astype(np.int16) << 4, (_f16(b[:, 0:2]), sc), (_f16(b[:, 2:4]), m)
 
 
 def _q6_k(b):
@@ -156,7 +163,7 @@ def _q6_k(b):
     qh = b[:, 128:192].reshape(n, 2, 1, 32)
     high = ((qh >> np.array([0, 2, 4, 6], np.uint8)[None, None, :, None]) & 3).reshape(n, 8, 32)
     q = (low.astype(np.int16) | high.astype(np.int16) << 4) - 32
-    return q.reshape(n, 16, 16), _f16(b[:, 208:210])[:, None] * b[:, 192:208].view(np.int8).astype(np.float32), None
+    return q.reshape(n, 16, 16), (_f16(b[:, 208:210]), b[:, 192:208].view(np.int8)), None
 
 
 # GGUF type → (weights per block, weights per group, storage type, decoder)
@@ -174,32 +181,20 @@ def _pack_nibbles(values: np.ndarray) -> np.ndarray:
 
 def _decode_blocks(kind: str, raw: np.ndarray, rows: int, cols: int) -> BlockQuantized:
     block, group, element_type, decode = KEPT_BLOCKS[kind]
-    q, scale, offset = decode(np.asarray(raw, np.uint8).reshape(rows * cols // block, -1))
-    shape = (rows, cols // group, group)
-    q, scale = q.reshape(shape), scale.reshape(rows, -1, 1).astype(np.float32)
-    zero_point = offset_weights = None
-    if offset is not None:  # w = scale · q − offset = scale · (q − offset / scale)
-        dmin, m = offset if isinstance(offset, tuple) else (None, offset)
-        m = m.reshape(rows, -1, 1)
-        offset = m if dmin is None else m * np.repeat(dmin.reshape(rows, -1, 1), 8, axis=1)  # exact in f32
-        constant = (scale == 0) & (offset != 0)  # every weight of the group is −offset: 1 · −offset
-        if constant.any():
-            q = np.where(constant, 1, q)
-            scale = np.where(constant, -offset, scale)
-            m, offset = np.where(constant, 0, m), np.where(constant, 0, offset)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            zero_point = np.where(scale != 0, offset / scale, 0).astype(np.float32)
-        if dmin is None:  # Q4_1 / Q5_1: −m, an f16 per group
-            offset_weights = m.reshape(rows, -1).astype(np.float16)
-        else:  # K-quants: the 6-bit m per group times dmin per 8 groups, compressed as such
-            offset_weights = BlockQuantized("u8", m.reshape(rows, -1, 8).astype(np.uint8),
-                                            dmin.reshape(rows, -1, 1).astype(np.float32), None,
-                                            (rows, cols // group), 8)
-    if element_type in ("u4", "i4"):
-        values = _pack_nibbles(q)
-    else:
-        values = q.astype(np.uint8 if element_type == "u8" else np.int8)
-    return BlockQuantized(element_type, values, scale, zero_point, (rows, cols), group, offset_weights)
+    q, scale_factors, offset = decode(np.asarray(raw, np.uint8).reshape(rows * cols // block, -1))
+    blocks_per_row = cols // block
+
+    def per_block(factor):  # [n, 1 or groups per block] → [rows, blocks per row, 1 or groups per block, 1]
+        return factor.reshape(rows, blocks_per_row, -1, 1)
+
+    if isinstance(offset, tuple):  # K-quants: the 6-bit m per group times dmin per 8 groups, as stored
+        dmin, m = offset
+        offset = BlockQuantized("u8", m.reshape(rows, -1, 8), (per_block(dmin),), (rows, cols // group), 8)
+    elif offset is not None:  # Q4_1 / Q5_1: an f16 per group
+        offset = offset.reshape(rows, -1)
+    q = q.reshape(rows, cols // group, group)
+    values = _pack_nibbles(q) if element_type in ("u4", "i4") else q.astype(np.uint8 if element_type == "u8" else np.int8)
+    return BlockQuantized(element_type, values, tuple(per_block(f) for f in scale_factors), (rows, cols), group, offset)
 
 
 def _unpermute(rows: int, n_heads: int) -> np.ndarray:

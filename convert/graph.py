@@ -30,10 +30,15 @@ def weight(array) -> ov.Output:
 
     Keeping bf16/f16 constants as they are (behind a Convert) is lossless and halves the memory
     NNCF works on; numpy has no bf16, so its bits go to OpenVINO as a bf16 tensor. GGUF blocks
-    become the decompression chain the plugins fuse into their matrix multiplications.
+    become the decompression chain the plugins fuse into their matrix multiplications. An output
+    already in the graph (a tied embedding's table) is returned as it is.
     """
+    if isinstance(array, ov.Output):
+        return array
     if isinstance(array, BlockQuantized):
-        return _block_weight(array)
+        if array.offset is not None:
+            raise ValueError("GGUF blocks with an offset are used through linear() or embedding()")
+        return _scaled_blocks(array)
     if array.dtype == np.float32:
         return ops.constant(array).output(0)
     if array.dtype == ml_dtypes.bfloat16:
@@ -46,17 +51,23 @@ def weight(array) -> ov.Output:
     return ops.convert(const, F32).output(0)
 
 
-def _block_weight(blocks: BlockQuantized) -> ov.Output:
-    """scale · (q − zero_point) per group, reshaped to [rows, cols]."""
+def _scaled_blocks(blocks: BlockQuantized) -> ov.Output:
+    """scale · q per group, reshaped to [rows, cols]: the decompression chain the plugins fuse.
+
+    The scale is built from the factors the GGUF stores (f16 d, times an integer per group for
+    K-quants); OpenVINO folds them into one f32 constant per layer when it compiles the model, so
+    the product is exact while the IR stays as small as the file."""
     rows, cols = blocks.shape
-    grouped = [rows, cols // blocks.group, blocks.group]
+    groups = cols // blocks.group
     raw = np.ascontiguousarray(blocks.values).view(np.uint8)  # the bytes, typed by ov.Type below
-    values = ov.op.Constant(ov.Tensor(raw, grouped, getattr(ov.Type, blocks.element_type)),
+    values = ov.op.Constant(ov.Tensor(raw, [rows, groups, blocks.group], getattr(ov.Type, blocks.element_type)),
                             shared_memory=False)
-    x = ops.convert(values, F32)
-    if blocks.zero_point is not None:
-        x = ops.subtract(x, ops.constant(blocks.zero_point))
-    x = ops.multiply(x, ops.constant(blocks.scale))
+    scale = None
+    for factor in blocks.scale_factors:
+        factor = ops.convert(ops.constant(np.ascontiguousarray(factor)), F32)
+        scale = factor if scale is None else ops.multiply(scale, factor)
+    scale = ops.reshape(scale, vector([rows, groups, 1]), special_zero=False)
+    x = ops.multiply(ops.convert(values, F32), scale)
     return ops.reshape(x, vector([rows, cols]), special_zero=False).output(0)
 
 
@@ -75,18 +86,28 @@ def _offset_linear(x, blocks: BlockQuantized, name: str | None) -> ov.Output:
     its int8 activations (Phi-3-mini Q4_K_M, one token: 285–315 ms against 328–349 ms with the
     offset as an f32 zero point); the correction reads one offset per group, K-quants' as 8-bit m
     times dmin per 8 groups, as they are stored."""
-    rows, cols = blocks.shape
-    groups = cols // blocks.group
-    unsigned = BlockQuantized(blocks.element_type, blocks.values, blocks.scale, None, blocks.shape, blocks.group)
-    product = ops.matmul(x, _block_weight(unsigned), transpose_a=False, transpose_b=True, name=name)
+    groups = blocks.shape[1] // blocks.group
+    product = ops.matmul(x, _scaled_blocks(blocks), transpose_a=False, transpose_b=True, name=name)
     group_sums = ops.reduce_sum(ops.reshape(x, vector([0, 0, groups, blocks.group]), special_zero=True), vector([-1]),
                                 keep_dims=False)
     correction = ops.matmul(group_sums, weight(blocks.offset), transpose_a=False, transpose_b=True, name=f"{name}.offsets")
     return ops.subtract(product, correction)
 
 
-def linear(x, w: np.ndarray, bias: np.ndarray | None = None, name: str | None = None) -> ov.Output:
-    """x @ Wᵀ (+ b), W stored [out, in] as in the checkpoint."""
+def embedding(table, ids) -> ov.Output:
+    """The table's rows for `ids`. GGUF blocks with an offset give rows of S∘Q minus each group's
+    offset — the lookup's form of _offset_linear — so no fractional zero point is needed either."""
+    if not (isinstance(table, BlockQuantized) and table.offset is not None):
+        return ops.gather(weight(table), ids, scalar(0), name="model.embed_tokens").output(0)
+    groups = table.shape[1] // table.group
+    rows = ops.gather(_scaled_blocks(table), ids, scalar(0), name="model.embed_tokens")
+    offsets = ops.unsqueeze(ops.gather(weight(table.offset), ids, scalar(0)), vector([-1]))
+    grouped = ops.reshape(rows, vector([0, 0, groups, table.group]), special_zero=True)
+    return ops.reshape(ops.subtract(grouped, offsets), vector([0, 0, table.shape[1]]), special_zero=True).output(0)
+
+
+def linear(x, w, bias: np.ndarray | None = None, name: str | None = None) -> ov.Output:
+    """x @ Wᵀ (+ b), W stored [out, in] as in the checkpoint (or GGUF blocks, or a tied table)."""
     if isinstance(w, BlockQuantized) and w.offset is not None:
         y = _offset_linear(x, w, name)
     else:
@@ -292,8 +313,10 @@ def build_model(arch, args: ModelArgs, weights: Weights, on_layer=lambda done, t
 
     embed_tokens = weights.pop("model.embed_tokens.weight")
     lm_head = weights.pop("lm_head.weight", None)
-    embedding = weight(embed_tokens)
-    h = ops.gather(embedding, input_ids, scalar(0), name="model.embed_tokens").output(0)
+    # A tied lm_head reads the lookup's own constant: the table is stored once.
+    has_offset = isinstance(embed_tokens, BlockQuantized) and embed_tokens.offset is not None
+    table = embed_tokens if has_offset else weight(embed_tokens)
+    h = embedding(table, input_ids)
     if args.embed_scale is not None:
         h = ops.multiply(h, scalar(args.embed_scale, np.float32)).output(0)
     for i in range(args.num_hidden_layers):
@@ -301,15 +324,13 @@ def build_model(arch, args: ModelArgs, weights: Weights, on_layer=lambda done, t
         on_layer(i + 1, args.num_hidden_layers)
     h = rms_norm(h, weights.pop("model.norm.weight"), args.rms_norm_eps, args.norm_plus_one)
 
-    # Tied embeddings: the same constant serves the lookup and the output projection.
-    head = embedding if lm_head is None else weight(lm_head)
-    logits = ops.matmul(h, head, transpose_a=False, transpose_b=True, name="lm_head")
+    logits = linear(h, table if lm_head is None else lm_head, name="lm_head")
     if args.logits_scale is not None:
-        logits = ops.multiply(logits, scalar(args.logits_scale, np.float32))
+        logits = ops.multiply(logits, scalar(args.logits_scale, np.float32)).output(0)
     if args.final_logit_softcapping:
         cap = scalar(args.final_logit_softcapping, np.float32)
-        logits = ops.multiply(ops.tanh(ops.divide(logits, cap)), cap)
-    logits.output(0).get_tensor().set_names({"logits"})
+        logits = ops.multiply(ops.tanh(ops.divide(logits, cap)), cap).output(0)
+    logits.get_tensor().set_names({"logits"})
     for param in (input_ids, attention_mask, position_ids, beam_idx):
         param.output(0).get_tensor().set_names({param.get_friendly_name()})
     result = ops.result(logits)

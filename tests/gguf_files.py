@@ -45,7 +45,7 @@ BLOCK_TYPES = {
 # K-quant rows hold super-blocks of 256 weights, so these need a checkpoint 256 wide ("llama-256").
 K_QUANT_TYPES = {
     "attn_q": "Q4_K", "attn_k": "Q5_K", "attn_v": "Q6_K", "attn_output": "Q5_0",
-    "ffn_gate": "Q5_1", "ffn_up": "Q4_K", "ffn_down": "Q6_K", "token_embd": "Q6_K", "output": "Q4_K",
+    "ffn_gate": "Q5_1", "ffn_up": "Q4_K", "ffn_down": "Q6_K", "token_embd": "Q4_K", "output": "Q6_K",
 }
 # Where a block's f16 scale (d) sits, the f16 min (dmin) where there is one, and the mean q: with
 # dmin = d · mean q, d·sc·q − dmin·m comes out roughly centred.

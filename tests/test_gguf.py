@@ -253,8 +253,8 @@ def test_k_quants_and_q5_blocks_are_kept_exactly(checkpoint, tmp_path, gguf_file
     path = write_gguf(checkpoint("llama-256"), tmp_path / "k.gguf", gguf_file, K_QUANT_TYPES)
     out = convert(path, tmp_path / "ir")
     layers = json.loads(ov.Core().read_model(out / "openvino_model.xml").get_rt_info(["ovgenai_chat", "layers"]).astype(str))
-    # u4 + zero point (Q4_K: q, ffn_up, output), u8 + zero point per 32 (Q5_K: k; Q5_1: gate),
-    # i8 per 16 (Q6_K: v, down, embedding) and per 32 (Q5_0: o)
+    # u4 with offsets (Q4_K: q, ffn_up, embedding), u8 with offsets per 32 (Q5_K: k; Q5_1: gate),
+    # i8 per 16 (Q6_K: v, down, output) and per 32 (Q5_0: o)
     assert layers == {"int4_asym_g32": 5, "int8_asym_g32": 4, "int8_sym_g16": 5, "int8_sym_g32": 2}, layers
 
     reference = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name, dtype=torch.float32)
