@@ -256,6 +256,13 @@ def test_k_quants_and_q5_blocks_are_kept_exactly(checkpoint, tmp_path, gguf_file
     # u4 with offsets (Q4_K: q, ffn_up, embedding), u8 with offsets per 32 (Q5_K: k; Q5_1: gate),
     # i8 per 16 (Q6_K: v, down, output) and per 32 (Q5_0: o)
     assert layers == {"int4_asym_g32": 5, "int8_asym_g32": 4, "int8_sym_g16": 5, "int8_sym_g32": 2}, layers
+    # Scales and offsets are stored as the file stores them (f16 d and dmin, 6- or 8-bit sc and m), so
+    # the IR spends these bits per weight (README's table): only 5- and 6-bit values take 8 bits.
+    model = ov.Core().read_model(out / "openvino_model.xml")
+    bits = {name: stored_bits_per_weight(model, f"model.layers.0.{name}") for name in
+            ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj")}
+    assert bits == {"self_attn.q_proj": 4.625, "self_attn.k_proj": 8.625, "self_attn.v_proj": 8.5625,
+                    "self_attn.o_proj": 8.5, "mlp.gate_proj": 9.0}, bits
 
     reference = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name, dtype=torch.float32)
     tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file=path.name)
@@ -290,6 +297,25 @@ def test_other_block_types_are_dequantized_then_compressed(checkpoint, tmp_path,
     offsets = [stored_constant(op.input_value(1).get_node()) for op in model.get_ordered_ops()
                if op.get_type_name() == "MatMul" and op.get_friendly_name().endswith(".offsets")]
     assert len(offsets) == 4 and {node.get_element_type().get_type_name() for node in offsets} == {"f16"}
+
+
+def stored_bits_per_weight(model, layer: str) -> float:
+    """Bits on disk per weight of a layer's MatMul weight and its offset correction: every constant
+    they are computed from (shape constants aside), over the weight's element count."""
+    matmuls = [op for op in model.get_ordered_ops() if op.get_friendly_name() in (layer, f"{layer}.offsets")]
+    weight_count = int(np.prod(matmuls[0].input_value(1).get_partial_shape().to_shape()))
+    seen, pending, total = set(), [op.input_value(1).get_node() for op in matmuls], 0
+    while pending:
+        node = pending.pop()
+        if node.get_friendly_name() in seen:
+            continue
+        seen.add(node.get_friendly_name())
+        if node.get_type_name() == "Constant":
+            if node.get_element_type() != ov.Type.i64:
+                total += int(np.prod(node.get_output_shape(0))) * node.get_element_type().bitwidth
+        else:
+            pending += [value.get_node() for value in node.input_values()]
+    return total / weight_count
 
 
 def stored_constant(node):
