@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import sys
@@ -9,6 +10,8 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
+
+from .engine import first_inference, warm_up
 
 
 class ContextError(ValueError):
@@ -90,6 +93,8 @@ class Chat:
         self.messages: list[dict] = []
         self.metrics: Metrics | None = None
         self._stop = threading.Event()
+        self._pipe_lock = threading.Lock()  # one generation at a time, the warm-up's included
+        self._warmed_up = False
 
     @property
     def system(self) -> str | None:
@@ -115,6 +120,22 @@ class Chat:
         """End the reply being generated; what it said so far stays in the history."""
         self._stop.set()
 
+    def warm_up(self) -> threading.Thread:
+        """Start the pipeline's first inference on a thread (engine.warm_up) so that the first reply
+        does not wait for it; send() waits for it to end."""
+        def run():
+            with self._pipe_lock:
+                if not self._warmed_up:
+                    try:
+                        warm_up(self.pipe)
+                    except Exception:  # the first message will meet the same failure and report it
+                        return
+                    self._warmed_up = True
+
+        thread = threading.Thread(target=run, name="ovchat-warm-up", daemon=True)
+        thread.start()
+        return thread
+
     def send(self, text: str, on_text: Callable[[str], None] | None = None) -> str:
         """The reply to `text`; `on_text` receives it piece by piece as it is generated."""
         import openvino_genai
@@ -136,7 +157,9 @@ class Chat:
                 on_text(piece)
             return openvino_genai.StreamingStatus.STOP if self._stop.is_set() else openvino_genai.StreamingStatus.RUNNING
 
-        result = self.pipe.generate(history, config, streamer)
+        with self._pipe_lock, contextlib.nullcontext() if self._warmed_up else first_inference():
+            result = self.pipe.generate(history, config, streamer)
+            self._warmed_up = True
         reply = result.texts[0]
         self.messages = [*messages, {"role": "assistant", "content": reply}]
         perf = result.perf_metrics

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import math
 import os
 import re
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -212,3 +215,75 @@ def _first_line(error: Exception) -> str:
     """OpenVINO errors carry C++ source locations over several lines; the last line says what failed."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[-1] if lines else type(error).__name__
+
+
+# --- the first inference -------------------------------------------------------------------------
+#
+# OpenVINO's CPU plugin prepares every weight matrix for its kernels on a model's first inference,
+# whatever the prompt, and int4 matrices go through a scalar reorder of ~4 ns per weight (int8 ones
+# ~0.8 ns): 10–12 s at Phi-3-mini size on two cores, against a 0.3 s decode step (benchmarks/README.md,
+# "The first inference"). Nothing outside the plugin makes it faster, so it is done before anyone waits
+# where it can be (warm_up: while the REPL waits for the first message, before the server says it is
+# ready). The plugin then holds its prepared copy and leaves the file it read the weights from — the
+# compiled-model cache blob, or openvino_model.bin — mapped, so every weight was resident twice; the
+# pages of that file are handed back to the kernel while the first inference runs and once after it.
+
+MADV_PAGEOUT = 21  # Linux 5.4+: reclaim these pages; clean file pages are simply dropped and re-read if touched
+WEIGHT_FILES = re.compile(r"/openvino_model\.bin$|\.blob$")
+
+
+def page_out_weight_files() -> int:
+    """Page out this process's read-only mappings of weight files (openvino_model.bin, cache blobs);
+    the bytes advised. Nothing is lost: a page touched again is read back from the file."""
+    if not sys.platform.startswith("linux"):
+        return 0
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    advised = 0
+    try:
+        with open("/proc/self/maps") as maps:
+            lines = maps.readlines()
+    except OSError:
+        return 0
+    for line in lines:
+        fields = line.split(maxsplit=5)  # address perms offset dev inode path
+        if len(fields) < 6 or "w" in fields[1] or not WEIGHT_FILES.search(fields[5].rstrip("\n")):
+            continue
+        start, end = (int(address, 16) for address in fields[0].split("-"))
+        if libc.madvise(start, end - start, MADV_PAGEOUT) == 0:
+            advised += end - start
+    return advised
+
+
+@contextlib.contextmanager
+def first_inference(period: float = 1.0):
+    """Around a pipeline's first inference: page the weight files out every `period` seconds while
+    it runs (each matrix's file pages are done with once the plugin has its copy) and once after."""
+    done = threading.Event()
+
+    def keep_paging_out():
+        while not done.wait(period):
+            page_out_weight_files()
+
+    pager = threading.Thread(target=keep_paging_out, name="ovchat-pageout", daemon=True)
+    pager.start()
+    try:
+        yield
+    finally:
+        done.set()
+        pager.join()
+        page_out_weight_files()
+
+
+def warm_up(pipe) -> None:
+    """Run an LLMPipeline's first inference now, on a one-word chat message: a ChatHistory, as Chat
+    sends them (after a plain-string prompt, GenAI 2026.4's stateful pipeline hung in trim_kv_cache
+    on the next ChatHistory)."""
+    import openvino_genai
+
+    history = openvino_genai.ChatHistory()
+    history.append({"role": "user", "content": "Hello"})
+    config = pipe.get_generation_config()
+    config.max_new_tokens = 1
+    with first_inference():
+        pipe.generate(history, config)

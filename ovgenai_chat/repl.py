@@ -75,6 +75,7 @@ def run(chat: Chat, verbose: bool = False) -> None:
         import readline  # noqa: F401  (line editing and history for input())
     except ImportError:
         pass
+    chat.warm_up()  # the model's first inference runs while the first message is typed
     print("Type a message; /help for commands, Ctrl-D to leave.")
     while True:
         try:

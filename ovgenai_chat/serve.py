@@ -32,8 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .chat import generation_config
-from .engine import (ModelError, Precision, check_model_dir, context_window, keep_telemetry_off, model_precision,
-                     pick_device)
+from .engine import (ModelError, Precision, check_model_dir, context_window, first_inference, keep_telemetry_off,
+                     model_precision, pick_device)
 
 log = logging.getLogger("ovchat.serve")
 MAX_TOKENS_BOUND = 1 << 20  # above any context window; keeps fuzzers from asking for 2**63 tokens
@@ -268,6 +268,11 @@ class Server:
                                                          properties=self.precision.properties)
         self.tokenizer = pipe.get_tokenizer()
         self.defaults = pipe.get_config  # a fresh copy of the model's generation config per call
+        # The model's first inference (engine.first_inference) before the server says it is ready.
+        config = self.defaults()
+        config.max_new_tokens, config.apply_chat_template = 1, False
+        with first_inference():
+            pipe.generate(["Hello"], [config])
         self.batcher = Batcher(pipe)
         log.warning("model %s ready on %s in %.1f s, %s precision", self.name, self.device,
                     time.perf_counter() - started, self.precision.describe())

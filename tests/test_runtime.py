@@ -123,6 +123,48 @@ def test_multi_turn_equals_one_generate_on_the_whole_history(converted):
     assert fresh.pipe.generate(history, config).texts[0] == second
 
 
+def test_warm_up_leaves_the_conversation_as_it_was(converted):
+    """The REPL's warm-up (the model's first inference, on a thread while the first message is typed)
+    changes no reply: the same two turns, greedy, with and without it."""
+    path = converted("smollm2", "fp32")
+    replies = []
+    for warm in (True, False):
+        chat = Chat(openvino_genai.LLMPipeline(path, "CPU", **EXACT), max_new_tokens=24)
+        if warm:
+            chat.warm_up()  # not joined: send() waits for it
+        replies.append([chat.send("Name three colours of the rainbow."), chat.send("Which of them is the warmest?")])
+    assert replies[0] == replies[1]
+
+
+def resident_bytes(path: Path) -> int:
+    """Resident bytes of this process's mappings of `path`, from /proc/self/smaps."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            if "-" in line.split(" ", 1)[0]:  # a mapping's header line
+                inside = line.rstrip("\n").endswith(str(path))
+            elif inside and line.startswith("Rss:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def test_weight_file_pages_are_handed_back(tmp_path):
+    """What keeps the weights from being resident twice after the first inference: the pages of a
+    read-only mapping of a weight file leave the process's memory, and read back unchanged."""
+    import mmap
+
+    from ovgenai_chat.engine import page_out_weight_files
+
+    path = tmp_path / "openvino_model.bin"
+    path.write_bytes(os.urandom(16 << 20))
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        pages = bytes(mapped[i] for i in range(0, len(mapped), 4096))  # touches every page
+        assert resident_bytes(path) == 16 << 20
+        assert page_out_weight_files() >= 16 << 20
+        assert resident_bytes(path) < 1 << 20
+        assert bytes(mapped[i] for i in range(0, len(mapped), 4096)) == pages
+
+
 # --- bad input -----------------------------------------------------------------------------------
 
 
