@@ -4,6 +4,11 @@ the memory-bandwidth roofline.
 
     python benchmarks/bench.py [MODEL_DIR] [--reps 3] [--prompt-lengths 32,128,512,1024] [--gen-lengths 32,128]
                                [--json FILE] [--markdown FILE] [--plot FILE.png]
+    python benchmarks/bench.py --synthetic phi-3-mini …   # a real model's shapes with random weights, offline
+
+--synthetic SHAPE (benchmarks/synthetic.py's shapes) builds, once, into the user's cache directory: a
+random-weight checkpoint of those shapes, its `ovchat convert` default int4 IR, and the same weights as an
+F16 GGUF quantized to Q4_K_M by llama.cpp itself for the llama.cpp peer; then measures them.
 
 Every measurement runs in a fresh process, the systems alternate within each repetition (so drift
 hits all alike), and every request gets a prompt of its own (so prefix caching cannot flatter TTFT).
@@ -91,6 +96,7 @@ class GenAI:
         else:
             self.pipe = openvino_genai.LLMPipeline(model_dir, device)
         self.tokenizer = self.pipe.get_tokenizer()
+        self.first_token_at = None  # time.time() of this process's first generated token
 
     def _config(self, gen: int):
         config = self.pipe.get_generation_config()
@@ -102,9 +108,10 @@ class GenAI:
         import openvino as ov
 
         ids = self.tokenizer.encode(prompt_text(length, seed), add_special_tokens=False).input_ids.data[:, :length]
-        start = time.perf_counter()
+        started_at, start = time.time(), time.perf_counter()
         perf = self.pipe.generate(ov.Tensor(np.ascontiguousarray(ids)), self._config(gen)).perf_metrics
         wall_ms = (time.perf_counter() - start) * 1000
+        self.first_token_at = self.first_token_at or started_at + perf.get_ttft().mean / 1000
         return request_row(length, perf.get_num_generated_tokens(), perf.get_ttft().mean, perf.get_tpot().mean, wall_ms)
 
     def chat(self, turns: int, gen: int) -> dict:
@@ -113,9 +120,10 @@ class GenAI:
         history = openvino_genai.ChatHistory()
         for question in QUESTIONS[:turns]:
             history.append({"role": "user", "content": question})
-            start = time.perf_counter()
+            started_at, start = time.time(), time.perf_counter()
             result = self.pipe.generate(history, self._config(gen))
             wall_ms = (time.perf_counter() - start) * 1000
+            self.first_token_at = self.first_token_at or started_at + result.perf_metrics.get_ttft().mean / 1000
             history.append({"role": "assistant", "content": result.texts[0]})
         perf = result.perf_metrics
         return request_row(perf.get_num_input_tokens(), perf.get_num_generated_tokens(), perf.get_ttft().mean,
@@ -130,6 +138,7 @@ class LlamaCpp:
 
         self.llm = Llama(model_path=gguf, n_ctx=4096, n_threads=os.cpu_count(), verbose=False)
         self.no_eos = {self.llm.token_eos(): -float("inf")}
+        self.first_token_at = None
 
     def request(self, length: int, gen: int, seed: int) -> dict:
         tokens = self.llm.tokenize(prompt_text(length, seed).encode(), add_bos=False)[:length]
@@ -139,6 +148,7 @@ class LlamaCpp:
                                                 stream=True):
             if chunk["choices"][0]["text"] or chunk["choices"][0]["finish_reason"] is None:
                 times.append(time.perf_counter())  # one per token; the closing chunk carries none
+                self.first_token_at = self.first_token_at or time.time()
         return streamed_row(length, start, times)
 
     def chat(self, turns: int, gen: int) -> dict:
@@ -152,6 +162,7 @@ class LlamaCpp:
                                                          logit_bias=self.no_eos, stream=True):
                 if content := chunk["choices"][0]["delta"].get("content"):
                     times.append(time.perf_counter())
+                    self.first_token_at = self.first_token_at or time.time()
                     pieces.append(content)
             messages.append({"role": "assistant", "content": "".join(pieces)})
         return streamed_row(self.llm.n_tokens - len(times), start, times)
@@ -168,6 +179,7 @@ class OptimumIntel:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         ov_config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "CACHE_DIR": ""}
         self.model = OVModelForCausalLM.from_pretrained(model_dir, device=plan["device"], ov_config=ov_config)
+        self.first_token_at = None
 
     def _generate(self, ids, gen: int) -> tuple[dict, list[int]]:
         class Clock:  # a streamer: generate() hands it the prompt first, then each new token
@@ -182,9 +194,10 @@ class OptimumIntel:
             def end(self):
                 pass
 
-        clock, start = Clock(), time.perf_counter()
+        clock, started_at, start = Clock(), time.time(), time.perf_counter()
         out = self.model.generate(ids, attention_mask=ids.new_ones(ids.shape), max_new_tokens=gen,
                                   min_new_tokens=gen, do_sample=False, streamer=clock)
+        self.first_token_at = self.first_token_at or started_at + (clock.times[0] - start)
         return streamed_row(ids.shape[1], start, clock.times), out[0, ids.shape[1]:].tolist()
 
     def request(self, length: int, gen: int, seed: int) -> dict:
@@ -220,6 +233,8 @@ def worker(system: str, mode: str, model_dir: str, gguf: str | None, plan: dict,
         runtime.request(*WARM_UP, seed * 1000)
         result["requests"] = [{"test": f"pp{p}+tg{g}", **runtime.request(p, g, seed * 1000 + i + 1)}
                               for i, (p, g) in enumerate(plan["sweep"])]
+    if runtime.first_token_at is not None:  # what a user waits for: the process's start to its first token
+        result["first_token_s"] = runtime.first_token_at - plan["spawned_at"]
     return {**result, "peak_rss_mb": peak_rss_mb()}
 
 
@@ -303,6 +318,9 @@ def summarize(records: list[dict], processes: list[dict], bytes_per_token: dict,
     for system in dict.fromkeys(r["system"] for r in records):
         mine = [p for p in processes if p["system"] == system]
         load = {kind: spread([p["load_s"] for p in mine if p["kind"] == kind]) for kind in ("cold", "warm")}
+        first_token = {kind: [p["first_token_s"] for p in mine if p["kind"] == kind and p["first_token_s"]]
+                       for kind in ("cold", "warm")}
+        first_token = {kind: spread(values) if values else None for kind, values in first_token.items()}
         tests = dict.fromkeys(r["test"] for r in records if r["system"] == system)
         for test in sorted(tests, key=lambda name: name.startswith("chat")):  # the sweep, then the chat
             points = [r for r in records if r["system"] == system and r["test"] == test]
@@ -311,6 +329,7 @@ def summarize(records: list[dict], processes: list[dict], bytes_per_token: dict,
             for key in ("ttft_ms", "tpot_ms", "gen_tps", "prompt_tps"):
                 row[key] = spread([p[key] for p in points])
             row["load_cold_s"], row["load_warm_s"] = load["cold"], load["warm"]
+            row["first_token_cold_s"], row["first_token_warm_s"] = first_token["cold"], first_token["warm"]
             row["peak_rss_mb"] = max(p["peak_rss_mb"] for p in mine)
             achieved = bytes_per_token[system] / (row["tpot_ms"]["median"] / 1000) / 1e9
             row["bandwidth_gbs"], row["roofline_fraction"] = achieved, achieved / bandwidth_gbs
@@ -323,18 +342,23 @@ def table(rows: list[dict], head: dict, bandwidth_gbs: float) -> str:
     def ranged(s: dict, digits: int) -> str:
         return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}–{s['max']:.{digits}f})"
 
+    def median(s: dict | None, digits: int) -> str:
+        return "–" if s is None else f"{s['median']:.{digits}f}"
+
     lines = [f"{head['cpu']} · {head['cores_used']} cores · {head['memory_gb']} GB · OpenVINO {head['openvino']} · "
              f"GenAI {head['openvino_genai']} · {head['device']} · device defaults: precision "
              f"{head['inference_precision']}, KV {head['kv_cache_precision']} · ovchat: {head['ovchat_precision']}",
              f"Model {head['model']} ({head['weights_mb']:.0f} MB of weights); memory copy bandwidth "
              f"{bandwidth_gbs:.1f} GB/s; {rows[0]['reps'] if rows else 0} repetitions", "",
-             "| system | test | TTFT ms | TPOT ms | tok/s | prompt tok/s | load cold s | load warm s | peak RSS MB | bandwidth | roofline |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| system | test | TTFT ms | TPOT ms | tok/s | prompt tok/s | load cold s | load warm s | start → 1st token cold s "
+             "| start → 1st token warm s | peak RSS MB | bandwidth | roofline |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
             f"| {r['system']} | {r['test']} | {ranged(r['ttft_ms'], 1)} | {ranged(r['tpot_ms'], 2)} | "
             f"{r['gen_tps']['median']:.1f} | {r['prompt_tps']['median']:.0f} | {r['load_cold_s']['median']:.2f} | "
-            f"{r['load_warm_s']['median']:.2f} | {r['peak_rss_mb']:.0f} | {r['bandwidth_gbs']:.1f} GB/s | "
+            f"{r['load_warm_s']['median']:.2f} | {median(r['first_token_cold_s'], 2)} | "
+            f"{median(r['first_token_warm_s'], 2)} | {r['peak_rss_mb']:.0f} | {r['bandwidth_gbs']:.1f} GB/s | "
             f"{r['roofline_fraction']:.0%} |")
     lines += ["", *ratios(rows)]
     return "\n".join(lines)
@@ -353,8 +377,12 @@ def ratios(rows: list[dict]) -> list[str]:
                 parts.append(f"{mine['test']} TTFT {mine['ttft_ms']['median'] / other['ttft_ms']['median']:.2f}× "
                              f"TPOT {mine['tpot_ms']['median'] / other['tpot_ms']['median']:.2f}×")
                 rss = mine["peak_rss_mb"] / other["peak_rss_mb"]
+                first = ""
+                if mine["first_token_warm_s"] and other["first_token_warm_s"]:
+                    ratio = mine["first_token_warm_s"]["median"] / other["first_token_warm_s"]["median"]
+                    first = f"; start → first token (warm cache) {ratio:.2f}×"
         if parts:
-            lines.append(f"ovchat / {peer}: " + "; ".join(parts) + f"; peak RSS {rss:.2f}×")
+            lines.append(f"ovchat / {peer}: " + "; ".join(parts) + first + f"; peak RSS {rss:.2f}×")
     return lines
 
 
@@ -412,6 +440,7 @@ class WorkerFailed(Exception):
 
 def run_worker(python: Path, system: str, mode: str, model_dir: Path, gguf: str | None, plan: dict, seed: int,
                cache: str) -> dict:
+    plan = {**plan, "spawned_at": time.time()}
     command = [str(python), __file__, str(model_dir), "--worker", system, mode, json.dumps(plan), str(seed)]
     if gguf:
         command += ["--gguf", gguf]
@@ -429,6 +458,8 @@ def main() -> None:
     parser.add_argument("model_dir", nargs="?", help="default: the embedded SmolLM2 model")
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--gguf", help="the GGUF llama.cpp runs (default model: its own GGUF)")
+    parser.add_argument("--synthetic", metavar="SHAPE", help="measure a random-weight model of these shapes "
+                        "(benchmarks/synthetic.py), built and cached on first use")
     parser.add_argument("--optimum-python", type=Path, default=DEFAULT_OPTIMUM_PYTHON,
                         help="an interpreter with optimum-intel, for the notebook's path")
     parser.add_argument("--device", default="auto", help="OpenVINO device for every OpenVINO system (auto: GPU if "
@@ -463,10 +494,18 @@ def main() -> None:
         device, _ = engine.pick_device(args.device, ov.Core().available_devices)
     except engine.ModelError as e:
         parser.error(str(e))
-    model_dir = Path(args.model_dir) if args.model_dir else engine.default_model_dir()
-    gguf = args.gguf
-    if gguf is None and not args.model_dir:
-        gguf = str(engine.default_gguf())
+    if args.synthetic:
+        import synthetic
+
+        if args.model_dir or args.synthetic not in synthetic.SHAPES:
+            parser.error(f"--synthetic takes one of {', '.join(synthetic.SHAPES)}, and no MODEL_DIR")
+        model_dir, built_gguf = synthetic.cached_models(args.synthetic, engine.cache_dir() / "synthetic" / args.synthetic)
+        gguf = args.gguf or (str(built_gguf) if built_gguf else None)
+    else:
+        model_dir = Path(args.model_dir) if args.model_dir else engine.default_model_dir()
+        gguf = args.gguf
+        if gguf is None and not args.model_dir:
+            gguf = str(engine.default_gguf())
     systems = []
     for system in args.systems.split(","):
         if why := available(system, gguf, args.optimum_python):
@@ -496,6 +535,7 @@ def main() -> None:
                         print(f"failed {system}: {e}", file=sys.stderr, flush=True)
                         break
                     processes.append({"system": system, "rep": rep, "kind": kind, "load_s": result["load_s"],
+                                      "first_token_s": result.get("first_token_s"),
                                       "peak_rss_mb": result["peak_rss_mb"]})
                     records += [{"system": system, "rep": rep, **r} for r in result["requests"]]
     records = [r for r in records if r["system"] not in failures]

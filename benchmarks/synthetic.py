@@ -24,21 +24,23 @@ from safetensors.numpy import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-# name → (hidden, layers, FFN, heads, KV heads): the compute shapes of the model the name says.
+# name → (hidden, layers, FFN, heads, KV heads, head dim): the compute shapes of the model the name says.
 SHAPES = {
-    "smollm2-360m": (960, 32, 2560, 15, 5),
-    "qwen2.5-0.5b": (896, 24, 4864, 14, 2),
-    "llama-3.2-1b": (2048, 16, 8192, 32, 8),
-    "smollm2-1.7b": (2048, 24, 8192, 32, 32),
-    "qwen2.5-3b": (2048, 36, 11008, 16, 2),
-    "phi-3-mini": (3072, 32, 8192, 32, 32),
+    "smollm2-360m": (960, 32, 2560, 15, 5, 64),
+    "qwen2.5-0.5b": (896, 24, 4864, 14, 2, 64),
+    "llama-3.2-1b": (2048, 16, 8192, 32, 8, 64),
+    "smollm2-1.7b": (2048, 24, 8192, 32, 32, 64),
+    "qwen2.5-3b": (2048, 36, 11008, 16, 2, 128),
+    "llama-3.2-3b": (3072, 28, 8192, 24, 8, 128),
+    "phi-3-mini": (3072, 32, 8192, 32, 32, 96),
+    "qwen3-4b": (2560, 36, 9728, 32, 8, 128),  # heads × head dim (4096) wider than hidden, as Qwen3's
+    "tiny": (64, 2, 128, 4, 2, 32),  # for the tests
 }
 VOCAB = 49152
 SHARD_BYTES = 2 << 30
 
 
-def tensors(hidden: int, layers: int, ffn: int, heads: int, kv_heads: int):
-    head_dim = hidden // heads
+def tensors(hidden: int, layers: int, ffn: int, heads: int, kv_heads: int, head_dim: int):
     yield "model.embed_tokens.weight", (VOCAB, hidden)
     for i in range(layers):
         p = f"model.layers.{i}."
@@ -69,7 +71,7 @@ def write_checkpoint(shape: str, out: Path) -> Path:
     from convert.gguf_source import read_gguf
     from ovgenai_chat.engine import default_gguf
 
-    hidden, layers, ffn, heads, kv_heads = SHAPES[shape]
+    hidden, layers, ffn, heads, kv_heads, head_dim = SHAPES[shape]
     out.mkdir(parents=True, exist_ok=False)
     shards, shard, size, weight_map = [], {}, 0, {}
 
@@ -88,13 +90,13 @@ def write_checkpoint(shape: str, out: Path) -> Path:
             flush()
     if shard:
         flush()
-    total = sum(int(np.prod(dims)) for _, dims in tensors(hidden, layers, ffn, heads, kv_heads))
+    total = sum(int(np.prod(dims)) for _, dims in tensors(*SHAPES[shape]))
     (out / "model.safetensors.index.json").write_text(json.dumps(
         {"metadata": {"total_size": 2 * total}, "weight_map": weight_map}, indent=2))
     (out / "config.json").write_text(json.dumps({
         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
         "num_hidden_layers": layers, "intermediate_size": ffn, "num_attention_heads": heads,
-        "num_key_value_heads": kv_heads, "head_dim": hidden // heads, "rms_norm_eps": 1e-5,
+        "num_key_value_heads": kv_heads, "head_dim": head_dim, "rms_norm_eps": 1e-5,
         "max_position_embeddings": 4096, "rope_theta": 10000.0, "vocab_size": VOCAB,
         "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "bfloat16",
     }, indent=2))
@@ -125,13 +127,14 @@ def write_gguf(shape: str, out: Path, quantize: str | None) -> Path:
 
     from ovgenai_chat.engine import default_gguf
 
-    hidden, layers, ffn, heads, kv_heads = SHAPES[shape]
+    hidden, layers, ffn, heads, kv_heads, head_dim = SHAPES[shape]
     writer = gguf.GGUFWriter(out, "llama")
     for key, value in ((writer.add_block_count, layers), (writer.add_context_length, 4096),
                        (writer.add_embedding_length, hidden), (writer.add_feed_forward_length, ffn),
                        (writer.add_head_count, heads), (writer.add_head_count_kv, kv_heads),
                        (writer.add_layer_norm_rms_eps, 1e-5), (writer.add_rope_freq_base, 10000.0),
-                       (writer.add_rope_dimension_count, hidden // heads), (writer.add_vocab_size, VOCAB)):
+                       (writer.add_rope_dimension_count, head_dim), (writer.add_key_length, head_dim),
+                       (writer.add_value_length, head_dim), (writer.add_vocab_size, VOCAB)):
         key(value)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
     source = gguf.GGUFReader(default_gguf())
@@ -147,14 +150,13 @@ def write_gguf(shape: str, out: Path, quantize: str | None) -> Path:
                 writer.add_bool(key, value)
             else:
                 writer.add_uint32(key, value)
-    specs = list(tensors(hidden, layers, ffn, heads, kv_heads))
+    specs = list(tensors(*SHAPES[shape]))
     for name, dims in specs:
         dtype = np.float32 if len(dims) == 1 else np.float16  # llama.cpp keeps norms in F32
         writer.add_tensor_info(gguf_name(name), dims, np.dtype(dtype), int(np.prod(dims)) * np.dtype(dtype).itemsize)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
-    head_dim = hidden // heads
     for name, value in weights(shape):
         array = value.astype(np.float32)
         if name.endswith(("q_proj.weight", "k_proj.weight")):  # rotary halves interleaved, as llama.cpp's converter does
@@ -176,6 +178,33 @@ def write_gguf(shape: str, out: Path, quantize: str | None) -> Path:
         sys.exit(f"llama.cpp could not quantize {out} to {quantize}")
     print(f"{quantized}: {quantize}, {quantized.stat().st_size / 1e9:.2f} GB")
     return quantized
+
+
+def cached_models(shape: str, cache: Path, quantize: str | None = "Q4_K_M") -> tuple[Path, Path | None]:
+    """(int4 model directory, GGUF for llama.cpp) of `shape`, built into `cache` the first time: the
+    checkpoint, `ovchat convert` of it with the default preset, the F16 GGUF of the same weights and
+    llama.cpp's `quantize` of it (None when llama-cpp-python is missing). The checkpoint and the F16
+    GGUF are deleted once what is made from them exists."""
+    import importlib.util
+    import shutil
+    import subprocess
+
+    cache.mkdir(parents=True, exist_ok=True)
+    model_dir, checkpoint = cache / "int4", cache / "checkpoint"
+    if not (model_dir / "openvino_model.xml").is_file():
+        shutil.rmtree(checkpoint, ignore_errors=True)
+        write_checkpoint(shape, checkpoint)
+        subprocess.run([sys.executable, "-m", "ovgenai_chat.cli", "convert", str(checkpoint), "-o", str(model_dir),
+                        "--force"], check=True)
+        shutil.rmtree(checkpoint)
+    if not quantize or importlib.util.find_spec("llama_cpp") is None:
+        return model_dir, None
+    quantized = cache / f"{shape}.{quantize}.gguf"
+    if not quantized.is_file():
+        f16 = cache / f"{shape}.gguf"
+        write_gguf(shape, f16, quantize)
+        f16.unlink()
+    return model_dir, quantized
 
 
 if __name__ == "__main__":

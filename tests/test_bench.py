@@ -31,6 +31,9 @@ def test_bench_runs_validates_and_skips_missing_peers(converted, tmp_path):
     for row in report["summaries"]:
         assert row["ttft_ms"]["min"] <= row["ttft_ms"]["median"] <= row["ttft_ms"]["max"]
         assert row["load_cold_s"]["median"] > 0 and row["load_warm_s"]["median"] > 0
+        # a user's wait for the first token: the process's start, the load, then the first prefill
+        assert row["first_token_cold_s"]["median"] > row["load_cold_s"]["median"]
+        assert row["first_token_warm_s"]["median"] > row["load_warm_s"]["median"]
     sweep = [r for r in report["records"] if r["test"].startswith("pp")]
     assert {(r["prompt_tokens"], r["gen_tokens"]) for r in sweep} == {(16, 8), (24, 8)}
     chat = [r for r in report["records"] if r["test"] == "chat turn 2"]
@@ -43,7 +46,7 @@ def test_bench_runs_validates_and_skips_missing_peers(converted, tmp_path):
     assert all(0.8 < r["wall_vs_metrics"] < 1.25 for r in sweep), sweep
 
     assert "| ovchat | pp16+tg8 |" in result.stdout and "memory copy bandwidth" in result.stdout
-    assert "ovchat / genai-default:" in result.stdout
+    assert "ovchat / genai-default:" in result.stdout and "start → first token (warm cache)" in result.stdout
     assert table.read_text().strip() == result.stdout.strip()
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -99,3 +102,34 @@ def test_precision_table_runs(converted, tmp_path):
     assert all(row["ttft_ms"] > 0 and row["tpot_ms"] > 0 and row["long_ttft_ms"] > 0 for row in report["rows"])
     assert report["auto"] == "accurate"
     assert result.stdout.strip().splitlines()[-1].startswith("auto on this model's CPU run: accurate (")
+
+
+def test_synthetic_checkpoint_and_gguf_hold_the_same_weights(tmp_path):
+    """benchmarks/synthetic.py at its tiny shape: `cached_models` builds the int4 model once and
+    keeps only it; the checkpoint and the F16 GGUF it writes for llama.cpp hold the same weights
+    (both imported in fp32 give the same logits)."""
+    import numpy as np
+    import openvino as ov
+
+    from convert import convert
+
+    sys.path.insert(0, str(BENCHMARKS))
+    import synthetic
+
+    model_dir, gguf = synthetic.cached_models("tiny", tmp_path / "cache", quantize=None)
+    assert (model_dir / "openvino_model.xml").is_file() and gguf is None
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["int4"]  # the checkpoint is gone
+    built = (model_dir / "openvino_model.bin").stat().st_mtime_ns
+    assert synthetic.cached_models("tiny", tmp_path / "cache", quantize=None)[0] == model_dir
+    assert (model_dir / "openvino_model.bin").stat().st_mtime_ns == built  # not built again
+
+    checkpoint = synthetic.write_checkpoint("tiny", tmp_path / "checkpoint")
+    f16 = synthetic.write_gguf("tiny", tmp_path / "tiny.gguf", None)
+    ids = np.array([[1, 504, 2891, 30, 2]])
+    logits = []
+    for source in (checkpoint, f16):
+        out = convert(source, tmp_path / f"{source.name}-fp32", weight_format="fp32")
+        compiled = ov.Core().compile_model(out / "openvino_model.xml", "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        logits.append(compiled({"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(5)[None],
+                                "beam_idx": np.zeros(1, np.int32)})["logits"])
+    assert np.abs(logits[0] - logits[1]).max() <= 1e-3 * np.abs(logits[0]).max()
