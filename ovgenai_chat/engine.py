@@ -221,8 +221,8 @@ def _first_line(error: Exception) -> str:
 #
 # OpenVINO's CPU plugin prepares every weight matrix for its kernels on a model's first inference,
 # whatever the prompt, and int4 matrices go through a scalar reorder of ~4 ns per weight (int8 ones
-# ~0.8 ns): 10–12 s at Phi-3-mini size on two cores, against a 0.3 s decode step (benchmarks/README.md,
-# "The first inference"). Nothing outside the plugin makes it faster, so it is done before anyone waits
+# 0.5–0.7 ns): 9–16 s at Phi-3-mini size on two cores, against a 0.3 s decode step (benchmarks/README.md,
+# "The first inference at real size"). Nothing outside the plugin makes it faster, so it is done before anyone waits
 # where it can be (warm_up: while the REPL waits for the first message, before the server says it is
 # ready). The plugin then holds its prepared copy and leaves the file it read the weights from — the
 # compiled-model cache blob, or openvino_model.bin — mapped, so every weight was resident twice; the
