@@ -75,7 +75,20 @@ def run(chat: Chat, verbose: bool = False) -> None:
         import readline  # noqa: F401  (line editing and history for input())
     except ImportError:
         pass
-    chat.warm_up()  # the model's first inference runs while the first message is typed
+    warming_up = chat.warm_up()  # the model's first inference runs while the first message is typed
+    try:
+        _loop(chat, verbose)
+    finally:
+        # Python must not tear itself down under a generate() still running in C++: leaving at once
+        # during the warm-up ended in SIGSEGV. A Ctrl-C meanwhile changes nothing.
+        while warming_up.is_alive():
+            try:
+                warming_up.join()
+            except KeyboardInterrupt:
+                pass
+
+
+def _loop(chat: Chat, verbose: bool) -> None:
     print("Type a message; /help for commands, Ctrl-D to leave.")
     while True:
         try:
