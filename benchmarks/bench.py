@@ -82,7 +82,17 @@ def streamed_row(prompt_tokens: int, start: float, token_times: list[float]) -> 
     return request_row(prompt_tokens, len(token_times), ttft, tpot, (token_times[-1] - start) * 1000)
 
 
-class GenAI:
+class System:
+    """What every system records beside its requests: when this process's first token came."""
+
+    first_token_at: float | None = None  # time.time()
+
+    def token_at(self, at: float) -> None:
+        if self.first_token_at is None:
+            self.first_token_at = at
+
+
+class GenAI(System):
     """LLMPipeline, with this runtime's settings (ovchat) or OpenVINO's (genai-default). Chat turns
     go in as a ChatHistory, as ovgenai_chat.Chat sends them: the pipeline reuses its KV cache."""
 
@@ -99,7 +109,6 @@ class GenAI:
         else:
             self.pipe = openvino_genai.LLMPipeline(model_dir, device)
         self.tokenizer = self.pipe.get_tokenizer()
-        self.first_token_at = None  # time.time() of this process's first generated token
 
     def _around_first(self):
         """ovchat's handling of the process's first inference (engine.first_inference), once."""
@@ -120,7 +129,7 @@ class GenAI:
         with self._around_first():
             perf = self.pipe.generate(ov.Tensor(np.ascontiguousarray(ids)), self._config(gen)).perf_metrics
         wall_ms = (time.perf_counter() - start) * 1000
-        self.first_token_at = self.first_token_at or started_at + perf.get_ttft().mean / 1000
+        self.token_at(started_at + perf.get_ttft().mean / 1000)
         return request_row(length, perf.get_num_generated_tokens(), perf.get_ttft().mean, perf.get_tpot().mean, wall_ms)
 
     def chat(self, turns: int, gen: int) -> dict:
@@ -133,14 +142,14 @@ class GenAI:
             with self._around_first():
                 result = self.pipe.generate(history, self._config(gen))
             wall_ms = (time.perf_counter() - start) * 1000
-            self.first_token_at = self.first_token_at or started_at + result.perf_metrics.get_ttft().mean / 1000
+            self.token_at(started_at + result.perf_metrics.get_ttft().mean / 1000)
             history.append({"role": "assistant", "content": result.texts[0]})
         perf = result.perf_metrics
         return request_row(perf.get_num_input_tokens(), perf.get_num_generated_tokens(), perf.get_ttft().mean,
                            perf.get_tpot().mean, wall_ms)
 
 
-class LlamaCpp:
+class LlamaCpp(System):
     """llama.cpp through llama-cpp-python, on the GGUF, with as many threads as OpenVINO uses."""
 
     def __init__(self, system: str, model_dir: str, gguf: str | None, plan: dict):
@@ -148,7 +157,6 @@ class LlamaCpp:
 
         self.llm = Llama(model_path=gguf, n_ctx=4096, n_threads=os.cpu_count(), verbose=False)
         self.no_eos = {self.llm.token_eos(): -float("inf")}
-        self.first_token_at = None
 
     def request(self, length: int, gen: int, seed: int) -> dict:
         tokens = self.llm.tokenize(prompt_text(length, seed).encode(), add_bos=False)[:length]
@@ -158,7 +166,7 @@ class LlamaCpp:
                                                 stream=True):
             if chunk["choices"][0]["text"] or chunk["choices"][0]["finish_reason"] is None:
                 times.append(time.perf_counter())  # one per token; the closing chunk carries none
-                self.first_token_at = self.first_token_at or time.time()
+                self.token_at(time.time())
         return streamed_row(length, start, times)
 
     def chat(self, turns: int, gen: int) -> dict:
@@ -172,13 +180,13 @@ class LlamaCpp:
                                                          logit_bias=self.no_eos, stream=True):
                 if content := chunk["choices"][0]["delta"].get("content"):
                     times.append(time.perf_counter())
-                    self.first_token_at = self.first_token_at or time.time()
+                    self.token_at(time.time())
                     pieces.append(content)
             messages.append({"role": "assistant", "content": "".join(pieces)})
         return streamed_row(self.llm.n_tokens - len(times), start, times)
 
 
-class OptimumIntel:
+class OptimumIntel(System):
     """The notebook's path: OVModelForCausalLM with its ov_config, generate() with torch tensors
     from the transformers tokenizer. Each chat turn sends the whole history, as the notebook does."""
 
@@ -189,7 +197,6 @@ class OptimumIntel:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         ov_config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "CACHE_DIR": ""}
         self.model = OVModelForCausalLM.from_pretrained(model_dir, device=plan["device"], ov_config=ov_config)
-        self.first_token_at = None
 
     def _generate(self, ids, gen: int) -> tuple[dict, list[int]]:
         class Clock:  # a streamer: generate() hands it the prompt first, then each new token
@@ -207,7 +214,7 @@ class OptimumIntel:
         clock, started_at, start = Clock(), time.time(), time.perf_counter()
         out = self.model.generate(ids, attention_mask=ids.new_ones(ids.shape), max_new_tokens=gen,
                                   min_new_tokens=gen, do_sample=False, streamer=clock)
-        self.first_token_at = self.first_token_at or started_at + (clock.times[0] - start)
+        self.token_at(started_at + (clock.times[0] - start))
         return streamed_row(ids.shape[1], start, clock.times), out[0, ids.shape[1]:].tolist()
 
     def request(self, length: int, gen: int, seed: int) -> dict:

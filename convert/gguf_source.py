@@ -72,15 +72,6 @@ class BlockQuantized:
     # what graph.linear multiplies the group sums of x with.
     offset: "np.ndarray | BlockQuantized | None" = None
 
-    @property
-    def scale(self) -> np.ndarray:
-        """The scale per group, f32 [rows, cols/group, 1]."""
-        product = np.float32(1)
-        for factor in self.scale_factors:
-            product = product * factor.astype(np.float32)
-        rows, groups = self.shape[0], self.shape[1] // self.group
-        return np.broadcast_to(product, (rows, product.shape[1], groups // product.shape[1], 1)).reshape(rows, groups, 1)
-
     def take_rows(self, order: np.ndarray) -> "BlockQuantized":
         offset = self.offset
         offset = None if offset is None else offset.take_rows(order) if isinstance(offset, BlockQuantized) else offset[order]

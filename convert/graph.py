@@ -36,7 +36,7 @@ def weight(array) -> ov.Output:
     if isinstance(array, ov.Output):
         return array
     if isinstance(array, BlockQuantized):
-        if array.offset is not None:
+        if has_offset(array):
             raise ValueError("GGUF blocks with an offset are used through linear() or embedding()")
         return _scaled_blocks(array)
     if array.dtype == np.float32:
@@ -49,6 +49,11 @@ def weight(array) -> ov.Output:
     else:
         raise TypeError(f"unsupported weight dtype {array.dtype}")
     return ops.convert(const, F32).output(0)
+
+
+def has_offset(w) -> bool:
+    """GGUF blocks with an offset per group (Q4_1, Q5_1, Q4_K, Q5_K): used in the "bsums" form."""
+    return isinstance(w, BlockQuantized) and w.offset is not None
 
 
 def _scaled_blocks(blocks: BlockQuantized) -> ov.Output:
@@ -97,7 +102,7 @@ def _offset_linear(x, blocks: BlockQuantized, name: str | None) -> ov.Output:
 def embedding(table, ids) -> ov.Output:
     """The table's rows for `ids`. GGUF blocks with an offset give rows of S∘Q minus each group's
     offset — the lookup's form of _offset_linear — so no fractional zero point is needed either."""
-    if not (isinstance(table, BlockQuantized) and table.offset is not None):
+    if not has_offset(table):
         return ops.gather(weight(table), ids, scalar(0), name="model.embed_tokens").output(0)
     groups = table.shape[1] // table.group
     rows = ops.gather(_scaled_blocks(table), ids, scalar(0), name="model.embed_tokens")
@@ -108,7 +113,7 @@ def embedding(table, ids) -> ov.Output:
 
 def linear(x, w, bias: np.ndarray | None = None, name: str | None = None) -> ov.Output:
     """x @ Wᵀ (+ b), W stored [out, in] as in the checkpoint (or GGUF blocks, or a tied table)."""
-    if isinstance(w, BlockQuantized) and w.offset is not None:
+    if has_offset(w):
         y = _offset_linear(x, w, name)
     else:
         y = ops.matmul(x, weight(w), transpose_a=False, transpose_b=True, name=name)
@@ -313,9 +318,9 @@ def build_model(arch, args: ModelArgs, weights: Weights, on_layer=lambda done, t
 
     embed_tokens = weights.pop("model.embed_tokens.weight")
     lm_head = weights.pop("lm_head.weight", None)
-    # A tied lm_head reads the lookup's own constant: the table is stored once.
-    has_offset = isinstance(embed_tokens, BlockQuantized) and embed_tokens.offset is not None
-    table = embed_tokens if has_offset else weight(embed_tokens)
+    # A tied lm_head reads the lookup's own constant: the table is stored once (blocks with an
+    # offset build their S∘Q twice, which OpenVINO's writer stores once).
+    table = embed_tokens if has_offset(embed_tokens) else weight(embed_tokens)
     h = embedding(table, input_ids)
     if args.embed_scale is not None:
         h = ops.multiply(h, scalar(args.embed_scale, np.float32)).output(0)
