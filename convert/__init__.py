@@ -16,7 +16,7 @@ import numpy as np
 import openvino as ov
 
 from . import graph, models
-from .compress import WEIGHT_FORMATS, compress, layer_precisions
+from .compress import WEIGHT_FORMATS, WeightCompression, layer_precisions
 from .models import UnsupportedModel
 from .sources import Checkpoint, SourceError, open_source
 from .tokenizer import TokenizerError, convert_tokenizer
@@ -87,21 +87,30 @@ def _convert_into(staging: Path, source, weight_format: str | None, group_size: 
     weight_format = weight_format or "int4"
     weights = checkpoint.weights(np.float32 if weight_format in ("fp32", "fp16") else None, dequantize=not keep_blocks)
     models.sanitize(checkpoint.config, args, weights)
+    arch = models.architecture(checkpoint.config)
+    compression = None
+    # Compression may change all weights, or only a GGUF's dequantized ones.
+    if weight_format in ("int4", "int8") and weights.to_compress != set():
+        compression = WeightCompression(weight_format, group_size, ratio, sym, weights.to_compress)
+        details = f", group {group_size}, ratio {ratio}" if weight_format == "int4" else ""
+        what = "each weight" if weights.to_compress is None else "each dequantized GGUF weight"
+        _say(f"Compressing {what} to {weight_format} as it is read ({'sym' if sym else 'asym'}{details})")
+    if compression and compression.needs_scores:
+        # A first pass over the checkpoint (on a throwaway graph) scores every candidate, so each weight
+        # can be compressed for good as the model's graph takes it.
+        with _step("Scoring each weight's sensitivity to int4") as progress:
+            scoring = checkpoint.weights(dequantize=not keep_blocks)
+            models.sanitize(checkpoint.config, args, scoring)
+            graph.build_model(arch, args, scoring, on_layer=lambda done, total: progress(f"layer {done}/{total}"),
+                              compress=compression.score)
+        compression.choose_int4()
     with _step(f"Building the {args.model_type} graph from {checkpoint.path}") as progress:
-        model = graph.build_model(models.architecture(checkpoint.config), args, weights,
-                                  on_layer=lambda done, total: progress(f"layer {done}/{total}"))
+        model = graph.build_model(arch, args, weights, on_layer=lambda done, total: progress(f"layer {done}/{total}"),
+                                  compress=compression.compress if compression else graph.keep)
     if weights:
         raise ConversionError(
             f"the checkpoint has tensors this {args.model_type} graph does not use: {', '.join(sorted(weights)[:3])}"
         )
-    # Layer names of the tensors compression may change (a GGUF's dequantized blocks), or all.
-    # (graph.build_model names each weight layer after its tensor, less ".weight").
-    only = None if weights.to_compress is None else {name.removesuffix(".weight") for name in weights.to_compress}
-    if weight_format in ("int4", "int8") and only != set():
-        details = f", group {group_size}, ratio {ratio}" if weight_format == "int4" else ""
-        what = "weights" if only is None else f"the {len(only)} dequantized GGUF weights"
-        _say(f"Compressing {what} to {weight_format} ({'sym' if sym else 'asym'}{details})")
-        model = compress(model, weight_format, group_size, ratio, sym, only)
     precisions = layer_precisions(model)
     _annotate(model, weight_format, group_size, ratio, sym, precisions)
 

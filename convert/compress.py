@@ -1,43 +1,134 @@
-"""--weight-format presets on NNCF's data-free weight compression, and what came out of it."""
+"""--weight-format presets on NNCF's data-free weight compression, applied to one weight at a time
+while the graph is built, so a conversion holds one uncompressed tensor at a time beside the
+compressed model so far instead of the whole uncompressed model (Phi-3-mini bf16: 10.2 GiB → see
+benchmarks/README.md, "Converting at real size").
+
+What NNCF decides for the whole model is decided the same way here, from the same numbers: int4
+takes the `ratio` of the decoder's projection weights (counted in weights) that NNCF's data-free
+criterion finds least sensitive, scored in a first pass over the checkpoint; the rest, the embedding
+and the lm_head go int8 asymmetric per channel. Each weight is then compressed by nncf.compress_weights
+itself, on a model of that one weight's MatMul (or Gather), so its constants and decompression chain are
+NNCF's own: tests/test_convert.py checks them byte for byte against a whole-model NNCF run.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 from collections import Counter
 
+import numpy as np
 import openvino as ov
+import openvino.opset13 as ops
 
 WEIGHT_FORMATS = ("int4", "int8", "fp16", "fp32")
 
 
-def compress(model: ov.Model, weight_format: str, group_size: int, ratio: float, sym: bool,
-             only: set[str] | None = None) -> ov.Model:
-    """int4: `ratio` of the layers (by NNCF's data-free sensitivity) in int4 with `group_size`, the
-    rest int8 asymmetric per channel, embeddings and lm_head int8; a dimension that `group_size` does
-    not divide gets the largest group size that does. int8: every layer per channel.
-    fp16/fp32 leave the model as it is (fp16 halves it when saved). `only`: the names of the
-    weight layers (MatMul / embedding Gather) to compress; None for all."""
-    if weight_format in ("fp16", "fp32"):
-        return model
+class WeightCompression:
+    """The `compress(name, tensor, role)` hook graph.build_model applies to each weight it multiplies by.
+
+    int4: `ratio` of the layers in int4 with `group_size` (a dimension that it does not divide gets the
+    largest power of two that does, down to NNCF's minimum), the rest int8 asymmetric per channel,
+    embeddings and lm_head int8. int8: every layer per channel. `only`: the names of the tensors to
+    compress (a GGUF's dequantized ones); None for all."""
+
+    def __init__(self, weight_format: str, group_size: int, ratio: float, sym: bool, only: set[str] | None = None):
+        import nncf
+
+        if weight_format not in ("int4", "int8"):
+            raise ValueError(f"NNCF compresses to int4 or int8, not {weight_format}")
+        self.nncf = nncf
+        self.weight_format, self.group_size, self.ratio, self.sym, self.only = weight_format, group_size, ratio, sym, only
+        self.min_group_size = nncf.AdvancedCompressionParameters().min_adjusted_group_size
+        self.scores: dict[str, tuple[int, float]] = {}  # name → (number of weights, NNCF's sensitivity)
+        self.int4: set[str] = set()
+
+    @property
+    def needs_scores(self) -> bool:
+        """Only a split between int4 and int8 needs every weight's sensitivity before the first is compressed."""
+        return self.weight_format == "int4" and 0 < self.ratio < 1
+
+    def _takes_int4(self, name: str, tensor, role: str) -> bool:
+        """NNCF's ratio-defining weights: the decoder's projections whose input dimension has a group size."""
+        if role != "linear" or not self._targets(name):
+            return False
+        columns = tensor.shape[1]
+        return self.group_size == -1 or columns % self.group_size == 0 or columns & -columns >= self.min_group_size
+
+    def _targets(self, name: str) -> bool:
+        return self.only is None or name in self.only
+
+    def score(self, name: str, tensor, role: str):
+        """First pass: NNCF's data-free sensitivity of each int4 candidate, 1 / (eps + the worst row's mean
+        squared int8 error), on the weight as NNCF reads it (bf16 widened to f32). The graph gets a
+        stand-in of the weight's shape."""
+        if not self._takes_int4(name, tensor, role):
+            return tensor
+        from nncf.quantization.algorithms.weight_compression.config import WeightCompressionConfig
+        from nncf.quantization.algorithms.weight_compression.weight_lowering import get_integer_quantization_error
+        from nncf.tensor import Tensor
+
+        weight = Tensor(np.asarray(tensor, np.float32) if tensor.dtype.name == "bfloat16" else tensor)
+        error = get_integer_quantization_error(weight, (1,), WeightCompressionConfig(), "max_mean")
+        self.scores[name] = (tensor.size, 1 / (error + np.finfo(weight.data.dtype).eps))
+        return ops.broadcast(ops.constant(np.float32(0)), ops.constant(np.array(tensor.shape, np.int64))).output(0)
+
+    def choose_int4(self) -> None:
+        """NNCF's mixed-precision rule: in ascending order of sensitivity, weights go int4 while the int4
+        share of the candidates' weights stays below `ratio` (ties keep the graph's order)."""
+        total = sum(size for size, _ in self.scores.values())
+        in_int4 = 0
+        for name, (size, _) in sorted(self.scores.items(), key=lambda item: item[1][1]):
+            if (in_int4 + size) / total >= self.ratio:
+                break
+            self.int4.add(name)
+            in_int4 += size
+
+    def compress(self, name: str, tensor, role: str):
+        """Second pass: the weight's compressed form (an ov.Output of NNCF's decompression chain), or the
+        tensor as it is when it is not compressed."""
+        nncf = self.nncf
+        if not self._targets(name):
+            return tensor
+        options = {}
+        if self.weight_format == "int8":
+            options["mode"] = nncf.CompressWeightsMode.INT8_SYM if self.sym else nncf.CompressWeightsMode.INT8_ASYM
+        elif name in self.int4 or (self.ratio >= 1 and self._takes_int4(name, tensor, role)):
+            options.update(
+                mode=nncf.CompressWeightsMode.INT4_SYM if self.sym else nncf.CompressWeightsMode.INT4_ASYM,
+                group_size=self.group_size, ratio=1.0, all_layers=True,
+                advanced_parameters=nncf.AdvancedCompressionParameters(
+                    group_size_fallback_mode=nncf.GroupSizeFallbackMode.ADJUST))
+        else:
+            options["mode"] = nncf.CompressWeightsMode.INT8_ASYM  # NNCF's backup precision
+        return _compressed_by_nncf(tensor, role, options)
+
+
+def _compressed_by_nncf(tensor, role: str, options: dict) -> ov.Output:
+    """nncf.compress_weights on a model of this one weight's use; returns its decompression chain."""
     import nncf
 
-    ignored = nncf.IgnoredScope()
-    if only is not None:
-        ignored = nncf.IgnoredScope(names=[name for name in weight_layers(model, offsets=True) if name not in only])
+    from .graph import weight
 
-    if weight_format == "int8":
-        mode = nncf.CompressWeightsMode.INT8_SYM if sym else nncf.CompressWeightsMode.INT8_ASYM
-        return nncf.compress_weights(model, mode=mode, ignored_scope=ignored)
-    mode = nncf.CompressWeightsMode.INT4_SYM if sym else nncf.CompressWeightsMode.INT4_ASYM
-    return nncf.compress_weights(
-        model,
-        mode=mode,
-        group_size=group_size,
-        ratio=ratio,
-        ignored_scope=ignored,
-        advanced_parameters=nncf.AdvancedCompressionParameters(
-            group_size_fallback_mode=nncf.GroupSizeFallbackMode.ADJUST
-        ),
-    )
+    constant = weight(tensor)
+    if role == "embedding":
+        source = ops.parameter([-1, -1], np.int64)
+        use = ops.gather(constant, source, ops.constant(np.int64(0)))
+    else:
+        source = ops.parameter([-1, tensor.shape[1]], np.float32)
+        use = ops.matmul(source, constant, transpose_a=False, transpose_b=True)
+    with _quiet(nncf):
+        nncf.compress_weights(ov.Model([ops.result(use)], [source]), **options)
+    return use.input_value(0 if role == "embedding" else 1)
+
+
+@contextlib.contextmanager
+def _quiet(nncf):
+    """NNCF prints a progress bar and a precision table per call, to stdout; convert prints its own summary."""
+    nncf.set_log_level(logging.WARNING)
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
 
 
 def _stored_constant(node: ov.Node) -> str:
@@ -65,12 +156,12 @@ def _weight_precision(node: ov.Node) -> str:
     return element
 
 
-def weight_layers(model: ov.Model, offsets: bool = False) -> dict[str, ov.Node]:
-    """Name → weight input of each MatMul and of the embedding Gather; with `offsets`, also the
-    offset corrections of GGUF blocks (graph._offset_linear's), which are part of their layer."""
+def weight_layers(model: ov.Model) -> dict[str, ov.Node]:
+    """Name → weight input of each MatMul and of the embedding Gather (GGUF blocks' offset corrections,
+    graph._offset_linear's, are part of their layer and not counted)."""
     layers = {}
     for op in model.get_ordered_ops():
-        if op.get_type_name() == "MatMul" and (offsets or not op.get_friendly_name().endswith(".offsets")):
+        if op.get_type_name() == "MatMul" and not op.get_friendly_name().endswith(".offsets"):
             layers[op.get_friendly_name()] = op.input_value(1).get_node()
         elif op.get_type_name() == "Gather" and op.get_friendly_name() == "model.embed_tokens":
             layers[op.get_friendly_name()] = op.input_value(0).get_node()

@@ -287,11 +287,17 @@ def gated_mlp(x, w: "LayerWeights", activation: str = "silu") -> ov.Output:
     return w.linear(ops.multiply(gate, w.linear(x, "mlp.up_proj")), "mlp.down_proj")
 
 
-class LayerWeights:
-    """One decoder layer's tensors, taken (removed) from the checkpoint as the graph uses them."""
+def keep(name: str, tensor, role: str):
+    """The `compress` hook that leaves every weight as it is stored."""
+    return tensor
 
-    def __init__(self, weights: Weights, layer: int):
-        self.weights, self.layer = weights, layer
+
+class LayerWeights:
+    """One decoder layer's tensors, taken (removed) from the checkpoint as the graph uses them; each
+    projection weight passes through `compress` on its way in."""
+
+    def __init__(self, weights: Weights, layer: int, compress=keep):
+        self.weights, self.layer, self.compress = weights, layer, compress
 
     def _key(self, name: str) -> str:
         return f"model.layers.{self.layer}.{name}"
@@ -302,34 +308,37 @@ class LayerWeights:
     def linear(self, x, name: str) -> ov.Output:
         """The layer's projection `name`, with its bias when the checkpoint has one (qwen2)."""
         bias = self.weights.pop(self._key(f"{name}.bias"), None)
-        return linear(x, self[f"{name}.weight"], bias, name=self._key(name))
+        key = self._key(f"{name}.weight")
+        return linear(x, self.compress(key, self.weights.pop(key), "linear"), bias, name=self._key(name))
 
 
-def build_model(arch, args: ModelArgs, weights: Weights, on_layer=lambda done, total: None) -> ov.Model:
+def build_model(arch, args: ModelArgs, weights: Weights, on_layer=lambda done, total: None, compress=keep) -> ov.Model:
     """The whole decoder: the embedding (scaled by args.embed_scale where the architecture says so),
     `arch.decoder_layer` for each layer, the final norm, the output projection (scaled by
-    args.logits_scale, soft-capped by args.final_logit_softcapping where the architecture says so). Each tensor is taken from `weights` (llama names) as it
-    is used; `on_layer(done, total)` follows the progress."""
+    args.logits_scale, soft-capped by args.final_logit_softcapping where the architecture says so).
+    Each tensor is taken from `weights` (llama names) as it is used; `on_layer(done, total)` follows
+    the progress. Every weight the model multiplies by goes through `compress(name, tensor, role)`,
+    role "embedding", "linear" or "lm_head", which returns it or an ov.Output that computes it."""
     input_ids = ops.parameter([-1, -1], np.int64, name="input_ids")
     attention_mask = ops.parameter([-1, -1], np.int64, name="attention_mask")
     position_ids = ops.parameter([-1, -1], np.int64, name="position_ids")
     beam_idx = ops.parameter([-1], np.int32, name="beam_idx")
     ctx = Context(input_ids, attention_mask, position_ids, beam_idx)
 
-    embed_tokens = weights.pop("model.embed_tokens.weight")
-    lm_head = weights.pop("lm_head.weight", None)
+    table = compress("model.embed_tokens.weight", weights.pop("model.embed_tokens.weight"), "embedding")
     # A tied lm_head reads the lookup's own constant: the table is stored once (blocks with an
     # offset build their S∘Q twice, which OpenVINO's writer stores once).
-    table = embed_tokens if has_offset(embed_tokens) else weight(embed_tokens)
+    table = table if has_offset(table) else weight(table)
     h = embedding(table, input_ids)
     if args.embed_scale is not None:
         h = ops.multiply(h, scalar(args.embed_scale, np.float32)).output(0)
     for i in range(args.num_hidden_layers):
-        h = arch.decoder_layer(h, LayerWeights(weights, i), args, ctx)
+        h = arch.decoder_layer(h, LayerWeights(weights, i, compress), args, ctx)
         on_layer(i + 1, args.num_hidden_layers)
     h = rms_norm(h, weights.pop("model.norm.weight"), args.rms_norm_eps, args.norm_plus_one)
 
-    logits = linear(h, table if lm_head is None else lm_head, name="lm_head")
+    lm_head = weights.pop("lm_head.weight", None)
+    logits = linear(h, table if lm_head is None else compress("lm_head.weight", lm_head, "lm_head"), name="lm_head")
     if args.logits_scale is not None:
         logits = ops.multiply(logits, scalar(args.logits_scale, np.float32)).output(0)
     if args.final_logit_softcapping:
