@@ -68,10 +68,11 @@ class WeightCompression:
         from nncf.quantization.algorithms.weight_compression.config import WeightCompressionConfig
         from nncf.quantization.algorithms.weight_compression.weight_lowering import get_integer_quantization_error
         from nncf.tensor import Tensor
+        from nncf.tensor import functions as fns
 
         weight = Tensor(np.asarray(tensor, np.float32) if tensor.dtype.name == "bfloat16" else tensor)
         error = get_integer_quantization_error(weight, (1,), WeightCompressionConfig(), "max_mean")
-        self.scores[name] = (tensor.size, 1 / (error + np.finfo(weight.data.dtype).eps))
+        self.scores[name] = (tensor.size, 1 / (error + fns.finfo(weight).eps))
         return ops.broadcast(ops.constant(np.float32(0)), ops.constant(np.array(tensor.shape, np.int64))).output(0)
 
     def choose_int4(self) -> None:

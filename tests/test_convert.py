@@ -60,6 +60,56 @@ def test_int4_directory_describes_itself(converted, checkpoint):
     assert (out / "openvino_model.bin").stat().st_size < fp32 / 4
 
 
+def whole_model_nncf(source: Path, weight_format: str, sym: bool) -> ov.Model:
+    """The reference: the uncompressed graph of `source`, compressed all at once by nncf.compress_weights
+    with the presets' parameters, as optimum-cli does (and as convert did before it streamed)."""
+    import nncf
+
+    from convert import graph, models
+    from convert.sources import open_source
+
+    source = open_source(source)
+    args = models.model_args(source.config)
+    weights = source.weights()
+    models.sanitize(source.config, args, weights)
+    model = graph.build_model(models.architecture(source.config), args, weights)
+    if weight_format == "int8":
+        mode = nncf.CompressWeightsMode.INT8_SYM if sym else nncf.CompressWeightsMode.INT8_ASYM
+        return nncf.compress_weights(model, mode=mode)
+    return nncf.compress_weights(
+        model, mode=nncf.CompressWeightsMode.INT4_SYM if sym else nncf.CompressWeightsMode.INT4_ASYM, group_size=128,
+        ratio=0.6, advanced_parameters=nncf.AdvancedCompressionParameters(
+            group_size_fallback_mode=nncf.GroupSizeFallbackMode.ADJUST))
+
+
+@pytest.mark.parametrize("name, weight_format, sym", [
+    ("smollm2", "int4", True),  # tied embedding, groups of 64 where 128 does not divide 576
+    ("qwen2-bias-fp16-sharded", "int4", False),  # f16 weights, biases, two shards
+    ("phi3", "int4", True),  # bf16, fused qkv and gate_up split into bands, own lm_head
+    ("llama-bf16-llama3-rope", "int8", False),
+])
+def test_compressing_weight_by_weight_stores_what_whole_model_nncf_stores(converted, checkpoint, tmp_path, name,
+                                                                            weight_format, sym):
+    """convert compresses one weight at a time as it reads it; its IR must hold the very bytes NNCF
+    writes compressing the whole model at once: the same int4/int8 split by sensitivity, the same
+    group sizes, scales and zero points."""
+    from convert import convert
+    from convert.compress import layer_precisions
+
+    if name == "smollm2":
+        streamed = converted(name, weight_format)
+    else:
+        streamed = convert(checkpoint(name), tmp_path / "streamed", weight_format=weight_format, sym=sym)
+    reference = whole_model_nncf(checkpoint(name), weight_format, sym)
+    ov.save_model(reference, tmp_path / "reference.xml")
+
+    precisions = layer_precisions(ov.Core().read_model(streamed / "openvino_model.xml"))
+    assert precisions == layer_precisions(reference)
+    if weight_format == "int4":
+        assert any(p.startswith("int4") for p in precisions) and any(p.startswith("int8") for p in precisions)
+    assert (streamed / "openvino_model.bin").read_bytes() == (tmp_path / "reference.bin").read_bytes()
+
+
 @pytest.mark.parametrize("weight_format", ["int8", "fp16"])
 def test_reference_formats_run_in_llmpipeline(converted, weight_format):
     assert "Paris" in ask(converted("smollm2", weight_format), "What is the capital of France?")
