@@ -260,7 +260,7 @@ def test_interrupted_conversion_leaves_nothing(tmp_path, checkpoint, signum):
         stderr = ""
         for line in process.stderr:  # interrupt in the slowest step, with the staging directory full
             stderr += line
-            if line.startswith("Compressing weights"):
+            if line.startswith("Compressing each weight"):
                 break
         time.sleep(1)
         assert [p for p in tmp_path.iterdir() if p.name.startswith(".out.partial-")]

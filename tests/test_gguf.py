@@ -284,7 +284,7 @@ def test_other_block_types_are_dequantized_then_compressed(checkpoint, tmp_path,
     assert result.returncode == 0, result.stderr
     assert ("Dequantizing the block types the CPU cannot compute with as they are: "
             "Q2_K (2: blk.0.ffn_down.weight, blk.1.ffn_down.weight)") in result.stderr
-    assert "Compressing the 2 dequantized GGUF weights to int4" in result.stderr
+    assert "Compressing each dequantized GGUF weight to int4" in result.stderr
     layers = json.loads(ov.Core().read_model(out / "openvino_model.xml").get_rt_info(["ovgenai_chat", "layers"]).astype(str))
     # The two Q2_K down projections went through NNCF (int4, or its int8 backup); the BF16 ones of
     # BLOCK_TYPES are now Q2_K, the F16 output projections stay F16.
