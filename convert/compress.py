@@ -77,7 +77,8 @@ class WeightCompression:
 
     def choose_int4(self) -> None:
         """NNCF's mixed-precision rule: in ascending order of sensitivity, weights go int4 while the int4
-        share of the candidates' weights stays below `ratio` (ties keep the graph's order)."""
+        share of the candidates' weights stays below `ratio`. Equal scores (only identical weights give them)
+        keep the order the graph reads them in, where NNCF keeps its own graph's topological order."""
         total = sum(size for size, _ in self.scores.values())
         in_int4 = 0
         for name, (size, _) in sorted(self.scores.items(), key=lambda item: item[1][1]):
@@ -127,9 +128,15 @@ def _compressed_by_nncf(tensor, role: str, options: dict) -> ov.Output:
 @contextlib.contextmanager
 def _quiet(nncf):
     """NNCF prints a progress bar and a precision table per call, to stdout; convert prints its own summary."""
+    from nncf.common.logging import nncf_logger
+
+    level = nncf_logger.level
     nncf.set_log_level(logging.WARNING)
-    with contextlib.redirect_stdout(io.StringIO()):
-        yield
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        nncf.set_log_level(level)
 
 
 def _stored_constant(node: ov.Node) -> str:
