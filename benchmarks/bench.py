@@ -156,7 +156,6 @@ class LlamaCpp(System):
         from llama_cpp import Llama
 
         self.llm = Llama(model_path=gguf, n_ctx=4096, n_threads=os.cpu_count(), verbose=False)
-        self.no_eos = {self.llm.token_eos(): -float("inf")}
 
     def _without_eos(self, input_ids, scores):
         scores[self.llm.token_eos()] = -float("inf")
@@ -184,7 +183,7 @@ class LlamaCpp(System):
             messages.append({"role": "user", "content": question})
             times, pieces, start = [], [], time.perf_counter()
             for chunk in self.llm.create_chat_completion(messages, max_tokens=gen, temperature=0.0,
-                                                         logit_bias=self.no_eos, stream=True):
+                                                         logits_processor=[self._without_eos], stream=True):
                 if content := chunk["choices"][0]["delta"].get("content"):
                     times.append(time.perf_counter())
                     self.token_at(time.time())

@@ -85,8 +85,13 @@ def _convert_into(staging: Path, source, weight_format: str | None, group_size: 
             f"{kind} ({len(names)}: {', '.join(sorted(set(names))[:2])}{', …' if len(names) > 2 else ''})"
             for kind, names in sorted(unkept.items())))
     weight_format = weight_format or "int4"
-    weights = checkpoint.weights(np.float32 if weight_format in ("fp32", "fp16") else None, dequantize=not keep_blocks)
-    models.sanitize(checkpoint.config, args, weights)
+
+    def read_weights(dtype=None):
+        weights = checkpoint.weights(dtype, dequantize=not keep_blocks)
+        models.sanitize(checkpoint.config, args, weights)
+        return weights
+
+    weights = read_weights(np.float32 if weight_format in ("fp32", "fp16") else None)
     arch = models.architecture(checkpoint.config)
     compression = None
     # Compression may change all weights, or only a GGUF's dequantized ones.
@@ -99,9 +104,7 @@ def _convert_into(staging: Path, source, weight_format: str | None, group_size: 
         # A first pass over the checkpoint (on a throwaway graph) scores every candidate, so each weight
         # can be compressed for good as the model's graph takes it.
         with _step("Scoring each weight's sensitivity to int4") as progress:
-            scoring = checkpoint.weights(dequantize=not keep_blocks)
-            models.sanitize(checkpoint.config, args, scoring)
-            graph.build_model(arch, args, scoring, on_layer=lambda done, total: progress(f"layer {done}/{total}"),
+            graph.build_model(arch, args, read_weights(), on_layer=lambda done, total: progress(f"layer {done}/{total}"),
                               compress=compression.score)
         compression.choose_int4()
     with _step(f"Building the {args.model_type} graph from {checkpoint.path}") as progress:

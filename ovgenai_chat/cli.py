@@ -152,7 +152,7 @@ def serve(model_dir, host, port, api_key, device, precision, kv_cache_gb, max_ba
 
 # glibc's malloc asks for transparent huge pages for its large buffers: NNCF's OpenVINO kernels write
 # each weight's results into fresh buffers, and faulting them in 4 KiB at a time cost a quarter of a
-# Phi-3-mini conversion (84 → 63 s, benchmarks/README.md "Converting at real size").
+# Phi-3-mini conversion (84 → 65 s, benchmarks/README.md "Converting at real size").
 HUGE_PAGES = "glibc.malloc.hugetlb=1"
 
 
