@@ -21,8 +21,24 @@ def _fail(message: str, code: int = 1):
     sys.exit(code)
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
+def _interrupt_on_signals():
+    """Ctrl-C and SIGTERM unwind the conversion, so its staging directory is removed. They are blocked in
+    every thread (threads OpenVINO starts later inherit that) and taken by one watcher, which interrupts
+    the main thread: delivered to a thread running OpenVINO's C++ code (writing the model, building or
+    compressing it) they crashed the process with SIGSEGV. SIGINT's handler is set explicitly because a
+    process started in the background inherits it ignored."""
+    import _thread
+    import threading
+
+    signals = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # what interrupt_main raises through
+
+    def watch():
+        signal.sigwait(signals)
+        _thread.interrupt_main()
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 @click.group()
@@ -105,14 +121,11 @@ def _stdin_messages():
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 def convert(source, out, weight_format, group_size, ratio, sym, force):
     """Convert a Hugging Face checkpoint (directory or hub id) into an OpenVINO model directory."""
+    _interrupt_on_signals()
     try:
         from convert import ConversionError, convert as run_conversion
     except ImportError as e:
         _fail(f"conversion needs the convert extra ({e.name} is missing): pip install \"ovgenai-chat[convert]\"")
-    # Ctrl-C and SIGTERM unwind the conversion, so its staging directory is removed. SIGINT is
-    # set explicitly because a process started in the background inherits it ignored.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _interrupt)
     try:
         path = run_conversion(source, out, weight_format, group_size, ratio, sym, force)
     except ConversionError as e:
