@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import sys
 import click
 
 from .engine import ACCURATE_UP_TO_PARAMETERS, PRECISIONS
+from .evaluate import DEFAULT_CONTEXT, DEFAULT_MAX_TOKENS
 
 PRECISION_HELP = (f"accurate: f32 activations and KV cache, the reference model's replies; fast: the device's defaults "
                   f"(bf16, u8 KV cache, int8 activations on a CPU); auto: accurate for models up to "
@@ -161,6 +163,48 @@ def serve(model_dir, host, port, api_key, device, precision, kv_cache_gb, max_ba
                    precision)
     except ModelError as e:
         _fail(str(e))
+
+
+@main.command("eval")
+@click.argument("model_dir", type=click.Path(file_okay=False), required=False)
+@click.option("--reference", "reference_dir", type=click.Path(file_okay=False),
+              help="A model directory of the same tokenizer (say, the fp32 conversion) to measure against.")
+@click.option("--text", type=click.Path(dir_okay=False), help="UTF-8 text to score  [default: the shipped eval.txt]")
+@click.option("--max-tokens", type=click.IntRange(2), default=DEFAULT_MAX_TOKENS, show_default=True,
+              help="Read at most this many tokens of the text.")
+@click.option("--all", "whole_text", is_flag=True, help="Read the whole text, however long.")
+@click.option("--context", type=click.IntRange(2), help=f"Window in tokens  [default: the model's, at most {DEFAULT_CONTEXT}]")
+@click.option("--device", default="CPU", show_default=True, help="CPU, GPU, GPU.1…, or auto.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True, help=PRECISION_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
+def evaluate(model_dir, reference_dir, text, max_tokens, whole_text, context, device, precision, as_json):
+    """Perplexity of the model in MODEL_DIR (default: SmolLM2-135M-Instruct) on a text and, with --reference,
+    the KL divergence and top-1 agreement of its next-token distributions against the reference's."""
+    from .engine import ModelError, default_model_dir
+    from .evaluate import EvaluationError, evaluate as run_evaluation, read_text
+
+    bar = None
+
+    def progress(scored, total):
+        nonlocal bar  # the bar starts with the first window: what could be refused has been
+        if bar is None:
+            bar = stack.enter_context(click.progressbar(length=total, label="Scoring", file=sys.stderr))
+        bar.update(scored)
+
+    try:
+        with contextlib.ExitStack() as stack:
+            result = run_evaluation(model_dir or default_model_dir(), read_text(text), reference_dir, context,
+                                    None if whole_text else max_tokens, device, precision, progress)
+    except (ModelError, EvaluationError) as e:
+        _fail(str(e))
+    if as_json:
+        click.echo(json.dumps(result.as_dict()))
+        return
+    click.echo(f"Perplexity {result.perplexity:.4f} over {result.tokens} tokens (windows of {result.context}, "
+               f"{result.precision} precision) in {result.seconds:.1f} s")
+    if result.kl_divergence is not None:
+        click.echo(f"Reference perplexity {result.reference_perplexity:.4f}; KL divergence {result.kl_divergence:.6f} "
+                   f"nats per token; top-1 agreement {100 * result.top1_agreement:.2f}%")
 
 
 # glibc's malloc asks for transparent huge pages for its large buffers: NNCF's OpenVINO kernels write
