@@ -16,13 +16,14 @@ import numpy as np
 import openvino as ov
 
 from . import graph, models
+from .calibration import CalibrationError, DataAware, compress_with_data
 from .compress import WEIGHT_FORMATS, WeightCompression, layer_precisions
 from .models import UnsupportedModel
 from .sources import Checkpoint, SourceError, open_source
 from .tokenizer import TokenizerError, convert_tokenizer
 from .write import OutputExists, check_target, staged_directory
 
-__all__ = ["convert", "ConversionError", "WEIGHT_FORMATS"]
+__all__ = ["convert", "ConversionError", "DataAware", "WEIGHT_FORMATS"]
 
 
 class ConversionError(Exception):
@@ -37,6 +38,7 @@ def convert(
     ratio: float = 0.6,
     sym: bool | None = None,
     force: bool = False,
+    data_aware: DataAware | None = None,
 ) -> Path:
     """Convert SOURCE (checkpoint directory, hub id or .gguf file) into the model directory OUT;
     returns OUT.
@@ -46,6 +48,8 @@ def convert(
 
     `sym` defaults to symmetric for int4 (the notebook's --sym) and asymmetric for int8 (as
     optimum-cli does): int8_sym per channel garbles small models such as SmolLM2-135M.
+
+    `data_aware` asks for NNCF's AWQ / scale estimation / GPTQ (int4 only), calibrated on a text.
     Raises ConversionError with a one-line message for anything the user can fix."""
     if weight_format is not None and weight_format not in WEIGHT_FORMATS:
         raise ConversionError(f"weight format {weight_format!r} is not one of {', '.join(WEIGHT_FORMATS)}")
@@ -55,12 +59,19 @@ def convert(
         raise ConversionError(f"group size must be positive (or -1 for per-channel), not {group_size}")
     if sym is None:
         sym = weight_format in ("int4", None)
+    if data_aware is not None:
+        if not data_aware.algorithms:
+            raise ConversionError("a calibration dataset is for --awq, --scale-estimation or --gptq; ask for one")
+        if weight_format not in ("int4", None):
+            raise ConversionError(f"{data_aware.describe()} choose int4 scales; they do not apply to {weight_format}")
+        if data_aware.num_samples < 1:
+            raise ConversionError(f"--num-samples must be at least 1, not {data_aware.num_samples}")
     out = Path(out).expanduser()
     try:
         check_target(out, force)
         with staged_directory(out, force) as staging:
-            _convert_into(staging, source, weight_format, group_size, ratio, sym)
-    except (SourceError, UnsupportedModel, TokenizerError, OutputExists) as e:
+            _convert_into(staging, source, weight_format, group_size, ratio, sym, data_aware)
+    except (SourceError, UnsupportedModel, TokenizerError, OutputExists, CalibrationError) as e:
         raise ConversionError(str(e)) from None
     except KeyError as e:
         raise ConversionError(f"the checkpoint does not match its config: {e.args[0]}") from None
@@ -69,7 +80,8 @@ def convert(
     return out
 
 
-def _convert_into(staging: Path, source, weight_format: str | None, group_size: int, ratio: float, sym: bool) -> None:
+def _convert_into(staging: Path, source, weight_format: str | None, group_size: int, ratio: float, sym: bool,
+                  data_aware: DataAware | None) -> None:
     checkpoint = open_source(source)
     args = models.model_args(checkpoint.config)
     checkpoint.check_weights()
@@ -93,23 +105,19 @@ def _convert_into(staging: Path, source, weight_format: str | None, group_size: 
 
     weights = read_weights(np.float32 if weight_format in ("fp32", "fp16") else None)
     arch = models.architecture(checkpoint.config)
-    compression = None
-    # Compression may change all weights, or only a GGUF's dequantized ones.
-    if weight_format in ("int4", "int8") and weights.to_compress != set():
-        compression = WeightCompression(weight_format, group_size, ratio, sym, weights.to_compress)
-        details = f", group {group_size}, ratio {ratio}" if weight_format == "int4" else ""
-        what = "each weight" if weights.to_compress is None else "each dequantized GGUF weight"
-        _say(f"Compressing {what} to {weight_format} as it is read ({'sym' if sym else 'asym'}{details})")
-    if compression and compression.needs_scores:
-        # A first pass over the checkpoint (on a throwaway graph) scores every candidate, so each weight
-        # can be compressed for good as the model's graph takes it.
-        with _step("Scoring each weight's sensitivity to int4") as progress:
-            graph.build_model(arch, args, read_weights(), on_layer=lambda done, total: progress(f"layer {done}/{total}"),
-                              compress=compression.score)
-        compression.choose_int4()
-    with _step(f"Building the {args.model_type} graph from {checkpoint.path}") as progress:
-        model = graph.build_model(arch, args, weights, on_layer=lambda done, total: progress(f"layer {done}/{total}"),
-                                  compress=compression.compress if compression else graph.keep)
+    if data_aware:
+        if weights.to_compress is not None:
+            raise CalibrationError(f"{data_aware.describe()} need full-precision weights, and a GGUF's blocks are "
+                                   "already quantized: add --weight-format int4 to dequantize and re-compress them all")
+        with _step(f"Building the {args.model_type} graph from {checkpoint.path}") as progress:
+            model = graph.build_model(arch, args, weights, on_layer=lambda done, total: progress(f"layer {done}/{total}"))
+        _say(f"Compressing the whole model to int4 with {data_aware.describe()} ({'sym' if sym else 'asym'}, "
+             f"group {group_size}, ratio {ratio})")
+        model, how = compress_with_data(model, hf_tokenizer, data_aware, group_size, ratio, sym)
+        _say(f"Compressed with {how}")
+    else:
+        model = _build_compressed_as_read(arch, args, checkpoint, read_weights, weights, weight_format, group_size,
+                                          ratio, sym)
     if weights:
         raise ConversionError(
             f"the checkpoint has tensors this {args.model_type} graph does not use: {', '.join(sorted(weights)[:3])}"
@@ -129,6 +137,28 @@ def _convert_into(staging: Path, source, weight_format: str | None, group_size: 
     size = sum(f.stat().st_size for f in staging.iterdir())
     layers = ", ".join(f"{count} {precision}" for precision, count in sorted(precisions.items()))
     _say(f"Weight layers: {layers}. Size on disk: {size / 2**20:.1f} MiB")
+
+
+def _build_compressed_as_read(arch, args, checkpoint, read_weights, weights, weight_format, group_size, ratio,
+                              sym) -> ov.Model:
+    """The model's graph with each weight compressed as it is read (compress.py): all of them, or only a
+    GGUF's dequantized ones."""
+    compression = None
+    if weight_format in ("int4", "int8") and weights.to_compress != set():
+        compression = WeightCompression(weight_format, group_size, ratio, sym, weights.to_compress)
+        details = f", group {group_size}, ratio {ratio}" if weight_format == "int4" else ""
+        what = "each weight" if weights.to_compress is None else "each dequantized GGUF weight"
+        _say(f"Compressing {what} to {weight_format} as it is read ({'sym' if sym else 'asym'}{details})")
+    if compression and compression.needs_scores:
+        # A first pass over the checkpoint (on a throwaway graph) scores every candidate, so each weight
+        # can be compressed for good as the model's graph takes it.
+        with _step("Scoring each weight's sensitivity to int4") as progress:
+            graph.build_model(arch, args, read_weights(), on_layer=lambda done, total: progress(f"layer {done}/{total}"),
+                              compress=compression.score)
+        compression.choose_int4()
+    with _step(f"Building the {args.model_type} graph from {checkpoint.path}") as progress:
+        return graph.build_model(arch, args, weights, on_layer=lambda done, total: progress(f"layer {done}/{total}"),
+                                 compress=compression.compress if compression else graph.keep)
 
 
 def _annotate(model: ov.Model, weight_format, group_size, ratio, sym, precisions) -> None:

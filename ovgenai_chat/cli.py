@@ -121,15 +121,25 @@ def _stdin_messages():
               help="Share of layers in int4; the rest int8.")
 @click.option("--sym/--asym", default=None, help="Symmetric or asymmetric quantization.  [default: sym for int4, asym for int8]")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
-def convert(source, out, weight_format, group_size, ratio, sym, force):
-    """Convert a Hugging Face checkpoint (directory or hub id) into an OpenVINO model directory."""
+@click.option("--awq", is_flag=True, help="Data-aware int4: AWQ (activation-aware scales), calibrated on a text.")
+@click.option("--scale-estimation", is_flag=True, help="Data-aware int4: scale estimation, calibrated on a text.")
+@click.option("--gptq", is_flag=True, help="Data-aware int4: GPTQ, calibrated on a text.")
+@click.option("--dataset", type=click.Path(dir_okay=False),
+              help="UTF-8 text to calibrate on  [default: the second half of the text `ovchat eval` reads]")
+@click.option("--num-samples", type=click.IntRange(1), help="Calibration samples of up to 256 tokens  [default: 128]")
+def convert(source, out, weight_format, group_size, ratio, sym, force, awq, scale_estimation, gptq, dataset,
+            num_samples):
+    """Convert a Hugging Face checkpoint (directory or hub id) or a GGUF file into an OpenVINO model directory."""
     _interrupt_on_signals()
     try:
-        from convert import ConversionError, convert as run_conversion
+        from convert import ConversionError, DataAware, convert as run_conversion
     except ImportError as e:
         _fail(f"conversion needs the convert extra ({e.name} is missing): pip install \"ovgenai-chat[convert]\"")
+    data_aware = None
+    if awq or scale_estimation or gptq or dataset or num_samples:
+        data_aware = DataAware(awq, scale_estimation, gptq, dataset, num_samples or DataAware.num_samples)
     try:
-        path = run_conversion(source, out, weight_format, group_size, ratio, sym, force)
+        path = run_conversion(source, out, weight_format, group_size, ratio, sym, force, data_aware)
     except ConversionError as e:
         _fail(str(e))
     except KeyboardInterrupt:
