@@ -130,7 +130,10 @@ def _stdin_messages():
 def convert(source, out, weight_format, group_size, ratio, sym, force, awq, scale_estimation, gptq, dataset,
             num_samples):
     """Convert a Hugging Face checkpoint (directory or hub id) or a GGUF file into an OpenVINO model directory."""
+    from .engine import keep_telemetry_off
+
     _interrupt_on_signals()
+    keep_telemetry_off()  # NNCF reports its calls through openvino-telemetry too
     try:
         from convert import ConversionError, DataAware, convert as run_conversion
     except ImportError as e:

@@ -173,7 +173,8 @@ def evaluate(model_dir, text: str, reference_dir=None, context: int | None = Non
     result = Evaluation(perplexity=math.exp(nll / scored), tokens=scored, seconds=time.perf_counter() - start,
                         context=context, precision=chosen.name)
     if reference is not None:
-        result.kl_divergence = kl / scored
+        # KL is never negative; a model equal to its reference up to float rounding sums to ±1e-9
+        result.kl_divergence = max(kl / scored, 0.0)
         result.top1_agreement = agree / scored
         result.reference_perplexity = math.exp(reference_nll / scored)
     return result

@@ -51,15 +51,23 @@ def test_bench_runs_validates_and_skips_missing_peers(converted, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_fidelity_compares_weight_formats(converted):
-    reference, int4 = converted("llama", "fp32"), converted("llama", "int4")
-    result = subprocess.run([sys.executable, BENCHMARKS / "fidelity.py", reference, reference, int4],
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    same, compressed = result.stdout.strip().splitlines()
-    assert same == f"{reference}: mean cosine 1.00000, top-1 agreement 1.000 over {same.split()[-2]} positions"
-    cosine = float(compressed.split("mean cosine ")[1].split(",")[0])
-    assert 0 < cosine < 1  # int4 is close to, and not the same as, the fp32 weights
+def test_quality_tabulates_every_format_against_fp32(checkpoint, tmp_path):
+    """benchmarks/quality.py on a tiny checkpoint: the fp32 reference scores KL 0, the others are measured,
+    and the table, JSON and plot are written."""
+    out, report, png = tmp_path / "formats", tmp_path / "q.json", tmp_path / "q.png"
+    result = subprocess.run([sys.executable, BENCHMARKS / "quality.py", checkpoint("llama"), out, "--formats",
+                             "int8,int4-awq-se", "--max-tokens", "512", "--num-samples", "4", "--json", report,
+                             "--plot", png], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {row["format"]: row for row in json.loads(report.read_text())["rows"]}
+    assert list(rows) == ["fp32", "int8", "int4-awq-se"]
+    assert rows["fp32"]["kl_divergence"] == 0 and rows["fp32"]["top1_agreement"] == 1
+    assert all(rows[f]["kl_divergence"] > 0 for f in ("int8", "int4-awq-se"))
+    assert rows["int4-awq-se"]["size_mb"] < rows["int8"]["size_mb"] < rows["fp32"]["size_mb"]
+    assert all(row["tpot_ms"] > 0 and row["convert_peak_rss_gib"] > 0 and row["tokens"] == 511 for row in rows.values())
+    assert len(result.stdout.strip().splitlines()) == 5  # header, separator, three formats
+    assert "| int4 sym g128 r0.6, AWQ + scale estimation |" in result.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_bench_refuses_a_device_this_machine_lacks(converted):
