@@ -24,9 +24,9 @@ def _fail(message: str, code: int = 1):
 
 
 def _interrupt_on_signals():
-    """Ctrl-C and SIGTERM unwind the conversion, so its staging directory is removed. They are blocked in
-    every thread (threads OpenVINO starts later inherit that) and taken by one watcher, which interrupts
-    the main thread: delivered to a thread running OpenVINO's C++ code (writing the model, building or
+    """Ctrl-C and SIGTERM unwind a conversion (so its staging directory is removed) or an evaluation. They
+    are blocked in every thread (threads OpenVINO starts later inherit that) and taken by one watcher, which
+    interrupts the main thread: delivered to a thread running OpenVINO's C++ code (writing the model, building or
     compressing it) they crashed the process with SIGSEGV. SIGINT's handler is set explicitly because a
     process started in the background inherits it ignored."""
     import _thread
@@ -196,6 +196,7 @@ def evaluate(model_dir, reference_dir, text, max_tokens, whole_text, context, de
     from .engine import ModelError, default_model_dir
     from .evaluate import EvaluationError, evaluate as run_evaluation, read_text
 
+    _interrupt_on_signals()
     bar = None
 
     def progress(scored, total):
@@ -210,6 +211,8 @@ def evaluate(model_dir, reference_dir, text, max_tokens, whole_text, context, de
                                     None if whole_text else max_tokens, device, precision, progress)
     except (ModelError, EvaluationError) as e:
         _fail(str(e))
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
     if as_json:
         click.echo(json.dumps(result.as_dict()))
         return

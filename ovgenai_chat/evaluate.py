@@ -6,6 +6,9 @@ The text is read in windows of `context` tokens that overlap by half, as transfo
 does: the first window scores all its tokens but the first, each later one only the tokens no window
 scored yet, each with at least half a window of context before it. Every token but the first is scored
 once. Logits are taken window by window and reduced at once, never all kept.
+
+numpy is imported where it is used: the CLI imports this module's defaults, and `ovchat convert` must start
+no thread before it blocks signals (cli._interrupt_on_signals).
 """
 
 from __future__ import annotations
@@ -14,8 +17,6 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import numpy as np
 
 from .engine import ModelError, check_model_dir, context_window, keep_telemetry_off, model_precision, pick_device
 
@@ -72,7 +73,9 @@ def windows(n_tokens: int, context: int) -> list[tuple[int, int, int]]:
     return spans
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
+def log_softmax(logits):
+    import numpy as np
+
     shifted = logits - logits.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
@@ -94,9 +97,11 @@ class Scorer:
         self.vocabulary = self.compiled.output("logits").get_partial_shape()[-1].get_length()
         self.request = self.compiled.create_infer_request()
 
-    def log_probs(self, ids: np.ndarray, first: int) -> np.ndarray:
+    def log_probs(self, ids, first: int):
         """[len(ids) - first, vocabulary]: log p(token | ids[:i]) for i = first … len(ids) - 1, from the
         logits at positions first - 1 … len(ids) - 2."""
+        import numpy as np
+
         n = len(ids)
         feed = {"input_ids": ids[None], "attention_mask": np.ones((1, n), np.int64),
                 "position_ids": np.arange(n, dtype=np.int64)[None], "beam_idx": np.zeros(1, np.int32)}
@@ -106,7 +111,8 @@ class Scorer:
         return log_softmax(logits.astype(np.float32))
 
 
-def token_ids(model_dir: Path, text: str) -> np.ndarray:
+def token_ids(model_dir: Path, text: str):
+    import numpy as np
     import openvino_genai
 
     return openvino_genai.Tokenizer(model_dir).encode(text, add_special_tokens=False).input_ids.data[0].astype(np.int64)
@@ -119,14 +125,18 @@ def evaluate(model_dir, text: str, reference_dir=None, context: int | None = Non
     against `reference_dir` when given. `context` defaults to the model's context, at most DEFAULT_CONTEXT.
     Both models run with the precision the policy picks for the model, so that only their weights differ.
     `progress(scored, total)` is told how many tokens each window scored, of how many."""
+    import numpy as np
     import openvino as ov
 
     keep_telemetry_off()
     start = time.perf_counter()
     model_dir = check_model_dir(model_dir)
     reference_dir = check_model_dir(reference_dir) if reference_dir is not None else None
+    longest = context_window(model_dir)
     if context is None:
-        context = min(context_window(model_dir) or DEFAULT_CONTEXT, DEFAULT_CONTEXT)
+        context = min(longest or DEFAULT_CONTEXT, DEFAULT_CONTEXT)
+    if longest and context > longest:
+        raise EvaluationError(f"--context {context} is longer than the model's context of {longest} tokens")
     if context < 2:
         raise EvaluationError(f"a window of {context} token scores nothing; use --context 2 or more")
     if max_tokens is not None and max_tokens < context:

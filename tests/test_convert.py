@@ -274,6 +274,14 @@ def test_interrupted_conversion_leaves_nothing(tmp_path, checkpoint, signum):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_cli_starts_no_thread_before_it_blocks_signals():
+    """`ovchat convert` and `ovchat eval` block Ctrl-C and SIGTERM in every thread when they start; a thread
+    started earlier (numpy's OpenBLAS pool, imported with the CLI) could take SIGTERM and die by it."""
+    probe = "import os, sys\nimport ovgenai_chat.cli\nprint(len(os.listdir('/proc/self/task')), 'numpy' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.stdout.split() == ["1", "False"], result.stderr
+
+
 @pytest.mark.parametrize("source", ["llama", "gguf"])
 def test_conversion_never_imports_torch(tmp_path, checkpoint, source):
     """The convert extra has no torch: a conversion must not need it (here it cannot import it)."""

@@ -58,7 +58,7 @@ def test_perplexity_equals_transformers(name, checkpoint, converted, tokenizer_o
 def test_a_model_against_itself_has_kl_zero(converted):
     model = converted("smollm2", "int4")
     result = evaluate(model, read_text(), reference_dir=model, context=CONTEXT, max_tokens=MAX_TOKENS)
-    assert result.kl_divergence == 0.0
+    assert result.kl_divergence == pytest.approx(0.0, abs=1e-9)
     assert result.top1_agreement == 1.0
     assert result.reference_perplexity == result.perplexity
 
@@ -161,6 +161,10 @@ def test_a_text_that_is_not_utf8_is_refused(tiny, tmp_path):
 def test_max_tokens_below_one_window_is_refused(tiny):
     assert_one_line_error(run_ovchat("eval", tiny, "--context", 256, "--max-tokens", 100),
                           "--max-tokens 100 is smaller than one window of 256 tokens")
+
+
+def test_a_window_longer_than_the_model_reads_is_refused(tiny):
+    assert_one_line_error(run_ovchat("eval", tiny, "--context", 4096), "longer than the model's context of 512 tokens")
 
 
 def test_a_reference_with_another_tokenizer_is_refused(tiny, tokenizer, tmp_path):
