@@ -216,7 +216,7 @@ class Sampling(BaseModel):
 
     model: str | None = Field(None, description="The served model's id (GET /v1/models); any other is a 404.")
     max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_BOUND)
-    temperature: float | None = Field(None, ge=0, le=2, description="0 or absent: greedy.")
+    temperature: float | None = Field(None, ge=0, le=2, description="0: greedy; absent: the model's recommendation, else greedy.")
     top_p: float | None = Field(None, gt=0, le=1)
     stop: Text | Annotated[list[Text], Field(max_length=4)] | None = Field(
         None, description="Up to 4 texts that end the reply; not included in it.")
