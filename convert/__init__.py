@@ -123,7 +123,8 @@ def _convert_into(staging: Path, source, weight_format: str | None, group_size: 
             f"the checkpoint has tensors this {args.model_type} graph does not use: {', '.join(sorted(weights)[:3])}"
         )
     precisions = layer_precisions(model)
-    _annotate(model, weight_format, group_size, ratio, sym, precisions)
+    # A GGUF's kept blocks are its own format, whatever preset compressed the blocks that could not be kept.
+    _annotate(model, "gguf" if weights.to_compress is not None else weight_format, group_size, ratio, sym, precisions)
 
     with _step("Saving the model"):
         ov.save_model(model, staging / "openvino_model.xml", compress_to_fp16=weight_format == "fp16")

@@ -264,7 +264,15 @@ class GGUFCheckpoint:
         return found
 
     def generation_config(self) -> dict:
-        return {}  # a GGUF has none; convert fills in the metadata's token ids
+        """The sampling the file recommends (llama.cpp's general.sampling.* keys), in generation_config.json's
+        terms; convert fills in the token ids."""
+        names = {"temp": "temperature", "top_k": "top_k", "top_p": "top_p", "min_p": "min_p",
+                 "penalty_repeat": "repetition_penalty"}
+        config = {name: _field(self.reader, f"general.sampling.{key}") for key, name in names.items()}
+        config = {name: value for name, value in config.items() if value is not None}
+        if config.get("temperature", 1.0) > 0 and set(config) - {"repetition_penalty"}:
+            config["do_sample"] = True
+        return config
 
     def weights(self, dtype=None, dequantize: bool = False) -> Weights:
         """Blocks kept unless `dequantize`; then compression re-quantizes everything. Otherwise it

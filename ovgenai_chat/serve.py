@@ -15,6 +15,7 @@ import itertools
 import json
 import logging
 import queue
+import re
 import secrets
 import socket
 import sys
@@ -28,7 +29,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .chat import generation_config
@@ -196,12 +197,85 @@ class TextPart(BaseModel):
     text: str
 
 
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str = Field(description="The arguments as a JSON text.")
+
+
+class ToolCall(BaseModel):
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class Message(BaseModel):
-    role: Literal["system", "user", "assistant"]
-    content: str | list[TextPart]
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+    @model_validator(mode="after")
+    def _has_content(self):
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError("content is required, unless an assistant message has tool_calls")
+        return self
 
     def text(self) -> str:
+        if self.content is None:
+            return ""
         return self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
+
+    def for_template(self) -> dict:
+        """The message as chat templates read it: a tool call's arguments as an object, not a JSON text."""
+        message = {"role": self.role, "content": self.text()}
+        if self.tool_calls:
+            message["tool_calls"] = [{"id": call.id, "type": "function", "function": {
+                "name": call.function.name, "arguments": _json_or_text(call.function.arguments)}}
+                for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        return message
+
+
+def _json_or_text(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+class FunctionSpec(BaseModel):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    description: str | None = None
+    parameters: dict = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+class Tool(BaseModel):
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+class FunctionName(BaseModel):
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    type: Literal["function"]
+    function: FunctionName
+
+
+class JSONSchemaFormat(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: str = "response"
+    description: str | None = None
+    schema_: dict = Field(default_factory=lambda: {"type": "object"}, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
 
 
 class StreamOptions(BaseModel):
@@ -216,7 +290,7 @@ class Sampling(BaseModel):
 
     model: str | None = Field(None, description="The served model's id (GET /v1/models); any other is a 404.")
     max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_BOUND)
-    temperature: float | None = Field(None, ge=0, le=2, description="0 or absent: greedy.")
+    temperature: float | None = Field(None, ge=0, le=2, description="0: greedy; absent: the model's recommendation, else greedy.")
     top_p: float | None = Field(None, gt=0, le=1)
     stop: Text | Annotated[list[Text], Field(max_length=4)] | None = Field(
         None, description="Up to 4 texts that end the reply; not included in it.")
@@ -231,11 +305,110 @@ class Sampling(BaseModel):
 class ChatRequest(Sampling):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_BOUND)
+    response_format: ResponseFormat | None = Field(
+        None, description="json_object: the reply is a JSON object; json_schema: it validates against the schema.")
+    tools: list[Tool] | None = Field(None, description="Functions the model may call, for a template that takes tools.")
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        None, description="required, or a named function: the reply is a call (generation constrained to one).")
 
 
 class CompletionRequest(Sampling):
     prompt: Text | Annotated[list[Text], Field(min_length=1, max_length=1)] = Field(
         description="One prompt (a list must hold exactly one).")
+
+
+# --- structured output and tool calls -------------------------------------------------------------
+#
+# Tool calls are written as the Hermes / Qwen family's templates ask: <tool_call>{"name": …, "arguments": …}
+# </tool_call>. A JSON schema or a forced call becomes GenAI's structured output (XGrammar). A grammar XGrammar
+# cannot compile fails the pipeline's step and with it every request in the batch (and leaves the
+# pipeline unusable), so each one is first tried on a stand-in pipeline: a model that returns zero logits,
+# with the served model's tokenizer.
+
+CALL_OPEN, CALL_CLOSE = "<tool_call>\n", "\n</tool_call>"
+CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
+XGRAMMAR_PREFIX = re.compile(r"^\[[\d:]+\] \S+:\d+: ")
+
+
+def call_schema(tool: Tool) -> dict:
+    return {"type": "object", "properties": {"name": {"const": tool.function.name}, "arguments": tool.function.parameters},
+            "required": ["name", "arguments"]}
+
+
+def structured_output(body: ChatRequest, tools: list[Tool] | None):
+    """The StructuredOutputConfig a request asks for, or None."""
+    import openvino_genai
+
+    structure = openvino_genai.StructuredOutputConfig
+    choice = body.tool_choice
+    if tools and (choice == "required" or isinstance(choice, NamedToolChoice)):
+        chosen = [t for t in tools if choice == "required" or t.function.name == choice.function.name]
+        if not chosen:
+            raise APIError(400, f"tool_choice names {choice.function.name}, which is not in tools", param="tool_choice")
+        schema = call_schema(chosen[0]) if len(chosen) == 1 else {"anyOf": [call_schema(t) for t in chosen]}
+        return structure(compound_grammar=structure.Concat(
+            structure.ConstString(CALL_OPEN), structure.JSONSchema(json.dumps(schema)), structure.ConstString(CALL_CLOSE)))
+    form = body.response_format
+    if form is None or form.type == "text":
+        return None
+    if form.type == "json_schema" and form.json_schema is None:
+        raise APIError(400, "response_format.json_schema is required with type json_schema", param="response_format")
+    schema = {"type": "object"} if form.type == "json_object" else form.json_schema.schema_
+    return structure(json_schema=json.dumps(schema))
+
+
+class GrammarCheck:
+    """Compiles a StructuredOutputConfig on a stand-in LLMPipeline (the served model's tokenizer, a model of
+    zero logits), so a grammar XGrammar refuses is a 400 and never reaches the served pipeline."""
+
+    def __init__(self, model_dir: Path, vocabulary: int):
+        import tempfile
+
+        import numpy as np
+        import openvino as ov
+        import openvino_genai
+        from openvino import opset13 as ops
+
+        self.directory = tempfile.TemporaryDirectory(prefix="ovchat-grammar-")
+        stand_in = Path(self.directory.name)
+        for name in ("openvino_tokenizer.xml", "openvino_tokenizer.bin", "openvino_detokenizer.xml",
+                     "openvino_detokenizer.bin"):
+            (stand_in / name).symlink_to((model_dir / name).resolve())
+        ids = ops.parameter([-1, -1], np.int64, name="input_ids")
+        inputs = [ids] + [ops.parameter(shape, kind, name=name) for name, shape, kind in (
+            ("attention_mask", [-1, -1], np.int64), ("position_ids", [-1, -1], np.int64), ("beam_idx", [-1], np.int32))]
+        shape = ops.concat([ops.shape_of(ids), ops.constant(np.array([vocabulary], np.int64))], 0)
+        logits = ops.broadcast(ops.constant(np.float32(0)), shape)
+        logits.output(0).get_tensor().set_names({"logits"})
+        ov.save_model(ov.Model([ops.result(logits)], inputs), stand_in / "openvino_model.xml")
+        self.pipe = openvino_genai.LLMPipeline(stand_in, "CPU", ATTENTION_BACKEND="SDPA")
+        self.lock = threading.Lock()
+
+    def check(self, structure, param: str) -> None:
+        config = self.pipe.get_generation_config()
+        config.max_new_tokens, config.structured_output_config = 1, structure
+        with self.lock:
+            try:
+                self.pipe.generate("a", config)
+            except RuntimeError as e:
+                reason = XGRAMMAR_PREFIX.sub("", str(e).strip().splitlines()[0])
+                raise APIError(400, f"{param}: cannot constrain the reply to it: {reason}", param=param) from None
+
+
+def tool_calls(text: str) -> tuple[str | None, list[dict]]:
+    """(content, tool calls) of a reply: each <tool_call> holding a JSON object with a name becomes an OpenAI
+    tool call (arguments as a JSON text); the rest of the text is the content."""
+    calls = []
+    for match in CALL.finditer(text):
+        call = _json_or_text(match[1])
+        if isinstance(call, dict) and isinstance(call.get("name"), str):
+            arguments = call.get("arguments", call.get("parameters", {}))
+            calls.append({"id": f"call_{secrets.token_hex(12)}", "type": "function", "function": {
+                "name": call["name"],
+                "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)}})
+    if not calls:
+        return text, []
+    return CALL.sub("", text).strip() or None, calls
 
 
 # --- the server ------------------------------------------------------------------------------------
@@ -267,7 +440,12 @@ class Server:
         pipe = openvino_genai.ContinuousBatchingPipeline(str(self.model_dir), scheduler, self.device,
                                                          properties=self.precision.properties)
         self.tokenizer = pipe.get_tokenizer()
+        self.takes_tools = "tools" in (self.tokenizer.chat_template or "")
         self.defaults = pipe.get_config  # a fresh copy of the model's generation config per call
+        import openvino as ov
+
+        logits = ov.Core().read_model(self.model_dir / "openvino_model.xml").output("logits")
+        self.grammar = GrammarCheck(self.model_dir, logits.get_partial_shape()[-1].get_length())
         # The model's first inference (engine.first_inference) before the server says it is ready.
         config = self.defaults()
         config.max_new_tokens, config.apply_chat_template = 1, False
@@ -393,22 +571,36 @@ def create_app(model_dir, device: str = "auto", api_key: str | None = None, kv_c
 
     @app.get("/v1/models", dependencies=[Depends(authorize)])
     async def models():
+        """The served model, then the others in the local store (`ovchat serve NAME` serves one of them)."""
+        from .store import names
+
+        listed = [server.name, *(name for name in names() if name != server.name)]
         return {"object": "list", "data": [
-            {"id": server.name, "object": "model", "created": server.created, "owned_by": "ovgenai-chat"}]}
+            {"id": name, "object": "model", "created": server.created, "owned_by": "ovgenai-chat",
+             "loaded": name == server.name} for name in listed]}
 
     @app.post("/v1/chat/completions", dependencies=[Depends(authorize)])
     async def chat_completions(body: ChatRequest, request: Request):
         live = server.ready()
         live.check_model(body.model)
-        messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+        tools = body.tools if body.tools and body.tool_choice != "none" else None
+        if tools and not live.takes_tools:
+            raise APIError(400, f"the chat template of {live.name} takes no tools", param="tools")
+        messages = [m.for_template() for m in body.messages]
         try:
-            prompt = live.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+            prompt = live.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True,
+                tools=[t.model_dump(exclude_none=True) for t in tools] if tools else None)
         except Exception as e:  # the template may refuse an order of roles
             raise APIError(400, f"the chat template cannot render these messages: {str(e).strip().splitlines()[-1]}",
                            param="messages") from None
         ids = live.encode(prompt, add_special_tokens=False)  # the template already wrote the special tokens
         config = live.config(body, len(ids), body.max_completion_tokens or body.max_tokens)
-        return await respond(request, live, body, ids, config, "chat.completion")
+        if structure := structured_output(body, tools):
+            await asyncio.to_thread(live.grammar.check, structure, "tool_choice" if body.tool_choice and tools
+                                    and body.tool_choice != "auto" else "response_format")
+            config.structured_output_config = structure
+        return await respond(request, live, body, ids, config, "chat.completion", tools is not None)
 
     @app.post("/v1/completions", dependencies=[Depends(authorize)])
     async def completions(body: CompletionRequest, request: Request):
@@ -452,7 +644,8 @@ async def generate(request: Request, server: Server, ids: list[int], config) -> 
             server.batcher.cancel(job)
 
 
-async def respond(request: Request, server: Server, body: Sampling, ids: list[int], config, kind: str):
+async def respond(request: Request, server: Server, body: Sampling, ids: list[int], config, kind: str,
+                  with_tools: bool = False):
     made = {"id": f"{'chatcmpl' if kind == 'chat.completion' else 'cmpl'}-{secrets.token_hex(12)}",
             "created": int(time.time()), "model": server.name}
 
@@ -473,20 +666,45 @@ async def respond(request: Request, server: Server, body: Sampling, ids: list[in
         pieces, finish = [], None
         async for piece, finish in generate(request, server, ids, config):
             pieces.append(piece)
-        return {**made, "object": kind, "choices": [choice("".join(pieces), finish)], "usage": usage()}
+        text = "".join(pieces)
+        if with_tools and (found := tool_calls(text))[1]:
+            message = {"role": "assistant", "content": found[0], "tool_calls": found[1]}
+            return {**made, "object": kind, "usage": usage(), "choices": [
+                {"index": 0, "message": message, "finish_reason": "tool_calls", "logprobs": None}]}
+        return {**made, "object": kind, "choices": [choice(text, finish)], "usage": usage()}
 
     chunk_kind = "chat.completion.chunk" if kind == "chat.completion" else "text_completion"
 
     def event(data: dict) -> str:
         return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
+    def chunk(delta: dict, finish: str | None = None) -> str:
+        return event({**made, "object": chunk_kind, "choices": [
+            {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]})
+
     async def stream():
         if kind == "chat.completion":
             yield event({**made, "object": chunk_kind, "choices": [choice(None, None, first=True)]})
+        text, sent = "", 0  # with tools: what could begin a <tool_call> is held back until it is known
         try:
             async for piece, finish in generate(request, server, ids, config):
-                if piece or finish:
-                    yield event({**made, "object": chunk_kind, "choices": [choice(piece, finish)]})
+                if not with_tools:
+                    if piece or finish:
+                        yield event({**made, "object": chunk_kind, "choices": [choice(piece, finish)]})
+                    continue
+                text += piece
+                if finish is None:
+                    safe = _before_possible_call(text)
+                    if safe > sent:
+                        yield chunk({"content": text[sent:safe]})
+                        sent = safe
+                    continue
+                content, calls = tool_calls(text[sent:])
+                if content:
+                    yield chunk({"content": content})
+                if calls:
+                    yield chunk({"tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]})
+                yield chunk({}, "tool_calls" if calls else finish)
         except APIError as e:
             yield event({"error": {"message": e.message, "type": e.kind, "param": None, "code": e.code}})
         else:
@@ -495,6 +713,16 @@ async def respond(request: Request, server: Server, body: Sampling, ids: list[in
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def _before_possible_call(text: str) -> int:
+    """How much of a streamed reply can go out: all of it up to a <tool_call>, or to the start of what could
+    still become one."""
+    at = text.find("<tool_call>")
+    if at >= 0:
+        return at
+    opening = "<tool_call>"
+    return len(text) - next((n for n in range(len(opening) - 1, 0, -1) if text.endswith(opening[:n])), 0)
 
 
 class RequestLog:

@@ -140,7 +140,9 @@ def llama3_rope_freqs(rope: dict, head_dim: int) -> np.ndarray:
     return np.array(divisors, np.float32)
 
 
-def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: dict[str, str]) -> Path:
+def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: dict[str, str],
+               sampling: dict[str, float] | None = None) -> Path:
+    """`sampling`: general.sampling.* values to write (llama.cpp's recommended sampler settings)."""
     config = json.loads((checkpoint / "config.json").read_text())
     arch = config["model_type"]
     tensors = {}
@@ -186,6 +188,9 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
             writer.add_string(key, value)
         else:
             writer.add_uint32(key, value)
+
+    for key, value in (sampling or {}).items():
+        (writer.add_int32 if isinstance(value, int) else writer.add_float32)(f"general.sampling.{key}", value)
 
     for name, tensor in tensors.items():
         gguf_name = to_gguf_name(name, arch)

@@ -113,6 +113,37 @@ NO_SYSTEM_ROLE = """\
 """
 
 # The family of a tiny checkpoint is the first word of its variant name.
+# A ChatML template that takes tools and writes calls the Hermes / Qwen 2.5 way (for the server's tool tests).
+TOOLS = """\
+{%- if tools %}<|im_start|>system
+You may call functions. For each call, write <tool_call>
+{"name": <function name>, "arguments": <arguments as a JSON object>}
+</tool_call>
+The functions:
+<tools>
+{%- for tool in tools %}
+{{ tool | tojson }}
+{%- endfor %}
+</tools><|im_end|>
+{% endif %}
+{%- for message in messages %}
+{%- if message.role == "assistant" and message.tool_calls %}<|im_start|>assistant
+{%- for call in message.tool_calls %}
+<tool_call>
+{"name": "{{ call.function.name }}", "arguments": {{ call.function.arguments | tojson }}}
+</tool_call>
+{%- endfor %}<|im_end|>
+{% elif message.role == "tool" %}<|im_start|>user
+<tool_response>
+{{ message.content }}
+</tool_response><|im_end|>
+{% else %}<|im_start|>{{ message.role }}
+{{ message.content }}<|im_end|>
+{% endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}<|im_start|>assistant
+{% endif %}"""
+
 BY_FAMILY = {"qwen3": QWEN3, "gemma3": GEMMA3, "smollm3": SMOLLM3, "mistral": NO_SYSTEM_ROLE}
 THINKING = ("qwen3", "smollm3")  # families whose template reads enable_thinking
 

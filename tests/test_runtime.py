@@ -273,6 +273,86 @@ def test_interactive_session(smollm2, env, tmp_path):
     assert "Paris" in history[1]["content"]
 
 
+def test_multiline_input_settings_show_and_history(smollm2, env, tmp_path):
+    """\"\"\" multi-line input and a bracketed paste each arrive as one message; /set and /show; the input
+    history comes back in the next session, and OVCHAT_NOHISTORY=1 keeps a session out of it."""
+    env = {**env, "XDG_STATE_HOME": str(tmp_path / "state"), "TERM": "xterm"}
+    history = tmp_path / "state" / "ovgenai-chat" / "history"
+    saved = tmp_path / "chat.json"
+    process, child = spawn_in_terminal(["run", smollm2, "--max-new-tokens", "40"], env)
+    try:
+        child.expect_exact(">>> ")
+        child.sendline('"""What is the capital')
+        child.expect_exact("... ")
+        child.sendline('of France?"""')
+        child.expect("Paris")
+        child.expect_exact(">>> ")
+        child.send("\x1b[200~And of\nGermany?\x1b[201~\r")  # a terminal's bracketed paste of two lines
+        child.expect("Berlin")
+        child.expect_exact(">>> ")
+        child.sendline(f"/save {saved}")
+        child.expect_exact("saved to")
+        child.sendline("/set temperature 0")
+        child.expect_exact("(temperature 0)")
+        child.sendline("/set top_k many")
+        child.expect_exact("/set top_k needs a whole number")
+        child.sendline("/set repetition_penalty 0")
+        child.expect_exact("/set repetition_penalty: 'repetition_penalty' must be a strictly positive")  # GenAI's reason
+        child.sendline("/show")
+        child.expect(r"context\s+(\d+) of 8192 tokens in use")
+        assert int(child.match.group(1)) > 20
+        child.expect(r"settings\s+max_new_tokens 40, greedy")
+        child.sendline("/clear")
+        child.expect_exact("(conversation cleared)")
+        child.sendline("/exit")
+        assert process.wait(timeout=60) == 0
+    finally:
+        process.kill()
+        child.close()
+    users = [m["content"] for m in json.loads(saved.read_text())["messages"] if m["role"] == "user"]
+    assert users == ["What is the capital\nof France?", "And of\nGermany?"]
+    assert "/set temperature 0" in history.read_text()
+
+    process, child = spawn_in_terminal(["run", smollm2], env)
+    try:
+        child.expect_exact(">>> ")
+        child.send("\x1b[A\x1b[A\r")  # Up twice: the last session's /clear, before its /exit
+        child.expect_exact("(conversation cleared)")
+        child.sendline("/exit")
+        assert process.wait(timeout=60) == 0
+    finally:
+        process.kill()
+        child.close()
+
+    before = history.read_text()
+    process, child = spawn_in_terminal(["run", smollm2], {**env, "OVCHAT_NOHISTORY": "1"})
+    try:
+        child.expect_exact(">>> ")
+        child.sendline("/help")
+        child.expect_exact("/set NAME VALUE")
+        child.sendline("/exit")
+        assert process.wait(timeout=60) == 0
+    finally:
+        process.kill()
+        child.close()
+    assert history.read_text() == before
+
+
+def test_an_unwritable_history_never_stops_the_chat(smollm2, env, tmp_path):
+    (tmp_path / "state").write_text("a file where the state directory should be")
+    process, child = spawn_in_terminal(["run", smollm2, "--max-new-tokens", "8"],
+                                       {**env, "XDG_STATE_HOME": str(tmp_path / "state")})
+    try:
+        child.expect_exact(">>> ")
+        child.sendline("Hi")
+        child.expect_exact(">>> ")
+        child.sendline("/exit")
+        assert process.wait(timeout=60) == 0
+    finally:
+        process.kill()
+        child.close()
+
+
 def process_state(pid: int) -> str:
     status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line)
     waits = sorted({Path(f"/proc/{pid}/task/{task}/wchan").read_text() for task in os.listdir(f"/proc/{pid}/task")})

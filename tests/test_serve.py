@@ -351,3 +351,102 @@ def test_ctrl_c_ends_in_flight_streams_and_exits_cleanly(smollm2, tmp_path):
         rest = [line for line in lines if line]  # the stream ends (finished or ended at the grace period)
     assert served.process.wait(timeout=60) == 0
     assert rest[-1] == "data: [DONE]" and "the server is shutting down" in rest[-2], rest[-3:]
+
+
+# --- structured output and tool calls ------------------------------------------------------------------
+
+# Values from fixed sets: XGrammar (GenAI 2026.4) does not bound a string's length, and a small model may
+# not close one within max_tokens.
+PERSON = {"type": "object", "properties": {"name": {"enum": ["Ada", "Alan", "Grace"]}, "retired": {"type": "boolean"}},
+          "required": ["name", "retired"], "additionalProperties": False}
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city now.",
+    "parameters": {"type": "object", "properties": {"city": {"enum": ["Paris", "London", "Tokyo"]}},
+                   "required": ["city"], "additionalProperties": False}}}
+
+
+def test_json_schema_and_json_object_responses(server):
+    import json
+
+    import jsonschema
+
+    client = server.client()
+    reply = client.chat.completions.create(
+        model=server.model, max_tokens=80, messages=[{"role": "user", "content": "Describe a person as JSON."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON, "strict": True}})
+    jsonschema.validate(json.loads(reply.choices[0].message.content), PERSON)
+
+    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in client.chat.completions.create(
+        model=server.model, max_tokens=120, stream=True, response_format={"type": "json_object"},
+        messages=[{"role": "user", "content": "Give me a person as JSON with name and age."}]) if chunk.choices)
+    assert isinstance(json.loads(streamed), dict)
+
+
+@pytest.mark.parametrize("response_format", [
+    {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "frobnicate"}}},
+    {"type": "json_schema"},
+])
+def test_a_schema_that_cannot_be_followed_is_a_400_and_harms_no_one(server, response_format):
+    response = server.post("/v1/chat/completions", {"messages": QUESTION, "response_format": response_format})
+    assert_error(response, 400)
+    assert response.json()["error"]["param"] == "response_format"
+    assert server.health()["status"] == "ok"
+    assert server.client().chat.completions.create(model=server.model, messages=QUESTION, max_tokens=4).choices
+
+
+def test_tools_need_a_template_that_takes_them(server):
+    assert_error(server.post("/v1/chat/completions", {"messages": QUESTION, "tools": [WEATHER]}), 400)
+
+
+@pytest.fixture(scope="module")
+def tool_server(converted, tmp_path_factory):
+    """SmolLM2 with a chat template that takes tools. (Not a tiny random model: under a JSON grammar, which lets
+    whitespace go anywhere, one wrote whitespace until max_tokens.)"""
+    import openvino as ov
+
+    from templates import TOOLS
+
+    model = shutil.copytree(converted("smollm2", "int4"), tmp_path_factory.mktemp("tools") / "smollm2-tools")
+    tokenizer = ov.Core().read_model(model / "openvino_tokenizer.xml")
+    tokenizer.set_rt_info(TOOLS, "chat_template")
+    ov.save_model(tokenizer, model / "retemplated.xml")  # not over the .bin the read model maps
+    for suffix in (".xml", ".bin"):
+        (model / f"retemplated{suffix}").replace(model / f"openvino_tokenizer{suffix}")
+    served = Served(model, "--api-key", KEY, home=tmp_path_factory.mktemp("home"))
+    yield served
+    assert served.stop() == 0, "".join(served.log)
+
+
+def test_a_tool_call_round_trip(tool_server):
+    """tools → a call (forced by tool_choice, so the structure holds whatever the model would say) → the tool's
+    answer → a reply; and the same call streamed."""
+    import json
+
+    client = tool_server.client()
+    question = [{"role": "user", "content": "What is the weather in Paris?"}]
+    first = client.chat.completions.create(model=tool_server.model, messages=question, tools=[WEATHER], max_tokens=60,
+                                           tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls", choice
+    (call,) = choice.message.tool_calls
+    assert call.type == "function" and call.function.name == "get_weather" and call.id
+    assert set(json.loads(call.function.arguments)) == {"city"}
+
+    answer = client.chat.completions.create(model=tool_server.model, tools=[WEATHER], max_tokens=8, messages=[
+        *question, {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": '{"temperature": 21}'}])
+    assert answer.choices[0].message.role == "assistant" and answer.choices[0].finish_reason in ("stop", "length")
+
+    calls, finish = {}, None
+    for chunk in client.chat.completions.create(model=tool_server.model, messages=question, tools=[WEATHER],
+                                                max_tokens=60, tool_choice="required", stream=True):
+        for delta in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            calls.setdefault(delta.index, []).append(delta)
+        finish = (chunk.choices[0].finish_reason if chunk.choices else None) or finish
+    assert finish == "tool_calls" and len(calls) == 1
+    streamed = calls[0][0]
+    assert streamed.function.name == "get_weather" and set(json.loads(streamed.function.arguments)) == {"city"}
+
+    assert_error(tool_server.post("/v1/chat/completions", {
+        "messages": question, "tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}}),
+        400)
