@@ -145,14 +145,14 @@ def test_default_model_is_imported_once_then_reused(tmp_path):
     cache = tmp_path / "cache"
     first = run_default(cache, "-p", "What is the capital of France?")
     assert first.returncode == 0, first.stderr
-    assert "Preparing the default model SmolLM2-135M-Instruct (once)" in first.stderr
+    assert "Preparing the default model smollm2-135m-instruct (once)" in first.stderr
     assert "Paris" in first.stdout
 
     second = run_default(cache, "-p", "What is the capital of France?")
     assert second.returncode == 0, second.stderr
     assert "Preparing" not in second.stderr and "Paris" in second.stdout
 
-    weights = cache / "models" / "SmolLM2-135M-Instruct" / "openvino_model.bin"
+    weights = cache / "models" / "smollm2-135m-instruct" / "openvino_model.bin"  # in the store, by its name
     weights.write_bytes(weights.read_bytes()[:1000])  # damaged: imported again
     third = run_default(cache, "-p", "What is the capital of France?")
     assert third.returncode == 0, third.stderr
