@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -419,3 +420,50 @@ def test_template_has_system_role(converted):
     # Renders no system message: GenAI folds it into the user message all the same.
     tokenizer.set_chat_template("{% for m in messages %}{% if m.role == 'user' %}{{ m.content }}\n{% endif %}{% endfor %}")
     assert not template_has_system_role(tokenizer)
+
+
+# --- a reasoning model's thinking -------------------------------------------------------------------
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_thinking_is_dimmed_even_when_its_tags_arrive_in_pieces():
+    from ovgenai_chat.repl import DIM, NORMAL, ReplyPrinter
+
+    out = Terminal()
+    printer = ReplyPrinter(out)
+    for piece in ["<th", "ink>Two plus", " two.</thi", "nk>\n\nIt is 4 <", "b>", "<"]:
+        printer(piece)
+    printer.finish()
+    shown = out.getvalue()
+    assert shown.replace(DIM, "").replace(NORMAL, "") == "<think>Two plus two.</think>\n\nIt is 4 <b><\n"
+    dimmed = "".join(part.split(NORMAL)[0] for part in shown.split(DIM)[1:])
+    assert dimmed == "<think>Two plus two.</think>"  # all of the thinking, and nothing of the answer
+
+    plain = io.StringIO()  # not a terminal: no escape codes
+    ReplyPrinter(plain)("<think>x</think>y")
+    assert plain.getvalue() == "<think>x</think>y"
+
+
+def test_thinking_is_not_sent_back_with_the_history():
+    from ovgenai_chat.chat import without_thinking
+
+    assert without_thinking("<think>\nLet me see.\n</think>\n\nParis.") == "Paris."
+    assert without_thinking("Paris, with no thinking.") == "Paris, with no thinking."
+
+
+def test_think_switch_only_where_the_template_has_one(smollm2, converted, capsys):
+    import ovgenai_chat
+    from ovgenai_chat.repl import set_option
+
+    chat = ovgenai_chat.load(smollm2, "CPU", use_cache=False)
+    set_option(chat, "think on")
+    assert "no thinking switch" in capsys.readouterr().out and chat.thinking is None
+
+    reasoning = ovgenai_chat.load(converted("qwen3-fp32", "int4"), "CPU", use_cache=False)  # Qwen3's template
+    set_option(reasoning, "think off")
+    assert "(thinking off)" in capsys.readouterr().out
+    assert reasoning.thinking is False and reasoning.template_context == {"enable_thinking": False}

@@ -65,6 +65,8 @@ def test_pull_list_show_run_rm(checkpoint, env, tmp_path):
     ok(run_ovchat("eval", "tiny-llama", "--reference", "tiny-llama", "--max-tokens", "512", "--json", env=env))
 
     one_line_error(run_ovchat("run", "tiny-lama", "-p", "Hi", env=env), "no model named tiny-lama")
+    one_line_error(run_ovchat("serve", "tiny-lama", "--port", "0", env=env), "no model named tiny-lama")
+    one_line_error(run_ovchat("eval", "tiny-lama", env=env), "no model named tiny-lama")
     assert "did you mean tiny-llama" in run_ovchat("run", "tiny-lama", "-p", "Hi", env=env).stderr
     one_line_error(run_ovchat("pull", checkpoint("llama"), "--name", "tiny-llama", env=env),
                    "the store already has a model named tiny-llama")
