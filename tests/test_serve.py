@@ -30,7 +30,7 @@ class Served:
         env = {**os.environ, "HOME": str(home), "OVCHAT_CACHE_DIR": str(home / "cache")}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "ovgenai_chat.cli", "serve", str(model_dir), "--port", "0", *options],
-            stderr=subprocess.PIPE, text=True, env=env)
+            stderr=subprocess.PIPE, text=True, errors="backslashreplace", env=env)  # C++ libraries may print raw bytes
         self.model = model_dir.name
         self.url = self._announced_url()
         self.log: list[str] = []
