@@ -319,23 +319,82 @@ class CompletionRequest(Sampling):
 
 # --- structured output and tool calls -------------------------------------------------------------
 #
-# Tool calls are written as the Hermes / Qwen family's templates ask: <tool_call>{"name": …, "arguments": …}
-# </tool_call>. A JSON schema or a forced call becomes GenAI's structured output (XGrammar). A grammar XGrammar
+# Tool calls are written as the model's template asks: <tool_call>{"name": …, "arguments": …}</tool_call> in the
+# Hermes / Qwen 2.5 / Qwen3 / SmolLM3 templates, a bare {"name": …, "parameters": …} in Llama 3.x's. A JSON schema
+# or a forced call becomes GenAI's structured output (XGrammar). A grammar XGrammar
 # cannot compile fails the pipeline's step and with it every request in the batch (and leaves the
 # pipeline unusable), so each one is first tried on a stand-in pipeline: a model that returns zero logits,
 # with the served model's tokenizer.
 
-CALL_OPEN, CALL_CLOSE = "<tool_call>\n", "\n</tool_call>"
-CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
 XGRAMMAR_PREFIX = re.compile(r"^\[[\d:]+\] \S+:\d+: ")
 
 
-def call_schema(tool: Tool) -> dict:
-    return {"type": "object", "properties": {"name": {"const": tool.function.name}, "arguments": tool.function.parameters},
-            "required": ["name", "arguments"]}
+class CallFormat:
+    """How a model family writes a tool call: a JSON object with the function's name and its arguments under
+    `arguments_key`, between `opening` and `closing` (or, with no opening, as the whole reply)."""
+
+    def __init__(self, opening: str, closing: str, arguments_key: str):
+        self.opening, self.closing, self.arguments_key = opening, closing, arguments_key
+        self.blocks = re.compile(re.escape(opening.strip()) + r"\s*(.*?)\s*" + re.escape(closing.strip()), re.DOTALL)
+
+    def schema(self, tool: Tool) -> dict:
+        return {"type": "object", "properties": {"name": {"const": tool.function.name},
+                                                 self.arguments_key: tool.function.parameters},
+                "required": ["name", self.arguments_key]}
+
+    def grammar(self, tools: list[Tool]):
+        """Structured output that is a call of one of `tools`."""
+        import openvino_genai
+
+        structure = openvino_genai.StructuredOutputConfig
+        schema = self.schema(tools[0]) if len(tools) == 1 else {"anyOf": [self.schema(t) for t in tools]}
+        if not self.opening:
+            return structure(json_schema=json.dumps(schema))
+        return structure(compound_grammar=structure.Concat(structure.ConstString(self.opening),
+                                                           structure.JSONSchema(json.dumps(schema)),
+                                                           structure.ConstString(self.closing)))
+
+    def parse(self, text: str) -> tuple[str | None, list[dict]]:
+        """(content, tool calls) of a reply, the calls in OpenAI's form (arguments as a JSON text)."""
+        found = [m[1] for m in self.blocks.finditer(text)] if self.opening else [text.strip()]
+        calls = []
+        for block in found:
+            call = _json_or_text(block)
+            if isinstance(call, dict) and isinstance(call.get("name"), str):
+                arguments = call.get(self.arguments_key, call.get("arguments", call.get("parameters", {})))
+                calls.append({"id": f"call_{secrets.token_hex(12)}", "type": "function", "function": {
+                    "name": call["name"],
+                    "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)}})
+        if not calls:
+            return text, []
+        return (self.blocks.sub("", text).strip() or None) if self.opening else None, calls
+
+    def streamable(self, text: str) -> int:
+        """How much of a reply being streamed can go out as text: up to a call, or to the start of what could
+        still become one (with no opening, a reply that starts as a JSON object is held back whole)."""
+        if not self.opening:
+            stripped = text.lstrip()
+            return 0 if not stripped or stripped.startswith("{") else len(text)
+        at = text.find(self.opening.strip())
+        if at >= 0:
+            return at
+        tag = self.opening.strip()
+        return len(text) - next((n for n in range(len(tag) - 1, 0, -1) if text.endswith(tag[:n])), 0)
 
 
-def structured_output(body: ChatRequest, tools: list[Tool] | None):
+HERMES_CALLS = CallFormat("<tool_call>\n", "\n</tool_call>", "arguments")
+LLAMA3_CALLS = CallFormat("", "", "parameters")
+
+
+def call_format(chat_template: str) -> CallFormat:
+    """Llama 3.x's JSON calls where the template asks for them (it names <|python_tag|> or "parameters" and
+    not <tool_call>), else the Hermes form most templates that take tools use."""
+    if "<tool_call>" not in chat_template and ("<|python_tag|>" in chat_template or '"parameters"' in chat_template):
+        return LLAMA3_CALLS
+    return HERMES_CALLS
+
+
+def structured_output(body: ChatRequest, tools: list[Tool] | None, calls: CallFormat):
     """The StructuredOutputConfig a request asks for, or None."""
     import openvino_genai
 
@@ -345,9 +404,7 @@ def structured_output(body: ChatRequest, tools: list[Tool] | None):
         chosen = [t for t in tools if choice == "required" or t.function.name == choice.function.name]
         if not chosen:
             raise APIError(400, f"tool_choice names {choice.function.name}, which is not in tools", param="tool_choice")
-        schema = call_schema(chosen[0]) if len(chosen) == 1 else {"anyOf": [call_schema(t) for t in chosen]}
-        return structure(compound_grammar=structure.Concat(
-            structure.ConstString(CALL_OPEN), structure.JSONSchema(json.dumps(schema)), structure.ConstString(CALL_CLOSE)))
+        return calls.grammar(chosen)
     form = body.response_format
     if form is None or form.type == "text":
         return None
@@ -395,22 +452,6 @@ class GrammarCheck:
                 raise APIError(400, f"{param}: cannot constrain the reply to it: {reason}", param=param) from None
 
 
-def tool_calls(text: str) -> tuple[str | None, list[dict]]:
-    """(content, tool calls) of a reply: each <tool_call> holding a JSON object with a name becomes an OpenAI
-    tool call (arguments as a JSON text); the rest of the text is the content."""
-    calls = []
-    for match in CALL.finditer(text):
-        call = _json_or_text(match[1])
-        if isinstance(call, dict) and isinstance(call.get("name"), str):
-            arguments = call.get("arguments", call.get("parameters", {}))
-            calls.append({"id": f"call_{secrets.token_hex(12)}", "type": "function", "function": {
-                "name": call["name"],
-                "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)}})
-    if not calls:
-        return text, []
-    return CALL.sub("", text).strip() or None, calls
-
-
 # --- the server ------------------------------------------------------------------------------------
 
 class Server:
@@ -441,6 +482,7 @@ class Server:
                                                          properties=self.precision.properties)
         self.tokenizer = pipe.get_tokenizer()
         self.takes_tools = "tools" in (self.tokenizer.chat_template or "")
+        self.calls = call_format(self.tokenizer.chat_template or "")
         self.defaults = pipe.get_config  # a fresh copy of the model's generation config per call
         import openvino as ov
 
@@ -596,7 +638,7 @@ def create_app(model_dir, device: str = "auto", api_key: str | None = None, kv_c
                            param="messages") from None
         ids = live.encode(prompt, add_special_tokens=False)  # the template already wrote the special tokens
         config = live.config(body, len(ids), body.max_completion_tokens or body.max_tokens)
-        if structure := structured_output(body, tools):
+        if structure := structured_output(body, tools, live.calls):
             await asyncio.to_thread(live.grammar.check, structure, "tool_choice" if body.tool_choice and tools
                                     and body.tool_choice != "auto" else "response_format")
             config.structured_output_config = structure
@@ -667,7 +709,7 @@ async def respond(request: Request, server: Server, body: Sampling, ids: list[in
         async for piece, finish in generate(request, server, ids, config):
             pieces.append(piece)
         text = "".join(pieces)
-        if with_tools and (found := tool_calls(text))[1]:
+        if with_tools and (found := server.calls.parse(text))[1]:
             message = {"role": "assistant", "content": found[0], "tool_calls": found[1]}
             return {**made, "object": kind, "usage": usage(), "choices": [
                 {"index": 0, "message": message, "finish_reason": "tool_calls", "logprobs": None}]}
@@ -694,12 +736,12 @@ async def respond(request: Request, server: Server, body: Sampling, ids: list[in
                     continue
                 text += piece
                 if finish is None:
-                    safe = _before_possible_call(text)
+                    safe = server.calls.streamable(text)
                     if safe > sent:
                         yield chunk({"content": text[sent:safe]})
                         sent = safe
                     continue
-                content, calls = tool_calls(text[sent:])
+                content, calls = server.calls.parse(text[sent:])
                 if content:
                     yield chunk({"content": content})
                 if calls:
@@ -713,16 +755,6 @@ async def respond(request: Request, server: Server, body: Sampling, ids: list[in
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-
-
-def _before_possible_call(text: str) -> int:
-    """How much of a streamed reply can go out: all of it up to a <tool_call>, or to the start of what could
-    still become one."""
-    at = text.find("<tool_call>")
-    if at >= 0:
-        return at
-    opening = "<tool_call>"
-    return len(text) - next((n for n in range(len(opening) - 1, 0, -1) if text.endswith(opening[:n])), 0)
 
 
 class RequestLog:

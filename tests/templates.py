@@ -144,6 +144,28 @@ The functions:
 {%- if add_generation_prompt %}<|im_start|>assistant
 {% endif %}"""
 
+# The same in Llama 3.x's manner: a call is the whole reply, a bare JSON object with "parameters".
+LLAMA3_TOOLS = """\
+{%- if tools %}<|im_start|>system
+You may call functions. To call one, reply with only a JSON object {"name": function name, "parameters": its arguments}.
+{%- for tool in tools %}
+{{ tool | tojson }}
+{%- endfor %}<|im_end|>
+{% endif %}
+{%- for message in messages %}
+{%- if message.role == "assistant" and message.tool_calls %}<|im_start|>assistant
+{%- for call in message.tool_calls %}
+{"name": "{{ call.function.name }}", "parameters": {{ call.function.arguments | tojson }}}
+{%- endfor %}<|im_end|>
+{% elif message.role == "tool" %}<|im_start|>ipython
+{{ message.content }}<|im_end|>
+{% else %}<|im_start|>{{ message.role }}
+{{ message.content }}<|im_end|>
+{% endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}<|im_start|>assistant
+{% endif %}"""
+
 BY_FAMILY = {"qwen3": QWEN3, "gemma3": GEMMA3, "smollm3": SMOLLM3, "mistral": NO_SYSTEM_ROLE}
 THINKING = ("qwen3", "smollm3")  # families whose template reads enable_thinking
 

@@ -398,17 +398,17 @@ def test_tools_need_a_template_that_takes_them(server):
     assert_error(server.post("/v1/chat/completions", {"messages": QUESTION, "tools": [WEATHER]}), 400)
 
 
-@pytest.fixture(scope="module")
-def tool_server(converted, tmp_path_factory):
-    """SmolLM2 with a chat template that takes tools. (Not a tiny random model: under a JSON grammar, which lets
+@pytest.fixture(scope="module", params=["hermes", "llama3"])
+def tool_server(request, converted, tmp_path_factory):
+    """SmolLM2 with a chat template that takes tools, in the Hermes (<tool_call>) or Llama 3.x (bare JSON) form. (Not a tiny random model: under a JSON grammar, which lets
     whitespace go anywhere, one wrote whitespace until max_tokens.)"""
     import openvino as ov
 
-    from templates import TOOLS
+    from templates import LLAMA3_TOOLS, TOOLS
 
     model = shutil.copytree(converted("smollm2", "int4"), tmp_path_factory.mktemp("tools") / "smollm2-tools")
     tokenizer = ov.Core().read_model(model / "openvino_tokenizer.xml")
-    tokenizer.set_rt_info(TOOLS, "chat_template")
+    tokenizer.set_rt_info(TOOLS if request.param == "hermes" else LLAMA3_TOOLS, "chat_template")
     ov.save_model(tokenizer, model / "retemplated.xml")  # not over the .bin the read model maps
     for suffix in (".xml", ".bin"):
         (model / f"retemplated{suffix}").replace(model / f"openvino_tokenizer{suffix}")
@@ -450,3 +450,21 @@ def test_a_tool_call_round_trip(tool_server):
     assert_error(tool_server.post("/v1/chat/completions", {
         "messages": question, "tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}}),
         400)
+
+
+def test_calls_are_read_in_the_form_the_template_asks_for():
+    """Unforced replies: calls found in either form, the text around them kept as content, and text that
+    only looks like the start of a call streamed once it cannot be one."""
+    from templates import LLAMA3_TOOLS, TOOLS
+
+    from ovgenai_chat.serve import HERMES_CALLS, LLAMA3_CALLS, call_format
+
+    assert call_format(TOOLS) is HERMES_CALLS and call_format(LLAMA3_TOOLS) is LLAMA3_CALLS
+    content, calls = HERMES_CALLS.parse('Let me look.\n<tool_call>\n{"name": "f", "arguments": {"x": 1}}\n</tool_call>')
+    assert content == "Let me look." and [c["function"] for c in calls] == [{"name": "f", "arguments": '{"x": 1}'}]
+    assert HERMES_CALLS.parse("<tool_call>\nnot json\n</tool_call>")[1] == []
+    assert HERMES_CALLS.streamable("Sure <tool") == len("Sure ") and HERMES_CALLS.streamable("Sure <b>") == len("Sure <b>")
+    content, calls = LLAMA3_CALLS.parse(' {"name": "f", "parameters": {"x": 1}}')
+    assert content is None and calls[0]["function"] == {"name": "f", "arguments": '{"x": 1}'}
+    assert LLAMA3_CALLS.parse("The answer is 4.") == ("The answer is 4.", [])
+    assert LLAMA3_CALLS.streamable(' {"na') == 0 and LLAMA3_CALLS.streamable("Hi") == 2
