@@ -113,58 +113,43 @@ NO_SYSTEM_ROLE = """\
 """
 
 # The family of a tiny checkpoint is the first word of its variant name.
-# A ChatML template that takes tools and writes calls the Hermes / Qwen 2.5 way (for the server's tool tests).
-TOOLS = """\
+def tools_template(how_to_call: str, call: str, tool_result: str) -> str:
+    """A ChatML template that takes tools: the system turn says `how_to_call` and lists them, an assistant turn
+    writes each of its calls as `call`, a tool message is `tool_result`."""
+    return """\
 {%- if tools %}<|im_start|>system
-You may call functions. For each call, write <tool_call>
-{"name": <function name>, "arguments": <arguments as a JSON object>}
-</tool_call>
+HOW_TO_CALL
 The functions:
-<tools>
 {%- for tool in tools %}
 {{ tool | tojson }}
-{%- endfor %}
-</tools><|im_end|>
+{%- endfor %}<|im_end|>
 {% endif %}
 {%- for message in messages %}
 {%- if message.role == "assistant" and message.tool_calls %}<|im_start|>assistant
 {%- for call in message.tool_calls %}
-<tool_call>
-{"name": "{{ call.function.name }}", "arguments": {{ call.function.arguments | tojson }}}
-</tool_call>
+CALL
 {%- endfor %}<|im_end|>
-{% elif message.role == "tool" %}<|im_start|>user
-<tool_response>
-{{ message.content }}
-</tool_response><|im_end|>
+{% elif message.role == "tool" %}TOOL_RESULT<|im_end|>
 {% else %}<|im_start|>{{ message.role }}
 {{ message.content }}<|im_end|>
 {% endif %}
 {%- endfor %}
 {%- if add_generation_prompt %}<|im_start|>assistant
-{% endif %}"""
+{% endif %}""".replace("HOW_TO_CALL", how_to_call).replace("CALL", call).replace("TOOL_RESULT", tool_result)
 
-# The same in Llama 3.x's manner: a call is the whole reply, a bare JSON object with "parameters".
-LLAMA3_TOOLS = """\
-{%- if tools %}<|im_start|>system
-You may call functions. To call one, reply with only a JSON object {"name": function name, "parameters": its arguments}.
-{%- for tool in tools %}
-{{ tool | tojson }}
-{%- endfor %}<|im_end|>
-{% endif %}
-{%- for message in messages %}
-{%- if message.role == "assistant" and message.tool_calls %}<|im_start|>assistant
-{%- for call in message.tool_calls %}
-{"name": "{{ call.function.name }}", "parameters": {{ call.function.arguments | tojson }}}
-{%- endfor %}<|im_end|>
-{% elif message.role == "tool" %}<|im_start|>ipython
-{{ message.content }}<|im_end|>
-{% else %}<|im_start|>{{ message.role }}
-{{ message.content }}<|im_end|>
-{% endif %}
-{%- endfor %}
-{%- if add_generation_prompt %}<|im_start|>assistant
-{% endif %}"""
+
+# Calls the Hermes / Qwen 2.5 way, in <tool_call> blocks (for the server's tool tests).
+TOOLS = tools_template(
+    'You may call functions. For each call, write <tool_call>\n{"name": <function name>, "arguments": <arguments as a '
+    "JSON object>}\n</tool_call>",
+    '<tool_call>\n{"name": "{{ call.function.name }}", "arguments": {{ call.function.arguments | tojson }}}\n</tool_call>',
+    "<|im_start|>user\n<tool_response>\n{{ message.content }}\n</tool_response>")
+# Calls in Llama 3.x's manner: the whole reply is a bare JSON object with "parameters".
+LLAMA3_TOOLS = tools_template(
+    'You may call functions. To call one, reply with only a JSON object {"name": function name, "parameters": its '
+    "arguments}.",
+    '{"name": "{{ call.function.name }}", "parameters": {{ call.function.arguments | tojson }}}',
+    "<|im_start|>ipython\n{{ message.content }}")
 
 BY_FAMILY = {"qwen3": QWEN3, "gemma3": GEMMA3, "smollm3": SMOLLM3, "mistral": NO_SYSTEM_ROLE}
 THINKING = ("qwen3", "smollm3")  # families whose template reads enable_thinking

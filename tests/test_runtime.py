@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -274,15 +275,28 @@ def test_interactive_session(smollm2, env, tmp_path):
     assert "Paris" in history[1]["content"]
 
 
+@contextlib.contextmanager
+def chat_in_terminal(args, env):
+    """An interactive `ovchat run` on a pseudo-terminal, at its first prompt; left with /exit, which must end it
+    with status 0."""
+    process, child = spawn_in_terminal(["run", *args], env)
+    try:
+        child.expect_exact(">>> ")
+        yield child
+        child.sendline("/exit")
+        assert process.wait(timeout=60) == 0
+    finally:
+        process.kill()
+        child.close()
+
+
 def test_multiline_input_settings_show_and_history(smollm2, env, tmp_path):
     """\"\"\" multi-line input and a bracketed paste each arrive as one message; /set and /show; the input
     history comes back in the next session, and OVCHAT_NOHISTORY=1 keeps a session out of it."""
     env = {**env, "XDG_STATE_HOME": str(tmp_path / "state"), "TERM": "xterm"}
     history = tmp_path / "state" / "ovgenai-chat" / "history"
     saved = tmp_path / "chat.json"
-    process, child = spawn_in_terminal(["run", smollm2, "--max-new-tokens", "40"], env)
-    try:
-        child.expect_exact(">>> ")
+    with chat_in_terminal([smollm2, "--max-new-tokens", "40"], env) as child:
         child.sendline('"""What is the capital')
         child.expect_exact("... ")
         child.sendline('of France?"""')
@@ -305,53 +319,26 @@ def test_multiline_input_settings_show_and_history(smollm2, env, tmp_path):
         child.expect(r"settings\s+max_new_tokens 40, greedy")
         child.sendline("/clear")
         child.expect_exact("(conversation cleared)")
-        child.sendline("/exit")
-        assert process.wait(timeout=60) == 0
-    finally:
-        process.kill()
-        child.close()
     users = [m["content"] for m in json.loads(saved.read_text())["messages"] if m["role"] == "user"]
     assert users == ["What is the capital\nof France?", "And of\nGermany?"]
     assert "/set temperature 0" in history.read_text()
 
-    process, child = spawn_in_terminal(["run", smollm2], env)
-    try:
-        child.expect_exact(">>> ")
+    with chat_in_terminal([smollm2], env) as child:
         child.send("\x1b[A\x1b[A\r")  # Up twice: the last session's /clear, before its /exit
         child.expect_exact("(conversation cleared)")
-        child.sendline("/exit")
-        assert process.wait(timeout=60) == 0
-    finally:
-        process.kill()
-        child.close()
 
     before = history.read_text()
-    process, child = spawn_in_terminal(["run", smollm2], {**env, "OVCHAT_NOHISTORY": "1"})
-    try:
-        child.expect_exact(">>> ")
+    with chat_in_terminal([smollm2], {**env, "OVCHAT_NOHISTORY": "1"}) as child:
         child.sendline("/help")
         child.expect_exact("/set NAME VALUE")
-        child.sendline("/exit")
-        assert process.wait(timeout=60) == 0
-    finally:
-        process.kill()
-        child.close()
     assert history.read_text() == before
 
 
 def test_an_unwritable_history_never_stops_the_chat(smollm2, env, tmp_path):
     (tmp_path / "state").write_text("a file where the state directory should be")
-    process, child = spawn_in_terminal(["run", smollm2, "--max-new-tokens", "8"],
-                                       {**env, "XDG_STATE_HOME": str(tmp_path / "state")})
-    try:
-        child.expect_exact(">>> ")
+    with chat_in_terminal([smollm2, "--max-new-tokens", "8"], {**env, "XDG_STATE_HOME": str(tmp_path / "state")}) as child:
         child.sendline("Hi")
         child.expect_exact(">>> ")
-        child.sendline("/exit")
-        assert process.wait(timeout=60) == 0
-    finally:
-        process.kill()
-        child.close()
 
 
 def process_state(pid: int) -> str:
