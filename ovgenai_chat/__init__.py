@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .chat import Chat, ContextError, Metrics
-from .engine import DEFAULT_MODEL, PRECISIONS, ModelError, Precision, context_window, default_model_dir, open_pipeline
-from .store import model_path
+from .engine import PRECISIONS, ModelError, Precision, context_window, default_model_dir, open_pipeline
+from .store import is_default, model_path
 
 __version__ = "0.1.0"
 __all__ = ["load", "Chat", "Metrics", "ContextError", "ModelError", "Precision", "PRECISIONS"]
@@ -26,12 +26,11 @@ def load(model=None, device: str = "auto", *, precision: str = "auto", system: s
     chat's `precision` says which was used and why. `thinking` turns a reasoning model's thinking on or
     off (its template's enable_thinking; None: the template's default). `context` defaults to the model's own window;
     `generation` takes max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop."""
-    default = model is None or str(model) == DEFAULT_MODEL
     model_dir = model_path(model)
     try:
         pipe, device, chosen = open_pipeline(model_dir, device, use_cache, precision)
     except ModelError:
-        if not default:
+        if not is_default(model):
             raise
         model_dir = default_model_dir(rebuild=True)  # a damaged copy of the default model: import it again
         pipe, device, chosen = open_pipeline(model_dir, device, use_cache, precision)

@@ -40,9 +40,6 @@ class Metrics:
         return asdict(self)
 
 
-SAMPLING_SETTINGS = ("temperature", "top_p", "top_k", "min_p")
-
-
 def generation_config(config, max_new_tokens=1024, temperature=None, top_p=None, top_k=None, min_p=None,
                       repetition_penalty=None, seed=None, stop=()):
     """`config` is the model's own, read by GenAI from its generation_config.json: the eos ids that stop a

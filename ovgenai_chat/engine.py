@@ -72,7 +72,7 @@ def default_model_dir(rebuild: bool = False) -> Path:
 
     gguf = default_gguf()
     target = models_dir() / DEFAULT_MODEL
-    if not rebuild and all((target / name).is_file() for name in REQUIRED_FILES):
+    if not rebuild and is_model_dir(target):
         return target
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -88,6 +88,10 @@ def default_model_dir(rebuild: bool = False) -> Path:
         reason = errors[-1][len("Error: "):] if errors else f"the conversion failed (exit {result.returncode})"
         raise ModelError(f"cannot prepare the default model: {reason}")
     return target
+
+
+def is_model_dir(path: Path) -> bool:
+    return all((path / name).is_file() for name in REQUIRED_FILES)
 
 
 def check_model_dir(model_dir) -> Path:
@@ -215,10 +219,10 @@ def open_pipeline(model_dir, device: str = "auto", use_cache: bool = True, preci
     try:
         return openvino_genai.LLMPipeline(path, device, **properties), device, chosen
     except RuntimeError as e:
-        raise ModelError(f"cannot load {path} on {device}: {_first_line(e)}") from None
+        raise ModelError(f"cannot load {path} on {device}: {error_line(e)}") from None
 
 
-def _first_line(error: Exception) -> str:
+def error_line(error: Exception) -> str:
     """OpenVINO errors carry C++ source locations over several lines; the last line says what failed."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[-1] if lines else type(error).__name__

@@ -18,7 +18,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .engine import ModelError, check_model_dir, context_window, keep_telemetry_off, model_precision, pick_device
+from .engine import (PIPELINE_PROPERTIES, ModelError, check_model_dir, context_window, error_line, keep_telemetry_off,
+                     model_precision, pick_device)
 
 DEFAULT_TEXT = Path(__file__).with_name("texts") / "eval.txt"
 DEFAULT_CONTEXT = 512
@@ -92,7 +93,7 @@ class Scorer:
         try:
             self.compiled = core.compile_model(model_dir / "openvino_model.xml", device, properties)
         except RuntimeError as e:
-            raise ModelError(f"cannot load {model_dir} on {device}: {str(e).strip().splitlines()[-1]}") from None
+            raise ModelError(f"cannot load {model_dir} on {device}: {error_line(e)}") from None
         self.inputs = {name for port in self.compiled.inputs for name in port.get_names()}
         self.vocabulary = self.compiled.output("logits").get_partial_shape()[-1].get_length()
         self.request = self.compiled.create_infer_request()
@@ -158,7 +159,9 @@ def evaluate(model_dir, text: str, reference_dir=None, context: int | None = Non
 
     device, _ = pick_device(device, ov.Core().available_devices)
     chosen = model_precision(precision, device, model_dir)
-    properties = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, **chosen.properties}
+    # The runtime's own settings, but for the attention backend: GenAI's, not the plain IR's
+    runtime = {key: value for key, value in PIPELINE_PROPERTIES.items() if key != "ATTENTION_BACKEND"}
+    properties = {**runtime, **chosen.properties}
     model = Scorer(model_dir, device, properties)
     reference = Scorer(reference_dir, device, properties) if reference_dir is not None else None
     if reference is not None and reference.vocabulary != model.vocabulary:

@@ -17,7 +17,8 @@ import xml.etree.ElementTree as ElementTree
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .engine import DEFAULT_MODEL, REQUIRED_FILES, ModelError, default_model_dir, models_dir as store_dir, parameter_count
+from .engine import (DEFAULT_MODEL, ModelError, default_model_dir, is_model_dir, models_dir as store_dir,
+                     parameter_count)
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 SAMPLING = ("do_sample", "temperature", "top_p", "top_k", "min_p", "repetition_penalty")
@@ -36,10 +37,6 @@ def check_name(name: str) -> str:
     if not NAME.match(name):
         raise ModelError(f"{name!r} is not a model name: use lower-case letters, digits, '.', '_' and '-'")
     return name
-
-
-def is_model_dir(path: Path) -> bool:
-    return all((path / file).is_file() for file in REQUIRED_FILES)
 
 
 def names() -> list[str]:
@@ -63,12 +60,15 @@ def resolve(model: str | os.PathLike) -> Path:
     raise ModelError(f"no model named {model} in {store_dir()}{hint}")
 
 
+def is_default(model: str | os.PathLike | None) -> bool:
+    """None, or the default model's store name."""
+    return model is None or str(model) == DEFAULT_MODEL
+
+
 def model_path(model: str | os.PathLike | None) -> Path:
-    """What `run`, `serve` and `eval` open: the default model for None (or its store name, imported on first
-    use), else resolve(model)."""
-    if model is None or str(model) == DEFAULT_MODEL:
-        return default_model_dir()
-    return resolve(model)
+    """What `run`, `serve` and `eval` open: the default model (imported on first use) for is_default(model),
+    else resolve(model)."""
+    return default_model_dir() if is_default(model) else resolve(model)
 
 
 def rt_info(model_dir: Path) -> dict[str, str]:
@@ -105,8 +105,9 @@ class ModelInfo:
     modified: str  # ISO 8601, local time
 
     @classmethod
-    def of(cls, model_dir: Path) -> "ModelInfo":
-        info = rt_info(model_dir)
+    def of(cls, model_dir: Path, info: dict[str, str] | None = None) -> "ModelInfo":
+        """`info`: the model's rt_info, when the caller has read it already."""
+        info = rt_info(model_dir) if info is None else info
         size = sum(f.stat().st_size for f in model_dir.iterdir() if f.is_file())
         modified = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime((model_dir / "openvino_model.bin").stat().st_mtime))
         return cls(model_dir.name, str(model_dir), _json(model_dir / "config.json").get("model_type", "?"),
@@ -123,8 +124,9 @@ def details(model_dir: Path) -> dict:
     info = rt_info(model_dir)
     config = _json(model_dir / "config.json")
     generation = _json(model_dir / "generation_config.json")
+    listed = asdict(ModelInfo.of(model_dir, info))
     layers = json.loads(info.pop("layers", "{}") or "{}")
-    return {**asdict(ModelInfo.of(model_dir)), "parameters": parameter_count(model_dir / "openvino_model.xml"),
+    return {**listed, "parameters": parameter_count(model_dir / "openvino_model.xml"),
             "context_length": config.get("max_position_embeddings"), "layers": layers, "conversion": info,
             "sampling": {key: generation[key] for key in SAMPLING if key in generation},
             "chat_template": chat_template(model_dir)}
