@@ -23,6 +23,7 @@ F32 = ov.Type.f32
 # Added to masked attention scores: finite even in f16 (GPU inference), where -inf or f32's
 # minimum would turn a row with nothing to attend to into NaN.
 MASKED = -65504.0
+INT_MAX = np.iinfo(np.int64).max
 
 
 def weight(array) -> ov.Output:
@@ -220,14 +221,105 @@ class Context:
         return self._ropes[id(rope)]
 
 
+def read_state(name: str, ctx: Context, shape: list[int]) -> ov.Output:
+    """The value a layer carried over from the previous call, [batch, *shape], for the selected beams.
+
+    Zeros at the start of a conversation. The initializer's shape is how GenAI tells kinds of state
+    apart (utils::get_cache_types): a 0 in `shape` is a KV cache growing along that axis; rank 3
+    with no 0 a convolution's window, rank 4 with no 0 a linear-attention state — both fixed-size,
+    which GenAI resets rather than trims. Store the next value with write_state under the same name."""
+    empty = ops.broadcast(scalar(0.0, np.float32), ops.concat([ctx.batch, vector(shape)], 0))
+    past = ops.read_value(empty, name, F32, ov.PartialShape([-1, *(-1 if n == 0 else n for n in shape)]))
+    return ops.gather(past, ctx.beam_idx, scalar(0)).output(0)
+
+
+def write_state(value, name: str, ctx: Context) -> None:
+    if isinstance(value, ov.Output) and value.get_index():  # Python's Assign takes a node's first output only
+        value = ops.convert(value, value.get_element_type())  # a no-op the plugin removes
+    ctx.sinks.append(ops.assign(value, name))
+
+
 def kv_cache(new, name: str, ctx: Context, num_kv_heads: int, head_dim: int) -> ov.Output:
     """Past keys (or values) for the selected beams, followed by the new ones; stored back as state."""
-    empty = ops.broadcast(scalar(0.0, np.float32), ops.concat([ctx.batch, vector([num_kv_heads, 0, head_dim])], 0))
-    past = ops.read_value(empty, name, F32, ov.PartialShape([-1, num_kv_heads, -1, head_dim]))
-    past = ops.gather(past, ctx.beam_idx, scalar(0))
-    present = ops.concat([past, new], axis=2)
-    ctx.sinks.append(ops.assign(present, name))
+    present = ops.concat([read_state(name, ctx, [num_kv_heads, 0, head_dim]), new], axis=2)
+    write_state(present, name, ctx)
     return present.output(0)
+
+
+def short_conv(x, kernel: np.ndarray, name: str, ctx: Context) -> ov.Output:
+    """Causal depthwise convolution over time, [B, C, T] → [B, C, T], each channel with its own K taps
+    (kernel [C, K]; H3 and Mamba's short convolution). The last K inputs are carried as state [B, C, K]:
+    Concat(state, x) → GroupConvolution (no padding) → Slice off the first output is the form GenAI's
+    PagedCausalConv1DFusion rewrites for paged attention; the oldest column only keeps that form."""
+    channels, taps = kernel.shape
+    window = ops.concat([read_state(name, ctx, [channels, taps]), x], axis=-1)
+    write_state(ops.slice(window, vector([-taps]), vector([INT_MAX]), vector([1]), vector([2])), name, ctx)
+    filters = ops.reshape(weight(kernel), vector([channels, 1, 1, taps]), special_zero=False)
+    y = ops.group_convolution(window, filters, strides=[1], pads_begin=[0], pads_end=[0], dilations=[1])
+    return ops.slice(y, vector([1]), vector([INT_MAX]), vector([1]), vector([2])).output(0)
+
+
+def l2_normalize(x, eps: float = 1e-6) -> ov.Output:
+    """x / sqrt(Σx² + eps) over the last axis, written x · 1/sqrt(…) as the CPU plugin's GatedDeltaNet
+    fusion expects."""
+    sum_sq = ops.reduce_sum(ops.multiply(x, x), vector([-1]), keep_dims=True)
+    return ops.multiply(x, ops.divide(scalar(1.0, np.float32), ops.sqrt(ops.add(sum_sq, scalar(eps, np.float32))))).output(0)
+
+
+def repeat_heads(x, n_rep: int) -> ov.Output:
+    """[B, T, H, D] → [B, T, H·n_rep, D], each head repeated n_rep times in place (repeat_interleave)."""
+    if n_rep == 1:
+        return x
+    heads, dim = (x.get_partial_shape()[i].get_length() for i in (2, 3))
+    expanded = ops.broadcast(ops.unsqueeze(x, scalar(3)), vector([1, 1, 1, n_rep, 1]), broadcast_spec="BIDIRECTIONAL")
+    return ops.reshape(expanded, vector([0, 0, heads * n_rep, dim]), special_zero=True).output(0)
+
+
+def gated_delta_rule(q, k, v, g, beta, state) -> tuple[ov.Output, ov.Output]:
+    """The gated delta rule (Yang et al., 2024) token by token: with q, k l2-normalised and q scaled by
+    1/√dk, for each t: S ← S·exp(g_t); S ← S + k_t ⊗ β_t(v_t − Sᵀk_t); o_t = Sᵀq_t.
+
+    q, k [B, T, Hk, Dk] (Hk dividing Hv: key head h serves value heads h·Hv/Hk …), v [B, T, Hv, Dv],
+    g and beta [B, T, Hv], state [B, Hv, Dk, Dv] → (o [B, T, Hv, Dv], the last S). Written as the Loop
+    the CPU plugin replaces with one GatedDeltaNet node (FuseGDNLoop: l2norm and the √dk from q's shape
+    outside; a body of [timestep, q, k, v, S, g, β, output buffer] whose results are the condition, S and
+    the buffer the step's output is scattered into), which GenAI's paged-attention conversion also knows."""
+    n_rep = v.get_partial_shape()[2].get_length() // q.get_partial_shape()[2].get_length()
+    q, k = l2_normalize(repeat_heads(q, n_rep)), l2_normalize(repeat_heads(k, n_rep))
+    heads_first = vector([0, 2, 1, 3])
+    q, k, v = (ops.transpose(t, heads_first) for t in (q, k, v))  # [B, H, T, D]
+    g, beta = (ops.transpose(t, vector([0, 2, 1])) for t in (g, beta))  # [B, H, T]
+    key_dim = ops.convert(ops.gather(ops.shape_of(q), scalar(3), scalar(0)), F32)
+    q = ops.divide(q, ops.power(key_dim, scalar(0.5, np.float32)))
+    v_shape = ops.shape_of(v)
+    steps = ops.convert(ops.gather(v_shape, vector([2]), scalar(0)), ov.Type.i32)
+
+    # One step: inputs sliced at t along axis 2 ([B, H, 1, ·]), S and the output buffer carried.
+    t = ops.parameter([], ov.Type.i32, name="timestep")
+    q_t, k_t, v_t = (ops.parameter([-1, -1, 1, -1], F32, name=n) for n in ("q_t", "k_t", "v_t"))
+    s_prev = ops.parameter([-1, -1, -1, -1], F32, name="state")
+    g_t, beta_t = (ops.parameter([-1, -1, 1], F32, name=n) for n in ("g_t", "beta_t"))
+    out_prev = ops.parameter([-1, -1, -1, -1], F32, name="output")
+    axis, rows, cols = scalar(2, np.int32), vector([-1], np.int32), vector([-2], np.int32)
+    q1, k1, v1 = (ops.squeeze(x, axis) for x in (q_t, k_t, v_t))  # [B, H, D]
+    s = ops.multiply(s_prev, ops.unsqueeze(ops.exp(g_t), rows))
+    k_col = ops.unsqueeze(k1, rows)  # [B, H, Dk, 1]
+    recalled = ops.reduce_sum(ops.multiply(s, k_col), cols, keep_dims=False)  # Sᵀk [B, H, Dv]
+    s = ops.add(s, ops.multiply(k_col, ops.unsqueeze(ops.multiply(ops.subtract(v1, recalled), beta_t), cols)))
+    o = ops.reduce_sum(ops.multiply(s, ops.unsqueeze(q1, rows)), cols, keep_dims=True)  # [B, H, 1, Dv]
+    out = ops.scatter_update(out_prev, ops.unsqueeze(t, vector([0], np.int32)), o, axis)
+    body = ov.Model([ops.constant(np.array([True])).output(0), s.output(0), out.output(0)],
+                    [t, q_t, k_t, v_t, s_prev, g_t, beta_t, out_prev], "gated_delta_step")
+
+    loop = ops.loop(steps, ops.constant(np.array([True])))
+    loop.set_function(body)
+    loop.set_special_body_ports([0, 0])
+    for param, value in ((q_t, q), (k_t, k), (v_t, v), (g_t, g), (beta_t, beta)):
+        loop.set_sliced_input(param, value.output(0), 0, 1, 1, -1, 2)
+    loop.set_merged_input(s_prev, state, s.output(0))
+    loop.set_merged_input(out_prev, ops.broadcast(scalar(0.0, np.float32), v_shape).output(0), out.output(0))
+    outputs = ops.transpose(loop.get_iter_value(out.output(0), -1), heads_first)
+    return outputs.output(0), loop.get_iter_value(s.output(0), -1)
 
 
 def repeat_kv(x, n_rep: int, num_kv_heads: int, head_dim: int) -> ov.Output:
@@ -248,18 +340,25 @@ def split_heads(x, num_heads: int, head_dim: int) -> ov.Output:
 
 
 def attention(x, w: "LayerWeights", args: ModelArgs, ctx: Context, rope: Rope | None,
-              sliding_window: int | None = None, qk_norm: str | None = None, scale: float | None = None) -> ov.Output:
+              sliding_window: int | None = None, qk_norm: str | None = None, scale: float | None = None,
+              output_gate: bool = False) -> ov.Output:
     """Multi-head attention with grouped KV heads and a stateful KV cache (Vaswani et al., 2017).
 
     `rope` None is a NoPE layer (no positional rotation); `qk_norm` "rms" or "rms+1" normalises each
     head of q and k before the rotation (Qwen3, Gemma 3), "rms_across_heads" the whole projections
-    (OLMo 2); `scale` replaces 1/√head_dim."""
+    (OLMo 2); `scale` replaces 1/√head_dim. `output_gate`: q_proj gives each head's query and then
+    as many gate values, and the heads' output is multiplied by σ(gate) (gated attention, Qwen3-Next)."""
     heads, kv_heads, d = args.num_attention_heads, args.num_key_value_heads, args.head_dim
     q, k, v = (w.linear(x, f"self_attn.{name}_proj") for name in ("q", "k", "v"))
     if qk_norm == "rms_across_heads":
         q = rms_norm(q, w["self_attn.q_norm.weight"], args.rms_norm_eps)
         k = rms_norm(k, w["self_attn.k_norm.weight"], args.rms_norm_eps)
-    q, k, v = split_heads(q, heads, d), split_heads(k, kv_heads, d), split_heads(v, kv_heads, d)
+    if output_gate:
+        q, gate = ops.split(split_heads(q, heads, 2 * d), -1, 2).outputs()
+        gate = ops.reshape(gate, vector([0, 0, heads * d]), special_zero=True)
+    else:
+        q = split_heads(q, heads, d)
+    k, v = split_heads(k, kv_heads, d), split_heads(v, kv_heads, d)
     if qk_norm in ("rms", "rms+1"):  # per head, before the heads move to axis 1: Transpose → RoPE stays one fused node
         plus_one = qk_norm == "rms+1"
         q = rms_norm(q, w["self_attn.q_norm.weight"], args.rms_norm_eps, plus_one)
@@ -277,6 +376,8 @@ def attention(x, w: "LayerWeights", args: ModelArgs, ctx: Context, rope: Rope | 
     else:
         out = ops.scaled_dot_product_attention(q, k, v, mask, scalar(scale, np.float32), causal=False)
     out = ops.reshape(ops.transpose(out, vector([0, 2, 1, 3])), vector([0, 0, heads * d]), special_zero=True)
+    if output_gate:
+        out = ops.multiply(out, ops.sigmoid(gate))
     return w.linear(out, "self_attn.o_proj")
 
 

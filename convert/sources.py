@@ -139,6 +139,16 @@ class Weights:
         for name in [name for name in self._refs if name.startswith(old)]:
             self._refs[new + name[len(old):]] = self._refs.pop(name)
 
+    def rename(self, parts: dict[str, str]) -> None:
+        """Every tensor with a dotted part `old` in its name has `parts[old]` there instead
+        ("feed_forward.w1" → "mlp.gate_proj")."""
+        for name in list(self._refs):
+            renamed = f".{name}."
+            for old, new in parts.items():
+                renamed = renamed.replace(f".{old}.", f".{new}.")
+            if renamed[1:-1] != name:
+                self._refs[renamed[1:-1]] = self._refs.pop(name)
+
     def split_rows(self, name: str, parts: dict[str, int]) -> None:
         """Replace the fused tensor `name` by consecutive bands of rows, `parts` mapping each new
         name to its number of rows."""

@@ -35,6 +35,9 @@ def longrope(original_max_position_embeddings: int) -> dict:
     )
 
 
+QWEN3_5 = dict(head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
+               linear_value_head_dim=8, linear_conv_kernel_dim=4)
+
 # name → (config class, config overrides, safetensors dtype, write config.json as transformers 4.x did)
 VARIANTS = {
     "llama": ("LlamaConfig", dict(tie_word_embeddings=True), torch.float32, False),
@@ -100,9 +103,25 @@ VARIANTS = {
                   torch.bfloat16, False),
     "ministral-fp32": ("MinistralConfig", dict(head_dim=32, sliding_window=8, layer_types=["sliding_attention"] * 2),
                        torch.float32, False),
+    # Hybrids. Qwen3.5: a Gated DeltaNet layer (2 key heads shared by 4 value heads) and a gated
+    # full-attention layer rotating a quarter of each head; (1 + w) norms.
+    "qwen3_5-text": ("Qwen3_5TextConfig", dict(QWEN3_5, layer_types=["linear_attention", "full_attention"]),
+                     torch.bfloat16, False),
+    "qwen3_5-fp32-tied": ("Qwen3_5TextConfig", dict(QWEN3_5, num_hidden_layers=4, tie_word_embeddings=True,
+                                                    linear_num_key_heads=4),  # 3 DeltaNet layers, then attention
+                          torch.float32, False),
+    # What Qwen ships: the language model of a vision-language checkpoint (model.language_model.*).
+    "qwen3_5-multimodal": ("Qwen3_5Config", dict(QWEN3_5, layer_types=["full_attention", "linear_attention"]),
+                           torch.bfloat16, False),
+    # LFM2: a short-convolution layer, then attention; the MLP's width by Liquid's rule (192 → 128).
+    "lfm2": ("Lfm2Config", dict(intermediate_size=192, block_multiple_of=32, layer_types=["conv", "full_attention"]),
+             torch.bfloat16, False),
+    "lfm2-fp32-attn-idxs": ("Lfm2Config", dict(num_hidden_layers=3, full_attn_idxs=[1], tie_word_embeddings=False,
+                                               block_auto_adjust_ff_dim=False), torch.float32, False),
 }
 TINY_VISION = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=28,
                    patch_size=14)
+TINY_QWEN3_5_VISION = dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, out_hidden_size=64, patch_size=14)
 
 
 def to_v4_config(config_file: Path) -> None:
@@ -121,7 +140,9 @@ def make_checkpoint(name: str, out: Path, tokenizer) -> Path:
     config_class, overrides, dtype, v4_config = VARIANTS[name]
     text = {**SMALL, **overrides, "vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
             "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
-    if config_class == "Gemma3Config":
+    if config_class == "Qwen3_5Config":
+        config = transformers.Qwen3_5Config(text_config=text, vision_config=TINY_QWEN3_5_VISION)
+    elif config_class == "Gemma3Config":
         config = transformers.Gemma3Config(text_config=text, vision_config=TINY_VISION, mm_tokens_per_image=4,
                                            image_token_index=len(tokenizer) - 1)
     else:

@@ -46,6 +46,28 @@ QWEN3 = """\
 {%- endif %}
 """
 
+# Qwen3.5: Qwen3's, except that thinking is on unless switched off: the generation prompt opens a
+# <think> block, or closes an empty one with enable_thinking=false.
+QWEN3_5 = QWEN3.replace("""    {%- if enable_thinking is defined and enable_thinking is false %}
+        {{- '<think>\\n\\n</think>\\n\\n' }}
+    {%- endif %}""", """    {%- if enable_thinking is defined and enable_thinking is false %}
+        {{- '<think>\\n\\n</think>\\n\\n' }}
+    {%- else %}
+        {{- '<think>\\n' }}
+    {%- endif %}""")
+assert QWEN3_5 != QWEN3
+
+# LFM2: ChatML after the bos token.
+LFM2 = """\
+{{- bos_token -}}
+{%- for message in messages -%}
+    {{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' -}}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{- '<|im_start|>assistant\\n' -}}
+{%- endif -%}
+"""
+
 # Gemma 3: no system turn, the system text opens the first user turn; "model" for the assistant;
 # roles must alternate.
 GEMMA3 = """\
@@ -151,8 +173,8 @@ LLAMA3_TOOLS = tools_template(
     '{"name": "{{ call.function.name }}", "parameters": {{ call.function.arguments | tojson }}}',
     "<|im_start|>ipython\n{{ message.content }}")
 
-BY_FAMILY = {"qwen3": QWEN3, "gemma3": GEMMA3, "smollm3": SMOLLM3, "mistral": NO_SYSTEM_ROLE}
-THINKING = ("qwen3", "smollm3")  # families whose template reads enable_thinking
+BY_FAMILY = {"qwen3": QWEN3, "qwen3_5": QWEN3_5, "lfm2": LFM2, "gemma3": GEMMA3, "smollm3": SMOLLM3, "mistral": NO_SYSTEM_ROLE}
+THINKING = ("qwen3", "qwen3_5", "smollm3")  # families whose template reads enable_thinking
 
 
 def family_template(variant: str) -> str | None:

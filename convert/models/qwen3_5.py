@@ -1,0 +1,103 @@
+"""Qwen3.5 (text; also the language model inside a multimodal `qwen3_5` checkpoint): a hybrid of
+Gated DeltaNet layers and gated full attention, three to one.
+
+A Gated DeltaNet layer (Yang et al., 2024) keeps a matrix S per value head instead of a KV cache:
+in_proj_qkv → causal depthwise convolution (linear_conv_kernel_dim taps) + SiLU → q, k, v, each
+token updating S ← S·e^g + k ⊗ β(v − Sᵀk) and reading o = Sᵀq (graph.gated_delta_rule), with
+β = σ(in_proj_b x), g = −exp(A_log)·softplus(in_proj_a x + dt_bias); o goes through an RMSNorm per
+head gated by SiLU(in_proj_z x), then out_proj. Full-attention layers are Qwen3's with (1 + w) norms,
+partial rotary (a quarter of each head), and their output gated by σ of a second half of q_proj.
+Every RMSNorm outside the DeltaNet scales by (1 + w).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+
+from ..graph import attention, gated_delta_rule, gated_mlp, read_state, rms_norm, short_conv, split_heads, vector, write_state
+from . import base
+from .base import UnsupportedModel
+
+# Qwen3_5TextConfig's defaults, for keys a hub config leaves out.
+DEFAULTS = dict(head_dim=256, linear_conv_kernel_dim=4, linear_key_head_dim=128, linear_value_head_dim=128,
+                linear_num_key_heads=16, linear_num_value_heads=32, rms_norm_eps=1e-6, partial_rotary_factor=0.25,
+                max_position_embeddings=32768)
+
+
+@dataclass
+class ModelArgs(base.ModelArgs):
+    linear_conv_kernel_dim: int = 4
+    linear_key_head_dim: int = 128
+    linear_value_head_dim: int = 128
+    linear_num_key_heads: int = 16
+    linear_num_value_heads: int = 32
+    full_attention_interval: int = 4
+
+    norm_plus_one = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.layer_types is None:
+            self.layer_types = ["full_attention" if (i + 1) % self.full_attention_interval == 0 else "linear_attention"
+                                for i in range(self.num_hidden_layers)]
+        if unknown := set(self.layer_types) - {"full_attention", "linear_attention"}:
+            raise UnsupportedModel(f"qwen3_5 layer type {sorted(unknown)[0]!r} is not supported")
+        if self.linear_num_value_heads % self.linear_num_key_heads:
+            raise UnsupportedModel("linear_num_value_heads must be a multiple of linear_num_key_heads")
+
+    @classmethod
+    def from_config(cls, config: dict) -> "ModelArgs":
+        if "text_config" in config:  # a multimodal qwen3_5 checkpoint: its language model
+            tied = {k: config[k] for k in ("tie_word_embeddings",) if k in config}
+            config = {**config["text_config"], **tied, "model_type": config["model_type"]}
+        if "num_experts" in config:
+            raise UnsupportedModel("Qwen3.5's mixture-of-experts models (qwen3_5_moe) are not supported")
+        return super().from_config({**DEFAULTS, **config})
+
+
+def sanitize(weights, args: ModelArgs) -> None:
+    """A multimodal checkpoint's language model under the text model's names; its vision tower and
+    the multi-token-prediction head (used only for speculative decoding) dropped."""
+    weights.rename_prefix("model.language_model.", "model.")
+    for name in [n for n in weights if n.startswith(("model.visual.", "mtp."))]:
+        weights.discard(name)
+
+
+def gated_delta_net(x, w, args: ModelArgs, ctx) -> ov.Output:
+    key_heads, value_heads = args.linear_num_key_heads, args.linear_num_value_heads
+    key_dim, value_dim = args.linear_key_head_dim, args.linear_value_head_dim
+
+    mixed = ops.transpose(w.linear(x, "linear_attn.in_proj_qkv"), vector([0, 2, 1]))  # [B, C, T]
+    kernel = w["linear_attn.conv1d.weight"]
+    mixed = short_conv(mixed, kernel.reshape(kernel.shape[0], -1), f"cache_params.past.conv.{w.layer}", ctx)
+    mixed = ops.transpose(ops.swish(mixed), vector([0, 2, 1]))
+    q, k, v = ops.variadic_split(mixed, -1, vector([key_heads * key_dim] * 2 + [value_heads * value_dim])).outputs()
+    q, k, v = split_heads(q, key_heads, key_dim), split_heads(k, key_heads, key_dim), split_heads(v, value_heads, value_dim)
+
+    beta = ops.sigmoid(w.linear(x, "linear_attn.in_proj_b"))
+    decay_rate = -np.exp(np.asarray(w["linear_attn.A_log"], np.float32))  # the A of each head, kept in f32
+    dt = ops.add(w.linear(x, "linear_attn.in_proj_a"), ops.constant(np.asarray(w["linear_attn.dt_bias"], np.float32)))
+    g = ops.multiply(ops.softplus(dt), ops.constant(decay_rate))
+
+    state_name = f"cache_params.past.ssm.{w.layer}"
+    state = read_state(state_name, ctx, [value_heads, key_dim, value_dim])
+    out, state = gated_delta_rule(q, k, v, g, beta, state)
+    write_state(state, state_name, ctx)
+
+    gate = split_heads(w.linear(x, "linear_attn.in_proj_z"), value_heads, value_dim)
+    out = ops.multiply(rms_norm(out, w["linear_attn.norm.weight"], args.rms_norm_eps), ops.swish(gate))
+    return w.linear(ops.reshape(out, vector([0, 0, value_heads * value_dim]), special_zero=True), "linear_attn.out_proj")
+
+
+def decoder_layer(x, w, args, ctx):
+    def norm(h, name: str):
+        return rms_norm(h, w[f"{name}.weight"], args.rms_norm_eps, plus_one=True)
+
+    if args.layer_types[w.layer] == "linear_attention":
+        mixed = gated_delta_net(norm(x, "input_layernorm"), w, args, ctx)
+    else:
+        mixed = attention(norm(x, "input_layernorm"), w, args, ctx, args.rope, qk_norm="rms+1", output_gate=True)
+    h = ops.add(x, mixed)
+    return ops.add(h, gated_mlp(norm(h, "post_attention_layernorm"), w)).output(0)
