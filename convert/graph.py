@@ -270,9 +270,8 @@ def repeat_heads(x, n_rep: int) -> ov.Output:
     """[B, T, H, D] → [B, T, H·n_rep, D], each head repeated n_rep times in place (repeat_interleave)."""
     if n_rep == 1:
         return x
-    heads, dim = (x.get_partial_shape()[i].get_length() for i in (2, 3))
-    expanded = ops.broadcast(ops.unsqueeze(x, scalar(3)), vector([1, 1, 1, n_rep, 1]), broadcast_spec="BIDIRECTIONAL")
-    return ops.reshape(expanded, vector([0, 0, heads * n_rep, dim]), special_zero=True).output(0)
+    heads = x.get_partial_shape()[2].get_length()
+    return ops.gather(x, vector(np.repeat(np.arange(heads), n_rep)), scalar(2)).output(0)
 
 
 def gated_delta_rule(q, k, v, g, beta, state) -> tuple[ov.Output, ov.Output]:
@@ -283,9 +282,12 @@ def gated_delta_rule(q, k, v, g, beta, state) -> tuple[ov.Output, ov.Output]:
     g and beta [B, T, Hv], state [B, Hv, Dk, Dv] → (o [B, T, Hv, Dv], the last S). Written as the Loop
     the CPU plugin replaces with one GatedDeltaNet node (FuseGDNLoop: l2norm and the √dk from q's shape
     outside; a body of [timestep, q, k, v, S, g, β, output buffer] whose results are the condition, S and
-    the buffer the step's output is scattered into), which GenAI's paged-attention conversion also knows."""
+    the buffer the step's output is scattered into), which GenAI's paged-attention conversion also knows.
+    q and k are normalised before their heads are repeated, which keeps the repeat out of the fused op:
+    folded into it, GenAI's paged conversion would shape the op's output by the key heads (a wrong
+    element count whenever Hk < Hv)."""
     n_rep = v.get_partial_shape()[2].get_length() // q.get_partial_shape()[2].get_length()
-    q, k = l2_normalize(repeat_heads(q, n_rep)), l2_normalize(repeat_heads(k, n_rep))
+    q, k = repeat_heads(l2_normalize(q), n_rep), repeat_heads(l2_normalize(k), n_rep)
     heads_first = vector([0, 2, 1, 3])
     q, k, v = (ops.transpose(t, heads_first) for t in (q, k, v))  # [B, H, T, D]
     g, beta = (ops.transpose(t, vector([0, 2, 1])) for t in (g, beta))  # [B, H, T]
