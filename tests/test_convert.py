@@ -282,7 +282,7 @@ def test_the_cli_starts_no_thread_before_it_blocks_signals():
     assert result.stdout.split() == ["1", "False"], result.stderr
 
 
-@pytest.mark.parametrize("source", ["llama", "gguf"])
+@pytest.mark.parametrize("source", ["llama", "gguf", "qwen3_5-multimodal", "lfm2"])
 def test_conversion_never_imports_torch(tmp_path, checkpoint, source):
     """The convert extra has no torch: a conversion must not need it (here it cannot import it)."""
     import smollm2

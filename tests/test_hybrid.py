@@ -1,0 +1,110 @@
+"""What is particular to hybrid models (Qwen3.5's Gated DeltaNet, LFM2's short convolutions): their
+state beside the KV cache in the shapes GenAI tells apart, the CPU's fused GatedDeltaNet, several chat
+turns through that state, and int4 leaving the recurrence's own parameters in full precision. Their
+logits and greedy tokens go through the shared runner in test_parity.py."""
+
+from __future__ import annotations
+
+import collections
+import json
+
+import numpy as np
+import openvino as ov
+import openvino_genai
+import pytest
+
+from checkpoints import VARIANTS
+from test_parity import EXACT, GREEDY, PROMPTS, reference_greedy, reference_model, templated_ids
+
+HYBRIDS = [name for name in VARIANTS if name.split("-")[0] in ("qwen3_5", "lfm2")]
+
+
+def state_kinds(model: ov.Model) -> collections.Counter:
+    """Each state's kind as GenAI's get_cache_types reads it from its initializer's shape: a KV cache has
+    one dynamic and one zero axis in rank 4; a linear state one dynamic axis in rank 3 (convolution) or
+    in rank 4 without a zero (recurrence)."""
+    kinds = collections.Counter()
+    for op in model.get_ops():
+        if op.get_type_name() != "ReadValue":
+            continue
+        shape = op.input_value(0).get_partial_shape()
+        dynamic = sum(d.is_dynamic for d in shape)
+        zeros = sum(d.is_static and d.get_length() == 0 for d in shape)
+        assert dynamic == 1, (op.get_friendly_name(), shape)
+        kinds[{(4, 1): "kv", (3, 0): "conv", (4, 0): "recurrent"}[(len(shape), zeros)]] += 1
+    return kinds
+
+
+@pytest.mark.parametrize("name", HYBRIDS)
+def test_each_layer_carries_the_state_its_kind_needs(name, converted):
+    path = converted(name, "fp32")
+    config = json.loads((path / "config.json").read_text())
+    layer_types = (config.get("text_config") or config)["layer_types"]
+    attention = layer_types.count("full_attention")
+    other = len(layer_types) - attention
+    expected = {"kv": 2 * attention, "conv": other}
+    if name.startswith("qwen3_5"):
+        expected["recurrent"] = other
+    assert state_kinds(ov.Core().read_model(path / "openvino_model.xml")) == collections.Counter(expected)
+
+
+@pytest.mark.parametrize("properties", [{}, EXACT], ids=["defaults", "f32"])
+@pytest.mark.parametrize("name", [name for name in HYBRIDS if name.startswith("qwen3_5")])
+def test_the_cpu_runs_gated_deltanet_as_one_fused_op(name, properties, converted):
+    """No token-by-token Loop left: the plugin's GatedDeltaNet node, one per DeltaNet layer (a Loop or
+    TensorIterator copies its output buffer every step, quadratic in the prompt's length)."""
+    path = converted(name, "int4")
+    config = json.loads((path / "config.json").read_text())
+    deltanet_layers = (config.get("text_config") or config)["layer_types"].count("linear_attention")
+    compiled = ov.Core().compile_model(path / "openvino_model.xml", "CPU", properties)
+    kinds = collections.Counter(op.get_rt_info()["layerType"].astype(str) for op in compiled.get_runtime_model().get_ops())
+    assert kinds["GatedDeltaNet"] == deltanet_layers
+    assert kinds["Loop"] == kinds["TensorIterator"] == 0
+
+
+@pytest.mark.parametrize("name", [*VARIANTS, "smollm2"])
+def test_every_model_input_is_read(name, converted):
+    """An input nothing reads is a contract broken silently: GenAI's paged conversion rewires
+    position_ids and beam_idx, and a rope computed from the cache's length instead of position_ids
+    is wrong under paged attention."""
+    model = ov.Core().read_model(converted(name, "fp32") / "openvino_model.xml")
+    for parameter in model.get_parameters():
+        assert parameter.output(0).get_target_inputs(), parameter.get_friendly_name()
+
+
+@pytest.mark.parametrize("name", HYBRIDS)
+def test_int4_keeps_the_recurrence_parameters_in_full_precision(name, converted):
+    """Projections go int4/int8 as in any model; convolution taps, A, dt_bias and norms stay floats."""
+    model = ov.Core().read_model(converted(name, "int4") / "openvino_model.xml")
+    layers = json.loads(model.get_rt_info(["ovgenai_chat", "layers"]).astype(str))
+    assert any(precision.startswith("int4") for precision in layers), layers
+    for op in model.get_ordered_ops():
+        if op.get_type_name() == "GroupConvolution":
+            taps = op.input_value(1).get_node()
+            while taps.get_type_name() != "Constant":
+                taps = taps.input_value(0).get_node()
+            assert taps.get_element_type() in (ov.Type.f32, ov.Type.bf16, ov.Type.f16)
+        if op.get_type_name() == "Constant" and op.get_element_type() in (ov.Type.i4, ov.Type.u4, ov.Type.i8, ov.Type.u8):
+            consumer = next(iter(op.output(0).get_target_inputs())).get_node()
+            assert consumer.get_type_name() == "Convert"  # the start of a compressed weight's decompression
+
+
+@pytest.mark.parametrize("backend", ["PA", "SDPA"])
+@pytest.mark.parametrize("name", ["qwen3_5-text", "lfm2"])
+def test_third_chat_turn_matches_transformers(name, backend, checkpoint, converted, tokenizer_of):
+    """Turns two and three, which GenAI either continues from the kept state or, where the templated
+    history differs from what the state saw, recomputes from a reset state: each equals transformers'
+    greedy reply to the whole history."""
+    path, tokenizer = converted(name, "fp32"), tokenizer_of(name)
+    pipe = openvino_genai.LLMPipeline(path, "CPU", ATTENTION_BACKEND=backend, **EXACT)
+    reference = reference_model(checkpoint(name))
+    messages, history = [], openvino_genai.ChatHistory()
+    for text in (PROMPTS[1], "Now say it shorter.", PROMPTS[0]):
+        messages.append({"role": "user", "content": text})
+        history.append(messages[-1])
+        reply = pipe.generate(history, GREEDY).texts[0]
+        expected = tokenizer.decode(reference_greedy(reference, templated_ids(tokenizer, messages), GREEDY.max_new_tokens),
+                                    skip_special_tokens=True)
+        assert reply == expected, len(messages)
+        messages.append({"role": "assistant", "content": reply})
+        history.append(messages[-1])
