@@ -16,7 +16,7 @@ import numpy as np
 
 from .sources import SourceError, Weights
 
-SUPPORTED_ARCHITECTURES = ("gemma3", "llama", "phi3", "qwen2", "qwen3")
+SUPPORTED_ARCHITECTURES = ("gemma3", "lfm2", "llama", "phi3", "qwen2", "qwen3", "qwen35")
 FLOATS = ("F32", "F16", "BF16")
 
 # GGUF tensor name → HF (llama layout) name; {} is the layer number.
@@ -47,7 +47,26 @@ ARCH_NAMES = {
                "blk.{}.post_ffw_norm.weight": "model.layers.{}.post_feedforward_layernorm.weight"},
     "phi3": {"blk.{}.attn_qkv.weight": "model.layers.{}.self_attn.qkv_proj.weight",
              "blk.{}.ffn_up.weight": "model.layers.{}.mlp.gate_up_proj.weight"},
+    # Qwen3.5's Gated DeltaNet layers; ssm_a is the decay rate A = −exp(A_log) itself.
+    "qwen35": {"blk.{}.post_attention_norm.weight": "model.layers.{}.post_attention_layernorm.weight",
+               "blk.{}.attn_qkv.weight": "model.layers.{}.linear_attn.in_proj_qkv.weight",
+               "blk.{}.attn_gate.weight": "model.layers.{}.linear_attn.in_proj_z.weight",
+               "blk.{}.ssm_beta.weight": "model.layers.{}.linear_attn.in_proj_b.weight",
+               "blk.{}.ssm_alpha.weight": "model.layers.{}.linear_attn.in_proj_a.weight",
+               "blk.{}.ssm_conv1d.weight": "model.layers.{}.linear_attn.conv1d.weight",
+               "blk.{}.ssm_dt.bias": "model.layers.{}.linear_attn.dt_bias",
+               "blk.{}.ssm_a": "model.layers.{}.linear_attn.A",
+               "blk.{}.ssm_norm.weight": "model.layers.{}.linear_attn.norm.weight",
+               "blk.{}.ssm_out.weight": "model.layers.{}.linear_attn.out_proj.weight"},
+    # LFM2's short convolutions; its embedding_norm (the final norm) is token_embd_norm.
+    "lfm2": {"token_embd_norm.weight": "model.norm.weight",
+             "blk.{}.shortconv.in_proj.weight": "model.layers.{}.conv.in_proj.weight",
+             "blk.{}.shortconv.conv.weight": "model.layers.{}.conv.conv.weight",
+             "blk.{}.shortconv.out_proj.weight": "model.layers.{}.conv.out_proj.weight"},
 }
+# Architectures whose RMSNorms scale by (1 + w), which llama.cpp stores as 1 + w (Qwen3.5's gated norm
+# inside its DeltaNet layers excepted).
+PLUS_ONE_NORMS = {"gemma3": (), "qwen35": ("blk.{}.ssm_norm.weight",)}
 # Tensors that are rope parameters, not weights.
 ROPE_TENSORS = ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight")
 
@@ -329,7 +348,9 @@ def read_gguf(path: Path) -> GGUFCheckpoint:
     if arch not in SUPPORTED_ARCHITECTURES:
         raise SourceError(f"GGUF architecture {arch!r} is not supported; supported: {', '.join(SUPPORTED_ARCHITECTURES)}")
     heads = int(_field(reader, f"{arch}.attention.head_count"))
-    kv_heads = int(_field(reader, f"{arch}.attention.head_count_kv", heads))
+    kv_heads = _field(reader, f"{arch}.attention.head_count_kv", heads)
+    kv_heads_per_layer = kv_heads if isinstance(kv_heads, list) else None  # LFM2: 0 for a convolution layer
+    kv_heads = max(kv_heads_per_layer) if kv_heads_per_layer else int(kv_heads)
     hidden = int(_field(reader, f"{arch}.embedding_length"))
     tokens = _field(reader, "tokenizer.ggml.tokens") or []
     config = {
@@ -353,9 +374,16 @@ def read_gguf(path: Path) -> GGUFCheckpoint:
         config["use_sliding_window"] = False
     if arch == "gemma3":
         _gemma3_config(reader, config)
+    if arch == "qwen35":
+        _qwen35_config(reader, config)
+    if arch == "lfm2":
+        config.update(model_type="lfm2", conv_L_cache=int(_field(reader, "lfm2.shortconv.l_cache")),
+                      layer_types=["full_attention" if n else "conv" for n in kv_heads_per_layer],
+                      # the MLP's width as llama.cpp runs it: the tensors', Liquid's rule already applied
+                      intermediate_size=_rows(reader, "blk.0.ffn_gate.weight"), block_auto_adjust_ff_dim=False)
 
     head_dim, rotary_dim = config["head_dim"], _field(reader, f"{arch}.rope.dimension_count")
-    if rotary_dim and int(rotary_dim) != head_dim:  # Phi-4-mini rotates 3/4 of each head
+    if rotary_dim:  # Phi-4-mini rotates 3/4 of each head, Qwen3.5 a quarter
         config["partial_rotary_factor"] = int(rotary_dim) / head_dim
 
     names = {**NAMES, **ARCH_NAMES.get(arch, {})}
@@ -375,7 +403,8 @@ def read_gguf(path: Path) -> GGUFCheckpoint:
             permute = heads
         elif arch == "llama" and name in ("blk.{}.attn_k.weight", "blk.{}.attn_k.bias"):
             permute = kv_heads
-        shift = -1.0 if arch == "gemma3" and name.endswith("norm.weight") else 0.0
+        plus_one = arch in PLUS_ONE_NORMS and name.endswith("norm.weight") and name not in PLUS_ONE_NORMS[arch]
+        shift = -1.0 if plus_one else 0.0
         refs[names[name].format(layer)] = GGUFTensorRef(reader, index, False, permute, shift=shift)
     return GGUFCheckpoint(path, arch, config, reader, refs)
 
@@ -393,6 +422,23 @@ def _gemma3_config(reader, config: dict) -> None:
         config["final_logit_softcapping"] = float(softcap)
     config["rope_parameters"] = {"full_attention": config["rope_parameters"],
                                  "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0}}
+
+
+def _qwen35_config(reader, config: dict) -> None:
+    """Qwen3.5's text model as llama.cpp runs it: every full_attention_interval-th layer full attention,
+    the rest Gated DeltaNet, with its value heads in llama.cpp's order (ModelArgs.value_heads_tiled)."""
+    value_heads = int(_field(reader, "qwen35.ssm.time_step_rank"))
+    config.update(model_type="qwen3_5_text", full_attention_interval=int(_field(reader, "qwen35.full_attention_interval", 4)),
+                  linear_conv_kernel_dim=int(_field(reader, "qwen35.ssm.conv_kernel")),
+                  linear_key_head_dim=int(_field(reader, "qwen35.ssm.state_size")),
+                  linear_num_key_heads=int(_field(reader, "qwen35.ssm.group_count")),
+                  linear_num_value_heads=value_heads,
+                  linear_value_head_dim=int(_field(reader, "qwen35.ssm.inner_size")) // value_heads,
+                  value_heads_tiled=True)
+
+
+def _rows(reader, name: str) -> int:
+    return int(next(t for t in reader.tensors if t.name == name).shape[-1])
 
 
 def _rope_parameters(reader, arch: str) -> dict:

@@ -266,19 +266,21 @@ def l2_normalize(x, eps: float = 1e-6) -> ov.Output:
     return ops.multiply(x, ops.divide(scalar(1.0, np.float32), ops.sqrt(ops.add(sum_sq, scalar(eps, np.float32))))).output(0)
 
 
-def repeat_heads(x, n_rep: int) -> ov.Output:
-    """[B, T, H, D] → [B, T, H·n_rep, D], each head repeated n_rep times in place (repeat_interleave)."""
+def repeat_heads(x, n_rep: int, tiled: bool = False) -> ov.Output:
+    """[B, T, H, D] → [B, T, H·n_rep, D]: each head n_rep times in place (repeat_interleave), or, `tiled`,
+    all heads n_rep times over."""
     if n_rep == 1:
         return x
-    heads = x.get_partial_shape()[2].get_length()
-    return ops.gather(x, vector(np.repeat(np.arange(heads), n_rep)), scalar(2)).output(0)
+    heads = np.arange(x.get_partial_shape()[2].get_length())
+    return ops.gather(x, vector(np.tile(heads, n_rep) if tiled else np.repeat(heads, n_rep)), scalar(2)).output(0)
 
 
-def gated_delta_rule(q, k, v, g, beta, state) -> tuple[ov.Output, ov.Output]:
+def gated_delta_rule(q, k, v, g, beta, state, heads_tiled: bool = False) -> tuple[ov.Output, ov.Output]:
     """The gated delta rule (Yang et al., 2024) token by token: with q, k l2-normalised and q scaled by
     1/√dk, for each t: S ← S·exp(g_t); S ← S + k_t ⊗ β_t(v_t − Sᵀk_t); o_t = Sᵀq_t.
 
-    q, k [B, T, Hk, Dk] (Hk dividing Hv: key head h serves value heads h·Hv/Hk …), v [B, T, Hv, Dv],
+    q, k [B, T, Hk, Dk] (Hk dividing Hv: value head j reads key head j // (Hv/Hk), or j mod Hk when
+    `heads_tiled`), v [B, T, Hv, Dv],
     g and beta [B, T, Hv], state [B, Hv, Dk, Dv] → (o [B, T, Hv, Dv], the last S). Written as the Loop
     the CPU plugin replaces with one GatedDeltaNet node (FuseGDNLoop: l2norm and the √dk from q's shape
     outside; a body of [timestep, q, k, v, S, g, β, output buffer] whose results are the condition, S and
@@ -287,7 +289,7 @@ def gated_delta_rule(q, k, v, g, beta, state) -> tuple[ov.Output, ov.Output]:
     folded into it, GenAI's paged conversion would shape the op's output by the key heads (a wrong
     element count whenever Hk < Hv)."""
     n_rep = v.get_partial_shape()[2].get_length() // q.get_partial_shape()[2].get_length()
-    q, k = repeat_heads(l2_normalize(q), n_rep), repeat_heads(l2_normalize(k), n_rep)
+    q, k = (repeat_heads(l2_normalize(x), n_rep, heads_tiled) for x in (q, k))
     heads_first = vector([0, 2, 1, 3])
     q, k, v = (ops.transpose(t, heads_first) for t in (q, k, v))  # [B, H, T, D]
     g, beta = (ops.transpose(t, vector([0, 2, 1])) for t in (g, beta))  # [B, H, T]

@@ -104,6 +104,15 @@ class TensorRef:
 _MISSING = object()
 
 
+@dataclass(frozen=True)
+class _Transformed:
+    ref: object
+    function: object
+
+    def load(self):
+        return self.function(self.ref.load())
+
+
 class Weights:
     """A checkpoint's tensors by name, each read from disk only when the graph takes it, so a
     conversion holds one source tensor at a time beside the constants built so far (reading all of
@@ -148,6 +157,10 @@ class Weights:
                 renamed = renamed.replace(f".{old}.", f".{new}.")
             if renamed[1:-1] != name:
                 self._refs[renamed[1:-1]] = self._refs.pop(name)
+
+    def transform(self, name: str, new_name: str, function) -> None:
+        """The tensor `name` is read as `function` of it, under `new_name`."""
+        self._refs[new_name] = _Transformed(self._refs.pop(name), function)
 
     def split_rows(self, name: str, parts: dict[str, int]) -> None:
         """Replace the fused tensor `name` by consecutive bands of rows, `parts` mapping each new

@@ -34,6 +34,28 @@ GGUF_NAMES = {
     "model.layers.{}.post_attention_norm.weight": "blk.{}.post_attention_norm.weight",  # Gemma 3's
     "model.layers.{}.ffn_norm.weight": "blk.{}.ffn_norm.weight",
     "model.layers.{}.post_ffw_norm.weight": "blk.{}.post_ffw_norm.weight",
+    # Qwen3.5's Gated DeltaNet layers
+    "model.layers.{}.linear_attn.in_proj_qkv.weight": "blk.{}.attn_qkv.weight",
+    "model.layers.{}.linear_attn.in_proj_z.weight": "blk.{}.attn_gate.weight",
+    "model.layers.{}.linear_attn.in_proj_b.weight": "blk.{}.ssm_beta.weight",
+    "model.layers.{}.linear_attn.in_proj_a.weight": "blk.{}.ssm_alpha.weight",
+    "model.layers.{}.linear_attn.conv1d.weight": "blk.{}.ssm_conv1d.weight",
+    "model.layers.{}.linear_attn.dt_bias": "blk.{}.ssm_dt.bias",
+    "model.layers.{}.linear_attn.A_log": "blk.{}.ssm_a",
+    "model.layers.{}.linear_attn.norm.weight": "blk.{}.ssm_norm.weight",
+    "model.layers.{}.linear_attn.out_proj.weight": "blk.{}.ssm_out.weight",
+    # LFM2's
+    "model.embedding_norm.weight": "token_embd_norm.weight",
+    "model.layers.{}.operator_norm.weight": "blk.{}.attn_norm.weight",
+    "model.layers.{}.conv.in_proj.weight": "blk.{}.shortconv.in_proj.weight",
+    "model.layers.{}.conv.conv.weight": "blk.{}.shortconv.conv.weight",
+    "model.layers.{}.conv.out_proj.weight": "blk.{}.shortconv.out_proj.weight",
+    "model.layers.{}.self_attn.out_proj.weight": "blk.{}.attn_output.weight",
+    "model.layers.{}.self_attn.q_layernorm.weight": "blk.{}.attn_q_norm.weight",
+    "model.layers.{}.self_attn.k_layernorm.weight": "blk.{}.attn_k_norm.weight",
+    "model.layers.{}.feed_forward.w1.weight": "blk.{}.ffn_gate.weight",
+    "model.layers.{}.feed_forward.w3.weight": "blk.{}.ffn_up.weight",
+    "model.layers.{}.feed_forward.w2.weight": "blk.{}.ffn_down.weight",
 }
 
 # Every block type the import keeps, plus plain float tensors.
@@ -86,16 +108,39 @@ def random_k_blocks(kind: str, shape: tuple[int, int], std: float, rng: np.rando
     return raw.reshape(rows, -1)
 
 
-GGUF_ARCH = {"gemma3_text": "gemma3"}  # model_type → general.architecture, where they differ
+GGUF_ARCH = {"gemma3_text": "gemma3", "qwen3_5_text": "qwen35"}  # model_type → general.architecture, where they differ
+# Where llama.cpp stores an RMSNorm that scales by (1 + w) as 1 + w: every norm but these.
+PLUS_ONE_NORMS = {"gemma3": (), "qwen35": (".linear_attn.norm.",)}
+# Qwen3.5's tensors whose value heads llama.cpp reorders, and the axis and band of them that holds the heads.
+VALUE_HEAD_AXES = {"in_proj_qkv": 0, "in_proj_z": 0, "in_proj_b": 0, "in_proj_a": 0, "conv1d": 0, "dt_bias": 0,
+                   "A_log": 0, "out_proj": 1}
 
 
 def to_gguf_name(name: str, arch: str) -> str:
     if arch == "gemma3":  # llama.cpp's names for Gemma's extra norms
         name = (name.replace("post_attention_layernorm", "post_attention_norm")
                 .replace("pre_feedforward_layernorm", "ffn_norm").replace("post_feedforward_layernorm", "post_ffw_norm"))
+    if arch == "qwen35":
+        name = name.replace("post_attention_layernorm", "post_attention_norm")
     parts = name.split(".")
     layer = parts[2] if parts[1] == "layers" else None
     return GGUF_NAMES[name.replace(f".{layer}.", ".{}.", 1) if layer else name].format(layer)
+
+
+def value_head_order(name: str, tensor: np.ndarray, config: dict, to_gguf: bool) -> np.ndarray:
+    """Qwen3.5's value heads in llama.cpp's order (to_gguf) or back: Qwen groups the value heads by the key
+    head they read ([Hk, Hv/Hk] heads), llama.cpp tiles them ([Hv/Hk, Hk])."""
+    part = name.split(".")[-2] if name.endswith((".weight", ".bias")) else name.split(".")[-1]
+    key_heads, value_heads = config["linear_num_key_heads"], config["linear_num_value_heads"]
+    if part not in VALUE_HEAD_AXES or ".linear_attn." not in name or key_heads == value_heads:
+        return tensor
+    axis = VALUE_HEAD_AXES[part]
+    start = 2 * key_heads * config["linear_key_head_dim"] if part in ("in_proj_qkv", "conv1d") else 0
+    tensor = np.moveaxis(np.array(tensor), axis, 0)
+    heads = tensor[start:]
+    outer, inner = (key_heads, value_heads // key_heads) if to_gguf else (value_heads // key_heads, key_heads)
+    heads = heads.reshape(outer, inner, -1, *heads.shape[1:]).swapaxes(0, 1).reshape(heads.shape)
+    return np.moveaxis(np.concatenate([tensor[:start], heads]), 0, axis)
 
 
 def dequantized_reference(checkpoint: Path, path: Path):
@@ -115,6 +160,8 @@ def dequantized_reference(checkpoint: Path, path: Path):
         if tensor is None or tensor.tensor_type.name in ("F32", "F16", "BF16"):
             continue
         w = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(value.shape)
+        if arch == "qwen35":
+            w = value_head_order(name, w, model.config.to_dict(), to_gguf=False)
         if arch == "llama" and (".self_attn.q_proj." in name or ".self_attn.k_proj." in name):
             heads = model.config.num_attention_heads if "q_proj" in name else model.config.num_key_value_heads
             w = w.reshape(heads, w.shape[0] // heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
@@ -150,18 +197,43 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
         tensors.update({k: v.astype(np.float32) for k, v in load_file(file).items()})
 
     arch = GGUF_ARCH.get(arch, arch)
-    if arch == "gemma3":  # llama.cpp stores Gemma's norms as 1 + w
-        tensors = {name: tensor + 1 if name.endswith("norm.weight") else tensor for name, tensor in tensors.items()}
+    if arch in PLUS_ONE_NORMS:  # llama.cpp stores (1 + w) norms as 1 + w
+        tensors = {name: tensor + 1 if name.endswith("norm.weight") and not any(n in name for n in PLUS_ONE_NORMS[arch])
+                   else tensor for name, tensor in tensors.items()}
+    if arch == "qwen35":  # the decay rate A = −exp(A_log) itself, value heads in llama.cpp's order
+        tensors = {name: -np.exp(tensor) if name.endswith("A_log") else tensor for name, tensor in tensors.items()}
+        tensors = {name: value_head_order(name, tensor, config, to_gguf=True) for name, tensor in tensors.items()}
+    tensors = {name: tensor[:, 0] if tensor.ndim == 3 else tensor for name, tensor in tensors.items()}  # conv taps [C, K]
 
     rng = np.random.default_rng(0)
     writer = gguf.GGUFWriter(out, arch)
     writer.add_block_count(config["num_hidden_layers"])
     writer.add_context_length(config["max_position_embeddings"])
     writer.add_embedding_length(config["hidden_size"])
-    writer.add_feed_forward_length(config["intermediate_size"])
+    if arch != "lfm2":
+        writer.add_feed_forward_length(config["intermediate_size"])
+    else:
+        writer.add_feed_forward_length(int(tensors["model.layers.0.feed_forward.w1.weight"].shape[0]))
     writer.add_head_count(config["num_attention_heads"])
-    writer.add_head_count_kv(config["num_key_value_heads"])
-    writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    if arch == "lfm2":  # per layer, 0 for a convolution layer; the MLP's width as its tensors have it
+        layer_types = config["layer_types"]
+        writer.add_head_count_kv([config["num_key_value_heads"] if t == "full_attention" else 0 for t in layer_types])
+        writer.add_uint32("lfm2.shortconv.l_cache", config["conv_L_cache"])
+        writer.add_layer_norm_rms_eps(config["norm_eps"])
+    else:
+        writer.add_head_count_kv(config["num_key_value_heads"])
+        writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    if arch == "qwen35":
+        writer.add_ssm_conv_kernel(config["linear_conv_kernel_dim"])
+        writer.add_ssm_state_size(config["linear_key_head_dim"])
+        writer.add_ssm_group_count(config["linear_num_key_heads"])
+        writer.add_ssm_time_step_rank(config["linear_num_value_heads"])
+        writer.add_ssm_inner_size(config["linear_value_head_dim"] * config["linear_num_value_heads"])
+        interval = config["layer_types"].index("full_attention") + 1  # llama.cpp knows only this pattern
+        assert all((t == "full_attention") == ((i + 1) % interval == 0) for i, t in enumerate(config["layer_types"]))
+        writer.add_full_attention_interval(interval)
+        sections = list(config["rope_parameters"].get("mrope_section", [11, 11, 10]))  # multimodal rope; text reads one
+        writer.add_rope_dimension_sections(sections + [0] * (4 - len(sections)))
     rope = config.get("rope_parameters") or {}
     if arch == "gemma3":  # the global rope; llama.cpp fixes the sliding layers' base at 10 000
         rope = rope["full_attention"]

@@ -218,6 +218,13 @@ SMALL_BLOCKS = {"attn_q": "Q4_0", "attn_k": "Q4_1", "attn_v": "Q5_0", "attn_outp
     ("qwen3-fp32", SMALL_BLOCKS),  # per-head q/k norms
     ("phi3", {"attn_qkv": "Q8_0", "ffn_up": "Q4_1", "ffn_down": "Q5_0", "attn_output": "Q5_1"}),  # fused tensors
     ("gemma3-text-6-layers", SMALL_BLOCKS),  # 1 + w norms, sliding and full layers, local and scaled global rope
+    # Hybrids: Gated DeltaNet (value heads in llama.cpp's order, the decay rate stored as −exp(A_log)) and
+    # gated attention; short convolutions with attention every few layers.
+    ("qwen3_5-text", {**SMALL_BLOCKS, "attn_qkv": "Q4_1", "attn_gate": "Q8_0", "ssm_beta": "Q8_0", "ssm_alpha": "Q4_0",
+                      "ssm_out": "Q5_0"}),
+    ("qwen3_5-fp32-tied", {"attn_qkv": "Q8_0", "ssm_out": "Q4_0", "ffn_down": "Q4_1"}),
+    ("lfm2", {**SMALL_BLOCKS, "in_proj": "Q4_0", "out_proj": "Q8_0"}),
+    ("lfm2-fp32-attn-idxs", {"in_proj": "Q5_1", "ffn_up": "Q8_0"}),
 ])
 def test_gguf_architectures_match_transformers(name, block_types, checkpoint, tmp_path, gguf_file):
     """Each architecture's GGUF file, its blocks kept, against transformers on the checkpoint with

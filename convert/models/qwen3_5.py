@@ -34,6 +34,9 @@ class ModelArgs(base.ModelArgs):
     linear_num_key_heads: int = 16
     linear_num_value_heads: int = 32
     full_attention_interval: int = 4
+    # llama.cpp's order of the value heads (in its GGUF files): value head j reads key head j mod Hk,
+    # where Qwen's checkpoints group them, j // (Hv/Hk).
+    value_heads_tiled: bool = False
 
     norm_plus_one = True
 
@@ -63,6 +66,8 @@ def sanitize(weights, args: ModelArgs) -> None:
     weights.rename_prefix("model.language_model.", "model.")
     for name in [n for n in weights if n.startswith(("model.visual.", "mtp."))]:
         weights.discard(name)
+    for name in [n for n in weights if n.endswith(".linear_attn.A_log")]:  # the decay rate A = −exp(A_log), in f32
+        weights.transform(name, name.removesuffix("_log"), lambda a_log: -np.exp(np.asarray(a_log, np.float32)))
 
 
 def gated_delta_net(x, w, args: ModelArgs, ctx) -> ov.Output:
@@ -77,13 +82,12 @@ def gated_delta_net(x, w, args: ModelArgs, ctx) -> ov.Output:
     q, k, v = split_heads(q, key_heads, key_dim), split_heads(k, key_heads, key_dim), split_heads(v, value_heads, value_dim)
 
     beta = ops.sigmoid(w.linear(x, "linear_attn.in_proj_b"))
-    decay_rate = -np.exp(np.asarray(w["linear_attn.A_log"], np.float32))  # the A of each head, kept in f32
     dt = ops.add(w.linear(x, "linear_attn.in_proj_a"), ops.constant(np.asarray(w["linear_attn.dt_bias"], np.float32)))
-    g = ops.multiply(ops.softplus(dt), ops.constant(decay_rate))
+    g = ops.multiply(ops.softplus(dt), ops.constant(np.asarray(w["linear_attn.A"], np.float32)))
 
     state_name = f"cache_params.past.ssm.{w.layer}"
     state = read_state(state_name, ctx, [value_heads, key_dim, value_dim])
-    out, state = gated_delta_rule(q, k, v, g, beta, state)
+    out, state = gated_delta_rule(q, k, v, g, beta, state, args.value_heads_tiled)
     write_state(state, state_name, ctx)
 
     gate = split_heads(w.linear(x, "linear_attn.in_proj_z"), value_heads, value_dim)
