@@ -113,6 +113,11 @@ VARIANTS = {
     # What Qwen ships: the language model of a vision-language checkpoint (model.language_model.*).
     "qwen3_5-multimodal": ("Qwen3_5Config", dict(QWEN3_5, layer_types=["full_attention", "linear_attention"]),
                            torch.bfloat16, False),
+    # 256 wide, for GGUF K-quants (super-blocks of 256 weights per row): 4 value heads of 64.
+    "qwen3_5-256": ("Qwen3_5TextConfig", dict(QWEN3_5, hidden_size=256, intermediate_size=512, linear_value_head_dim=64,
+                                              layer_types=["linear_attention", "full_attention"]), torch.float32, False),
+    "lfm2-256": ("Lfm2Config", dict(hidden_size=256, intermediate_size=768, layer_types=["conv", "full_attention"]),
+                 torch.float32, False),
     # LFM2: a short-convolution layer, then attention; the MLP's width by Liquid's rule (192 → 128).
     "lfm2": ("Lfm2Config", dict(intermediate_size=192, block_multiple_of=32, layer_types=["conv", "full_attention"]),
              torch.bfloat16, False),

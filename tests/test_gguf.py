@@ -284,6 +284,39 @@ def test_k_quants_and_q5_blocks_are_kept_exactly(checkpoint, tmp_path, gguf_file
     assert list(pipe.generate(ov.Tensor(np.array([ids])), config).tokens[0]) == reference_greedy(reference, ids, 16)
 
 
+# llama.cpp's fallback for rows shorter than a super-block (Qwen3.5's 64-wide attention output here): Q5_0.
+HYBRID_K_QUANTS = {"attn_qkv": "Q4_K", "attn_gate": "Q5_K", "ssm_out": "Q6_K", "in_proj": "Q4_K", "out_proj": "Q5_K",
+                   "attn_q": "Q4_K", "attn_k": "Q6_K", "attn_v": "Q6_K", "attn_output": "Q5_0", "ffn_gate": "Q4_K",
+                   "ffn_up": "Q4_K", "ffn_down": "Q6_K", "token_embd": "Q6_K", "output": "Q6_K"}
+
+
+@pytest.mark.parametrize("name", ["qwen3_5-256", "lfm2-256"])
+def test_hybrid_k_quants_are_kept_exactly(name, checkpoint, tmp_path, gguf_file):
+    """A Q4_K_M-like mix of K-quants in a hybrid's file, the DeltaNet's and short convolutions' projections
+    among them: kept as integers (no float weight layer left), logits within 1e-3 of transformers on gguf-py's
+    dequantization of the same blocks, the same greedy tokens."""
+    from convert import convert
+
+    path = write_gguf(checkpoint(name), tmp_path / f"{name}.gguf", gguf_file, HYBRID_K_QUANTS)
+    out = convert(path, tmp_path / "ir")
+    model = ov.Core().read_model(out / "openvino_model.xml")
+    layers = json.loads(model.get_rt_info(["ovgenai_chat", "layers"]).astype(str))
+    assert set(layers) <= {"int4_asym_g32", "int8_asym_g32", "int8_sym_g16", "int8_sym_g32", "f32"}, layers
+    assert layers.get("f32", 0) == (2 if name.startswith("qwen3_5") else 0), layers  # in_proj_b / a stay F32 here
+    reference = dequantized_reference(checkpoint(name), path)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file=path.name)
+    compiled = ov.Core().compile_model(out / "openvino_model.xml", "CPU", EXACT)
+    ids = templated_ids(tokenizer, [{"role": "user", "content": PROMPTS[1]}])
+    with torch.no_grad():
+        expected = reference(torch.tensor([ids])).logits[0].numpy()
+    worst = float(np.abs(ir_logits(compiled, ids, chunks=2) - expected).max())
+    print(f"{name} K-quant GGUF: max |logits - transformers| = {worst:.2e}")
+    assert worst <= 1e-3
+    pipe = openvino_genai.LLMPipeline(out, "CPU", **EXACT)
+    config = openvino_genai.GenerationConfig(max_new_tokens=16, ignore_eos=True)
+    assert list(pipe.generate(ov.Tensor(np.array([ids])), config).tokens[0]) == reference_greedy(reference, ids, 16)
+
+
 def test_other_block_types_are_dequantized_then_compressed(checkpoint, tmp_path, gguf_file):
     path = write_gguf(checkpoint("llama-256"), tmp_path / "q2k.gguf", gguf_file, {**BLOCK_TYPES, "ffn_down": "Q2_K"})
     out = tmp_path / "out"
