@@ -232,8 +232,9 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
         interval = config["layer_types"].index("full_attention") + 1  # llama.cpp knows only this pattern
         assert all((t == "full_attention") == ((i + 1) % interval == 0) for i, t in enumerate(config["layer_types"]))
         writer.add_full_attention_interval(interval)
-        sections = list(config["rope_parameters"].get("mrope_section", [11, 11, 10]))  # multimodal rope; text reads one
-        writer.add_rope_dimension_sections(sections + [0] * (4 - len(sections)))
+        # Multimodal rope's sections of the rotated pairs (text positions are the same in each): all in one here.
+        rotated = int(config["head_dim"] * config["rope_parameters"].get("partial_rotary_factor", 0.25))
+        writer.add_rope_dimension_sections([rotated // 2, 0, 0, 0])
     rope = config.get("rope_parameters") or {}
     if arch == "gemma3":  # the global rope; llama.cpp fixes the sliding layers' base at 10 000
         rope = rope["full_attention"]
