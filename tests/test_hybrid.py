@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import json
+import threading
 
 import numpy as np
 import openvino as ov
@@ -108,3 +109,46 @@ def test_third_chat_turn_matches_transformers(name, backend, checkpoint, convert
         assert reply == expected, len(messages)
         messages.append({"role": "assistant", "content": reply})
         history.append(messages[-1])
+
+
+SERVED_PROMPTS = [PROMPTS[0], PROMPTS[1], PROMPTS[2], "Tell me about lighthouses and the people who kept them."]
+
+
+@pytest.mark.parametrize("name", ["qwen3_5-text", "lfm2"])
+def test_the_server_batches_four_streams_of_a_hybrid_each_as_if_alone(name, converted, tmp_path):
+    """ContinuousBatchingPipeline rewrites the convolution and DeltaNet states into paged per-sequence
+    tables (PagedCausalConv1D, PagedGatedDeltaNet): four concurrent greedy streams, then a second turn
+    of each that extends its first (prefix caching over linear state), each reply equal to LLMPipeline's
+    for that conversation alone. Mixed-up state between sequences would show as a different reply."""
+    from test_serve import Served
+
+    path = converted(name, "fp32")
+    pipe = openvino_genai.LLMPipeline(path, "CPU", ATTENTION_BACKEND="SDPA", **EXACT)
+    config = openvino_genai.GenerationConfig(max_new_tokens=24)
+
+    def alone(messages):
+        return pipe.generate(openvino_genai.ChatHistory(messages), config).texts[0]
+
+    served = Served(path, "--precision", "accurate", home=tmp_path)
+    try:
+        client = served.client()
+        for turn in range(2):
+            conversations = [[{"role": "user", "content": prompt}] for prompt in SERVED_PROMPTS]
+            if turn:
+                for messages in conversations:
+                    messages += [{"role": "assistant", "content": alone(messages)}, {"role": "user", "content": "And then?"}]
+            replies: dict[int, str] = {}
+
+            def stream(i):
+                chunks = client.chat.completions.create(model=served.model, messages=conversations[i], max_tokens=24,
+                                                        temperature=0, stream=True)
+                replies[i] = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+
+            threads = [threading.Thread(target=stream, args=(i,)) for i in range(len(conversations))]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=300)
+            assert [replies.get(i) for i in range(len(conversations))] == [alone(m) for m in conversations], turn
+    finally:
+        assert served.stop() == 0, "".join(served.log)
