@@ -1,6 +1,10 @@
 """What the runtime's choices buy, on this device: start time without and with the compiled-model
-cache, and the 5th turn's time to first token when the KV cache is reused against re-sending the
+cache, and each turn's time to first token when the KV cache is reused against re-sending the
 whole history to a fresh pipeline. Each load runs in a fresh process.
+
+A turn that reuses nothing — GenAI resets a hybrid model's recurrent state whenever the templated
+history does not extend the tokens it has seen, as when a template drops earlier turns' thinking —
+shows as its prefill covering the whole prompt.
 
     python benchmarks/chat_turns.py MODEL_DIR [--device auto] [--turns 5]
 """
@@ -35,9 +39,10 @@ def load_times(model_dir: str, device: str, cache_dir: str, use_cache: bool) -> 
     return json.loads(result.stdout.splitlines()[-1])
 
 
-def turn_ttfts(model_dir: str, device: str, turns: int, max_new_tokens: int) -> tuple[list[float], list[float]]:
-    """(reused, resent): TTFT in ms of each turn through one Chat, and of the same templated history
-    sent whole as token ids (as the notebook's generate does: no KV cache kept between calls)."""
+def turn_ttfts(model_dir: str, device: str, turns: int, max_new_tokens: int) -> tuple[list[float], list[float], list]:
+    """(reused, resent, prefilled): TTFT in ms of each turn through one Chat, and of the same templated
+    history sent whole as token ids (as the notebook's generate does: no KV cache kept between calls);
+    and (tokens the turn prefilled, tokens of its whole prompt)."""
     import openvino as ov
 
     import ovgenai_chat
@@ -49,7 +54,7 @@ def turn_ttfts(model_dir: str, device: str, turns: int, max_new_tokens: int) -> 
     config = whole.get_generation_config()
     config.max_new_tokens = max_new_tokens
     whole.generate(tokenizer.encode("Hello").input_ids, config)  # the first request compiles; keep it out
-    reused, resent = [], []
+    reused, resent, prefilled = [], [], []
     for question in QUESTIONS[:turns]:
         prompt = tokenizer.apply_chat_template([*chat.history, {"role": "user", "content": question}],
                                                add_generation_prompt=True)
@@ -57,7 +62,8 @@ def turn_ttfts(model_dir: str, device: str, turns: int, max_new_tokens: int) -> 
         resent.append(whole.generate(ov.Tensor(ids.data), config).perf_metrics.get_ttft().mean)
         chat.send(question)
         reused.append(chat.metrics.ttft_ms)
-    return reused, resent
+        prefilled.append((chat.metrics.input_tokens, ids.get_shape()[1]))
+    return reused, resent, prefilled
 
 
 def main() -> None:
@@ -78,9 +84,10 @@ def main() -> None:
               f"load + first reply {statistics.median(r['first_reply_s'] for r in runs):.2f} s "
               f"(median of {len(runs)} fresh processes)")
 
-    reused, resent = turn_ttfts(args.model_dir, args.device, args.turns, args.max_new_tokens)
-    for turn, (a, b) in enumerate(zip(reused, resent), 1):
-        print(f"turn {turn}: TTFT {a:.0f} ms with the KV cache reused, {b:.0f} ms re-sending the history")
+    reused, resent, prefilled = turn_ttfts(args.model_dir, args.device, args.turns, args.max_new_tokens)
+    for turn, (a, b, (fed, whole)) in enumerate(zip(reused, resent, prefilled), 1):
+        print(f"turn {turn}: TTFT {a:.0f} ms with the KV cache reused (prefilled {fed} of {whole} prompt tokens), "
+              f"{b:.0f} ms re-sending the history")
 
 
 if __name__ == "__main__":
