@@ -176,7 +176,7 @@ def test_unsupported_model_type(tmp_path, checkpoint):
     (src / "config.json").write_text(json.dumps({**config, "model_type": "gpt2"}))
     out = tmp_path / "out"
     assert_clean_failure(run_ovchat("convert", src, "-o", out), out,
-                         "model_type 'gpt2' is not supported; supported: exaone4, gemma3, gemma3_text, granite, llama")
+                         "model_type 'gpt2' is not supported; supported: exaone4, gemma3, gemma3_text, granite, lfm2, llama")
 
 
 def test_truncated_safetensors(tmp_path, checkpoint):
