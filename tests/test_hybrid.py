@@ -152,3 +152,18 @@ def test_the_server_batches_four_streams_of_a_hybrid_each_as_if_alone(name, conv
             assert [replies.get(i) for i in range(len(conversations))] == [alone(m) for m in conversations], turn
     finally:
         assert served.stop() == 0, "".join(served.log)
+
+
+@pytest.mark.parametrize("name", ["qwen3_5-multimodal", "lfm2-fp32-attn-idxs"])
+def test_second_turn_through_the_python_api_matches_transformers(name, checkpoint, converted, tokenizer_of):
+    """ovgenai_chat's Chat (SDPA backend, accurate precision) on its second turn: transformers' greedy
+    reply to the whole templated history, the first reply in it as Chat keeps it."""
+    import ovgenai_chat
+
+    tokenizer = tokenizer_of(name)
+    chat = ovgenai_chat.load(converted(name, "fp32"), precision="accurate", max_new_tokens=12, temperature=0)
+    chat.send(PROMPTS[0])
+    reply = chat.send("Now say it shorter.")
+    ids = templated_ids(tokenizer, chat.messages[:-1])
+    expected = reference_greedy(reference_model(checkpoint(name)), ids, 12)
+    assert reply == tokenizer.decode(expected, skip_special_tokens=True)
