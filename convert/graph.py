@@ -260,8 +260,8 @@ def short_conv(x, kernel: np.ndarray, name: str, ctx: Context) -> ov.Output:
 
 
 def l2_normalize(x, eps: float = 1e-6) -> ov.Output:
-    """x / sqrt(Σx² + eps) over the last axis, written x · 1/sqrt(…) as the CPU plugin's GatedDeltaNet
-    fusion expects."""
+    """x / sqrt(Σx² + eps) over the last axis, written x · 1/sqrt(…), the form the CPU plugin folds into
+    its GatedDeltaNet node when nothing sits between the two."""
     sum_sq = ops.reduce_sum(ops.multiply(x, x), vector([-1]), keep_dims=True)
     return ops.multiply(x, ops.divide(scalar(1.0, np.float32), ops.sqrt(ops.add(sum_sq, scalar(eps, np.float32))))).output(0)
 
