@@ -1,21 +1,47 @@
-"""A random-weight llama checkpoint with a real model's compute shapes, for measuring at real size with
-no download: bf16 safetensors in shards, config.json, and the default model's tokenizer (SmolLM2's,
-vocab 49152, ChatML template) so every size shares one tokenizer and prompts stay comparable.
+"""Random-weight checkpoints with real models' compute shapes, for measuring at real size with no
+download: bf16 safetensors in shards, config.json, and the default model's tokenizer (SmolLM2's,
+49152 tokens, ChatML template) so every size shares one tokenizer and prompts stay comparable.
 
     python benchmarks/synthetic.py SHAPE OUT_DIR                      # SHAPE: one of the names below
     python benchmarks/synthetic.py SHAPE OUT.gguf [--quantize Q4_K_M]  # the same weights as a GGUF
 
-Then `ovchat convert OUT_DIR -o MODEL_DIR` and measure MODEL_DIR. The weights are N(0, 0.02) (norms 1),
-so replies are nonsense; timings, memory and the cost of a precision setting are what they measure.
-A .gguf is written in F16 as llama.cpp's converter writes llama (q/k rows interleaved per head), then,
-with --quantize, quantized by llama.cpp itself (llama-cpp-python's llama_model_quantize) into
-OUT.TYPE.gguf: the file people download, for comparing import and runtimes on one set of weights.
+Then `ovchat convert OUT_DIR -o MODEL_DIR` and measure MODEL_DIR. Replies are nonsense; timings,
+memory and the cost of a precision setting are what they measure.
+
+Each architecture is described once, by a class below: its tensors and their random values, its
+config.json, and how llama.cpp's converter writes it (metadata, tensor names, the values it changes).
+  Llama   every layer attention (llama, Qwen2.5, Phi-3, … shapes: what they compute is llama's)
+  Qwen35  Qwen3.5's text model: Gated DeltaNet layers and gated full attention, three to one
+  Lfm2    LFM2: gated short-convolution layers and attention layers
+Projections are N(0, 0.02); norms are the identity (1; 0 for Qwen3.5's norms, which scale by 1 + w,
+but 1 for its gated norm); Qwen3.5's A_log = log U(1, 16) and dt_bias 1; convolution taps N(0, 0.02).
+
+A .gguf is written tensor by tensor (a 4 B model never sits in memory whole) as llama.cpp's
+convert_hf_to_gguf.py --outtype f16 writes the architecture: projections and embeddings F16, 1-D
+tensors and convolution taps F32 (the taps squeezed to [C, K]), and the values changed as it changes
+them (llama's q/k rows interleaved per head; Qwen3.5's (1 + w) norms stored as 1 + w, A = −exp(A_log),
+the DeltaNet value heads in llama.cpp's tiled order). With --quantize it is then quantized by
+llama.cpp itself (llama-cpp-python's llama_model_quantize) into OUT.TYPE.gguf: the file people
+download, for comparing import and runtimes on one set of weights.
+
+Vocabularies larger than the tokenizer. The hybrids keep their real vocabulary sizes (their tied
+embedding is a large share of the bytes read per token) under SmolLM2's 49152 tokens, and a random
+model picks the ids past the tokenizer most of the time (80 % of Qwen3.5's). OpenVINO GenAI copes:
+its detokenizer drops unknown ids. llama.cpp does not: it refuses a file whose token list is shorter
+than token_embd ("tensor 'token_embd.weight' has wrong shape"). So the GGUF's token list is padded
+to the vocabulary with "[PAD<id>]" entries, as llama.cpp's converter pads a vocabulary it finds
+shorter than the model's (Qwen's is). That converter marks them UNUSED, which print nothing: a random
+reply would be mostly silent in llama.cpp's stream, and bench.py times llama.cpp's chat turns by their
+streamed text. Here they are NORMAL tokens, and the checkpoint's tokenizer gets the same entries in
+its BPE vocabulary (no merge makes them, so text tokenizes as before), so both runtimes print the
+same text for the same ids and stream a piece per token, as a trained model's replies do.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import ml_dtypes
@@ -24,54 +50,359 @@ from safetensors.numpy import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-# name → (hidden, layers, FFN, heads, KV heads, head dim): the compute shapes of the model the name says.
-SHAPES = {
-    "smollm2-360m": (960, 32, 2560, 15, 5, 64),
-    "qwen2.5-0.5b": (896, 24, 4864, 14, 2, 64),
-    "llama-3.2-1b": (2048, 16, 8192, 32, 8, 64),
-    "smollm2-1.7b": (2048, 24, 8192, 32, 32, 64),
-    "qwen2.5-3b": (2048, 36, 11008, 16, 2, 128),
-    "llama-3.2-3b": (3072, 28, 8192, 24, 8, 128),
-    "phi-3-mini": (3072, 32, 8192, 32, 32, 96),
-    "qwen3-4b": (2560, 36, 9728, 32, 8, 128),  # heads × head dim (4096) wider than hidden, as Qwen3's
-    "tiny": (64, 2, 128, 4, 2, 32),  # for the tests
-}
-VOCAB = 49152
+VOCAB = 49152  # SmolLM2's tokenizer
 SHARD_BYTES = 2 << 30
+BF16 = ml_dtypes.bfloat16
 
 
-def tensors(hidden: int, layers: int, ffn: int, heads: int, kv_heads: int, head_dim: int):
-    yield "model.embed_tokens.weight", (VOCAB, hidden)
-    for i in range(layers):
-        p = f"model.layers.{i}."
-        yield p + "input_layernorm.weight", (hidden,)
-        yield p + "post_attention_layernorm.weight", (hidden,)
-        yield p + "self_attn.q_proj.weight", (heads * head_dim, hidden)
-        yield p + "self_attn.k_proj.weight", (kv_heads * head_dim, hidden)
-        yield p + "self_attn.v_proj.weight", (kv_heads * head_dim, hidden)
-        yield p + "self_attn.o_proj.weight", (hidden, heads * head_dim)
-        yield p + "mlp.gate_proj.weight", (ffn, hidden)
-        yield p + "mlp.up_proj.weight", (ffn, hidden)
-        yield p + "mlp.down_proj.weight", (hidden, ffn)
-    yield "model.norm.weight", (hidden,)
-    yield "lm_head.weight", (VOCAB, hidden)
+def normal(dims, rng: np.random.Generator) -> np.ndarray:
+    array = rng.standard_normal(dims, np.float32)
+    array *= 0.02  # in place: the 4 B shapes' embedding is 2.5 GB in f32
+    return array.astype(BF16)
+
+
+@dataclass(frozen=True)
+class Llama:
+    """Every layer attention then a SwiGLU MLP; lm_head untied. llama.cpp's converter interleaves the
+    rotary halves of each head's q and k rows. The hybrids below reuse its parts."""
+
+    hidden: int
+    layers: int
+    ffn: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int = VOCAB
+
+    gguf_arch = "llama"
+    # HF name → GGUF name; a layer's tensors by their names after "model.layers.{i}." / "blk.{i}.".
+    GGUF_NAMES = {
+        "model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+        "lm_head.weight": "output.weight", "input_layernorm.weight": "attn_norm.weight",
+        "post_attention_layernorm.weight": "ffn_norm.weight", "self_attn.q_proj.weight": "attn_q.weight",
+        "self_attn.k_proj.weight": "attn_k.weight", "self_attn.v_proj.weight": "attn_v.weight",
+        "self_attn.o_proj.weight": "attn_output.weight", "mlp.gate_proj.weight": "ffn_gate.weight",
+        "mlp.up_proj.weight": "ffn_up.weight", "mlp.down_proj.weight": "ffn_down.weight",
+    }
+
+    def tensors(self):
+        """(HF name, shape), in checkpoint order."""
+        yield "model.embed_tokens.weight", (self.vocab, self.hidden)
+        for i in range(self.layers):
+            p = f"model.layers.{i}."
+            yield p + "input_layernorm.weight", (self.hidden,)
+            yield p + "post_attention_layernorm.weight", (self.hidden,)
+            yield from self.attention(p, self.heads * self.head_dim)
+            yield from self.mlp(p)
+        yield "model.norm.weight", (self.hidden,)
+        yield "lm_head.weight", (self.vocab, self.hidden)
+
+    def attention(self, p: str, q_rows: int, out: str = "o_proj"):
+        yield p + "self_attn.q_proj.weight", (q_rows, self.hidden)
+        yield p + "self_attn.k_proj.weight", (self.kv_heads * self.head_dim, self.hidden)
+        yield p + "self_attn.v_proj.weight", (self.kv_heads * self.head_dim, self.hidden)
+        yield p + f"self_attn.{out}.weight", (self.hidden, self.heads * self.head_dim)
+
+    def mlp(self, p: str, names=("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")):
+        gate, up, down = names
+        yield p + f"{gate}.weight", (self.ffn, self.hidden)
+        yield p + f"{up}.weight", (self.ffn, self.hidden)
+        yield p + f"{down}.weight", (self.hidden, self.ffn)
+
+    def initial(self, name: str, dims: tuple, rng: np.random.Generator) -> np.ndarray:
+        """The random bf16 value of tensor `name`: norms the identity, the rest N(0, 0.02)."""
+        return np.ones(dims, BF16) if len(dims) == 1 else normal(dims, rng)
+
+    def config(self) -> dict:
+        return {
+            "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": self.hidden,
+            "num_hidden_layers": self.layers, "intermediate_size": self.ffn, "num_attention_heads": self.heads,
+            "num_key_value_heads": self.kv_heads, "head_dim": self.head_dim, "rms_norm_eps": 1e-5,
+            "max_position_embeddings": 4096, "rope_theta": 10000.0, "vocab_size": self.vocab,
+            "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "bfloat16",
+        }
+
+    def gguf_metadata(self, writer) -> None:
+        writer.add_block_count(self.layers)
+        writer.add_context_length(4096)
+        writer.add_embedding_length(self.hidden)
+        writer.add_feed_forward_length(self.ffn)
+        writer.add_head_count(self.heads)
+        writer.add_head_count_kv(self.kv_heads)
+        writer.add_layer_norm_rms_eps(1e-5)
+        writer.add_rope_freq_base(10000.0)
+        writer.add_rope_dimension_count(self.head_dim)
+        writer.add_key_length(self.head_dim)
+        writer.add_value_length(self.head_dim)
+        writer.add_vocab_size(self.vocab)
+
+    def gguf_name(self, name: str) -> str:
+        if name.startswith("model.layers."):
+            _, _, layer, rest = name.split(".", 3)
+            return f"blk.{layer}.{self.GGUF_NAMES[rest]}"
+        return self.GGUF_NAMES[name]
+
+    def to_gguf(self, name: str, array: np.ndarray) -> np.ndarray:
+        """The f32 values llama.cpp's converter stores for HF tensor `name`."""
+        if name.endswith(("q_proj.weight", "k_proj.weight")):  # rotary halves interleaved per head
+            n = self.heads if "q_proj" in name else self.kv_heads
+            array = array.reshape(n, 2, self.head_dim // 2, self.hidden).swapaxes(1, 2).reshape(array.shape)
+        return array
+
+
+@dataclass(frozen=True)
+class Qwen35(Llama):
+    """Qwen3.5's text model (Qwen3_5ForCausalLM, llama.cpp's qwen35): layer i is full attention when
+    (i + 1) % 4 == 0, Gated DeltaNet otherwise. Attention layers are Qwen3's with an output gate (q_proj
+    twice as tall: per head, q then the gate) and rotary over a quarter of each head; every RMSNorm but
+    the DeltaNet's gated one scales by 1 + w; embeddings tied. llama.cpp's converter stores those norms
+    as 1 + w, A = −exp(A_log) as `ssm_a`, and the DeltaNet's value heads tiled (value head j reads key
+    head j mod Hk) where Qwen groups them (j // (Hv / Hk))."""
+
+    linear_key_heads: int = 16
+    linear_value_heads: int = 32
+    linear_key_dim: int = 128
+    linear_value_dim: int = 128
+    conv_kernel: int = 4
+    rope_sections: tuple = (11, 11, 10)  # multimodal rope's split of the rotated pairs (text reads them alike)
+    context: int = 262144
+
+    gguf_arch = "qwen35"
+    interval = 4  # full_attention_interval: the only layer pattern llama.cpp's qwen35 knows
+    partial_rotary = 0.25
+    rope_theta = 10_000_000.0
+    GGUF_NAMES = {
+        **{k: v for k, v in Llama.GGUF_NAMES.items() if k != "post_attention_layernorm.weight"},
+        "post_attention_layernorm.weight": "post_attention_norm.weight",
+        "self_attn.q_norm.weight": "attn_q_norm.weight", "self_attn.k_norm.weight": "attn_k_norm.weight",
+        "linear_attn.in_proj_qkv.weight": "attn_qkv.weight", "linear_attn.in_proj_z.weight": "attn_gate.weight",
+        "linear_attn.in_proj_b.weight": "ssm_beta.weight", "linear_attn.in_proj_a.weight": "ssm_alpha.weight",
+        "linear_attn.conv1d.weight": "ssm_conv1d.weight", "linear_attn.dt_bias": "ssm_dt.bias",
+        "linear_attn.A_log": "ssm_a", "linear_attn.norm.weight": "ssm_norm.weight",
+        "linear_attn.out_proj.weight": "ssm_out.weight",
+    }
+    # DeltaNet tensors holding the value heads → (their axis, whether q and k's channels come first)
+    VALUE_HEADS = {"in_proj_qkv.weight": (0, True), "conv1d.weight": (0, True), "in_proj_z.weight": (0, False),
+                   "in_proj_b.weight": (0, False), "in_proj_a.weight": (0, False), "dt_bias": (0, False),
+                   "A_log": (0, False), "out_proj.weight": (1, False)}
+
+    def __post_init__(self):
+        rotated_pairs = int(self.head_dim * self.partial_rotary) // 2
+        assert sum(self.rope_sections) == rotated_pairs, "the rope sections cover the rotated pairs"
+        assert self.linear_key_dim == self.linear_value_dim, "llama.cpp's qwen35 assumes equal key and value head dims"
+
+    def layer_types(self) -> list[str]:
+        return ["full_attention" if (i + 1) % self.interval == 0 else "linear_attention" for i in range(self.layers)]
+
+    def tensors(self):
+        key, value = self.linear_key_heads * self.linear_key_dim, self.linear_value_heads * self.linear_value_dim
+        yield "model.embed_tokens.weight", (self.vocab, self.hidden)
+        for i, kind in enumerate(self.layer_types()):
+            p = f"model.layers.{i}."
+            yield p + "input_layernorm.weight", (self.hidden,)
+            yield p + "post_attention_layernorm.weight", (self.hidden,)
+            if kind == "full_attention":
+                yield from self.attention(p, 2 * self.heads * self.head_dim)  # q and its gate
+                yield p + "self_attn.q_norm.weight", (self.head_dim,)
+                yield p + "self_attn.k_norm.weight", (self.head_dim,)
+            else:
+                p += "linear_attn."
+                yield p + "in_proj_qkv.weight", (2 * key + value, self.hidden)
+                yield p + "in_proj_z.weight", (value, self.hidden)
+                yield p + "in_proj_b.weight", (self.linear_value_heads, self.hidden)
+                yield p + "in_proj_a.weight", (self.linear_value_heads, self.hidden)
+                yield p + "conv1d.weight", (2 * key + value, 1, self.conv_kernel)
+                yield p + "dt_bias", (self.linear_value_heads,)
+                yield p + "A_log", (self.linear_value_heads,)
+                yield p + "norm.weight", (self.linear_value_dim,)
+                yield p + "out_proj.weight", (self.hidden, value)
+            yield from self.mlp(f"model.layers.{i}.")
+        yield "model.norm.weight", (self.hidden,)
+
+    def initial(self, name, dims, rng):
+        if name.endswith(".A_log"):  # decay rates A = exp(A_log) in [1, 16], as transformers initialises them
+            return np.log(rng.uniform(1, 16, dims)).astype(BF16)
+        if name.endswith((".dt_bias", ".linear_attn.norm.weight")):
+            return np.ones(dims, BF16)
+        if len(dims) == 1:  # the (1 + w) norms
+            return np.zeros(dims, BF16)
+        return normal(dims, rng)
+
+    def config(self) -> dict:
+        return {
+            "architectures": ["Qwen3_5ForCausalLM"], "model_type": "qwen3_5_text", "hidden_size": self.hidden,
+            "num_hidden_layers": self.layers, "layer_types": self.layer_types(), "intermediate_size": self.ffn,
+            "num_attention_heads": self.heads, "num_key_value_heads": self.kv_heads, "head_dim": self.head_dim,
+            "linear_num_key_heads": self.linear_key_heads, "linear_num_value_heads": self.linear_value_heads,
+            "linear_key_head_dim": self.linear_key_dim, "linear_value_head_dim": self.linear_value_dim,
+            "linear_conv_kernel_dim": self.conv_kernel, "rms_norm_eps": 1e-6, "hidden_act": "silu",
+            "max_position_embeddings": self.context, "attention_bias": False,
+            "rope_parameters": {"rope_type": "default", "rope_theta": self.rope_theta,
+                                "partial_rotary_factor": self.partial_rotary, "mrope_section": list(self.rope_sections),
+                                "mrope_interleaved": True},
+            "vocab_size": self.vocab, "tie_word_embeddings": True, "bos_token_id": 1, "eos_token_id": 2,
+            "torch_dtype": "bfloat16",
+        }
+
+    def gguf_metadata(self, writer) -> None:
+        writer.add_block_count(self.layers)
+        writer.add_context_length(self.context)
+        writer.add_embedding_length(self.hidden)
+        writer.add_feed_forward_length(self.ffn)
+        writer.add_head_count(self.heads)
+        writer.add_head_count_kv(self.kv_heads)
+        writer.add_rope_dimension_sections([*self.rope_sections, 0])
+        writer.add_rope_freq_base(self.rope_theta)
+        writer.add_layer_norm_rms_eps(1e-6)
+        writer.add_key_length(self.head_dim)
+        writer.add_value_length(self.head_dim)
+        writer.add_ssm_conv_kernel(self.conv_kernel)
+        writer.add_ssm_state_size(self.linear_key_dim)
+        writer.add_ssm_group_count(self.linear_key_heads)
+        writer.add_ssm_time_step_rank(self.linear_value_heads)
+        writer.add_ssm_inner_size(self.linear_value_dim * self.linear_value_heads)
+        writer.add_full_attention_interval(self.interval)
+        writer.add_rope_dimension_count(int(self.head_dim * self.partial_rotary))
+
+    def to_gguf(self, name, array):
+        if name.endswith("norm.weight") and ".linear_attn." not in name:
+            array = array + 1
+        if name.endswith(".A_log"):
+            array = -np.exp(array)
+        if ".linear_attn." in name and (at := self.VALUE_HEADS.get(name.split(".linear_attn.")[1])):
+            array = self.tile_value_heads(array, *at)
+        return array
+
+    def tile_value_heads(self, array: np.ndarray, axis: int, after_qk: bool) -> np.ndarray:
+        """Value heads [Hk, Hv / Hk] (Qwen's grouping) → [Hv / Hk, Hk] (llama.cpp's tiling), on `axis`."""
+        groups = self.linear_value_heads // self.linear_key_heads
+        if groups == 1:
+            return array
+        start = 2 * self.linear_key_heads * self.linear_key_dim if after_qk else 0
+        array = np.moveaxis(array, axis, 0)
+        heads = array[start:]
+        heads = heads.reshape(self.linear_key_heads, groups, -1, *heads.shape[1:]).swapaxes(0, 1).reshape(heads.shape)
+        return np.moveaxis(np.concatenate([array[:start], heads]), 0, axis)
+
+
+@dataclass(frozen=True)
+class Lfm2(Llama):
+    """LFM2 (Lfm2ForCausalLM, llama.cpp's lfm2): attention at `attention_layers` (llama's, with an
+    RMSNorm over each head of q and k), gated short convolutions over `conv_cache` steps elsewhere; a
+    SwiGLU MLP `ffn` wide, which config.json states as Liquid's intermediate_size (its ⅔, rounded up
+    to 256); the final norm named embedding_norm; embeddings tied. llama.cpp's converter keeps every
+    value, writes the MLP's real width and per layer KV head counts, 0 for a convolution layer."""
+
+    attention_layers: tuple = ()
+    conv_cache: int = 3
+    context: int = 128000
+
+    gguf_arch = "lfm2"
+    rope_theta = 1_000_000.0
+    GGUF_NAMES = {
+        "model.embed_tokens.weight": "token_embd.weight", "model.embedding_norm.weight": "token_embd_norm.weight",
+        "operator_norm.weight": "attn_norm.weight", "ffn_norm.weight": "ffn_norm.weight",
+        "self_attn.q_proj.weight": "attn_q.weight", "self_attn.k_proj.weight": "attn_k.weight",
+        "self_attn.v_proj.weight": "attn_v.weight", "self_attn.out_proj.weight": "attn_output.weight",
+        "self_attn.q_layernorm.weight": "attn_q_norm.weight", "self_attn.k_layernorm.weight": "attn_k_norm.weight",
+        "conv.in_proj.weight": "shortconv.in_proj.weight", "conv.conv.weight": "shortconv.conv.weight",
+        "conv.out_proj.weight": "shortconv.out_proj.weight", "feed_forward.w1.weight": "ffn_gate.weight",
+        "feed_forward.w3.weight": "ffn_up.weight", "feed_forward.w2.weight": "ffn_down.weight",
+    }
+
+    def __post_init__(self):
+        assert self.head_dim * self.heads == self.hidden, "LFM2's head dim is hidden / heads"
+        # Liquid's rule takes ⅔ of config.json's intermediate_size (× 1.0), rounded up to 256
+        assert self.ffn % 256 == 0 and int(2 * (self.ffn * 3 // 2) / 3) == self.ffn, "a width config.json can state"
+
+    def layer_types(self) -> list[str]:
+        return ["full_attention" if i in self.attention_layers else "conv" for i in range(self.layers)]
+
+    def tensors(self):
+        yield "model.embed_tokens.weight", (self.vocab, self.hidden)
+        for i, kind in enumerate(self.layer_types()):
+            p = f"model.layers.{i}."
+            yield p + "operator_norm.weight", (self.hidden,)
+            yield p + "ffn_norm.weight", (self.hidden,)
+            if kind == "full_attention":
+                yield from self.attention(p, self.heads * self.head_dim, out="out_proj")
+                yield p + "self_attn.q_layernorm.weight", (self.head_dim,)
+                yield p + "self_attn.k_layernorm.weight", (self.head_dim,)
+            else:
+                yield p + "conv.in_proj.weight", (3 * self.hidden, self.hidden)  # B, C, x̃
+                yield p + "conv.conv.weight", (self.hidden, 1, self.conv_cache)
+                yield p + "conv.out_proj.weight", (self.hidden, self.hidden)
+            yield from self.mlp(p, ("feed_forward.w1", "feed_forward.w3", "feed_forward.w2"))
+        yield "model.embedding_norm.weight", (self.hidden,)
+
+    def config(self) -> dict:
+        return {
+            "architectures": ["Lfm2ForCausalLM"], "model_type": "lfm2", "hidden_size": self.hidden,
+            "num_hidden_layers": self.layers, "layer_types": self.layer_types(),
+            "intermediate_size": self.ffn * 3 // 2, "block_auto_adjust_ff_dim": True, "block_multiple_of": 256,
+            "block_ffn_dim_multiplier": 1.0, "num_attention_heads": self.heads, "num_key_value_heads": self.kv_heads,
+            "conv_L_cache": self.conv_cache, "conv_bias": False, "norm_eps": 1e-5,
+            "max_position_embeddings": self.context,
+            "rope_parameters": {"rope_type": "default", "rope_theta": self.rope_theta},
+            "vocab_size": self.vocab, "tie_word_embeddings": True, "bos_token_id": 1, "eos_token_id": 2,
+            "pad_token_id": 2, "torch_dtype": "bfloat16",
+        }
+
+    def gguf_metadata(self, writer) -> None:
+        writer.add_block_count(self.layers)
+        writer.add_context_length(self.context)
+        writer.add_embedding_length(self.hidden)
+        writer.add_feed_forward_length(self.ffn)
+        writer.add_head_count(self.heads)
+        writer.add_head_count_kv([self.kv_heads if t == "full_attention" else 0 for t in self.layer_types()])
+        writer.add_rope_freq_base(self.rope_theta)
+        writer.add_layer_norm_rms_eps(1e-5)
+        writer.add_vocab_size(self.vocab)
+        writer.add_shortconv_l_cache(self.conv_cache)
+
+    def to_gguf(self, name, array):
+        return array  # q and k rows too: llama.cpp rotates LFM2's heads in halves, as transformers does
+
+
+# name → the architecture at the compute shapes of the model the name says:
+# (hidden, layers, FFN, heads, KV heads, head dim, …)
+SHAPES = {
+    "smollm2-360m": Llama(960, 32, 2560, 15, 5, 64),
+    "qwen2.5-0.5b": Llama(896, 24, 4864, 14, 2, 64),
+    "llama-3.2-1b": Llama(2048, 16, 8192, 32, 8, 64),
+    "smollm2-1.7b": Llama(2048, 24, 8192, 32, 32, 64),
+    "qwen2.5-3b": Llama(2048, 36, 11008, 16, 2, 128),
+    "llama-3.2-3b": Llama(3072, 28, 8192, 24, 8, 128),
+    "phi-3-mini": Llama(3072, 32, 8192, 32, 32, 96),
+    "qwen3-4b": Llama(2560, 36, 9728, 32, 8, 128),  # heads × head dim (4096) wider than hidden, as Qwen3's
+    "qwen3.5-0.8b": Qwen35(1024, 24, 3584, 8, 2, 256, vocab=248320, linear_key_heads=16, linear_value_heads=16),
+    "qwen3.5-4b": Qwen35(2560, 32, 9216, 16, 4, 256, vocab=248320, linear_key_heads=16, linear_value_heads=32),
+    "lfm2-1.2b": Lfm2(2048, 16, 8192, 32, 8, 64, vocab=65536, attention_layers=(2, 5, 8, 10, 12, 14)),
+    # for the tests; the hybrids' vocabularies outgrow the tokenizer, as the real ones do
+    "tiny": Llama(64, 2, 128, 4, 2, 32),
+    "tiny-qwen3.5": Qwen35(64, 4, 128, 4, 2, 32, vocab=VOCAB + 64, linear_key_heads=2, linear_value_heads=4,
+                           linear_key_dim=16, linear_value_dim=16, rope_sections=(4, 0, 0), context=4096),
+    "tiny-lfm2": Lfm2(64, 3, 256, 4, 2, 16, vocab=VOCAB + 64, attention_layers=(1,), context=4096),
+}
 
 
 def weights(shape: str):
-    """(name, array) in checkpoint order; the same values for every writer."""
-    rng = np.random.default_rng(0)
-    for name, dims in tensors(*SHAPES[shape]):
-        if len(dims) == 1:
-            yield name, np.ones(dims, ml_dtypes.bfloat16)
-        else:
-            yield name, (rng.standard_normal(dims, np.float32) * 0.02).astype(ml_dtypes.bfloat16)
+    """(name, bf16 array) in checkpoint order; the same values for every writer."""
+    spec, rng = SHAPES[shape], np.random.default_rng(0)
+    for name, dims in spec.tensors():
+        yield name, spec.initial(name, dims, rng)
+
+
+def pad_tokens(count: int, vocab: int) -> list[str]:
+    """The tokens given ids `count` (the tokenizer's size) to `vocab` − 1: see the module's docstring."""
+    return [f"[PAD{i}]" for i in range(count, vocab)]
 
 
 def write_checkpoint(shape: str, out: Path) -> Path:
     from convert.gguf_source import read_gguf
     from ovgenai_chat.engine import default_gguf
 
-    hidden, layers, ffn, heads, kv_heads, head_dim = SHAPES[shape]
+    spec = SHAPES[shape]
     out.mkdir(parents=True, exist_ok=False)
     shards, shard, size, weight_map = [], {}, 0, {}
 
@@ -90,58 +421,48 @@ def write_checkpoint(shape: str, out: Path) -> Path:
             flush()
     if shard:
         flush()
-    total = sum(int(np.prod(dims)) for _, dims in tensors(*SHAPES[shape]))
+    total = sum(int(np.prod(dims)) for _, dims in spec.tensors())
     (out / "model.safetensors.index.json").write_text(json.dumps(
         {"metadata": {"total_size": 2 * total}, "weight_map": weight_map}, indent=2))
-    (out / "config.json").write_text(json.dumps({
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
-        "num_hidden_layers": layers, "intermediate_size": ffn, "num_attention_heads": heads,
-        "num_key_value_heads": kv_heads, "head_dim": head_dim, "rms_norm_eps": 1e-5,
-        "max_position_embeddings": 4096, "rope_theta": 10000.0, "vocab_size": VOCAB,
-        "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "bfloat16",
-    }, indent=2))
+    (out / "config.json").write_text(json.dumps(spec.config(), indent=2))
     read_gguf(default_gguf()).hf_tokenizer().save_pretrained(out)
+    tokenizer = json.loads((out / "tokenizer.json").read_text())
+    ids = tokenizer["model"]["vocab"]  # BPE's vocabulary, token → id
+    if len(ids) < spec.vocab:
+        ids.update({token: i for i, token in enumerate(pad_tokens(len(ids), spec.vocab), start=len(ids))})
+        (out / "tokenizer.json").write_text(json.dumps(tokenizer, ensure_ascii=False))
     print(f"{out}: {shape} shapes, {total / 1e9:.2f} B parameters, {len(shards)} shards")
     return out
 
 
-# HF name → GGUF name, as llama.cpp's converter names llama's tensors
-GGUF_NAMES = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-              "lm_head.weight": "output.weight", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
-              "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-              "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-              "mlp.down_proj": "ffn_down"}
-
-
-def gguf_name(name: str) -> str:
-    if name in GGUF_NAMES:
-        return GGUF_NAMES[name]
-    _, _, layer, *module, _ = name.split(".")
-    return f"blk.{layer}.{GGUF_NAMES['.'.join(module)]}.weight"
+def gguf_layout(dims: tuple) -> tuple[tuple, type]:
+    """A tensor's shape and type in the GGUF, as llama.cpp's converter forces them: 1-D tensors and
+    convolution taps in F32, the taps [C, 1, K] squeezed to [C, K]; the rest F16."""
+    if len(dims) == 3:
+        return (dims[0], dims[2]), np.float32
+    return dims, np.float32 if len(dims) == 1 else np.float16
 
 
 def write_gguf(shape: str, out: Path, quantize: str | None) -> Path:
-    """An F16 GGUF of `shape`'s weights, written tensor by tensor (a 3.8 B model never sits in memory
-    whole), with the default model's tokenizer; then llama.cpp's quantization of it, if asked."""
+    """An F16 GGUF of `shape`'s weights, written tensor by tensor, with the default model's tokenizer
+    (its token list padded to the vocabulary); then llama.cpp's quantization of it, if asked."""
     import gguf
 
     from ovgenai_chat.engine import default_gguf
 
-    hidden, layers, ffn, heads, kv_heads, head_dim = SHAPES[shape]
-    writer = gguf.GGUFWriter(out, "llama")
-    for key, value in ((writer.add_block_count, layers), (writer.add_context_length, 4096),
-                       (writer.add_embedding_length, hidden), (writer.add_feed_forward_length, ffn),
-                       (writer.add_head_count, heads), (writer.add_head_count_kv, kv_heads),
-                       (writer.add_layer_norm_rms_eps, 1e-5), (writer.add_rope_freq_base, 10000.0),
-                       (writer.add_rope_dimension_count, head_dim), (writer.add_key_length, head_dim),
-                       (writer.add_value_length, head_dim), (writer.add_vocab_size, VOCAB)):
-        key(value)
+    spec = SHAPES[shape]
+    writer = gguf.GGUFWriter(out, spec.gguf_arch)
+    spec.gguf_metadata(writer)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
     source = gguf.GGUFReader(default_gguf())
     for key, field in source.fields.items():
         if key.startswith("tokenizer."):
             value = field.contents()
             value_type = field.types[-1] if field.types else None
+            if key == "tokenizer.ggml.tokens":
+                value = value + pad_tokens(len(value), spec.vocab)
+            elif key == "tokenizer.ggml.token_type":
+                value = value + [int(gguf.TokenType.NORMAL)] * (spec.vocab - len(value))
             if isinstance(value, list):
                 writer.add_array(key, value)
             elif isinstance(value, str):
@@ -150,19 +471,17 @@ def write_gguf(shape: str, out: Path, quantize: str | None) -> Path:
                 writer.add_bool(key, value)
             else:
                 writer.add_uint32(key, value)
-    specs = list(tensors(*SHAPES[shape]))
-    for name, dims in specs:
-        dtype = np.float32 if len(dims) == 1 else np.float16  # llama.cpp keeps norms in F32
-        writer.add_tensor_info(gguf_name(name), dims, np.dtype(dtype), int(np.prod(dims)) * np.dtype(dtype).itemsize)
+    for name, dims in spec.tensors():
+        dims, dtype = gguf_layout(dims)
+        dtype = np.dtype(dtype)
+        writer.add_tensor_info(spec.gguf_name(name), dims, dtype, int(np.prod(dims)) * dtype.itemsize)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     for name, value in weights(shape):
-        array = value.astype(np.float32)
-        if name.endswith(("q_proj.weight", "k_proj.weight")):  # rotary halves interleaved, as llama.cpp's converter does
-            n = heads if "q_proj" in name else kv_heads
-            array = array.reshape(n, 2, head_dim // 2, hidden).swapaxes(1, 2).reshape(array.shape)
-        writer.write_tensor_data(array.astype(np.float32 if array.ndim == 1 else np.float16))
+        dims, dtype = gguf_layout(value.shape)
+        array = spec.to_gguf(name, value.astype(np.float32).reshape(dims))
+        writer.write_tensor_data(array.astype(dtype))
     writer.close()
     print(f"{out}: {shape} shapes, F16")
     if not quantize:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jsonschema
 import openvino
+import pytest
 
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 
@@ -112,18 +113,16 @@ def test_precision_table_runs(converted, tmp_path):
     assert result.stdout.strip().splitlines()[-1].startswith("auto on this model's CPU run: accurate (")
 
 
-def test_synthetic_checkpoint_and_gguf_hold_the_same_weights(tmp_path):
-    """benchmarks/synthetic.py at its tiny shape: `cached_models` builds the int4 model once and
-    keeps only it; the checkpoint and the F16 GGUF it writes for llama.cpp hold the same weights
-    (both imported in fp32 give the same logits)."""
-    import numpy as np
-    import openvino as ov
-
-    from convert import convert
-
+def _synthetic():
     sys.path.insert(0, str(BENCHMARKS))
     import synthetic
 
+    return synthetic
+
+
+def test_synthetic_models_are_built_once(tmp_path):
+    """benchmarks/synthetic.py's `cached_models` builds the int4 model once and keeps only it."""
+    synthetic = _synthetic()
     model_dir, gguf = synthetic.cached_models("tiny", tmp_path / "cache", quantize=None)
     assert (model_dir / "openvino_model.xml").is_file() and gguf is None
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["int4"]  # the checkpoint is gone
@@ -131,13 +130,55 @@ def test_synthetic_checkpoint_and_gguf_hold_the_same_weights(tmp_path):
     assert synthetic.cached_models("tiny", tmp_path / "cache", quantize=None)[0] == model_dir
     assert (model_dir / "openvino_model.bin").stat().st_mtime_ns == built  # not built again
 
-    checkpoint = synthetic.write_checkpoint("tiny", tmp_path / "checkpoint")
-    f16 = synthetic.write_gguf("tiny", tmp_path / "tiny.gguf", None)
-    ids = np.array([[1, 504, 2891, 30, 2]])
+
+def test_synthetic_configs_state_their_shapes():
+    """The converter reads every shape's config.json as the shape (LFM2's MLP width by Liquid's rule
+    from the intermediate_size it states)."""
+    from convert.models import model_args
+
+    for name, spec in _synthetic().SHAPES.items():
+        args = model_args(spec.config())
+        assert (args.hidden_size, args.num_hidden_layers, args.intermediate_size, args.num_attention_heads,
+                args.num_key_value_heads, args.head_dim, args.vocab_size) == (
+            spec.hidden, spec.layers, spec.ffn, spec.heads, spec.kv_heads, spec.head_dim, spec.vocab), name
+
+
+@pytest.mark.parametrize("shape", ["tiny", "tiny-qwen3.5", "tiny-lfm2"])
+def test_synthetic_checkpoint_and_gguf_hold_the_same_weights(shape, tmp_path):
+    """benchmarks/synthetic.py at its tiny shapes (llama; the hybrids with vocabularies past the
+    tokenizer's, and DeltaNet value heads llama.cpp reorders): the checkpoint and the F16 GGUF it writes
+    for llama.cpp hold the same weights (both imported in fp32 give the same logits); llama.cpp itself
+    reads the GGUF to those logits too, and both tokenizers print ids past SmolLM2's alike."""
+    import importlib.util
+
+    import numpy as np
+    import openvino as ov
+    import transformers
+
+    from convert import convert
+
+    synthetic = _synthetic()
+    checkpoint = synthetic.write_checkpoint(shape, tmp_path / "checkpoint")
+    f16 = synthetic.write_gguf(shape, tmp_path / f"{shape}.gguf", None)
+    ids = [1, 504, 2891, 30, 2]
     logits = []
     for source in (checkpoint, f16):
         out = convert(source, tmp_path / f"{source.name}-fp32", weight_format="fp32")
         compiled = ov.Core().compile_model(out / "openvino_model.xml", "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-        logits.append(compiled({"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(5)[None],
-                                "beam_idx": np.zeros(1, np.int32)})["logits"])
+        logits.append(compiled({"input_ids": np.array([ids]), "attention_mask": np.ones((1, 5), np.int64),
+                                "position_ids": np.arange(5)[None], "beam_idx": np.zeros(1, np.int32)})["logits"][0])
+    assert logits[0].shape == (5, synthetic.SHAPES[shape].vocab)
     assert np.abs(logits[0] - logits[1]).max() <= 1e-3 * np.abs(logits[0]).max()
+
+    padded = range(synthetic.VOCAB, synthetic.SHAPES[shape].vocab)  # "[PAD<id>]" past SmolLM2's tokens
+    past = [504, *padded[:1], *padded[-1:]]
+    text = transformers.AutoTokenizer.from_pretrained(checkpoint).decode(past)
+    assert text.count("[PAD") == len(past) - 1
+    if importlib.util.find_spec("llama_cpp") is None:
+        return
+    import llama_cpp
+
+    llm = llama_cpp.Llama(str(f16), n_ctx=64, logits_all=True, verbose=False)
+    llm.eval(ids)
+    assert np.abs(np.array(llm.scores[:5]) - logits[0]).max() <= 5e-3 * np.abs(logits[0]).max()  # F16 matmuls
+    assert llm.detokenize(past).decode() == text
