@@ -299,11 +299,10 @@ class Lfm2(Llama):
 
     gguf_arch = "lfm2"
     rope_theta = 1_000_000.0
-    GGUF_NAMES = {
-        "model.embed_tokens.weight": "token_embd.weight", "model.embedding_norm.weight": "token_embd_norm.weight",
+    GGUF_NAMES = {  # llama's, and LFM2's own names
+        **Llama.GGUF_NAMES, "model.embedding_norm.weight": "token_embd_norm.weight",
         "operator_norm.weight": "attn_norm.weight", "ffn_norm.weight": "ffn_norm.weight",
-        "self_attn.q_proj.weight": "attn_q.weight", "self_attn.k_proj.weight": "attn_k.weight",
-        "self_attn.v_proj.weight": "attn_v.weight", "self_attn.out_proj.weight": "attn_output.weight",
+        "self_attn.out_proj.weight": "attn_output.weight",
         "self_attn.q_layernorm.weight": "attn_q_norm.weight", "self_attn.k_layernorm.weight": "attn_k_norm.weight",
         "conv.in_proj.weight": "shortconv.in_proj.weight", "conv.conv.weight": "shortconv.conv.weight",
         "conv.out_proj.weight": "shortconv.out_proj.weight", "feed_forward.w1.weight": "ffn_gate.weight",

@@ -246,12 +246,15 @@ def kv_cache(new, name: str, ctx: Context, num_kv_heads: int, head_dim: int) -> 
     return present.output(0)
 
 
-def short_conv(x, kernel: np.ndarray, name: str, ctx: Context) -> ov.Output:
+def short_conv(x, kernel: np.ndarray, layer: int, ctx: Context) -> ov.Output:
     """Causal depthwise convolution over time, [B, C, T] → [B, C, T], each channel with its own K taps
-    (kernel [C, K]; H3 and Mamba's short convolution). The last K inputs are carried as state [B, C, K]:
+    (kernel [C, K], or [C, 1, K] as checkpoints store it; H3 and Mamba's short convolution). The last K
+    inputs are carried as the layer's state [B, C, K], `cache_params.past.conv.{layer}`:
     Concat(state, x) → GroupConvolution (no padding) → Slice off the first output is the form GenAI's
     PagedCausalConv1DFusion rewrites for paged attention; the oldest column only keeps that form."""
+    kernel = kernel.reshape(kernel.shape[0], -1)
     channels, taps = kernel.shape
+    name = f"cache_params.past.conv.{layer}"
     window = ops.concat([read_state(name, ctx, [channels, taps]), x], axis=-1)
     write_state(ops.slice(window, vector([-taps]), vector([INT_MAX]), vector([1]), vector([2])), name, ctx)
     filters = ops.reshape(weight(kernel), vector([channels, 1, 1, taps]), special_zero=False)

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import openvino as ov
 import openvino.opset13 as ops
 
-from ..graph import gated_mlp, rms_norm, short_conv, vector, weight
+from ..graph import short_conv, vector, weight
 from . import base
 from .base import UnsupportedModel
-from .llama import transformer_block
+from .llama import pre_norm_block, transformer_block
 
 
 @dataclass
@@ -63,8 +63,7 @@ def gated_short_conv(x, w, args: ModelArgs, ctx) -> ov.Output:
     """out(C · conv(B · x̃)) with B, C, x̃ the three thirds of in_proj(x)."""
     gate_in, gate_out, h = ops.split(w.linear(x, "conv.in_proj"), -1, 3).outputs()
     h = ops.transpose(ops.multiply(gate_in, h), vector([0, 2, 1]))  # [B, C, T]: time last for the convolution
-    kernel = w["conv.conv.weight"]
-    h = short_conv(h, kernel.reshape(kernel.shape[0], -1), f"cache_params.past.conv.{w.layer}", ctx)
+    h = short_conv(h, w["conv.conv.weight"], w.layer, ctx)
     if args.conv_bias:
         h = ops.add(h, ops.unsqueeze(weight(w["conv.conv.bias"]), vector([-1])))
     h = ops.multiply(gate_out, ops.transpose(h, vector([0, 2, 1])))
@@ -74,5 +73,4 @@ def gated_short_conv(x, w, args: ModelArgs, ctx) -> ov.Output:
 def decoder_layer(x, w, args, ctx):
     if args.layer_types[w.layer] == "full_attention":
         return transformer_block(x, w, args, ctx, args.rope, qk_norm="rms")
-    h = ops.add(x, gated_short_conv(rms_norm(x, w["input_layernorm.weight"], args.rms_norm_eps), w, args, ctx))
-    return ops.add(h, gated_mlp(rms_norm(h, w["post_attention_layernorm.weight"], args.rms_norm_eps), w)).output(0)
+    return pre_norm_block(x, w, args, lambda h: gated_short_conv(h, w, args, ctx))

@@ -16,9 +16,10 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-from ..graph import attention, gated_delta_rule, gated_mlp, read_state, rms_norm, short_conv, split_heads, vector, write_state
+from ..graph import gated_delta_rule, read_state, rms_norm, short_conv, split_heads, vector, write_state
 from . import base
 from .base import UnsupportedModel
+from .llama import pre_norm_block, transformer_block
 
 # Qwen3_5TextConfig's defaults, for keys a hub config leaves out.
 DEFAULTS = dict(head_dim=256, linear_conv_kernel_dim=4, linear_key_head_dim=128, linear_value_head_dim=128,
@@ -75,8 +76,7 @@ def gated_delta_net(x, w, args: ModelArgs, ctx) -> ov.Output:
     key_dim, value_dim = args.linear_key_head_dim, args.linear_value_head_dim
 
     mixed = ops.transpose(w.linear(x, "linear_attn.in_proj_qkv"), vector([0, 2, 1]))  # [B, C, T]
-    kernel = w["linear_attn.conv1d.weight"]
-    mixed = short_conv(mixed, kernel.reshape(kernel.shape[0], -1), f"cache_params.past.conv.{w.layer}", ctx)
+    mixed = short_conv(mixed, w["linear_attn.conv1d.weight"], w.layer, ctx)
     mixed = ops.transpose(ops.swish(mixed), vector([0, 2, 1]))
     q, k, v = ops.variadic_split(mixed, -1, vector([key_heads * key_dim] * 2 + [value_heads * value_dim])).outputs()
     q, k, v = split_heads(q, key_heads, key_dim), split_heads(k, key_heads, key_dim), split_heads(v, value_heads, value_dim)
@@ -96,12 +96,6 @@ def gated_delta_net(x, w, args: ModelArgs, ctx) -> ov.Output:
 
 
 def decoder_layer(x, w, args, ctx):
-    def norm(h, name: str):
-        return rms_norm(h, w[f"{name}.weight"], args.rms_norm_eps, plus_one=True)
-
     if args.layer_types[w.layer] == "linear_attention":
-        mixed = gated_delta_net(norm(x, "input_layernorm"), w, args, ctx)
-    else:
-        mixed = attention(norm(x, "input_layernorm"), w, args, ctx, args.rope, qk_norm="rms+1", output_gate=True)
-    h = ops.add(x, mixed)
-    return ops.add(h, gated_mlp(norm(h, "post_attention_layernorm"), w)).output(0)
+        return pre_norm_block(x, w, args, lambda h: gated_delta_net(h, w, args, ctx))
+    return transformer_block(x, w, args, ctx, args.rope, qk_norm="rms+1", output_gate=True)
