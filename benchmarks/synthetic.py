@@ -270,19 +270,22 @@ class Qwen35(Llama):
         if name.endswith(".A_log"):
             array = -np.exp(array)
         if ".linear_attn." in name and (at := self.VALUE_HEADS.get(name.split(".linear_attn.")[1])):
-            array = self.tile_value_heads(array, *at)
+            axis, after_qk = at
+            start = 2 * self.linear_key_heads * self.linear_key_dim if after_qk else 0
+            array = regroup_value_heads(array, axis, start, self.linear_key_heads,
+                                        self.linear_value_heads // self.linear_key_heads)
         return array
 
-    def tile_value_heads(self, array: np.ndarray, axis: int, after_qk: bool) -> np.ndarray:
-        """Value heads [Hk, Hv / Hk] (Qwen's grouping) → [Hv / Hk, Hk] (llama.cpp's tiling), on `axis`."""
-        groups = self.linear_value_heads // self.linear_key_heads
-        if groups == 1:
-            return array
-        start = 2 * self.linear_key_heads * self.linear_key_dim if after_qk else 0
-        array = np.moveaxis(array, axis, 0)
-        heads = array[start:]
-        heads = heads.reshape(self.linear_key_heads, groups, -1, *heads.shape[1:]).swapaxes(0, 1).reshape(heads.shape)
-        return np.moveaxis(np.concatenate([array[:start], heads]), 0, axis)
+
+def regroup_value_heads(array: np.ndarray, axis: int, start: int, outer: int, inner: int) -> np.ndarray:
+    """The value heads on `axis` (from index `start`) as [outer, inner] → [inner, outer]: Qwen's grouping by key
+    head [Hk, Hv/Hk] into llama.cpp's tiling [Hv/Hk, Hk] (outer = Hk), or back (outer = Hv/Hk)."""
+    if outer == 1 or inner == 1:
+        return array
+    array = np.moveaxis(array, axis, 0)
+    heads = array[start:]
+    heads = heads.reshape(outer, inner, -1, *heads.shape[1:]).swapaxes(0, 1).reshape(heads.shape)
+    return np.moveaxis(np.concatenate([array[:start], heads]), 0, axis)
 
 
 @dataclass(frozen=True)

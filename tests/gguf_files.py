@@ -4,11 +4,15 @@ converter writes them (llama's q/k rows permuted), each projection in a chosen b
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import gguf
 import numpy as np
 from safetensors.numpy import load_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import synthetic  # noqa: E402  (how llama.cpp's converter lays out Qwen3.5's value heads)
 
 # HF name → GGUF name; {} is the layer.
 GGUF_NAMES = {
@@ -134,13 +138,9 @@ def value_head_order(name: str, tensor: np.ndarray, config: dict, to_gguf: bool)
     key_heads, value_heads = config["linear_num_key_heads"], config["linear_num_value_heads"]
     if part not in VALUE_HEAD_AXES or ".linear_attn." not in name or key_heads == value_heads:
         return tensor
-    axis = VALUE_HEAD_AXES[part]
     start = 2 * key_heads * config["linear_key_head_dim"] if part in ("in_proj_qkv", "conv1d") else 0
-    tensor = np.moveaxis(np.array(tensor), axis, 0)
-    heads = tensor[start:]
     outer, inner = (key_heads, value_heads // key_heads) if to_gguf else (value_heads // key_heads, key_heads)
-    heads = heads.reshape(outer, inner, -1, *heads.shape[1:]).swapaxes(0, 1).reshape(heads.shape)
-    return np.moveaxis(np.concatenate([tensor[:start], heads]), 0, axis)
+    return synthetic.regroup_value_heads(np.asarray(tensor), VALUE_HEAD_AXES[part], start, outer, inner)
 
 
 def dequantized_reference(checkpoint: Path, path: Path):
