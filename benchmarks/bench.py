@@ -28,7 +28,6 @@ benchmarks/bench.schema.json.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -100,7 +99,7 @@ class GenAI(System):
         import openvino_genai
 
         device = plan["device"]
-        self.first_inference = contextlib.nullcontext
+        self.first_inference = None
         if system == "ovchat":
             from ovgenai_chat.engine import first_inference, open_pipeline
 
@@ -110,10 +109,14 @@ class GenAI(System):
             self.pipe = openvino_genai.LLMPipeline(model_dir, device)
         self.tokenizer = self.pipe.get_tokenizer()
 
-    def _around_first(self):
-        """ovchat's handling of the process's first inference (engine.first_inference), once."""
-        around, self.first_inference = self.first_inference(), contextlib.nullcontext
-        return around
+    def _generate(self, inputs, gen: int):
+        """generate(), with ovchat's handling of the process's first inference (engine.first_inference)
+        around the first call, ended by the first streamed piece as ovgenai_chat.Chat ends it."""
+        if self.first_inference is None:
+            return self.pipe.generate(inputs, self._config(gen))
+        with self.first_inference() as first_token:
+            self.first_inference = None
+            return self.pipe.generate(inputs, self._config(gen), lambda piece: first_token() or False)
 
     def _config(self, gen: int):
         config = self.pipe.get_generation_config()
@@ -126,8 +129,7 @@ class GenAI(System):
 
         ids = self.tokenizer.encode(prompt_text(length, seed), add_special_tokens=False).input_ids.data[:, :length]
         started_at, start = time.time(), time.perf_counter()
-        with self._around_first():
-            perf = self.pipe.generate(ov.Tensor(np.ascontiguousarray(ids)), self._config(gen)).perf_metrics
+        perf = self._generate(ov.Tensor(np.ascontiguousarray(ids)), gen).perf_metrics
         wall_ms = (time.perf_counter() - start) * 1000
         self.token_at(started_at + perf.get_ttft().mean / 1000)
         return request_row(length, perf.get_num_generated_tokens(), perf.get_ttft().mean, perf.get_tpot().mean, wall_ms)
@@ -139,8 +141,7 @@ class GenAI(System):
         for question in QUESTIONS[:turns]:
             history.append({"role": "user", "content": question})
             started_at, start = time.time(), time.perf_counter()
-            with self._around_first():
-                result = self.pipe.generate(history, self._config(gen))
+            result = self._generate(history, gen)
             wall_ms = (time.perf_counter() - start) * 1000
             self.token_at(started_at + result.perf_metrics.get_ttft().mean / 1000)
             history.append({"role": "assistant", "content": result.texts[0]})

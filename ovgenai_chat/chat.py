@@ -206,12 +206,14 @@ class Chat:
             self.generation["max_new_tokens"], room))})
         self._stop.clear()
 
-        def streamer(piece: str):
-            if on_text:
-                on_text(piece)
-            return openvino_genai.StreamingStatus.STOP if self._stop.is_set() else openvino_genai.StreamingStatus.RUNNING
+        first = first_inference() if not self._warmed_up else contextlib.nullcontext(lambda: None)
+        with self._pipe_lock, first as first_token:
+            def streamer(piece: str):
+                first_token()
+                if on_text:
+                    on_text(piece)
+                return openvino_genai.StreamingStatus.STOP if self._stop.is_set() else openvino_genai.StreamingStatus.RUNNING
 
-        with self._pipe_lock, contextlib.nullcontext() if self._warmed_up else first_inference():
             result = self.pipe.generate(history, config, streamer)
             self._warmed_up = True
         reply = result.texts[0]

@@ -237,15 +237,21 @@ def error_line(error: Exception) -> str:
 # where it can be (warm_up: while the REPL waits for the first message, before the server says it is
 # ready). The plugin then holds its prepared copy and leaves the file it read the weights from — the
 # compiled-model cache blob, or openvino_model.bin — mapped, so every weight was resident twice; the
-# pages of that file are handed back to the kernel while the first inference runs and once after it.
+# process unmaps the pages of that file while the first inference runs and once it has given its first
+# token. They stay in the kernel's page cache (clean, reclaimable at once), so what decoding still reads
+# in place (int4 scales, the embedding rows of each new token: ~1% of the file, benchmarks/README.md
+# "Peak memory") comes back without a disk read, and the next process starts from memory, not disk.
+# (MADV_PAGEOUT, which evicted them from the cache too, made the next start of a Phi-3-mini-size model
+# read 2 GB from disk: 51 s to its first token instead of 7 s.)
 
-MADV_PAGEOUT = 21  # Linux 5.4+: reclaim these pages; clean file pages are simply dropped and re-read if touched
+MADV_DONTNEED = 4  # unmap these pages from the process; a shared file's pages stay in the page cache
 WEIGHT_FILES = re.compile(r"/openvino_model\.bin$|\.blob$")
 
 
 def page_out_weight_files() -> int:
-    """Page out this process's read-only mappings of weight files (openvino_model.bin, cache blobs);
-    the bytes advised. Nothing is lost: a page touched again is read back from the file."""
+    """Unmap the pages of this process's read-only mappings of weight files (openvino_model.bin, cache
+    blobs); the bytes advised. Nothing is lost: a page touched again is mapped again from the page
+    cache, or read back from the file."""
     if not sys.platform.startswith("linux"):
         return 0
     libc = ctypes.CDLL(None, use_errno=True)
@@ -261,7 +267,7 @@ def page_out_weight_files() -> int:
         if len(fields) < 6 or "w" in fields[1] or not WEIGHT_FILES.search(fields[5].rstrip("\n")):
             continue
         start, end = (int(address, 16) for address in fields[0].split("-"))
-        if libc.madvise(start, end - start, MADV_PAGEOUT) == 0:
+        if libc.madvise(start, end - start, MADV_DONTNEED) == 0:
             advised += end - start
     return advised
 
@@ -269,7 +275,10 @@ def page_out_weight_files() -> int:
 @contextlib.contextmanager
 def first_inference(period: float = 1.0):
     """Around a pipeline's first inference: page the weight files out every `period` seconds while
-    it runs (each matrix's file pages are done with once the plugin has its copy) and once after."""
+    it runs (each matrix's file pages are done with once the plugin has its copy) and for good when
+    it ends. It ends at the first token: the context gives a function to call then (a streamer's
+    first piece), else at the context's end; paging out during decoding would drop what every
+    token reads."""
     done = threading.Event()
 
     def keep_paging_out():
@@ -277,13 +286,20 @@ def first_inference(period: float = 1.0):
             page_out_weight_files()
 
     pager = threading.Thread(target=keep_paging_out, name="ovchat-pageout", daemon=True)
+    lock = threading.Lock()
+
+    def first_token():
+        with lock:
+            if not done.is_set():
+                done.set()
+                pager.join()
+                page_out_weight_files()
+
     pager.start()
     try:
-        yield
+        yield first_token
     finally:
-        done.set()
-        pager.join()
-        page_out_weight_files()
+        first_token()
 
 
 def warm_up(pipe) -> None:

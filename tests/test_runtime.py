@@ -150,6 +150,23 @@ def resident_bytes(path: Path) -> int:
     return total
 
 
+def test_a_model_answers_the_same_after_its_weight_pages_are_unmapped(converted):
+    """What ovchat does at the first token (engine.first_inference): the pipeline's mapping of
+    openvino_model.bin leaves the process, decoding maps back what it still reads, and the replies
+    do not change."""
+    from ovgenai_chat.engine import page_out_weight_files
+
+    path = converted("smollm2", "int4")
+    pipe = openvino_genai.LLMPipeline(path, "CPU", **EXACT)  # no cache directory: the weights come from the .bin
+    config = openvino_genai.GenerationConfig(max_new_tokens=16, do_sample=False)
+    before = pipe.generate(["Name three colours of the rainbow."], config).texts
+    weights = Path(path) / "openvino_model.bin"
+    assert resident_bytes(weights) > 0
+    assert page_out_weight_files() >= weights.stat().st_size // 2
+    assert resident_bytes(weights) < weights.stat().st_size // 10
+    assert pipe.generate(["Name three colours of the rainbow."], config).texts == before
+
+
 def test_weight_file_pages_are_handed_back(tmp_path):
     """What keeps the weights from being resident twice after the first inference: the pages of a
     read-only mapping of a weight file leave the process's memory, and read back unchanged."""
