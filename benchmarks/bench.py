@@ -272,20 +272,6 @@ def peak_rss_mb() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def memory_bandwidth_gbs(size_mb: int = 512, repeats: int = 5) -> float:
-    """Best of `repeats` large-array copies: bytes read plus bytes written per second."""
-    import numpy as np
-
-    source = np.ones(size_mb * 2**20 // 8)
-    target = np.empty_like(source)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        np.copyto(target, source)
-        best = min(best, time.perf_counter() - start)
-    return 2 * source.nbytes / best / 1e9
-
-
 def weight_bytes_per_token(model_xml: Path) -> int:
     """Bytes of the constants a generated token reads: those feeding a MatMul, through the
     decompression chain (Convert, Subtract, Multiply, Reshape). An untied embedding table is only
@@ -316,11 +302,13 @@ def header(model_dir: Path, gguf: str | None, optimum_python: Path, device: str)
     import openvino as ov
     import openvino_genai
 
+    from ovgenai_chat.engine import cpu_kind
+
     core = ov.Core()
     with open("/proc/meminfo") as f:
         memory_gb = int(f.readline().split()[1]) / 2**20
     return {
-        "cpu": core.get_property("CPU", "FULL_DEVICE_NAME"), "cores_used": os.cpu_count(),
+        "cpu": core.get_property("CPU", "FULL_DEVICE_NAME"), "cpu_kind": cpu_kind(), "cores_used": os.cpu_count(),
         "memory_gb": round(memory_gb, 1), "python": platform.python_version(),
         "openvino": ov.__version__, "openvino_genai": openvino_genai.__version__,
         "optimum_python": str(optimum_python), "devices": core.available_devices, "device": device,
@@ -369,10 +357,10 @@ def table(rows: list[dict], head: dict, bandwidth_gbs: float) -> str:
     def median(s: dict | None, digits: int) -> str:
         return "–" if s is None else f"{s['median']:.{digits}f}"
 
-    lines = [f"{head['cpu']} · {head['cores_used']} cores · {head['memory_gb']} GB · OpenVINO {head['openvino']} · "
+    lines = [f"{head['cpu']} ({head['cpu_kind']}) · {head['cores_used']} cores · {head['memory_gb']} GB · OpenVINO {head['openvino']} · "
              f"GenAI {head['openvino_genai']} · {head['device']} · device defaults: precision "
              f"{head['inference_precision']}, KV {head['kv_cache_precision']} · ovchat: {head['ovchat_precision']}",
-             f"Model {head['model']} ({head['weights_mb']:.0f} MB of weights); memory copy bandwidth "
+             f"Model {head['model']} ({head['weights_mb']:.0f} MB of weights); memory read bandwidth "
              f"{bandwidth_gbs:.1f} GB/s; {rows[0]['reps'] if rows else 0} repetitions", "",
              "| system | test | TTFT ms | TPOT ms | tok/s | prompt tok/s | load cold s | load warm s | start → 1st token cold s "
              "| start → 1st token warm s | peak RSS MB | bandwidth | roofline |",
@@ -540,8 +528,10 @@ def main() -> None:
             "turns": args.turns, "chat_gen": args.chat_gen, "device": device, "precision": args.precision}
     head = header(model_dir, gguf, args.optimum_python, device)
     head["ovchat_precision"] = engine.model_precision(args.precision, device, model_dir).describe()
-    print("measuring memory bandwidth…", file=sys.stderr)
-    bandwidth = memory_bandwidth_gbs()
+    from bandwidth import read_bandwidth_gbs
+
+    print("measuring memory read bandwidth (benchmarks/bandwidth.py)…", file=sys.stderr)
+    bandwidth = read_bandwidth_gbs()
     ir_bytes = weight_bytes_per_token(model_dir / "openvino_model.xml")
     bytes_per_token = {s: os.path.getsize(gguf) if s == "llama.cpp" else ir_bytes for s in systems}
 

@@ -57,8 +57,9 @@ def has_offset(w) -> bool:
     return isinstance(w, BlockQuantized) and w.offset is not None
 
 
-def _scaled_blocks(blocks: BlockQuantized) -> ov.Output:
-    """scale · q per group, reshaped to [rows, cols]: the decompression chain the plugins fuse.
+def _scaled_blocks(blocks: BlockQuantized, zero_point: np.ndarray | None = None) -> ov.Output:
+    """scale · q per group (or scale · (q − zero_point)), reshaped to [rows, cols]: the decompression
+    chain the plugins fuse.
 
     The scale is built from the factors the GGUF stores (f16 d, times an integer per group for
     K-quants); OpenVINO folds them into one f32 constant per layer when it compiles the model, so
@@ -73,8 +74,33 @@ def _scaled_blocks(blocks: BlockQuantized) -> ov.Output:
         factor = ops.convert(ops.constant(np.ascontiguousarray(factor)), F32)
         scale = factor if scale is None else ops.multiply(scale, factor)
     scale = ops.reshape(scale, vector([rows, groups, 1]), special_zero=False)
-    x = ops.multiply(ops.convert(values, F32), scale)
+    x = ops.convert(values, F32)
+    if zero_point is not None:
+        x = ops.subtract(x, ops.constant(zero_point.reshape(rows, groups, 1)))
+    x = ops.multiply(x, scale)
     return ops.reshape(x, vector([rows, cols]), special_zero=False).output(0)
+
+
+def _group_scales(blocks: BlockQuantized) -> np.ndarray:
+    """The product of the scale's factors in f32, [rows, groups]."""
+    scales = np.float32(1)
+    for factor in blocks.scale_factors:
+        scales = scales * factor.astype(np.float32)
+    return scales.reshape(blocks.shape[0], -1)
+
+
+def _zero_points(blocks: BlockQuantized) -> np.ndarray | None:
+    """offset / scale per group [rows, groups] in f32, with which scale · (q − zero point) is the block's
+    w = scale · q − offset to f32 rounding; None if some group has a zero scale but an offset (its
+    weights are all −offset, which no zero point gives)."""
+    scales, offsets = _group_scales(blocks), blocks.offset
+    if isinstance(offsets, BlockQuantized):  # K-quants: an 8-bit m per group times dmin per 8 groups
+        m = offsets.values.reshape(offsets.shape[0], -1, offsets.group).astype(np.float32)
+        offsets = (m * _group_scales(offsets)[..., None]).reshape(offsets.shape)
+    offsets = offsets.astype(np.float32)
+    if np.any((scales == 0) & (offsets != 0)):
+        return None
+    return np.divide(offsets, scales, out=np.zeros_like(offsets), where=scales != 0)
 
 
 def scalar(value, dtype=np.int64) -> ov.Output:
@@ -112,9 +138,23 @@ def embedding(table, ids) -> ov.Output:
     return ops.reshape(ops.subtract(grouped, offsets), vector([0, 0, table.shape[1]]), special_zero=True).output(0)
 
 
+# A GGUF layer with offsets (Q4_1, Q5_1, Q4_K, Q5_K) of fewer weights than this is one FullyConnected
+# with an f32 zero point. The CPU plugin decompresses such a layer without int8 activations, at ~50–70 ps
+# per weight against ~33 for the same u4 values without a zero point (2 cores, AMD EPYC), but the bsums
+# form's extra FullyConnected, ReduceSum and Subtract cost a small layer more than that: SmolLM2-135M's
+# Q4_1 (layers of 0.1–0.9 M weights) decodes in 12.7 ms instead of 15.4 (benchmarks/README.md, "Fixed
+# cost per token"). Above ~1 M weights the extra decompression costs more than the three nodes.
+ZERO_POINT_BELOW_WEIGHTS = 1_000_000
+
+
 def linear(x, w, bias: np.ndarray | None = None, name: str | None = None) -> ov.Output:
     """x @ Wᵀ (+ b), W stored [out, in] as in the checkpoint (or GGUF blocks, or a tied table)."""
-    if has_offset(w):
+    zero_points = None
+    if has_offset(w) and w.shape[0] * w.shape[1] < ZERO_POINT_BELOW_WEIGHTS:
+        zero_points = _zero_points(w)
+    if zero_points is not None:
+        y = ops.matmul(x, _scaled_blocks(w, zero_points), transpose_a=False, transpose_b=True, name=name)
+    elif has_offset(w):
         y = _offset_linear(x, w, name)
     else:
         y = ops.matmul(x, weight(w), transpose_a=False, transpose_b=True, name=name)

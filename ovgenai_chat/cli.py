@@ -13,8 +13,9 @@ import click
 from .engine import ACCURATE_UP_TO_PARAMETERS, PRECISIONS
 from .evaluate import DEFAULT_CONTEXT, DEFAULT_MAX_TOKENS
 
-PRECISION_HELP = (f"accurate: f32 activations and KV cache, the reference model's replies; fast: the device's defaults "
-                  f"(bf16, u8 KV cache, int8 activations on a CPU); auto: accurate for models up to "
+PRECISION_HELP = (f"accurate: f32 activations and KV cache, the reference model's replies; fast: the fastest measured "
+                  f"for the CPU's kind (with AMX its bf16 defaults, else f32 with int8 activations), a u8 KV cache; "
+                  f"on a GPU its f16; auto: accurate for models up to "
                   f"{ACCURATE_UP_TO_PARAMETERS / 1e9:g} B parameters on a CPU, else fast.")
 
 
@@ -85,6 +86,10 @@ def run(model, prompt, device, precision, system, thinking, context, no_cache, a
     except ModelError as e:
         _fail(str(e))
     if verbose:
+        if chat.device and chat.device.startswith("CPU"):
+            from .engine import CPU_KINDS, cpu_kind, cpu_name
+
+            click.echo(f"CPU: {cpu_name()} ({CPU_KINDS[cpu_kind()]})", err=True)
         click.echo(f"Precision: {chat.precision.describe()}", err=True)
     interactive = prompt is None and sys.stdin.isatty()
     if interactive:
@@ -219,13 +224,17 @@ def list_models(as_json):
 def show(model, as_json):
     """What a model is: architecture, parameters, layers per precision, how it was converted, context length,
     sampling defaults and chat template. MODEL is a store name or a directory."""
-    from .engine import ModelError, check_model_dir
+    from .engine import CPU_KINDS, ModelError, check_model_dir, cpu_kind, cpu_name, model_precision
     from .store import details, model_path
 
     try:
-        info = details(check_model_dir(model_path(model)))
+        path = check_model_dir(model_path(model))
+        info = details(path)
     except ModelError as e:
         _fail(str(e))
+    kind = cpu_kind()
+    auto = model_precision("auto", "CPU", path)
+    info["on_this_cpu"] = {"cpu": cpu_name(), "cpu_kind": kind, "precision": auto.name, "properties": auto.properties}
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -236,7 +245,8 @@ def show(model, as_json):
                          ("Parameters", f"{info['parameters'] / 1e9:.2f} B"),
                          ("Context length", info["context_length"] or "?"), ("Weights", layers),
                          ("Converted with", conversion), ("Size", f"{info['size_bytes'] / 1e6:.0f} MB"),
-                         ("Sampling defaults", sampling)):
+                         ("Sampling defaults", sampling),
+                         ("On this CPU", f"{info['on_this_cpu']['cpu']} ({CPU_KINDS[kind]}): {auto.describe()}")):
         click.echo(f"{label + ':':19}{value}")
     template = info["chat_template"]
     click.echo("Chat template:" + (f"\n{template}" if template else " none"))

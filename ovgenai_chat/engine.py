@@ -146,6 +146,57 @@ ACCURATE = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "DYN
 ACCURATE_UP_TO_PARAMETERS = 500_000_000
 
 
+# The kinds of CPU whose fastest properties differ (benchmarks/README.md, "Precision by CPU kind").
+CPU_KINDS = {
+    "amx": "AMX (bf16 matrix units)",
+    "avx512-bf16": "AVX512-BF16 but no AMX",
+    "f32": "no bf16 (AVX512 or AVX2)",
+}
+
+
+# `fast` on a CPU: per kind, the measured fastest properties whose greedy replies agree with the
+# accurate ones at least as often as the plugin's defaults do (benchmarks/precision.py; the table is
+# benchmarks/README.md's "Precision by CPU kind"). Without AMX, bf16 activations switch the plugin's
+# int8 activations off and cost a Phi-3-mini-size model 30–50% in TPOT and TTFT; f32 activations
+# quantized to int8 in groups of 128 (the plugin's default is 32) decode 25% faster and reach the first
+# token in 0.6× the time, and agree with the accurate replies more often, not less. On AMX the
+# plugin's bf16 defaults were the fastest (Intel Xeon, "Precision" there).
+FAST_WITHOUT_AMX = {"INFERENCE_PRECISION_HINT": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": 128}
+FAST_ON_CPU = {"amx": {}, "avx512-bf16": FAST_WITHOUT_AMX, "f32": FAST_WITHOUT_AMX}
+
+
+def cpu_name() -> str:
+    import openvino as ov
+
+    return ov.Core().get_property("CPU", "FULL_DEVICE_NAME")
+
+
+def classify_cpu(capabilities: list[str], flags: set[str], isa_cap: str = "") -> str:
+    """The CPU kind, from the CPU plugin's OPTIMIZATION_CAPABILITIES (BF16 where it would compute in
+    bf16), the CPU's flags (/proc/cpuinfo) and the plugin's ISA cap (OV_CPU_MAX_ISA), if any."""
+    if "BF16" not in capabilities:
+        return "f32"
+    if "amx_bf16" in flags and (not isa_cap or "AMX" in isa_cap.upper()):
+        return "amx"
+    return "avx512-bf16"
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next((set(line.split(":", 1)[1].split()) for line in cpuinfo if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+def cpu_kind() -> str:
+    """This host's CPU kind, as the CPU plugin sees it."""
+    import openvino as ov
+
+    capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return classify_cpu(capabilities, cpu_flags(), os.environ.get("OV_CPU_MAX_ISA", ""))
+
+
 @dataclass(frozen=True)
 class Precision:
     """What the pipeline computes in: `name` is accurate or fast, `reason` says why it was chosen."""
@@ -170,23 +221,34 @@ def parameter_count(model_xml: Path) -> int:
                for shape in _MATRIX_CONSTANT.findall(model_xml.read_text(errors="replace")))
 
 
-def choose_precision(requested: str, device: str, parameters: int) -> Precision:
-    """The precision policy: `accurate` and `fast` as asked; `auto` is accurate for models up to
-    ACCURATE_UP_TO_PARAMETERS on a CPU and the device's fast defaults otherwise (on a GPU: its f16)."""
-    exact = "f32 activations and KV cache, no int8 activations"
-    if requested == "accurate":
-        return Precision("accurate", dict(ACCURATE), f"{exact}; as asked")
-    if requested == "fast":
-        return Precision("fast", {}, f"the {device}'s defaults; as asked")
-    if requested != "auto":
+def describe_cpu_properties(properties: dict) -> str:
+    """The CPU properties a precision sets, in words; what it leaves out is the plugin's default."""
+    activations = properties.get("INFERENCE_PRECISION_HINT")
+    groups = properties.get("DYNAMIC_QUANTIZATION_GROUP_SIZE")
+    quantized = ("no int8 activations" if groups == 0 else "int8 activations" if groups is None
+                 else f"int8 activations in groups of {groups}")
+    return (f"{activations + ' activations' if activations else 'bf16 activations where the CPU has bf16'}, "
+            f"{properties.get('KV_CACHE_PRECISION', 'u8')} KV cache, {quantized}")
+
+
+def choose_precision(requested: str, device: str, parameters: int, kind: str | None = None) -> Precision:
+    """The precision policy: `accurate` as asked, or by `auto` for models up to ACCURATE_UP_TO_PARAMETERS
+    on a CPU; otherwise `fast`: FAST_ON_CPU for the CPU's kind (cpu_kind() unless given), the device's
+    defaults elsewhere (on a GPU: its f16)."""
+    if requested not in PRECISIONS:
         raise ModelError(f"unknown precision {requested!r} (choose from {', '.join(PRECISIONS)})")
-    if not device.startswith("CPU"):
-        return Precision("fast", {}, f"the {device}'s defaults: f16 on a GPU")
     size = f"a {parameters / 1e9:.2f} B-parameter model"
-    if parameters <= ACCURATE_UP_TO_PARAMETERS:
-        return Precision("accurate", dict(ACCURATE), f"{exact}: {size} on a CPU")
-    return Precision("fast", {}, f"the CPU's defaults, bf16 where it has it, u8 KV cache, int8 activations: {size}, "
-                                 f"above {ACCURATE_UP_TO_PARAMETERS / 1e9:g} B")
+    if requested == "accurate" or (requested == "auto" and device.startswith("CPU")
+                                   and parameters <= ACCURATE_UP_TO_PARAMETERS):
+        why = "as asked" if requested == "accurate" else f"{size} on a CPU"
+        return Precision("accurate", dict(ACCURATE), f"{describe_cpu_properties(ACCURATE)}: {why}")
+    if not device.startswith("CPU"):
+        return Precision("fast", {}, f"the {device}'s defaults, f16 on a GPU: {'as asked' if requested == 'fast' else 'auto'}")
+    why = "as asked" if requested == "fast" else f"{size}, above {ACCURATE_UP_TO_PARAMETERS / 1e9:g} B"
+    kind = kind or cpu_kind()
+    properties = FAST_ON_CPU[kind]
+    return Precision("fast", dict(properties), f"{describe_cpu_properties(properties)}, the fastest measured on CPUs "
+                                               f"with {CPU_KINDS[kind]}: {why}")
 
 
 def model_precision(requested: str, device: str, model_dir: Path) -> Precision:

@@ -46,7 +46,7 @@ def test_bench_runs_validates_and_skips_missing_peers(converted, tmp_path):
     # perf_metrics agree with the wall clock around each request
     assert all(0.8 < r["wall_vs_metrics"] < 1.25 for r in sweep), sweep
 
-    assert "| ovchat | pp16+tg8 |" in result.stdout and "memory copy bandwidth" in result.stdout
+    assert "| ovchat | pp16+tg8 |" in result.stdout and "memory read bandwidth" in result.stdout
     assert "ovchat / genai-default:" in result.stdout and "start → first token (warm cache)" in result.stdout
     assert table.read_text().strip() == result.stdout.strip()
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

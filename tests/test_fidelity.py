@@ -9,12 +9,15 @@ import os
 import sys
 from pathlib import Path
 
+import openvino_genai
 import pytest
 import torch
 
 import ovgenai_chat
 from conftest import run_ovchat
-from ovgenai_chat.engine import ACCURATE, ACCURATE_UP_TO_PARAMETERS, ModelError, choose_precision, parameter_count
+from ovgenai_chat.chat import Chat
+from ovgenai_chat.engine import (ACCURATE, ACCURATE_UP_TO_PARAMETERS, CPU_KINDS, FAST_ON_CPU, ModelError,
+                                 PIPELINE_PROPERTIES, choose_precision, classify_cpu, parameter_count)
 from test_parity import reference_greedy, reference_model, templated_ids
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -46,8 +49,7 @@ def reference_replies(checkpoint, tokenizer) -> list[str]:
     return replies
 
 
-def identical_replies(model_dir: Path, precision: str, reference: list[str]) -> int:
-    chat = ovgenai_chat.load(model_dir, "CPU", precision=precision, use_cache=False, max_new_tokens=NEW_TOKENS)
+def identical_replies(chat, reference: list[str]) -> int:
     same = 0
     for prompt, expected in zip(EVERYDAY_PROMPTS, reference):
         chat.reset()
@@ -57,30 +59,71 @@ def identical_replies(model_dir: Path, precision: str, reference: list[str]) -> 
 
 def test_default_model_replies_like_its_reference_model(default_model, reference_replies):
     """≥ 90% of 32-token greedy replies identical to transformers' fp32 replies, with the runtime's
-    defaults (no test-only properties). The CPU's own defaults are printed beside: on an Intel Xeon
-    with AMX they gave 11/20, on which the default model's first answer was "L'Étoile, la Marseur…"."""
+    defaults (no test-only properties); and `fast` no less faithful than the CPU plugin's own defaults
+    (on an Intel Xeon with AMX those gave 11/20, the default model's first answer "L'Étoile, la
+    Marseur…"; on an AMD EPYC Zen 5, 0/20)."""
+    def chat(precision):
+        return ovgenai_chat.load(default_model, "CPU", precision=precision, use_cache=False, max_new_tokens=NEW_TOKENS)
+
     with torch.no_grad():
-        ours = identical_replies(default_model, "auto", reference_replies)
-        cpu_defaults = identical_replies(default_model, "fast", reference_replies)
+        ours = identical_replies(chat("auto"), reference_replies)
+        fast = identical_replies(chat("fast"), reference_replies)
+        plugin = identical_replies(Chat(openvino_genai.LLMPipeline(default_model, "CPU", **PIPELINE_PROPERTIES),
+                                        max_new_tokens=NEW_TOKENS), reference_replies)
     print(f"identical 32-token greedy replies out of {len(EVERYDAY_PROMPTS)}: runtime defaults (auto) {ours}, "
-          f"the CPU's defaults (fast) {cpu_defaults}")
+          f"fast {fast}, the CPU plugin's defaults {plugin}")
     assert len(EVERYDAY_PROMPTS) >= 20
     assert ours >= 0.9 * len(EVERYDAY_PROMPTS)
+    assert fast >= plugin
 
 
 def test_auto_is_accurate_for_small_models_on_a_cpu_and_fast_for_large_ones():
-    small = choose_precision("auto", "CPU", 135_000_000)
+    small = choose_precision("auto", "CPU", 135_000_000, kind="avx512-bf16")
     assert (small.name, small.properties) == ("accurate", ACCURATE)
-    assert small.describe() == "accurate (f32 activations and KV cache, no int8 activations: a 0.14 B-parameter model on a CPU)"
-    large = choose_precision("auto", "CPU", 3_800_000_000)
-    assert (large.name, large.properties) == ("fast", {})
-    assert choose_precision("auto", "CPU", ACCURATE_UP_TO_PARAMETERS).name == "accurate"
-    assert choose_precision("auto", "CPU", ACCURATE_UP_TO_PARAMETERS + 1).name == "fast"
+    assert small.describe() == ("accurate (f32 activations, f32 KV cache, no int8 activations: a 0.14 B-parameter "
+                                "model on a CPU)")
+    large = choose_precision("auto", "CPU", 3_800_000_000, kind="avx512-bf16")
+    assert (large.name, large.properties) == ("fast", FAST_ON_CPU["avx512-bf16"])
+    assert choose_precision("auto", "CPU", ACCURATE_UP_TO_PARAMETERS, kind="amx").name == "accurate"
+    assert choose_precision("auto", "CPU", ACCURATE_UP_TO_PARAMETERS + 1, kind="amx").name == "fast"
     assert choose_precision("auto", "GPU", 135_000_000).name == "fast"  # the GPU plugin's f16
-    assert choose_precision("accurate", "CPU", 3_800_000_000).properties == ACCURATE
-    assert choose_precision("fast", "CPU", 135_000_000).properties == {}
+    assert choose_precision("auto", "GPU", 135_000_000).properties == {}
+    assert choose_precision("accurate", "CPU", 3_800_000_000, kind="f32").properties == ACCURATE
     with pytest.raises(ModelError, match="unknown precision 'exact'"):
         choose_precision("exact", "CPU", 1)
+
+
+@pytest.mark.parametrize("capabilities, flags, isa_cap, kind", [
+    (["BF16", "FP16", "FP32", "INT8"], {"avx512_bf16", "amx_tile", "amx_bf16"}, "", "amx"),  # Xeon, 4th gen on
+    (["BF16", "FP32", "INT8"], {"avx512_bf16", "avx512_vnni"}, "", "avx512-bf16"),  # Zen 4 / Zen 5
+    (["BF16", "FP32", "INT8"], {"avx512_bf16", "amx_tile", "amx_bf16"}, "AVX512_CORE_BF16", "avx512-bf16"),  # capped
+    (["FP32", "INT8"], {"avx512_vnni"}, "", "f32"),  # AVX512 without bf16: Ice Lake, Zen 3 has AVX2 only
+    (["FP32", "INT8"], {"avx2"}, "", "f32"),
+    (["FP32", "INT8"], {"avx512_bf16", "amx_bf16"}, "AVX2", "f32"),  # the plugin capped to AVX2 reports no BF16
+])
+def test_the_cpu_kind_comes_from_what_the_plugin_reports(capabilities, flags, isa_cap, kind):
+    assert classify_cpu(capabilities, flags, isa_cap) == kind
+
+
+@pytest.mark.parametrize("kind", sorted(CPU_KINDS))
+def test_fast_is_the_measured_best_of_each_cpu_kind(kind):
+    """`fast` sets FAST_ON_CPU's properties for the kind, names them and the kind, and only sets
+    properties the CPU plugin knows, with values it takes."""
+    import openvino as ov
+
+    fast = choose_precision("fast", "CPU", 3_800_000_000, kind=kind)
+    assert (fast.name, fast.properties) == ("fast", FAST_ON_CPU[kind])
+    assert CPU_KINDS[kind] in fast.reason
+    supported = ov.Core().get_property("CPU", "SUPPORTED_PROPERTIES")
+    for key, value in fast.properties.items():
+        assert key in supported
+        ov.Core().set_property("CPU", {key: value})
+
+
+def test_this_hosts_kind_is_one_the_policy_knows():
+    from ovgenai_chat.engine import cpu_kind
+
+    assert cpu_kind() in FAST_ON_CPU
 
 
 def test_parameter_count_reads_the_ir(default_model, converted):
@@ -98,3 +141,4 @@ def test_the_cli_says_which_precision_it_used(default_model, tmp_path):
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout.splitlines()[-1])["metrics"]["precision"] == used
         assert f"Precision: {used} (" in result.stderr
+        assert "CPU: " in result.stderr

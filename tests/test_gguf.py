@@ -264,12 +264,14 @@ def test_k_quants_and_q5_blocks_are_kept_exactly(checkpoint, tmp_path, gguf_file
     # i8 per 16 (Q6_K: v, down, output) and per 32 (Q5_0: o)
     assert layers == {"int4_asym_g32": 5, "int8_asym_g32": 4, "int8_sym_g16": 5, "int8_sym_g32": 2}, layers
     # Scales and offsets are stored as the file stores them (f16 d and dmin, 6- or 8-bit sc and m), so
-    # the IR spends these bits per weight (README's table): only 5- and 6-bit values take 8 bits.
+    # the IR spends these bits per weight (README's table): only 5- and 6-bit values take 8 bits. A small
+    # layer (graph.ZERO_POINT_BELOW_WEIGHTS) whose groups all have a scale takes its offset as an f32 zero
+    # point instead, one bit per weight more: here Q5_1's gate (the K-quant layers hold d = 0 groups).
     model = ov.Core().read_model(out / "openvino_model.xml")
     bits = {name: stored_bits_per_weight(model, f"model.layers.0.{name}") for name in
             ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj")}
     assert bits == {"self_attn.q_proj": 4.625, "self_attn.k_proj": 8.625, "self_attn.v_proj": 8.5625,
-                    "self_attn.o_proj": 8.5, "mlp.gate_proj": 9.0}, bits
+                    "self_attn.o_proj": 8.5, "mlp.gate_proj": 9.5}, bits
 
     reference = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name, dtype=torch.float32)
     tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file=path.name)
@@ -332,11 +334,12 @@ def test_other_block_types_are_dequantized_then_compressed(checkpoint, tmp_path,
     assert layers["int4_sym_g32"] == 4 and layers["int4_asym_g32"] == 4
     assert layers["int8_sym_g32"] == 4  # v ×2, embedding, output
     assert sum(n for p, n in layers.items() if p in ("int8_asym", "int4_sym_g64", "int4_sym_g128")) == 2
-    # NNCF left the kept blocks alone, the Q4_1 layers' f16 offsets among them.
+    # NNCF left the kept blocks alone, the Q4_1 layers' f32 zero points among them (small layers:
+    # graph.ZERO_POINT_BELOW_WEIGHTS); NNCF's own zero points are u4/u8 behind a Convert.
     model = ov.Core().read_model(out / "openvino_model.xml")
-    offsets = [stored_constant(op.input_value(1).get_node()) for op in model.get_ordered_ops()
-               if op.get_type_name() == "MatMul" and op.get_friendly_name().endswith(".offsets")]
-    assert len(offsets) == 4 and {node.get_element_type().get_type_name() for node in offsets} == {"f16"}
+    zero_points = [op.input_value(1).get_node() for op in model.get_ordered_ops()
+                   if op.get_type_name() == "Subtract" and op.input_value(1).get_node().get_type_name() == "Constant"]
+    assert len(zero_points) == 4 and {node.get_element_type().get_type_name() for node in zero_points} == {"f32"}
 
 
 def stored_bits_per_weight(model, layer: str) -> float:

@@ -1,0 +1,65 @@
+"""Where one decode step of a model goes on this CPU: the compiled model run directly (no GenAI loop)
+with PERF_COUNT on, after a 20-token prefill; the wall time of a step, the nodes it executed, the time
+per node type and the time outside the nodes (the infer request's own work).
+
+    python benchmarks/decode_profile.py MODEL_DIR [--precision accurate|fast] [--steps 40] [--top 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ovgenai_chat.engine import choose_precision  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model_dir", type=Path)
+    parser.add_argument("--precision", choices=("accurate", "fast"), default="accurate")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--top", type=int, default=8, help="how many node types and nodes to list")
+    args = parser.parse_args()
+
+    precision = choose_precision(args.precision, "CPU", 0)
+    compiled = ov.Core().compile_model(args.model_dir / "openvino_model.xml", "CPU", {
+        "PERF_COUNT": True, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, **precision.properties})
+    request = compiled.create_infer_request()
+
+    def step(ids: np.ndarray, past: int) -> float:
+        n = ids.shape[1]
+        inputs = {"input_ids": ids, "attention_mask": np.ones((1, past + n), np.int64),
+                  "position_ids": np.arange(past, past + n, dtype=np.int64)[None], "beam_idx": np.zeros(1, np.int32)}
+        start = time.perf_counter()
+        request.infer(inputs)
+        return (time.perf_counter() - start) * 1000
+
+    step(np.full((1, 20), 100, np.int64), 0)
+    walls = [step(np.array([[200 + i]], np.int64), 20 + i) for i in range(args.steps)]
+    executed = [p for p in request.profiling_info if p.status == ov.ProfilingInfo.Status.EXECUTED]
+    by_type = collections.defaultdict(lambda: [0, 0.0])
+    for p in executed:
+        by_type[p.node_type][0] += 1
+        by_type[p.node_type][1] += p.real_time.total_seconds() * 1000
+    in_nodes = sum(ms for _, ms in by_type.values())
+    wall = statistics.median(walls)
+    print(f"{args.model_dir}, {precision.describe()}")
+    print(f"one decode step: {wall:.2f} ms (median of {args.steps}); the last step ran {len(executed)} nodes in "
+          f"{in_nodes:.2f} ms, {wall - in_nodes:.2f} ms outside them")
+    for node_type, (count, ms) in sorted(by_type.items(), key=lambda item: -item[1][1])[:args.top]:
+        print(f"  {node_type:36} {count:4} nodes {ms:6.2f} ms ({ms / count * 1000:5.1f} µs each)")
+    print("slowest nodes:")
+    for p in sorted(executed, key=lambda p: -p.real_time.total_seconds())[:args.top]:
+        print(f"  {p.node_name[:60]:60} {p.exec_type:24} {p.real_time.total_seconds() * 1e6:6.0f} µs")
+
+
+if __name__ == "__main__":
+    main()
