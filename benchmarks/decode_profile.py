@@ -18,18 +18,18 @@ import numpy as np
 import openvino as ov
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ovgenai_chat.engine import choose_precision  # noqa: E402
+from ovgenai_chat.engine import Precision, choose_precision  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model_dir", type=Path)
-    parser.add_argument("--precision", choices=("accurate", "fast"), default="accurate")
+    parser.add_argument("--precision", choices=("accurate", "fast", "defaults"), default="accurate")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--top", type=int, default=8, help="how many node types and nodes to list")
     args = parser.parse_args()
 
-    precision = choose_precision(args.precision, "CPU", 0)
+    precision = choose_precision(args.precision, "CPU", 0) if args.precision != "defaults" else Precision("defaults", {}, "the CPU plugin's")
     compiled = ov.Core().compile_model(args.model_dir / "openvino_model.xml", "CPU", {
         "PERF_COUNT": True, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, **precision.properties})
     request = compiled.create_infer_request()

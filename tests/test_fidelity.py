@@ -17,7 +17,8 @@ import ovgenai_chat
 from conftest import run_ovchat
 from ovgenai_chat.chat import Chat
 from ovgenai_chat.engine import (ACCURATE, ACCURATE_UP_TO_PARAMETERS, CPU_KINDS, FAST_ON_CPU, ModelError,
-                                 PIPELINE_PROPERTIES, choose_precision, classify_cpu, parameter_count)
+                                 PIPELINE_PROPERTIES, choose_precision, classify_cpu, cpu_kind,
+                                 parameter_count)
 from test_parity import reference_greedy, reference_model, templated_ids
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -120,9 +121,20 @@ def test_fast_is_the_measured_best_of_each_cpu_kind(kind):
         ov.Core().set_property("CPU", {key: value})
 
 
-def test_this_hosts_kind_is_one_the_policy_knows():
-    from ovgenai_chat.engine import cpu_kind
+def test_models_with_a_gated_deltanet_state_keep_bf16_where_the_cpu_has_it(converted):
+    """The fused GatedDeltaNet op keeps its state in the activations' precision; in f32 it cost Qwen3.5
+    more than int8 activations saved, so `fast` keeps the plugin's defaults for it on bf16 CPUs."""
+    from ovgenai_chat.engine import model_precision
 
+    for kind in ("amx", "avx512-bf16"):
+        assert choose_precision("fast", "CPU", 800_000_000, kind=kind, deltanet=True).properties == {}
+    assert choose_precision("fast", "CPU", 800_000_000, kind="f32", deltanet=True).properties == FAST_ON_CPU["f32"]
+    here = cpu_kind()
+    assert model_precision("fast", "CPU", converted("qwen3_5-text", "int4")).properties == ({} if here != "f32" else FAST_ON_CPU["f32"])
+    assert model_precision("fast", "CPU", converted("smollm2", "int4")).properties == FAST_ON_CPU[here]
+
+
+def test_this_hosts_kind_is_one_the_policy_knows():
     assert cpu_kind() in FAST_ON_CPU
 
 

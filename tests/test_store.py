@@ -56,8 +56,12 @@ def test_pull_list_show_run_rm(checkpoint, env, tmp_path):
     assert 0.1e9 < shown["parameters"] < 0.2e9
     assert shown["layers"] == {"int4_asym_g32": 210, "int8_sym_g32": 1}
     assert "<|im_start|>" in shown["chat_template"] and shown["sampling"] == {}
+    # What `auto` runs it in on this host's CPU kind: a 0.14 B model, accurately.
+    assert shown["on_this_cpu"]["cpu_kind"] in ("amx", "avx512-bf16", "f32")
+    assert shown["on_this_cpu"]["precision"] == "accurate" and shown["on_this_cpu"]["properties"]["KV_CACHE_PRECISION"] == "f32"
     text = ok(run_ovchat("show", "tiny-llama", env=env))
     assert "Architecture:      llama" in text and "Sampling defaults: none recommended (greedy)" in text
+    assert "On this CPU:       " in text and "accurate (f32 activations" in text
 
     reply = ok(run_ovchat("run", "smollm2-135m-instruct.q4_1", "-p", "What is the capital of France?", env=env))
     assert "Paris" in reply
