@@ -157,10 +157,11 @@ CPU_KINDS = {
 # `fast` on a CPU: per kind, the measured fastest properties whose greedy replies agree with the
 # accurate ones at least as often as the plugin's defaults do (benchmarks/precision.py; the table is
 # benchmarks/README.md's "Precision by CPU kind"). Without AMX, bf16 activations switch the plugin's
-# int8 activations off and cost a Phi-3-mini-size model 30–50% in TPOT and TTFT; f32 activations
-# quantized to int8 in groups of 128 (the plugin's default is 32) decode 25% faster and reach the first
-# token in 0.6× the time, and agree with the accurate replies more often, not less. On AMX the
-# plugin's bf16 defaults were the fastest (Intel Xeon, "Precision" there).
+# int8 activations off; f32 activations quantized to int8 in groups of 128 (the plugin's default is 32)
+# reach a Phi-3-mini-size model's first token in 0.6–0.65× the time of the plugin's defaults, decode
+# as fast or faster (2.5% alternating in one process, up to 27% across processes) and agree with the
+# accurate replies more often, not less. On AMX the plugin's bf16 defaults were the fastest (Intel
+# Xeon, "Precision" there).
 FAST_WITHOUT_AMX = {"INFERENCE_PRECISION_HINT": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": 128}
 FAST_ON_CPU = {"amx": {}, "avx512-bf16": FAST_WITHOUT_AMX, "f32": FAST_WITHOUT_AMX}
 # Except for models with a Gated DeltaNet state (Qwen3.5), which the fused op reads and writes whole on
@@ -313,7 +314,7 @@ def error_line(error: Exception) -> str:
 # process unmaps the pages of that file while the first inference runs and once it has given its first
 # token. They stay in the kernel's page cache (clean, reclaimable at once), so what decoding still reads
 # in place (int4 scales, the embedding rows of each new token: ~1% of the file, benchmarks/README.md
-# "Peak memory") comes back without a disk read, and the next process starts from memory, not disk.
+# "The first inference at real size") comes back without a disk read, and the next process starts from memory, not disk.
 # (MADV_PAGEOUT, which evicted them from the cache too, made the next start of a Phi-3-mini-size model
 # read 2 GB from disk: 51 s to its first token instead of 7 s.)
 
