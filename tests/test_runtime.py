@@ -253,7 +253,7 @@ def test_interactive_session(smollm2, env, tmp_path):
 
         child.sendline("/stats")
         child.expect(r"tokens in, \d+ out .* accurate precision")
-        child.expect_exact("precision: accurate (f32 activations and KV cache")
+        child.expect_exact("precision: accurate (f32 activations, f32 KV cache, no int8 activations")
         child.sendline(f"/save {saved}")
         child.expect_exact("saved to")
         child.sendline("/reset")
