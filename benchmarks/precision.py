@@ -39,7 +39,7 @@ import openvino_genai
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench import prompt_text  # noqa: E402
-from ovgenai_chat.engine import ACCURATE, PIPELINE_PROPERTIES, choose_precision, parameter_count  # noqa: E402
+from ovgenai_chat.engine import ACCURATE, PIPELINE_PROPERTIES, model_precision, parameter_count  # noqa: E402
 
 # Short everyday questions, the kind a chat model gets first. tests/test_fidelity.py asks them too.
 EVERYDAY_PROMPTS = [
@@ -79,7 +79,7 @@ SETTINGS = {
     "bf16-act/f32-kv": {**ACCURATE, "INFERENCE_PRECISION_HINT": "bf16"},
     "bf16-act/u8-kv": {"INFERENCE_PRECISION_HINT": "bf16", "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0},
     "defaults": {},
-    "fast": None,  # what `ovchat run --precision fast` picks on this CPU (engine.choose_precision)
+    "fast": None,  # what `ovchat run --precision fast` picks for this model on this CPU (engine.model_precision)
 }
 ISA_CAPS = ("native", "AVX512_CORE_AMX", "AVX512_CORE_BF16", "AVX512_CORE_VNNI", "AVX512_CORE", "AVX2")
 
@@ -93,10 +93,10 @@ def greedy(n: int, ignore_eos: bool = False) -> openvino_genai.GenerationConfig:
     return openvino_genai.GenerationConfig(max_new_tokens=n, do_sample=False, ignore_eos=ignore_eos)
 
 
-def setting_properties(name: str) -> dict:
+def setting_properties(name: str, model_dir: str) -> dict:
     if SETTINGS[name] is not None:
         return SETTINGS[name]
-    return choose_precision("fast", "CPU", 0).properties
+    return model_precision("fast", "CPU", Path(model_dir)).properties
 
 
 def run_setting(model_dir: str, properties: dict, prompts: list[ov.Tensor], new_tokens: int,
@@ -164,8 +164,9 @@ def main() -> None:
         ids = tokenizer.encode(prompt_text(args.long, seed), add_special_tokens=False).input_ids.data[:, :args.long]
         long_prompts.append(ov.Tensor(np.ascontiguousarray(ids)))
     if args.one:
-        print(json.dumps(run_setting(args.model_dir, setting_properties(args.one), prompts, args.new_tokens,
-                                     long_prompts)))
+        properties = setting_properties(args.one, args.model_dir)  # under this process's ISA cap
+        print(json.dumps({"properties": properties, **run_setting(args.model_dir, properties, prompts, args.new_tokens,
+                                                                   long_prompts)}))
         return
 
     started = time.perf_counter()
@@ -184,15 +185,14 @@ def main() -> None:
                 print(f"  {name:22} failed: {row['failed']}", flush=True)
                 continue
             same = sum(got == expected for got, expected in zip(row.pop("replies"), reference))
-            rows.append({"isa": isa, "cpu_kind": kind, "setting": name, "properties": setting_properties(name),
-                         "agreement": same, "prompts": len(prompts), **row})
+            rows.append({"isa": isa, "cpu_kind": kind, "setting": name, "agreement": same, "prompts": len(prompts), **row})
             long = f" · TTFT {row['long_ttft_ms']:.0f} ms at {args.long} tokens" if "long_ttft_ms" in row else ""
             print(f"  {name:22} {same:2}/{len(prompts)} identical · TTFT {row['ttft_ms']:.0f} ms at "
                   f"{row['prompt_tokens']:.0f} tokens{long} · TPOT {row['tpot_ms']:.1f} ms · first inference "
                   f"{row['first_inference_s']:.1f} s", flush=True)
 
     parameters = parameter_count(Path(args.model_dir) / "openvino_model.xml")
-    auto = choose_precision("auto", "CPU", parameters)
+    auto = model_precision("auto", "CPU", Path(args.model_dir))
     print(f"auto on this model's CPU run: {auto.describe()}")
     if args.json:
         Path(args.json).write_text(json.dumps({"model": args.model_dir, "reference": args.reference or args.model_dir,

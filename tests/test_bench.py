@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -108,9 +109,24 @@ def test_precision_table_runs(converted, tmp_path):
     assert [row["setting"] for row in report["rows"]] == ["accurate", "fast"]
     accurate = report["rows"][0]
     assert accurate["agreement"] == accurate["prompts"] == 3  # the reference is this model, run accurately
-    assert all(row["ttft_ms"] > 0 and row["tpot_ms"] > 0 and row["long_ttft_ms"] > 0 for row in report["rows"])
+    assert all(row["ttft_ms"] > 0 and row["tpot_ms"] > 0 and row["long_ttft_ms"] > 0 and row["first_inference_s"] > 0
+               for row in report["rows"])
+    from ovgenai_chat.engine import ACCURATE, FAST_ON_CPU, cpu_kind
+
+    assert [row["properties"] for row in report["rows"]] == [ACCURATE, FAST_ON_CPU[cpu_kind()]]
+    assert {row["cpu_kind"] for row in report["rows"]} == {cpu_kind()}
     assert report["auto"] == "accurate"
     assert result.stdout.strip().splitlines()[-1].startswith("auto on this model's CPU run: accurate (")
+
+
+def test_an_isa_cap_makes_the_plugin_a_cpu_without_bf16():
+    """What precision.py's --isa relies on: a process started with the plugin capped to AVX2 sees a CPU
+    kind without bf16, so its `fast` is that kind's."""
+    env = {**os.environ, "OV_CPU_MAX_ISA": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    done = subprocess.run([sys.executable, "-c", "from ovgenai_chat.engine import cpu_kind; print(cpu_kind())"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "f32"
 
 
 def _synthetic():
