@@ -302,13 +302,13 @@ def header(model_dir: Path, gguf: str | None, optimum_python: Path, device: str)
     import openvino as ov
     import openvino_genai
 
-    from ovgenai_chat.engine import cpu_kind
+    from ovgenai_chat.engine import cpu_kind, cpu_name
 
     core = ov.Core()
     with open("/proc/meminfo") as f:
         memory_gb = int(f.readline().split()[1]) / 2**20
     return {
-        "cpu": core.get_property("CPU", "FULL_DEVICE_NAME"), "cpu_kind": cpu_kind(), "cores_used": os.cpu_count(),
+        "cpu": cpu_name(), "cpu_kind": cpu_kind(), "cores_used": os.cpu_count(),
         "memory_gb": round(memory_gb, 1), "python": platform.python_version(),
         "openvino": ov.__version__, "openvino_genai": openvino_genai.__version__,
         "optimum_python": str(optimum_python), "devices": core.available_devices, "device": device,

@@ -85,17 +85,30 @@ class Llama:
         "mlp.up_proj.weight": "ffn_up.weight", "mlp.down_proj.weight": "ffn_down.weight",
     }
 
+    # The layer's two norms, its MLP's projections and the final norm, by their HF names; the hybrids rename them.
+    NORMS = ("input_layernorm", "post_attention_layernorm")
+    MLP = ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+    FINAL_NORM = "model.norm.weight"
+    TIED = False
+
+    def layer_types(self) -> list[str]:
+        return ["full_attention"] * self.layers
+
     def tensors(self):
-        """(HF name, shape), in checkpoint order."""
+        """(HF name, shape), in checkpoint order: every layer its norms, its token mixer (mixer()), its MLP."""
         yield "model.embed_tokens.weight", (self.vocab, self.hidden)
-        for i in range(self.layers):
+        for i, kind in enumerate(self.layer_types()):
             p = f"model.layers.{i}."
-            yield p + "input_layernorm.weight", (self.hidden,)
-            yield p + "post_attention_layernorm.weight", (self.hidden,)
-            yield from self.attention(p, self.heads * self.head_dim)
+            for norm in self.NORMS:
+                yield p + f"{norm}.weight", (self.hidden,)
+            yield from self.mixer(p, kind)
             yield from self.mlp(p)
-        yield "model.norm.weight", (self.hidden,)
-        yield "lm_head.weight", (self.vocab, self.hidden)
+        yield self.FINAL_NORM, (self.hidden,)
+        if not self.TIED:
+            yield "lm_head.weight", (self.vocab, self.hidden)
+
+    def mixer(self, p: str, kind: str):
+        yield from self.attention(p, self.heads * self.head_dim)
 
     def attention(self, p: str, q_rows: int, out: str = "o_proj"):
         yield p + "self_attn.q_proj.weight", (q_rows, self.hidden)
@@ -103,8 +116,8 @@ class Llama:
         yield p + "self_attn.v_proj.weight", (self.kv_heads * self.head_dim, self.hidden)
         yield p + f"self_attn.{out}.weight", (self.hidden, self.heads * self.head_dim)
 
-    def mlp(self, p: str, names=("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")):
-        gate, up, down = names
+    def mlp(self, p: str):
+        gate, up, down = self.MLP
         yield p + f"{gate}.weight", (self.ffn, self.hidden)
         yield p + f"{up}.weight", (self.ffn, self.hidden)
         yield p + f"{down}.weight", (self.hidden, self.ffn)
@@ -168,6 +181,7 @@ class Qwen35(Llama):
     context: int = 262144
 
     gguf_arch = "qwen35"
+    TIED = True
     interval = 4  # full_attention_interval: the only layer pattern llama.cpp's qwen35 knows
     partial_rotary = 0.25
     rope_theta = 10_000_000.0
@@ -194,30 +208,23 @@ class Qwen35(Llama):
     def layer_types(self) -> list[str]:
         return ["full_attention" if (i + 1) % self.interval == 0 else "linear_attention" for i in range(self.layers)]
 
-    def tensors(self):
+    def mixer(self, p: str, kind: str):
+        if kind == "full_attention":
+            yield from self.attention(p, 2 * self.heads * self.head_dim)  # q and its gate
+            yield p + "self_attn.q_norm.weight", (self.head_dim,)
+            yield p + "self_attn.k_norm.weight", (self.head_dim,)
+            return
         key, value = self.linear_key_heads * self.linear_key_dim, self.linear_value_heads * self.linear_value_dim
-        yield "model.embed_tokens.weight", (self.vocab, self.hidden)
-        for i, kind in enumerate(self.layer_types()):
-            p = f"model.layers.{i}."
-            yield p + "input_layernorm.weight", (self.hidden,)
-            yield p + "post_attention_layernorm.weight", (self.hidden,)
-            if kind == "full_attention":
-                yield from self.attention(p, 2 * self.heads * self.head_dim)  # q and its gate
-                yield p + "self_attn.q_norm.weight", (self.head_dim,)
-                yield p + "self_attn.k_norm.weight", (self.head_dim,)
-            else:
-                p += "linear_attn."
-                yield p + "in_proj_qkv.weight", (2 * key + value, self.hidden)
-                yield p + "in_proj_z.weight", (value, self.hidden)
-                yield p + "in_proj_b.weight", (self.linear_value_heads, self.hidden)
-                yield p + "in_proj_a.weight", (self.linear_value_heads, self.hidden)
-                yield p + "conv1d.weight", (2 * key + value, 1, self.conv_kernel)
-                yield p + "dt_bias", (self.linear_value_heads,)
-                yield p + "A_log", (self.linear_value_heads,)
-                yield p + "norm.weight", (self.linear_value_dim,)
-                yield p + "out_proj.weight", (self.hidden, value)
-            yield from self.mlp(f"model.layers.{i}.")
-        yield "model.norm.weight", (self.hidden,)
+        p += "linear_attn."
+        yield p + "in_proj_qkv.weight", (2 * key + value, self.hidden)
+        yield p + "in_proj_z.weight", (value, self.hidden)
+        yield p + "in_proj_b.weight", (self.linear_value_heads, self.hidden)
+        yield p + "in_proj_a.weight", (self.linear_value_heads, self.hidden)
+        yield p + "conv1d.weight", (2 * key + value, 1, self.conv_kernel)
+        yield p + "dt_bias", (self.linear_value_heads,)
+        yield p + "A_log", (self.linear_value_heads,)
+        yield p + "norm.weight", (self.linear_value_dim,)
+        yield p + "out_proj.weight", (self.hidden, value)
 
     def initial(self, name, dims, rng):
         if name.endswith(".A_log"):  # decay rates A = exp(A_log) in [1, 16], as transformers initialises them
@@ -301,6 +308,10 @@ class Lfm2(Llama):
     context: int = 128000
 
     gguf_arch = "lfm2"
+    NORMS = ("operator_norm", "ffn_norm")
+    MLP = ("feed_forward.w1", "feed_forward.w3", "feed_forward.w2")
+    FINAL_NORM = "model.embedding_norm.weight"
+    TIED = True
     rope_theta = 1_000_000.0
     GGUF_NAMES = {  # llama's, and LFM2's own names
         **Llama.GGUF_NAMES, "model.embedding_norm.weight": "token_embd_norm.weight",
@@ -320,22 +331,15 @@ class Lfm2(Llama):
     def layer_types(self) -> list[str]:
         return ["full_attention" if i in self.attention_layers else "conv" for i in range(self.layers)]
 
-    def tensors(self):
-        yield "model.embed_tokens.weight", (self.vocab, self.hidden)
-        for i, kind in enumerate(self.layer_types()):
-            p = f"model.layers.{i}."
-            yield p + "operator_norm.weight", (self.hidden,)
-            yield p + "ffn_norm.weight", (self.hidden,)
-            if kind == "full_attention":
-                yield from self.attention(p, self.heads * self.head_dim, out="out_proj")
-                yield p + "self_attn.q_layernorm.weight", (self.head_dim,)
-                yield p + "self_attn.k_layernorm.weight", (self.head_dim,)
-            else:
-                yield p + "conv.in_proj.weight", (3 * self.hidden, self.hidden)  # B, C, x̃
-                yield p + "conv.conv.weight", (self.hidden, 1, self.conv_cache)
-                yield p + "conv.out_proj.weight", (self.hidden, self.hidden)
-            yield from self.mlp(p, ("feed_forward.w1", "feed_forward.w3", "feed_forward.w2"))
-        yield "model.embedding_norm.weight", (self.hidden,)
+    def mixer(self, p: str, kind: str):
+        if kind == "full_attention":
+            yield from self.attention(p, self.heads * self.head_dim, out="out_proj")
+            yield p + "self_attn.q_layernorm.weight", (self.head_dim,)
+            yield p + "self_attn.k_layernorm.weight", (self.head_dim,)
+            return
+        yield p + "conv.in_proj.weight", (3 * self.hidden, self.hidden)  # B, C, x̃
+        yield p + "conv.conv.weight", (self.hidden, 1, self.conv_cache)
+        yield p + "conv.out_proj.weight", (self.hidden, self.hidden)
 
     def config(self) -> dict:
         return {

@@ -149,13 +149,12 @@ ZERO_POINT_BELOW_WEIGHTS = 1_000_000
 
 def linear(x, w, bias: np.ndarray | None = None, name: str | None = None) -> ov.Output:
     """x @ Wᵀ (+ b), W stored [out, in] as in the checkpoint (or GGUF blocks, or a tied table)."""
-    zero_points = None
-    if has_offset(w) and w.shape[0] * w.shape[1] < ZERO_POINT_BELOW_WEIGHTS:
-        zero_points = _zero_points(w)
-    if zero_points is not None:
-        y = ops.matmul(x, _scaled_blocks(w, zero_points), transpose_a=False, transpose_b=True, name=name)
-    elif has_offset(w):
-        y = _offset_linear(x, w, name)
+    if has_offset(w):
+        zero_points = _zero_points(w) if w.shape[0] * w.shape[1] < ZERO_POINT_BELOW_WEIGHTS else None
+        if zero_points is None:
+            y = _offset_linear(x, w, name)
+        else:
+            y = ops.matmul(x, _scaled_blocks(w, zero_points), transpose_a=False, transpose_b=True, name=name)
     else:
         y = ops.matmul(x, weight(w), transpose_a=False, transpose_b=True, name=name)
     if bias is not None:

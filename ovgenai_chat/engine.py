@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import json
 import math
 import os
@@ -171,6 +172,7 @@ FAST_ON_CPU = {"amx": {}, "avx512-bf16": FAST_WITHOUT_AMX, "f32": FAST_WITHOUT_A
 DELTANET_STATE = "cache_params.past.ssm."
 
 
+@functools.cache
 def cpu_name() -> str:
     import openvino as ov
 
@@ -195,8 +197,10 @@ def cpu_flags() -> set[str]:
         return set()
 
 
+@functools.cache
 def cpu_kind() -> str:
-    """This host's CPU kind, as the CPU plugin sees it."""
+    """This host's CPU kind, as the CPU plugin sees it (once per process: the plugin reads its ISA cap
+    when it loads)."""
     import openvino as ov
 
     capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
@@ -223,8 +227,11 @@ def parameter_count(model_xml: Path) -> int:
     """About how many weights the model has: the elements of its matrix-shaped constants, read from
     the IR's XML without loading the weights (scales and zero points add a few percent). A regular
     expression, not an XML parser: 10 ms instead of 170 ms on a start-up path."""
-    return sum(math.prod(int(d) for d in shape.split(","))
-               for shape in _MATRIX_CONSTANT.findall(model_xml.read_text(errors="replace")))
+    return _parameters_in(model_xml.read_text(errors="replace"))
+
+
+def _parameters_in(xml: str) -> int:
+    return sum(math.prod(int(d) for d in shape.split(",")) for shape in _MATRIX_CONSTANT.findall(xml))
 
 
 def describe_cpu_properties(properties: dict) -> str:
@@ -264,8 +271,8 @@ def choose_precision(requested: str, device: str, parameters: int, kind: str | N
 
 def model_precision(requested: str, device: str, model_dir: Path) -> Precision:
     """choose_precision for the model in `model_dir` (an ovchat model directory)."""
-    xml = model_dir / "openvino_model.xml"
-    return choose_precision(requested, device, parameter_count(xml), deltanet=DELTANET_STATE in xml.read_text(errors="replace"))
+    xml = (model_dir / "openvino_model.xml").read_text(errors="replace")
+    return choose_precision(requested, device, _parameters_in(xml), deltanet=DELTANET_STATE in xml)
 
 
 # LATENCY hint and one stream, as the notebook sets them; the stateful SDPA backend, whose
