@@ -238,26 +238,28 @@ def causal_mask(input_ids, attention_mask, sliding_window: int | None) -> ov.Out
 
 
 class Context:
-    """Graph values every layer reads. Masks (one per attention window) and rope tables (one per set
-    of frequencies) are built the first time a layer asks, then shared by every layer that uses them."""
+    """Graph values every layer reads: masks (one per attention window), rope tables (one per set of
+    frequencies) and the like are built the first time a layer asks, then shared by every layer."""
 
     def __init__(self, input_ids, attention_mask, position_ids, beam_idx):
         self.input_ids, self.attention_mask, self.position_ids = input_ids, attention_mask, position_ids
         self.batch = ops.gather(ops.shape_of(input_ids), vector([0]), scalar(0)).output(0)
         self.beam_idx = beam_idx.output(0)
         self.sinks: list = []
-        self._masks: dict = {}
-        self._ropes: dict = {}
+        self._shared: dict = {}
+
+    def shared(self, key, build):
+        """The value under `key`, built by `build()` the first time a layer asks."""
+        if key not in self._shared:
+            self._shared[key] = build()
+        return self._shared[key]
 
     def mask(self, sliding_window: int | None) -> ov.Output:
-        if sliding_window not in self._masks:
-            self._masks[sliding_window] = causal_mask(self.input_ids, self.attention_mask, sliding_window)
-        return self._masks[sliding_window]
+        return self.shared(("mask", sliding_window),
+                           lambda: causal_mask(self.input_ids, self.attention_mask, sliding_window))
 
     def rope(self, rope: Rope) -> tuple[ov.Output, ov.Output]:
-        if id(rope) not in self._ropes:
-            self._ropes[id(rope)] = rope_cos_sin(self.position_ids, rope)
-        return self._ropes[id(rope)]
+        return self.shared(("rope", id(rope)), lambda: rope_cos_sin(self.position_ids, rope))
 
 
 def read_state(name: str, ctx: Context, shape: list[int]) -> ov.Output:
@@ -385,15 +387,26 @@ def split_heads(x, num_heads: int, head_dim: int) -> ov.Output:
     return ops.reshape(x, vector([0, 0, num_heads, head_dim]), special_zero=True).output(0)
 
 
+def soft_capped_attention(q, k, v, mask, scale: float, cap: float) -> ov.Output:
+    """softmax(cap · tanh(q·kᵀ·scale / cap) + mask)·v (Gemma 2): scaled_dot_product_attention has no
+    soft cap, so the scores are computed op by op."""
+    scores = ops.multiply(ops.matmul(q, k, transpose_a=False, transpose_b=True), scalar(scale, np.float32))
+    scores = ops.multiply(ops.tanh(ops.divide(scores, scalar(cap, np.float32))), scalar(cap, np.float32))
+    weights = ops.softmax(ops.add(scores, mask), -1)
+    return ops.matmul(weights, v, transpose_a=False, transpose_b=False).output(0)
+
+
 def attention(x, w: "LayerWeights", args: ModelArgs, ctx: Context, rope: Rope | None,
               sliding_window: int | None = None, qk_norm: str | None = None, scale: float | None = None,
-              output_gate: bool = False) -> ov.Output:
+              output_gate: bool = False, softcap: float | None = None, query_scale=None) -> ov.Output:
     """Multi-head attention with grouped KV heads and a stateful KV cache (Vaswani et al., 2017).
 
     `rope` None is a NoPE layer (no positional rotation); `qk_norm` "rms" or "rms+1" normalises each
     head of q and k before the rotation (Qwen3, Gemma 3), "rms_across_heads" the whole projections
     (OLMo 2); `scale` replaces 1/√head_dim. `output_gate`: q_proj gives each head's query and then
-    as many gate values, and the heads' output is multiplied by σ(gate) (gated attention, Qwen3-Next)."""
+    as many gate values, and the heads' output is multiplied by σ(gate) (gated attention, Qwen3-Next).
+    `softcap`: scores soft-capped (soft_capped_attention); `query_scale` [B, 1, T, 1]: multiplies the
+    rotated queries, position by position (Llama 4's attention temperature)."""
     heads, kv_heads, d = args.num_attention_heads, args.num_key_value_heads, args.head_dim
     q, k, v = (w.linear(x, f"self_attn.{name}_proj") for name in ("q", "k", "v"))
     if qk_norm == "rms_across_heads":
@@ -413,11 +426,15 @@ def attention(x, w: "LayerWeights", args: ModelArgs, ctx: Context, rope: Rope | 
     if rope is not None:
         cos, sin = ctx.rope(rope)
         q, k = apply_rope(q, cos, sin, rope.rotary_dim, d), apply_rope(k, cos, sin, rope.rotary_dim, d)
+    if query_scale is not None:
+        q = ops.multiply(q, query_scale).output(0)
     k = kv_cache(k, f"past_key_values.{w.layer}.keypresent.{w.layer}.key", ctx, kv_heads, d)
     v = kv_cache(v, f"past_key_values.{w.layer}.valuepresent.{w.layer}.value", ctx, kv_heads, d)
     k, v = repeat_kv(k, heads // kv_heads, kv_heads, d), repeat_kv(v, heads // kv_heads, kv_heads, d)
     mask = ctx.mask(sliding_window)
-    if scale is None:
+    if softcap:
+        out = soft_capped_attention(q, k, v, mask, scale or d**-0.5, softcap)
+    elif scale is None:
         out = ops.scaled_dot_product_attention(q, k, v, mask, causal=False)
     else:
         out = ops.scaled_dot_product_attention(q, k, v, mask, scalar(scale, np.float32), causal=False)

@@ -38,6 +38,9 @@ def longrope(original_max_position_embeddings: int) -> dict:
 QWEN3_5 = dict(head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
                linear_value_head_dim=8, linear_conv_kernel_dim=4)
 
+MINISTRAL3_ROPE = dict(rope_type="yarn", rope_theta=1_000_000.0, factor=4.0, original_max_position_embeddings=16,
+                      beta_fast=32.0, beta_slow=1.0, mscale=1.0, mscale_all_dim=1.0, llama_4_scaling_beta=0.5)
+
 # name → (config class, config overrides, safetensors dtype, write config.json as transformers 4.x did)
 VARIANTS = {
     "llama": ("LlamaConfig", dict(tie_word_embeddings=True), torch.float32, False),
@@ -123,10 +126,46 @@ VARIANTS = {
              torch.bfloat16, False),
     "lfm2-fp32-attn-idxs": ("Lfm2Config", dict(num_hidden_layers=3, full_attn_idxs=[1], tie_word_embeddings=False,
                                                block_auto_adjust_ff_dim=False), torch.float32, False),
+    # Gemma 2: a sliding layer and a full one sharing one rope, scores soft-capped at Gemma 2's 50 and,
+    # in the fp32 variant, at 2 (which changes every score the test sees), logits at 30.
+    "gemma2": ("Gemma2Config", dict(head_dim=16, sliding_window=12, query_pre_attn_scalar=24), torch.bfloat16, False),
+    "gemma2-fp32-softcap": ("Gemma2Config", dict(head_dim=32, sliding_window=8, attn_logit_softcapping=2.0,
+                                                 final_logit_softcapping=5.0, layer_types=["full_attention",
+                                                                                           "sliding_attention"]),
+                            torch.float32, False),
+    # OLMo 3: a sliding layer with the default rope, then a full one with YaRN.
+    "olmo3": ("Olmo3Config", dict(sliding_window=12, rope_parameters={
+        "sliding_attention": {"rope_type": "default", "rope_theta": 500_000.0},
+        "full_attention": {"rope_type": "yarn", "rope_theta": 500_000.0, "factor": 4.0,
+                           "original_max_position_embeddings": 64}}), torch.bfloat16, False),
+    "olmo3-fp32": ("Olmo3Config", dict(num_hidden_layers=4, sliding_window=8, tie_word_embeddings=True), torch.float32, False),
+    # GLM: biases, fused gate_up_proj, rope on interleaved pairs of half of each head.
+    "glm4-bias": ("Glm4Config", dict(head_dim=16), torch.bfloat16, False),
+    "glm-bias-fp32": ("GlmConfig", dict(head_dim=32, partial_rotary_factor=0.75), torch.float32, False),
+    # Granite 4.0 dense: Granite's multipliers, a fused shared MLP; rope, or NoPE.
+    "granitemoehybrid": ("GraniteMoeHybridConfig", dict(
+        layer_types=["attention"] * 2, num_local_experts=0, shared_intermediate_size=96, position_embedding_type="rope",
+        embedding_multiplier=12.0, residual_multiplier=0.22, attention_multiplier=0.0625, logits_scaling=4.0,
+        tie_word_embeddings=True), torch.bfloat16, False),
+    "granitemoehybrid-nope-fp32": ("GraniteMoeHybridConfig", dict(
+        layer_types=["attention"] * 2, num_local_experts=0, shared_intermediate_size=96, position_embedding_type=None,
+        embedding_multiplier=4.0, residual_multiplier=0.5, attention_multiplier=0.25, logits_scaling=2.0),
+        torch.float32, False),
+    # Ministral 3: YaRN, and Llama 4's attention temperature from position 16 on (inside every test prompt).
+    "ministral3": ("Ministral3Config", dict(head_dim=16, rope_parameters=MINISTRAL3_ROPE), torch.bfloat16, False),
+    "mistral3-multimodal": ("Mistral3Config", dict(head_dim=16, rope_parameters=MINISTRAL3_ROPE), torch.bfloat16, False),
 }
 TINY_VISION = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=28,
                    patch_size=14)
+TINY_PIXTRAL = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, head_dim=8,
+                    image_size=28, patch_size=14)
 TINY_QWEN3_5_VISION = dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, out_hidden_size=64, patch_size=14)
+
+
+def auto_model_class(model_type: str):
+    """The transformers auto class that builds a whole checkpoint of `model_type` (Mistral 3's has no
+    causal-LM class: it ships as an image-text-to-text model)."""
+    return transformers.AutoModelForImageTextToText if model_type == "mistral3" else transformers.AutoModelForCausalLM
 
 
 def to_v4_config(config_file: Path) -> None:
@@ -150,10 +189,13 @@ def make_checkpoint(name: str, out: Path, tokenizer) -> Path:
     elif config_class == "Gemma3Config":
         config = transformers.Gemma3Config(text_config=text, vision_config=TINY_VISION, mm_tokens_per_image=4,
                                            image_token_index=len(tokenizer) - 1)
+    elif config_class == "Mistral3Config":
+        config = transformers.Mistral3Config(text_config=transformers.Ministral3Config(**text), vision_config=TINY_PIXTRAL,
+                                             image_token_index=len(tokenizer) - 1)
     else:
         config = getattr(transformers, config_class)(**text)
     torch.manual_seed(sum(map(ord, name)))
-    model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model = auto_model_class(config.model_type).from_config(config, dtype=dtype)
     if "bias" in name:
         with torch.no_grad():  # transformers initialises biases to zero, which would test nothing
             for module in model.modules():

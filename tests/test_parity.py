@@ -12,7 +12,7 @@ import pytest
 import torch
 import transformers
 
-from checkpoints import LONGROPE_SWITCH, VARIANTS
+from checkpoints import LONGROPE_SWITCH, VARIANTS, auto_model_class
 from conftest import ALL_MODELS
 from templates import THINKING
 
@@ -30,7 +30,8 @@ GREEDY = openvino_genai.GenerationConfig(max_new_tokens=NEW_TOKENS, ignore_eos=T
 
 
 def reference_model(path):
-    return transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    model_type = json.loads((path / "config.json").read_text())["model_type"]
+    return auto_model_class(model_type).from_pretrained(path, dtype=torch.float32).eval()
 
 
 def templated_ids(tokenizer, messages, **template_context) -> list[int]:

@@ -49,6 +49,8 @@ class ModelArgs:
     layer_types: list | None = None
     final_logit_softcapping: float | None = None
     rope_parameters: dict = field(default_factory=dict)
+    # The sliding-window layers' own rope, where the model has one (Gemma 3, OLMo 3); None: the same.
+    local_rope_parameters: dict | None = None
 
     # Set by architectures that differ from llama here: the embedding's scale (Gemma, Granite),
     # norms that scale by (1 + w) (Gemma), the logits' scale (Granite).
@@ -88,6 +90,47 @@ class ModelArgs:
     def rope(self) -> Rope:
         """One Rope per model (so its tables are built once and shared by every layer)."""
         return make_rope(self.rope_parameters, self.head_dim, self.max_position_embeddings)
+
+    @cached_property
+    def local_rope(self) -> Rope:
+        return make_rope(self.local_rope_parameters, self.head_dim, self.max_position_embeddings)
+
+    def layer_rope(self, layer: int) -> Rope | None:
+        """The rope of `layer`: the sliding layers' own where the model has one; None: no rotation (NoPE)."""
+        if self.local_rope_parameters and self.window(layer) is not None:
+            return self.local_rope
+        return self.rope
+
+
+def text_config(config: dict) -> dict:
+    """The language model's config: a multimodal checkpoint's text_config (its tie_word_embeddings,
+    which decides whether lm_head is stored, is the outer one's where that says), else config itself.
+    model_type stays the outer one, which picks the architecture module."""
+    if "text_config" not in config:
+        return config
+    tied = {k: config[k] for k in ("tie_word_embeddings",) if k in config}
+    return {**config["text_config"], **tied, "model_type": config["model_type"]}
+
+
+def keep_language_model(weights, towers: tuple[str, ...] = ("vision_tower.", "multi_modal_projector.")) -> None:
+    """A multimodal checkpoint's language model under the text model's names (transformers 5 saves
+    it as model.language_model.*, 4.x as language_model.model.*); its other towers (names containing
+    one of `towers`) dropped."""
+    for old in ("model.language_model.", "language_model.model."):
+        weights.rename_prefix(old, "model.")
+    weights.rename_prefix("language_model.lm_head.", "lm_head.")
+    for name in [n for n in weights if any(tower in n for tower in towers)]:
+        weights.discard(name)
+
+
+def rope_by_layer_type(config: dict, full: dict, sliding: dict) -> tuple[dict, dict]:
+    """(full-attention rope, sliding-attention rope) from transformers 5's per-layer-type
+    `rope_parameters`; `full` and `sliding` are what the family's 4.x configs said instead
+    (rope_theta + rope_scaling, a local base), used for a kind the config leaves out."""
+    nested = config.get("rope_parameters") or {}
+    return tuple(rope_parameters({"rope_parameters": nested.get(kind) or legacy,
+                                  "rope_theta": legacy.get("rope_theta", 10000.0)})
+                 for kind, legacy in (("full_attention", full), ("sliding_attention", sliding)))
 
 
 def rope_parameters(config: dict) -> dict:

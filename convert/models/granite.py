@@ -27,7 +27,7 @@ def decoder_layer(x, w, args, ctx):
     def residual(h, branch):
         return ops.add(h, ops.multiply(branch, scalar(args.residual_multiplier, np.float32))).output(0)
 
-    attended = attention(rms_norm(x, w["input_layernorm.weight"], args.rms_norm_eps), w, args, ctx, args.rope,
+    attended = attention(rms_norm(x, w["input_layernorm.weight"], args.rms_norm_eps), w, args, ctx, args.layer_rope(w.layer),
                          args.window(w.layer), scale=args.attention_multiplier)
     h = residual(x, attended)
     return residual(h, gated_mlp(rms_norm(h, w["post_attention_layernorm.weight"], args.rms_norm_eps), w))
