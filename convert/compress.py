@@ -165,13 +165,14 @@ def _weight_precision(node: ov.Node) -> str:
 
 
 def weight_layers(model: ov.Model) -> dict[str, ov.Node]:
-    """Name → weight input of each MatMul and of the embedding Gather (GGUF blocks' offset corrections,
-    graph._offset_linear's, are part of their layer and not counted)."""
+    """Name → weight input of each MatMul and of the embedding Gathers (the token embedding, Gemma 4's
+    per-layer one; GGUF blocks' offset corrections, graph._offset_linear's, are part of their layer and
+    not counted)."""
     layers = {}
     for op in model.get_ordered_ops():
         if op.get_type_name() == "MatMul" and not op.get_friendly_name().endswith(".offsets"):
             layers[op.get_friendly_name()] = op.input_value(1).get_node()
-        elif op.get_type_name() == "Gather" and op.get_friendly_name() == "model.embed_tokens":
+        elif op.get_type_name() == "Gather" and op.get_friendly_name().startswith("model.embed_tokens"):
             layers[op.get_friendly_name()] = op.input_value(0).get_node()
     return layers
 

@@ -126,13 +126,13 @@ def _offset_linear(x, blocks: BlockQuantized, name: str | None) -> ov.Output:
     return ops.subtract(product, correction)
 
 
-def embedding(table, ids) -> ov.Output:
+def embedding(table, ids, name: str = "model.embed_tokens") -> ov.Output:
     """The table's rows for `ids`. GGUF blocks with an offset give rows of S∘Q minus each group's
     offset — the lookup's form of _offset_linear — so no fractional zero point is needed either."""
     if not has_offset(table):
-        return ops.gather(weight(table), ids, scalar(0), name="model.embed_tokens").output(0)
+        return ops.gather(weight(table), ids, scalar(0), name=name).output(0)
     groups = table.shape[1] // table.group
-    rows = ops.gather(_scaled_blocks(table), ids, scalar(0), name="model.embed_tokens")
+    rows = ops.gather(_scaled_blocks(table), ids, scalar(0), name=name)
     offsets = ops.unsqueeze(ops.gather(weight(table.offset), ids, scalar(0)), vector([-1]))
     grouped = ops.reshape(rows, vector([0, 0, groups, table.group]), special_zero=True)
     return ops.reshape(ops.subtract(grouped, offsets), vector([0, 0, table.shape[1]]), special_zero=True).output(0)
@@ -162,13 +162,17 @@ def linear(x, w, bias: np.ndarray | None = None, name: str | None = None) -> ov.
     return y.output(0)
 
 
-def rms_norm(x, w: np.ndarray, eps: float, plus_one: bool = False) -> ov.Output:
+def rms_norm(x, w: np.ndarray | None, eps: float, plus_one: bool = False) -> ov.Output:
     """x / sqrt(mean(x²) + eps) · w  (Zhang & Sennrich, 2019) over the last axis; Gemma scales by
-    (1 + w), added here in f32 as its reference does, so the plugin still sees one RMS pattern."""
-    gamma = weight(w) if not plus_one else ops.constant(np.asarray(w, np.float32) + np.float32(1.0)).output(0)
+    (1 + w), added here in f32 as its reference does, so the plugin still sees one RMS pattern;
+    w None: no scale (Gemma 4's value norm)."""
     mean_square = ops.reduce_mean(ops.power(x, scalar(2.0, np.float32)), vector([-1]), keep_dims=True)
     inv_rms = ops.divide(scalar(1.0, np.float32), ops.sqrt(ops.add(mean_square, scalar(eps, np.float32))))
-    return ops.multiply(ops.multiply(x, inv_rms), gamma).output(0)
+    normed = ops.multiply(x, inv_rms)
+    if w is None:
+        return normed.output(0)
+    gamma = weight(w) if not plus_one else ops.constant(np.asarray(w, np.float32) + np.float32(1.0)).output(0)
+    return ops.multiply(normed, gamma).output(0)
 
 
 def rope_cos_sin(position_ids, rope: Rope) -> tuple[ov.Output, ov.Output]:
@@ -396,6 +400,29 @@ def soft_capped_attention(q, k, v, mask, scale: float, cap: float) -> ov.Output:
     return ops.matmul(weights, v, transpose_a=False, transpose_b=False).output(0)
 
 
+def cached_kv(k, v, layer: int, ctx: Context) -> tuple[ov.Output, ov.Output]:
+    """Keys and values [B, Hkv, T, D] of the past and the new tokens, kept as layer `layer`'s state
+    under the names GenAI's paged-attention conversion expects."""
+    kv_heads, d = (k.get_partial_shape()[i].get_length() for i in (1, 3))
+    return (kv_cache(k, f"past_key_values.{layer}.keypresent.{layer}.key", ctx, kv_heads, d),
+            kv_cache(v, f"past_key_values.{layer}.valuepresent.{layer}.value", ctx, kv_heads, d))
+
+
+def attend(q, k, v, mask, scale: float | None = None, softcap: float | None = None) -> ov.Output:
+    """Each query head's attention over the keys and values of its KV head: q [B, H, T, D], k and v
+    [B, Hkv, S, D] → [B, T, H·D]. `scale` None: 1/√D; `softcap`: soft_capped_attention."""
+    heads, d = (q.get_partial_shape()[i].get_length() for i in (1, 3))
+    kv_heads = k.get_partial_shape()[1].get_length()
+    k, v = repeat_kv(k, heads // kv_heads, kv_heads, d), repeat_kv(v, heads // kv_heads, kv_heads, d)
+    if softcap:
+        out = soft_capped_attention(q, k, v, mask, scale or d**-0.5, softcap)
+    elif scale is None:
+        out = ops.scaled_dot_product_attention(q, k, v, mask, causal=False)
+    else:
+        out = ops.scaled_dot_product_attention(q, k, v, mask, scalar(scale, np.float32), causal=False)
+    return ops.reshape(ops.transpose(out, vector([0, 2, 1, 3])), vector([0, 0, heads * d]), special_zero=True).output(0)
+
+
 def attention(x, w: "LayerWeights", args: ModelArgs, ctx: Context, rope: Rope | None,
               sliding_window: int | None = None, qk_norm: str | None = None, scale: float | None = None,
               output_gate: bool = False, softcap: float | None = None, query_scale=None) -> ov.Output:
@@ -428,17 +455,8 @@ def attention(x, w: "LayerWeights", args: ModelArgs, ctx: Context, rope: Rope | 
         q, k = apply_rope(q, cos, sin, rope.rotary_dim, d), apply_rope(k, cos, sin, rope.rotary_dim, d)
     if query_scale is not None:
         q = ops.multiply(q, query_scale).output(0)
-    k = kv_cache(k, f"past_key_values.{w.layer}.keypresent.{w.layer}.key", ctx, kv_heads, d)
-    v = kv_cache(v, f"past_key_values.{w.layer}.valuepresent.{w.layer}.value", ctx, kv_heads, d)
-    k, v = repeat_kv(k, heads // kv_heads, kv_heads, d), repeat_kv(v, heads // kv_heads, kv_heads, d)
-    mask = ctx.mask(sliding_window)
-    if softcap:
-        out = soft_capped_attention(q, k, v, mask, scale or d**-0.5, softcap)
-    elif scale is None:
-        out = ops.scaled_dot_product_attention(q, k, v, mask, causal=False)
-    else:
-        out = ops.scaled_dot_product_attention(q, k, v, mask, scalar(scale, np.float32), causal=False)
-    out = ops.reshape(ops.transpose(out, vector([0, 2, 1, 3])), vector([0, 0, heads * d]), special_zero=True)
+    k, v = cached_kv(k, v, w.layer, ctx)
+    out = attend(q, k, v, ctx.mask(sliding_window), scale, softcap)
     if output_gate:
         out = ops.multiply(out, ops.sigmoid(gate))
     return w.linear(out, "self_attn.o_proj")

@@ -38,6 +38,7 @@ def longrope(original_max_position_embeddings: int) -> dict:
 QWEN3_5 = dict(head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
                linear_value_head_dim=8, linear_conv_kernel_dim=4)
 
+GEMMA4 = dict(head_dim=16, global_head_dim=32, sliding_window=12, hidden_size_per_layer_input=8)
 MINISTRAL3_ROPE = dict(rope_type="yarn", rope_theta=1_000_000.0, factor=4.0, original_max_position_embeddings=16,
                       beta_fast=32.0, beta_slow=1.0, mscale=1.0, mscale_all_dim=1.0, llama_4_scaling_beta=0.5)
 
@@ -154,6 +155,19 @@ VARIANTS = {
     # Ministral 3: YaRN, and Llama 4's attention temperature from position 16 on (inside every test prompt).
     "ministral3": ("Ministral3Config", dict(head_dim=16, rope_parameters=MINISTRAL3_ROPE), torch.bfloat16, False),
     "mistral3-multimodal": ("Mistral3Config", dict(head_dim=16, rope_parameters=MINISTRAL3_ROPE), torch.bfloat16, False),
+    # Gemma 4: per-layer embeddings; sliding layers of head size 16, full ones of 32 with proportional rope;
+    # the last two layers (one of each kind) share the keys and values of layers 1 and 2 and have
+    # double-wide MLPs; logits soft-capped.
+    "gemma4-text": ("Gemma4TextConfig", dict(GEMMA4, num_hidden_layers=5, num_kv_shared_layers=2, use_double_wide_mlp=True,
+                                             layer_types=["sliding_attention", "sliding_attention", "full_attention",
+                                                          "sliding_attention", "full_attention"],
+                                             final_logit_softcapping=30.0), torch.bfloat16, False),
+    # What Google ships: the language model of a multimodal checkpoint; full layers with keys as values
+    # (attention_k_eq_v) and one KV head; no per-layer embeddings.
+    "gemma4-multimodal-k-eq-v": ("Gemma4Config", dict(GEMMA4, num_hidden_layers=3, attention_k_eq_v=True,
+                                                      num_global_key_value_heads=1, hidden_size_per_layer_input=0,
+                                                      layer_types=["sliding_attention", "full_attention",
+                                                                   "full_attention"]), torch.float32, False),
 }
 TINY_VISION = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=28,
                    patch_size=14)
@@ -184,11 +198,15 @@ def make_checkpoint(name: str, out: Path, tokenizer) -> Path:
     config_class, overrides, dtype, v4_config = VARIANTS[name]
     text = {**SMALL, **overrides, "vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
             "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+    if config_class.startswith("Gemma4"):  # the per-layer embedding's table has a row per token too
+        text["vocab_size_per_layer_input"] = len(tokenizer)
     if config_class == "Qwen3_5Config":
         config = transformers.Qwen3_5Config(text_config=text, vision_config=TINY_QWEN3_5_VISION)
     elif config_class == "Gemma3Config":
         config = transformers.Gemma3Config(text_config=text, vision_config=TINY_VISION, mm_tokens_per_image=4,
                                            image_token_index=len(tokenizer) - 1)
+    elif config_class == "Gemma4Config":
+        config = transformers.Gemma4Config(text_config=text, vision_config=None, audio_config=None)
     elif config_class == "Mistral3Config":
         config = transformers.Mistral3Config(text_config=transformers.Ministral3Config(**text), vision_config=TINY_PIXTRAL,
                                              image_token_index=len(tokenizer) - 1)

@@ -164,9 +164,21 @@ def make_rope(params: dict, head_dim: int, max_position_embeddings: int) -> Rope
         return _longrope(params, base, exponents, max_position_embeddings)
     if rope_type == "yarn":
         return _yarn(params, base, dim, max_position_embeddings)
+    if rope_type == "proportional":
+        return _proportional(params, base, head_dim)
     raise UnsupportedModel(
-        f"rope type {rope_type!r} is not supported (default, linear, llama3, longrope, yarn are)"
+        f"rope type {rope_type!r} is not supported (default, linear, llama3, longrope, yarn, proportional are)"
     )
+
+
+def _proportional(params: dict, base: float, head_dim: int) -> Rope:
+    """Gemma 4's full-attention rope: the first partial_rotary_factor · head_dim / 2 frequencies of a
+    whole head's (base^(−2i / head_dim), not of the rotated part's), the other pairs not rotated
+    (frequency 0); rotate_half pairs channel i with i + head_dim / 2 across the whole head."""
+    rotated = int(params.get("partial_rotary_factor", 1.0) * head_dim // 2)
+    inv_freq = 1.0 / base ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    inv_freq[rotated:] = 0.0
+    return Rope((inv_freq / params.get("factor", 1.0)).astype(np.float32))
 
 
 def _llama3_inv_freq(inv_freq: np.ndarray, params: dict) -> np.ndarray:

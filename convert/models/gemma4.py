@@ -1,0 +1,174 @@
+"""Gemma 4 (text; also the language model inside a multimodal `gemma4` checkpoint: E2B, E4B, 31B).
+
+Against Gemma 3: norms scale by w (not 1 + w), attention is unscaled (q and k are RMS-normalised per
+head, v too, without a weight); full-attention layers have their own head size (`global_head_dim`,
+or per_layer_config) and a 'proportional' rope; with attention_k_eq_v they have no v_proj and take
+the keys' projection, before its norm, as values. The last num_kv_shared_layers layers compute only
+queries: they attend with the keys and values of the last earlier layer of their type, and keep no
+cache of their own; with use_double_wide_mlp their MLP is twice as wide. Per-layer embeddings (PLE):
+a second table gives each token hidden_size_per_layer_input numbers for every layer, mixed with a
+projection of the token's embedding; each layer gates its slice by its own output, projects it back,
+norms it and adds it. Every layer's output is scaled by its layer_scalar; the logits may be soft-capped.
+"""
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import openvino.opset13 as ops
+
+from ..graph import apply_rope, attend, cached_kv, embedding, gated_mlp, linear, rms_norm, scalar, split_heads, vector
+from . import base
+from .base import UnsupportedModel, make_rope
+
+# Gemma4TextConfig's defaults, for keys a hub config leaves out.
+DEFAULTS = dict(vocab_size=262_144, hidden_size=2304, intermediate_size=9216, num_hidden_layers=30,
+                num_attention_heads=8, num_key_value_heads=4, head_dim=256, rms_norm_eps=1e-6,
+                max_position_embeddings=131_072, sliding_window=512, tie_word_embeddings=True,
+                vocab_size_per_layer_input=262_144, hidden_size_per_layer_input=256, global_head_dim=512)
+FULL_ROPE = dict(rope_type="proportional", partial_rotary_factor=0.25, rope_theta=1_000_000.0)
+SLIDING_ROPE = dict(rope_type="default", rope_theta=10_000.0)
+
+
+@dataclass
+class ModelArgs(base.ModelArgs):
+    hidden_activation: str | None = None
+    vocab_size_per_layer_input: int = 262_144
+    hidden_size_per_layer_input: int | None = 256
+    attention_k_eq_v: bool = False
+    num_kv_shared_layers: int = 0
+    use_double_wide_mlp: bool = False
+    enable_moe_block: bool = False
+    use_bidirectional_attention: str | None = None
+    global_head_dim: int | None = None
+    num_global_key_value_heads: int | None = None
+    per_layer_config: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.embed_scale = self.hidden_size**0.5
+        if self.enable_moe_block:
+            raise UnsupportedModel("gemma4: the mixture-of-experts block (26B-A4B) is not supported yet")
+        if self.use_bidirectional_attention:
+            raise UnsupportedModel("gemma4: bidirectional attention is not a chat model's")
+        if self.layer_types is None:
+            self.layer_types = ["sliding_attention" if (i + 1) % 6 else "full_attention"
+                                for i in range(self.num_hidden_layers)]
+        self.layer_types[-1] = "full_attention"  # as transformers forces it
+        # per_layer_config ({"05": {"head_dim": 512, …}}, as transformers saves it) or, as Google's configs
+        # say it, global_head_dim / num_global_key_value_heads for every full-attention layer.
+        self.per_layer_config = {int(k): v for k, v in self.per_layer_config.items()}
+        for i, kind in enumerate(self.layer_types):
+            if kind == "full_attention" and not self.per_layer_config.get(i) and self.global_head_dim:
+                self.per_layer_config[i] = {"head_dim": self.global_head_dim}
+                if self.attention_k_eq_v and self.num_global_key_value_heads:
+                    self.per_layer_config[i]["num_key_value_heads"] = self.num_global_key_value_heads
+        self.first_shared = self.num_hidden_layers - self.num_kv_shared_layers
+        for kind in set(self.layer_types[self.first_shared:]):
+            if kind not in self.layer_types[:self.first_shared]:
+                raise UnsupportedModel(f"gemma4: no layer before the shared ones keeps {kind} keys and values")
+
+    def check_activation(self) -> None:
+        activation = self.hidden_activation or self.hidden_act
+        if activation not in ("gelu_pytorch_tanh", "gelu_tanh"):
+            raise UnsupportedModel(f"hidden_activation {activation!r} is not supported (gemma: gelu_pytorch_tanh)")
+
+    def layer_head_dim(self, layer: int) -> int:
+        return self.per_layer_config.get(layer, {}).get("head_dim", self.head_dim)
+
+    def layer_kv_heads(self, layer: int) -> int:
+        return self.per_layer_config.get(layer, {}).get("num_key_value_heads", self.num_key_value_heads)
+
+    def kv_source(self, layer: int) -> int:
+        """The layer whose keys and values `layer` attends with: itself, or for a shared layer the last
+        layer of its type before the shared ones."""
+        if layer < self.first_shared:
+            return layer
+        kind = self.layer_types[layer]
+        return max(i for i in range(self.first_shared) if self.layer_types[i] == kind)
+
+    def full_head_dim(self) -> int:
+        full = [i for i, kind in enumerate(self.layer_types) if kind == "full_attention"]
+        return self.layer_head_dim(full[0]) if full else self.head_dim
+
+    @cached_property
+    def rope(self) -> base.Rope:
+        return make_rope(self.rope_parameters, self.full_head_dim(), self.max_position_embeddings)
+
+    @cached_property
+    def local_rope(self) -> base.Rope:
+        return make_rope(self.local_rope_parameters, self.head_dim, self.max_position_embeddings)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "ModelArgs":
+        config = {**DEFAULTS, "hidden_act": "gelu_pytorch_tanh", **base.text_config(config)}
+        full, local = base.rope_by_layer_type(config, FULL_ROPE, SLIDING_ROPE)
+        args = super().from_config({**config, "rope_parameters": None})
+        args.rope_parameters, args.local_rope_parameters = full, local
+        return args
+
+
+def sanitize(weights, args: ModelArgs) -> None:
+    """The language model of a multimodal checkpoint, without its vision and audio towers; the key and
+    value weights a shared layer does not use (transformers ignores them too) dropped."""
+    base.keep_language_model(weights, ("vision_tower.", "audio_tower.", "embed_vision.", "embed_audio."))
+    for layer in range(args.first_shared, args.num_hidden_layers):
+        for name in ("k_proj.weight", "v_proj.weight", "k_norm.weight"):
+            weights.discard(f"model.layers.{layer}.self_attn.{name}")
+
+
+def per_layer_inputs(embedded, ctx, weights, args: ModelArgs, compress):
+    """Every layer's PLE input [B, T, layers, P]: (norm(projection of the scaled embedding) + the
+    token's row of the per-layer table · √P) · 2^-½."""
+    layers, width = args.num_hidden_layers, args.hidden_size_per_layer_input
+    name = "model.embed_tokens_per_layer"
+    rows = embedding(compress(f"{name}.weight", weights.pop(f"{name}.weight"), "embedding"), ctx.input_ids, name)
+    by_layer = vector([0, 0, layers, width])
+    rows = ops.multiply(ops.reshape(rows, by_layer, special_zero=True), scalar(width**0.5, np.float32))
+    projection = "model.per_layer_model_projection"
+    projected = linear(embedded, compress(f"{projection}.weight", weights.pop(f"{projection}.weight"), "linear"),
+                       name=projection)
+    projected = ops.multiply(projected, scalar(args.hidden_size**-0.5, np.float32))
+    projected = rms_norm(ops.reshape(projected, by_layer, special_zero=True),
+                         weights.pop("model.per_layer_projection_norm.weight"), args.rms_norm_eps)
+    return ops.multiply(ops.add(projected, rows), scalar(2**-0.5, np.float32)).output(0)
+
+
+def attention(x, w, args: ModelArgs, ctx):
+    layer, heads = w.layer, args.num_attention_heads
+    d, kv_heads = args.layer_head_dim(layer), args.layer_kv_heads(layer)
+    rope = args.layer_rope(layer)
+    cos, sin = ctx.rope(rope)
+
+    def heads_first(t):
+        return ops.transpose(t, vector([0, 2, 1, 3])).output(0)
+
+    q = rms_norm(split_heads(w.linear(x, "self_attn.q_proj"), heads, d), w["self_attn.q_norm.weight"], args.rms_norm_eps)
+    q = apply_rope(heads_first(q), cos, sin, rope.rotary_dim, d)
+    if args.kv_source(layer) == layer:
+        k = split_heads(w.linear(x, "self_attn.k_proj"), kv_heads, d)
+        has_values = f"model.layers.{layer}.self_attn.v_proj.weight" in w.weights
+        v = split_heads(w.linear(x, "self_attn.v_proj"), kv_heads, d) if has_values else k  # k_eq_v: the raw keys
+        k = apply_rope(heads_first(rms_norm(k, w["self_attn.k_norm.weight"], args.rms_norm_eps)), cos, sin, rope.rotary_dim, d)
+        v = heads_first(rms_norm(v, None, args.rms_norm_eps))
+        ctx.shared(("kv", layer), lambda: cached_kv(k, v, layer, ctx))
+    k, v = ctx.shared(("kv", args.kv_source(layer)), None)
+    out = attend(q, k, v, ctx.mask(args.window(layer)), scale=1.0)
+    return w.linear(out, "self_attn.o_proj")
+
+
+def decoder_layer(x, w, args: ModelArgs, ctx):
+    def norm(h, name: str):
+        return rms_norm(h, w[f"{name}.weight"], args.rms_norm_eps)
+
+    ple = None
+    if args.hidden_size_per_layer_input:  # built at layer 0, whose input is the scaled embedding
+        ple = ctx.shared("per_layer_inputs", lambda: per_layer_inputs(x, ctx, w.weights, args, w.compress))
+    h = ops.add(x, norm(attention(norm(x, "input_layernorm"), w, args, ctx), "post_attention_layernorm"))
+    mlp = gated_mlp(norm(h, "pre_feedforward_layernorm"), w, activation="gelu_tanh")
+    h = ops.add(h, norm(mlp, "post_feedforward_layernorm"))
+    if ple is not None:
+        mine = ops.gather(ple, scalar(w.layer), scalar(2))
+        gated = ops.multiply(ops.gelu(w.linear(h, "per_layer_input_gate"), approximation_mode="tanh"), mine)
+        h = ops.add(h, norm(w.linear(gated, "per_layer_projection"), "post_per_layer_input_norm"))
+    return ops.multiply(h, ops.constant(np.asarray(w["layer_scalar"], np.float32).reshape(-1))).output(0)
