@@ -536,6 +536,16 @@ class Server:
         return config
 
 
+def check_batchable(model_dir: Path) -> Path:
+    """The server batches requests with paged attention, which GenAI makes from the model's
+    ScaledDotProductAttention ops. A model whose attention is computed op by op has none: Gemma 2's
+    soft-capped scores, which OpenVINO's paged attention cannot cap."""
+    if 'type="ScaledDotProductAttention"' not in (model_dir / "openvino_model.xml").read_text(errors="replace"):
+        raise ModelError(f"{model_dir.name} soft-caps its attention scores, which OpenVINO's paged attention (the "
+                         "server's batching) cannot do; chat with it through `ovchat run`")
+    return model_dir
+
+
 def create_app(model_dir, device: str = "auto", api_key: str | None = None, kv_cache_gb: int = 1,
                max_batch: int = 8, max_tokens: int | None = None, on_load_failure=lambda message: None,
                precision: str = "auto") -> FastAPI:
@@ -544,7 +554,7 @@ def create_app(model_dir, device: str = "auto", api_key: str | None = None, kv_c
     import openvino as ov
 
     keep_telemetry_off()
-    path = check_model_dir(model_dir)
+    path = check_batchable(check_model_dir(model_dir))
     device, notice = pick_device(device, ov.Core().available_devices)
     if notice:
         print(notice, file=sys.stderr)

@@ -87,8 +87,17 @@ def test_fp32_logits_match_transformers(name, checkpoint, converted, tokenizer_o
     assert worst <= 1e-3
 
 
-@pytest.mark.parametrize("backend", ["PA", "SDPA"])
-@pytest.mark.parametrize("name", ALL_MODELS)
+# Gemma 2 soft-caps its attention scores, which OpenVINO's paged attention cannot: its graph computes
+# attention op by op, and GenAI's paged conversion needs ScaledDotProductAttention ops (the server
+# refuses such a model, tests/test_serve.py). Every other model runs under both backends.
+SOFT_CAPPED = [name for name in VARIANTS if name.startswith("gemma2")]
+
+
+def backends(names) -> list[tuple[str, str]]:
+    return [(name, backend) for name in names for backend in ("PA", "SDPA") if not (backend == "PA" and name in SOFT_CAPPED)]
+
+
+@pytest.mark.parametrize("name,backend", backends(ALL_MODELS))
 def test_greedy_generation_matches_transformers(name, backend, checkpoint, converted, tokenizer_of):
     """LLMPipeline's greedy tokens equal transformers' token for token."""
     path = converted(name, "fp32")
@@ -100,8 +109,7 @@ def test_greedy_generation_matches_transformers(name, backend, checkpoint, conve
 
 # Not the longrope switch: a reused KV cache keeps keys rotated with the short factors, which a
 # fresh pass over the longer history recomputes with the long ones (in transformers too).
-@pytest.mark.parametrize("backend", ["PA", "SDPA"])
-@pytest.mark.parametrize("name", [name for name in ALL_MODELS if name != LONGROPE_SWITCH])
+@pytest.mark.parametrize("name,backend", backends(name for name in ALL_MODELS if name != LONGROPE_SWITCH))
 def test_second_chat_turn_matches_transformers(name, backend, checkpoint, converted, tokenizer_of):
     """A second turn, which reuses the first turn's KV cache, equals transformers' greedy reply to
     the whole history templated by jinja2 (GenAI renders the family's template itself)."""

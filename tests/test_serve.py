@@ -341,6 +341,13 @@ def test_bad_model_dir_and_busy_port(tmp_path, server):
     assert busy.returncode == 1 and "Traceback" not in busy.stderr
 
 
+def test_a_model_with_soft_capped_attention_is_refused_in_one_line(converted):
+    refused = subprocess.run([sys.executable, "-m", "ovgenai_chat.cli", "serve", str(converted("gemma2", "fp32"))],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines() == [refused.stderr.strip()] and "soft-caps its attention" in refused.stderr
+
+
 def test_ctrl_c_ends_in_flight_streams_and_exits_cleanly(smollm2, tmp_path):
     served = Served(smollm2, home=tmp_path)
     body = {"messages": [{"role": "user", "content": "Tell me a long story."}], "max_tokens": 3000, "stream": True}
