@@ -9,6 +9,7 @@ compressed like any checkpoint.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -16,7 +17,8 @@ import numpy as np
 
 from .sources import SourceError, Weights
 
-SUPPORTED_ARCHITECTURES = ("gemma3", "lfm2", "llama", "phi3", "qwen2", "qwen3", "qwen35")
+SUPPORTED_ARCHITECTURES = ("gemma2", "gemma3", "gemma4", "glm4", "granite", "granitehybrid", "lfm2", "llama", "mistral3",
+                           "olmo2", "phi3", "qwen2", "qwen3", "qwen35")
 FLOATS = ("F32", "F16", "BF16")
 
 # GGUF tensor name → HF (llama layout) name; {} is the layer number.
@@ -39,12 +41,28 @@ NAMES = {
     "blk.{}.attn_q_norm.weight": "model.layers.{}.self_attn.q_norm.weight",
     "blk.{}.attn_k_norm.weight": "model.layers.{}.self_attn.k_norm.weight",
 }
-# Where an architecture's tensors differ: Gemma 3 has norms after attention and around the MLP;
-# Phi-3 keeps q, k, v in one tensor and gate and up in ffn_up (split by models/phi3.py as HF's are).
-ARCH_NAMES = {
-    "gemma3": {"blk.{}.post_attention_norm.weight": "model.layers.{}.post_attention_layernorm.weight",
+# Gemma's norms after attention and around the MLP.
+GEMMA_NORMS = {"blk.{}.post_attention_norm.weight": "model.layers.{}.post_attention_layernorm.weight",
                "blk.{}.ffn_norm.weight": "model.layers.{}.pre_feedforward_layernorm.weight",
-               "blk.{}.post_ffw_norm.weight": "model.layers.{}.post_feedforward_layernorm.weight"},
+               "blk.{}.post_ffw_norm.weight": "model.layers.{}.post_feedforward_layernorm.weight"}
+# Where an architecture's tensors differ. Phi-3 keeps q, k, v in one tensor and gate and up in ffn_up
+# (split by models/phi3.py as HF's are), as GLM-4 does gate and up.
+ARCH_NAMES = {
+    "gemma2": GEMMA_NORMS,
+    "gemma3": GEMMA_NORMS,
+    # Gemma 4's per-layer embeddings, its layer scalars, and the gate, projection and norm of each layer's slice.
+    "gemma4": {**GEMMA_NORMS, "per_layer_token_embd.weight": "model.embed_tokens_per_layer.weight",
+               "per_layer_model_proj.weight": "model.per_layer_model_projection.weight",
+               "per_layer_proj_norm.weight": "model.per_layer_projection_norm.weight",
+               "blk.{}.layer_output_scale.weight": "model.layers.{}.layer_scalar",
+               "blk.{}.inp_gate.weight": "model.layers.{}.per_layer_input_gate.weight",
+               "blk.{}.proj.weight": "model.layers.{}.per_layer_projection.weight",
+               "blk.{}.post_norm.weight": "model.layers.{}.post_per_layer_input_norm.weight"},
+    "glm4": {"blk.{}.post_attention_norm.weight": "model.layers.{}.post_self_attn_layernorm.weight",
+             "blk.{}.ffn_up.weight": "model.layers.{}.mlp.gate_up_proj.weight",
+             "blk.{}.post_ffw_norm.weight": "model.layers.{}.post_mlp_layernorm.weight"},
+    "olmo2": {"blk.{}.post_attention_norm.weight": "model.layers.{}.post_attention_layernorm.weight",
+              "blk.{}.post_ffw_norm.weight": "model.layers.{}.post_feedforward_layernorm.weight"},
     "phi3": {"blk.{}.attn_qkv.weight": "model.layers.{}.self_attn.qkv_proj.weight",
              "blk.{}.ffn_up.weight": "model.layers.{}.mlp.gate_up_proj.weight"},
     # Qwen3.5's Gated DeltaNet layers; ssm_a is the decay rate A = −exp(A_log) itself.
@@ -66,7 +84,10 @@ ARCH_NAMES = {
 }
 # Architectures whose RMSNorms scale by (1 + w), which llama.cpp stores as 1 + w (Qwen3.5's gated norm
 # inside its DeltaNet layers excepted).
-PLUS_ONE_NORMS = {"gemma3": (), "qwen35": ("blk.{}.ssm_norm.weight",)}
+PLUS_ONE_NORMS = {"gemma2": (), "gemma3": (), "qwen35": ("blk.{}.ssm_norm.weight",)}
+# Architectures whose q and k rows llama.cpp's converter interleaves (the rotary halves of each head
+# into pairs, for its NORM rope), which the import undoes.
+PERMUTED_QK = ("llama", "granite", "granitehybrid", "mistral3")
 # Tensors that are rope parameters, not weights.
 ROPE_TENSORS = ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight")
 
@@ -353,11 +374,12 @@ def read_gguf(path: Path) -> GGUFCheckpoint:
     kv_heads = max(kv_heads_per_layer) if kv_heads_per_layer else int(kv_heads)
     hidden = int(_field(reader, f"{arch}.embedding_length"))
     tokens = _field(reader, "tokenizer.ggml.tokens") or []
+    ffn = _field(reader, f"{arch}.feed_forward_length")  # per layer in Gemma 4 files with double-wide MLPs
     config = {
         "model_type": arch,
         "hidden_size": hidden,
         "num_hidden_layers": int(_field(reader, f"{arch}.block_count")),
-        "intermediate_size": int(_field(reader, f"{arch}.feed_forward_length")),
+        "intermediate_size": int(ffn[0] if isinstance(ffn, list) else ffn),
         "num_attention_heads": heads,
         "num_key_value_heads": kv_heads,
         "head_dim": int(_field(reader, f"{arch}.attention.key_length", hidden // heads)),
@@ -372,10 +394,8 @@ def read_gguf(path: Path) -> GGUFCheckpoint:
     }
     if arch == "qwen2":
         config["use_sliding_window"] = False
-    if arch == "gemma3":
-        _gemma3_config(reader, config)
-    if arch == "qwen35":
-        _qwen35_config(reader, config)
+    if arch in ARCH_CONFIG:
+        ARCH_CONFIG[arch](reader, config)
     if arch == "lfm2":
         config.update(model_type="lfm2", conv_L_cache=int(_field(reader, "lfm2.shortconv.l_cache")),
                       layer_types=["full_attention" if n else "conv" for n in kv_heads_per_layer],
@@ -383,7 +403,7 @@ def read_gguf(path: Path) -> GGUFCheckpoint:
                       intermediate_size=_rows(reader, "blk.0.ffn_gate.weight"), block_auto_adjust_ff_dim=False)
 
     head_dim, rotary_dim = config["head_dim"], _field(reader, f"{arch}.rope.dimension_count")
-    if rotary_dim:  # Phi-4-mini rotates 3/4 of each head, Qwen3.5 a quarter
+    if rotary_dim and arch != "gemma4":  # Phi-4-mini rotates 3/4 of each head, Qwen3.5 a quarter, GLM-4 half
         config["partial_rotary_factor"] = int(rotary_dim) / head_dim
 
     names = {**NAMES, **ARCH_NAMES.get(arch, {})}
@@ -397,16 +417,117 @@ def read_gguf(path: Path) -> GGUFCheckpoint:
             continue
         if name not in names:
             raise SourceError(f"{path.name} has a tensor this {arch} graph does not know: {tensor.name}")
-        # llama.cpp interleaves the rotary halves of llama's q and k rows (not other architectures').
+        # llama.cpp interleaves the rotary halves of q and k rows for its NORM rope (PERMUTED_QK).
         permute = None
-        if arch == "llama" and name in ("blk.{}.attn_q.weight", "blk.{}.attn_q.bias"):
+        if arch in PERMUTED_QK and name in ("blk.{}.attn_q.weight", "blk.{}.attn_q.bias"):
             permute = heads
-        elif arch == "llama" and name in ("blk.{}.attn_k.weight", "blk.{}.attn_k.bias"):
+        elif arch in PERMUTED_QK and name in ("blk.{}.attn_k.weight", "blk.{}.attn_k.bias"):
             permute = kv_heads
         plus_one = arch in PLUS_ONE_NORMS and name.endswith("norm.weight") and name not in PLUS_ONE_NORMS[arch]
         shift = -1.0 if plus_one else 0.0
         refs[names[name].format(layer)] = GGUFTensorRef(reader, index, False, permute, shift=shift)
     return GGUFCheckpoint(path, arch, config, reader, refs)
+
+
+def _sliding_layers(reader, arch: str, every: int) -> list[str]:
+    """layer_types from llama.cpp's sliding_window_pattern: one bool per layer (true: sliding) or a
+    number n (the last of every n layers full); without it, `every`, llama.cpp's default for the arch."""
+    layers = int(_field(reader, f"{arch}.block_count"))
+    pattern = _field(reader, f"{arch}.attention.sliding_window_pattern", every)
+    if not isinstance(pattern, list):
+        pattern = [i % pattern < pattern - 1 for i in range(layers)]
+    return ["sliding_attention" if sliding else "full_attention" for sliding in pattern]
+
+
+def _gemma2_config(reader, config: dict) -> None:
+    """Gemma 2 as llama.cpp runs it: even layers sliding, scores soft-capped (50 unless the file says),
+    logits at 30; queries scaled by 1/√head_dim, but by 1/√(hidden/heads) in the 46-layer 27B."""
+    scalar = config["hidden_size"] // config["num_attention_heads"] if config["num_hidden_layers"] == 46 else config["head_dim"]
+    config.update(sliding_window=int(_field(reader, "gemma2.attention.sliding_window", 4096)),
+                  layer_types=_sliding_layers(reader, "gemma2", 2), query_pre_attn_scalar=scalar,
+                  attn_logit_softcapping=float(_field(reader, "gemma2.attn_logit_softcapping", 50.0)),
+                  final_logit_softcapping=float(_field(reader, "gemma2.final_logit_softcapping", 30.0)))
+
+
+def _olmo2_config(reader, config: dict) -> None:
+    """OLMo 3 is an olmo2 file with a sliding window: its sliding layers rotate with their own base
+    (freq_base_swa) and no scaling, its full ones with the file's (YaRN) rope."""
+    window = _field(reader, "olmo2.attention.sliding_window")
+    if window:
+        local = {"rope_type": "default",
+                 "rope_theta": float(_field(reader, "olmo2.rope.freq_base_swa", config["rope_parameters"]["rope_theta"]))}
+        config.update(model_type="olmo3", sliding_window=int(window), layer_types=_sliding_layers(reader, "olmo2", 4),
+                      rope_parameters={"full_attention": config["rope_parameters"], "sliding_attention": local})
+
+
+def _granite_config(reader, config: dict) -> None:
+    """Granite 3 and the dense Granite 4.0 (which llama.cpp writes as granite): its four multipliers.
+    A granitehybrid file's layers with no KV heads are Mamba-2 layers."""
+    arch = config["model_type"]
+    kv_heads = _field(reader, f"{arch}.attention.head_count_kv")
+    if isinstance(kv_heads, list) and 0 in kv_heads:
+        raise SourceError(f"{arch}: Mamba-2 layers (a Granite 4.0 -H model) are not supported yet; its dense models are")
+    if _field(reader, f"{arch}.rope.scaling.finetuned") is False:
+        raise SourceError(f"{arch}: a model without rotary position embeddings (NoPE) is supported from its HF checkpoint only")
+    config.update(model_type="granite", embedding_multiplier=float(_field(reader, f"{arch}.embedding_scale", 1.0)),
+                  residual_multiplier=float(_field(reader, f"{arch}.residual_scale", 1.0)),
+                  attention_multiplier=float(_field(reader, f"{arch}.attention.scale", 0.0)) or config["head_dim"]**-0.5,
+                  logits_scaling=float(_field(reader, f"{arch}.logit_scale", 1.0)))
+
+
+def _mistral3_config(reader, config: dict) -> None:
+    """Ministral 3: YaRN with the file's betas and log multiplier (mscale_all_dim; llama.cpp takes mscale
+    as 1), and Llama 4's attention temperature from attention.temperature_scale."""
+    rope = config["rope_parameters"]
+    if rope["rope_type"] == "yarn":
+        for key, name in (("yarn_beta_fast", "beta_fast"), ("yarn_beta_slow", "beta_slow")):
+            value = _field(reader, f"mistral3.rope.scaling.{key}")
+            if value is not None:
+                rope[name] = float(value)
+        log_multiplier = _field(reader, "mistral3.rope.scaling.yarn_log_multiplier")
+        if log_multiplier:
+            rope.update(mscale=1.0, mscale_all_dim=float(log_multiplier))
+    beta = _field(reader, "mistral3.attention.temperature_scale")
+    if beta:
+        rope["llama_4_scaling_beta"] = float(beta)
+        rope.setdefault("original_max_position_embeddings", config["max_position_embeddings"])
+    config["model_type"] = "ministral3"
+
+
+def _gemma4_config(reader, config: dict) -> None:
+    """Gemma 4 as llama.cpp writes it: key_length(_swa) the full and sliding layers' head sizes, a head
+    count per layer where they differ, rope_freqs 1 for the full layers' rotated pairs and 1e30 for the
+    others (proportional rope), feed_forward_length per layer where the shared layers' are doubled; a
+    full-attention layer without attn_v takes its keys as values."""
+    field = functools.partial(_field, reader)
+    layer_types = _sliding_layers(reader, "gemma4", 6)
+    full = [i for i, kind in enumerate(layer_types) if kind == "full_attention"]
+    kv_heads = field("gemma4.attention.head_count_kv")
+    tensors = {t.name: t for t in reader.tensors}
+    pairs = np.asarray(tensors["rope_freqs.weight"].data, np.float32) if "rope_freqs.weight" in tensors else None
+    global_head_dim = int(field("gemma4.attention.key_length"))
+    partial = 1.0 if pairs is None else float(np.sum(pairs == 1.0)) / (global_head_dim // 2)
+    ffn = field("gemma4.feed_forward_length")
+    per_layer = int(field("gemma4.embedding_length_per_layer_input", 0))
+    config.update(
+        model_type="gemma4_text", layer_types=layer_types, sliding_window=int(field("gemma4.attention.sliding_window")),
+        head_dim=int(field("gemma4.attention.key_length_swa", global_head_dim)), global_head_dim=global_head_dim,
+        num_key_value_heads=int(kv_heads[layer_types.index("sliding_attention")]) if isinstance(kv_heads, list) else int(kv_heads),
+        num_kv_shared_layers=int(field("gemma4.attention.shared_kv_layers", 0)),
+        use_double_wide_mlp=isinstance(ffn, list) and ffn[-1] == 2 * ffn[0],
+        hidden_size_per_layer_input=per_layer,
+        attention_k_eq_v=bool(full) and f"blk.{full[0]}.attn_v.weight" not in tensors,
+        rope_parameters={"full_attention": {"rope_type": "proportional", "partial_rotary_factor": partial,
+                                            "rope_theta": float(field("gemma4.rope.freq_base", 1e6))},
+                         "sliding_attention": {"rope_type": "default",
+                                               "rope_theta": float(field("gemma4.rope.freq_base_swa", 1e4))}})
+    if isinstance(kv_heads, list) and full:
+        config["num_global_key_value_heads"] = int(kv_heads[full[0]])
+    if per_layer:
+        config["vocab_size_per_layer_input"] = _rows(reader, "per_layer_token_embd.weight")
+    softcap = field("gemma4.final_logit_softcapping")
+    if softcap:
+        config["final_logit_softcapping"] = float(softcap)
 
 
 def _gemma3_config(reader, config: dict) -> None:
@@ -435,6 +556,12 @@ def _qwen35_config(reader, config: dict) -> None:
                   linear_num_value_heads=value_heads,
                   linear_value_head_dim=int(_field(reader, "qwen35.ssm.inner_size")) // value_heads,
                   value_heads_tiled=True)
+
+
+# general.architecture → what it adds to or changes in the config read above.
+ARCH_CONFIG = {"gemma2": _gemma2_config, "gemma3": _gemma3_config, "gemma4": _gemma4_config, "granite": _granite_config,
+               "granitehybrid": _granite_config, "mistral3": _mistral3_config, "olmo2": _olmo2_config,
+               "qwen35": _qwen35_config}
 
 
 def _rows(reader, name: str) -> int:

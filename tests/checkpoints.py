@@ -128,8 +128,9 @@ VARIANTS = {
     "lfm2-fp32-attn-idxs": ("Lfm2Config", dict(num_hidden_layers=3, full_attn_idxs=[1], tie_word_embeddings=False,
                                                block_auto_adjust_ff_dim=False), torch.float32, False),
     # Gemma 2: a sliding layer and a full one sharing one rope, scores soft-capped at Gemma 2's 50 and,
-    # in the fp32 variant, at 2 (which changes every score the test sees), logits at 30.
-    "gemma2": ("Gemma2Config", dict(head_dim=16, sliding_window=12, query_pre_attn_scalar=24), torch.bfloat16, False),
+    # in the fp32 variant, at 2 (which changes every score the test sees), logits at 30. Scores scaled by
+    # 1/√head_dim as in Gemma 2 2B and 9B (what a GGUF file implies), or by 256^-½ ≠ 1/√32 (fp32).
+    "gemma2": ("Gemma2Config", dict(head_dim=16, sliding_window=12, query_pre_attn_scalar=16), torch.bfloat16, False),
     "gemma2-fp32-softcap": ("Gemma2Config", dict(head_dim=32, sliding_window=8, attn_logit_softcapping=2.0,
                                                  final_logit_softcapping=5.0, layer_types=["full_attention",
                                                                                            "sliding_attention"]),

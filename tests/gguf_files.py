@@ -60,6 +60,14 @@ GGUF_NAMES = {
     "model.layers.{}.feed_forward.w1.weight": "blk.{}.ffn_gate.weight",
     "model.layers.{}.feed_forward.w3.weight": "blk.{}.ffn_up.weight",
     "model.layers.{}.feed_forward.w2.weight": "blk.{}.ffn_down.weight",
+    # Gemma 4's per-layer embeddings and layer scalars
+    "model.embed_tokens_per_layer.weight": "per_layer_token_embd.weight",
+    "model.per_layer_model_projection.weight": "per_layer_model_proj.weight",
+    "model.per_layer_projection_norm.weight": "per_layer_proj_norm.weight",
+    "model.layers.{}.per_layer_input_gate.weight": "blk.{}.inp_gate.weight",
+    "model.layers.{}.per_layer_projection.weight": "blk.{}.proj.weight",
+    "model.layers.{}.post_per_layer_input_norm.weight": "blk.{}.post_norm.weight",
+    "model.layers.{}.layer_scalar": "blk.{}.layer_output_scale.weight",
 }
 
 # Every block type the import keeps, plus plain float tensors.
@@ -112,22 +120,33 @@ def random_k_blocks(kind: str, shape: tuple[int, int], std: float, rng: np.rando
     return raw.reshape(rows, -1)
 
 
-GGUF_ARCH = {"gemma3_text": "gemma3", "qwen3_5_text": "qwen35"}  # model_type → general.architecture, where they differ
+# model_type → general.architecture, where they differ (dense Granite 4.0 is written as granite)
+GGUF_ARCH = {"gemma3_text": "gemma3", "gemma4_text": "gemma4", "qwen3_5_text": "qwen35", "olmo3": "olmo2",
+             "granitemoehybrid": "granite", "ministral3": "mistral3"}
 # Where llama.cpp stores an RMSNorm that scales by (1 + w) as 1 + w: every norm but these.
-PLUS_ONE_NORMS = {"gemma3": (), "qwen35": (".linear_attn.norm.",)}
+PLUS_ONE_NORMS = {"gemma2": (), "gemma3": (), "qwen35": (".linear_attn.norm.",)}
+# Architectures whose q and k rows llama.cpp's converter interleaves for its NORM rope.
+PERMUTED_QK = ("llama", "granite", "mistral3")
 # Qwen3.5's tensors whose value heads llama.cpp reorders, and the axis and band of them that holds the heads.
 VALUE_HEAD_AXES = {"in_proj_qkv": 0, "in_proj_z": 0, "in_proj_b": 0, "in_proj_a": 0, "conv1d": 0, "dt_bias": 0,
                    "A_log": 0, "out_proj": 1}
+# HF names llama.cpp gives other names per architecture, renamed before GGUF_NAMES: Gemma's and OLMo's
+# extra norms (llama's post_attention_layernorm is the norm before the MLP), GLM-4's.
+GEMMA_NORMS = {"post_attention_layernorm": "post_attention_norm", "pre_feedforward_layernorm": "ffn_norm",
+               "post_feedforward_layernorm": "post_ffw_norm"}
+RENAMES = {
+    "gemma2": GEMMA_NORMS, "gemma3": GEMMA_NORMS, "gemma4": GEMMA_NORMS,
+    "qwen35": {"post_attention_layernorm": "post_attention_norm"},
+    "olmo2": {"post_attention_layernorm": "post_attention_norm", "post_feedforward_layernorm": "post_ffw_norm"},
+    "glm4": {"post_self_attn_layernorm": "post_attention_norm", "post_mlp_layernorm": "post_ffw_norm"},
+}
 
 
 def to_gguf_name(name: str, arch: str) -> str:
-    if arch == "gemma3":  # llama.cpp's names for Gemma's extra norms
-        name = (name.replace("post_attention_layernorm", "post_attention_norm")
-                .replace("pre_feedforward_layernorm", "ffn_norm").replace("post_feedforward_layernorm", "post_ffw_norm"))
-    if arch == "qwen35":
-        name = name.replace("post_attention_layernorm", "post_attention_norm")
     parts = name.split(".")
     layer = parts[2] if parts[1] == "layers" else None
+    for old, new in RENAMES.get(arch, {}).items():
+        name = name.replace(f".{old}.", f".{new}.")
     return GGUF_NAMES[name.replace(f".{layer}.", ".{}.", 1) if layer else name].format(layer)
 
 
@@ -156,17 +175,50 @@ def dequantized_reference(checkpoint: Path, path: Path):
     stored = {tensor.name: tensor for tensor in gguf.GGUFReader(path).tensors}
     state = model.state_dict()
     for name, value in state.items():
-        tensor = stored.get(to_gguf_name(name, arch))
-        if tensor is None or tensor.tensor_type.name in ("F32", "F16", "BF16"):
+        # Granite 4.0's fused shared MLP is ffn_gate and ffn_up in the file
+        parts = ([name.replace("shared_mlp.input_linear", f"mlp.{p}_proj") for p in ("gate", "up")]
+                 if "shared_mlp.input_linear" in name else [name.replace("shared_mlp.output_linear", "mlp.down_proj")])
+        tensors = [stored.get(to_gguf_name(part, arch)) for part in parts]
+        if any(t is None or t.tensor_type.name in ("F32", "F16", "BF16") for t in tensors):
             continue
-        w = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(value.shape)
+        w = np.concatenate([gguf.quants.dequantize(t.data, t.tensor_type).reshape(-1, value.shape[-1]) for t in tensors])
+        w = w.reshape(value.shape)
         if arch == "qwen35":
             w = value_head_order(name, w, model.config.to_dict(), to_gguf=False)
-        if arch == "llama" and (".self_attn.q_proj." in name or ".self_attn.k_proj." in name):
+        if arch in PERMUTED_QK and (".self_attn.q_proj." in name or ".self_attn.k_proj." in name):
             heads = model.config.num_attention_heads if "q_proj" in name else model.config.num_key_value_heads
             w = w.reshape(heads, w.shape[0] // heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
         value.copy_(torch.from_numpy(np.ascontiguousarray(w, np.float32)))
     return model
+
+
+def gemma4_metadata(writer, config: dict) -> None:
+    """What llama.cpp's converter writes for Gemma 4: both head sizes, the shared-KV layers, the per-layer
+    embedding's width, the MLP's width per layer (doubled on the shared layers), KV heads per layer where the
+    full layers have their own, and rope_freqs marking the full layers' rotated pairs (1) and the rest (1e30)."""
+    layers, shared = config["num_hidden_layers"], config.get("num_kv_shared_layers", 0)
+    full = [i for i, t in enumerate(config["layer_types"]) if t == "full_attention"]
+    per_layer = {int(k): v for k, v in (config.get("per_layer_config") or {}).items()}
+    full_head_dim = per_layer.get(full[0], {}).get("head_dim", config["head_dim"])
+    writer.add_key_length(full_head_dim)
+    writer.add_value_length(full_head_dim)
+    writer.add_key_length_swa(config["head_dim"])
+    writer.add_value_length_swa(config["head_dim"])
+    writer.add_shared_kv_layers(shared)
+    writer.add_embedding_length_per_layer_input(config.get("hidden_size_per_layer_input") or 0)
+    width = config["intermediate_size"]
+    writer.add_feed_forward_length([width * (2 if config.get("use_double_wide_mlp") and i >= layers - shared else 1)
+                                    for i in range(layers)])
+    full_kv = per_layer.get(full[0], {}).get("num_key_value_heads")
+    if full_kv:
+        writer.add_head_count_kv([full_kv if t == "full_attention" else config["num_key_value_heads"]
+                                  for t in config["layer_types"]])
+    else:
+        writer.add_head_count_kv(config["num_key_value_heads"])
+    writer.add_rope_dimension_count(full_head_dim)
+    writer.add_rope_dimension_count_swa(config["head_dim"])
+    rotated = int(full_head_dim * config["rope_parameters"]["full_attention"]["partial_rotary_factor"] / 2)
+    writer.add_tensor("rope_freqs.weight", np.array([1.0] * rotated + [1e30] * (full_head_dim // 2 - rotated), np.float32))
 
 
 def llama3_rope_freqs(rope: dict, head_dim: int) -> np.ndarray:
@@ -203,6 +255,13 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
     if arch == "qwen35":  # the decay rate A = −exp(A_log) itself, value heads in llama.cpp's order
         tensors = {name: -np.exp(tensor) if name.endswith("A_log") else tensor for name, tensor in tensors.items()}
         tensors = {name: value_head_order(name, tensor, config, to_gguf=True) for name, tensor in tensors.items()}
+    if arch == "granite":  # Granite 4.0's fused shared MLP as llama's three projections
+        for name in [n for n in tensors if ".shared_mlp." in n]:
+            tensor, layer = tensors.pop(name), name.split(".shared_mlp.")[0]
+            if name.endswith("input_linear.weight"):
+                tensors[f"{layer}.mlp.gate_proj.weight"], tensors[f"{layer}.mlp.up_proj.weight"] = np.split(tensor, 2)
+            else:
+                tensors[f"{layer}.mlp.down_proj.weight"] = tensor
     tensors = {name: tensor[:, 0] if tensor.ndim == 3 else tensor for name, tensor in tensors.items()}  # conv taps [C, K]
 
     rng = np.random.default_rng(0)
@@ -210,10 +269,12 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
     writer.add_block_count(config["num_hidden_layers"])
     writer.add_context_length(config["max_position_embeddings"])
     writer.add_embedding_length(config["hidden_size"])
-    if arch != "lfm2":
-        writer.add_feed_forward_length(config["intermediate_size"])
-    else:
+    if arch == "lfm2":
         writer.add_feed_forward_length(int(tensors["model.layers.0.feed_forward.w1.weight"].shape[0]))
+    elif arch == "granite":
+        writer.add_feed_forward_length(config["shared_intermediate_size"])
+    elif arch != "gemma4":
+        writer.add_feed_forward_length(config["intermediate_size"])
     writer.add_head_count(config["num_attention_heads"])
     if arch == "lfm2":  # per layer, 0 for a convolution layer; the MLP's width as its tensors have it
         layer_types = config["layer_types"]
@@ -221,7 +282,8 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
         writer.add_uint32("lfm2.shortconv.l_cache", config["conv_L_cache"])
         writer.add_layer_norm_rms_eps(config["norm_eps"])
     else:
-        writer.add_head_count_kv(config["num_key_value_heads"])
+        if arch != "gemma4":  # per layer there (gemma4_metadata)
+            writer.add_head_count_kv(config["num_key_value_heads"])
         writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
     if arch == "qwen35":
         writer.add_ssm_conv_kernel(config["linear_conv_kernel_dim"])
@@ -236,18 +298,46 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
         rotated = int(config["head_dim"] * config["rope_parameters"].get("partial_rotary_factor", 0.25))
         writer.add_rope_dimension_sections([rotated // 2, 0, 0, 0])
     rope = config.get("rope_parameters") or {}
-    if arch == "gemma3":  # the global rope; llama.cpp fixes the sliding layers' base at 10 000
+    if arch in ("gemma3", "gemma4", "olmo2") and "full_attention" in rope:  # the full layers' rope; the sliding ones' base
+        if arch != "gemma3":  # llama.cpp fixes Gemma 3's sliding layers' base at 10 000
+            writer.add_rope_freq_base_swa(rope["sliding_attention"]["rope_theta"])
         rope = rope["full_attention"]
+    if "sliding_window" in config and arch in ("gemma2", "gemma3", "gemma4", "olmo2"):
         writer.add_sliding_window(config["sliding_window"])
-        if rope.get("rope_type") == "linear":
-            writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-            writer.add_rope_scaling_factor(rope["factor"])
+        if arch != "gemma3":  # Gemma 3's is every 6th layer full, which llama.cpp assumes
+            writer.add_sliding_window_pattern([t == "sliding_attention" for t in config["layer_types"]])
+    if rope.get("rope_type") == "linear":
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(rope["factor"])
+    if rope.get("rope_type") == "yarn":
+        writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        writer.add_rope_scaling_factor(rope["factor"])
+        writer.add_rope_scaling_orig_ctx_len(rope["original_max_position_embeddings"])
+        if arch == "mistral3":
+            writer.add_rope_scaling_yarn_beta_fast(rope["beta_fast"])
+            writer.add_rope_scaling_yarn_beta_slow(rope["beta_slow"])
+            if rope.get("mscale_all_dim"):
+                writer.add_rope_scaling_yarn_log_mul(rope["mscale_all_dim"])
+    if rope.get("llama_4_scaling_beta"):
+        writer.add_attn_temperature_scale(rope["llama_4_scaling_beta"])
+    if arch == "gemma2":
+        writer.add_attn_logit_softcapping(config["attn_logit_softcapping"])
+    if config.get("final_logit_softcapping"):
+        writer.add_final_logit_softcapping(config["final_logit_softcapping"])
+    if arch == "granite":
+        writer.add_embedding_scale(config["embedding_multiplier"])
+        writer.add_residual_scale(config["residual_multiplier"])
+        writer.add_attention_scale(config["attention_multiplier"])
+        writer.add_logit_scale(config["logits_scaling"])
     head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
     writer.add_rope_freq_base(rope.get("rope_theta", config.get("rope_theta", 10000.0)))
-    writer.add_key_length(head_dim)
-    writer.add_value_length(head_dim)
+    if arch == "gemma4":
+        gemma4_metadata(writer, config)
+    else:
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
     partial = config.get("partial_rotary_factor", rope.get("partial_rotary_factor", 1.0))
-    if partial != 1.0:
+    if partial != 1.0 and arch != "gemma4":
         writer.add_rope_dimension_count(int(head_dim * partial))
     if rope.get("rope_type") == "llama3":
         writer.add_tensor("rope_freqs.weight", llama3_rope_freqs(rope, head_dim))
@@ -267,9 +357,9 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
 
     for name, tensor in tensors.items():
         gguf_name = to_gguf_name(name, arch)
-        if arch == "llama" and gguf_name.endswith(("attn_q.weight", "attn_q.bias")):
+        if arch in PERMUTED_QK and gguf_name.endswith(("attn_q.weight", "attn_q.bias")):
             tensor = _permute(tensor, config["num_attention_heads"])
-        elif arch == "llama" and gguf_name.endswith(("attn_k.weight", "attn_k.bias")):
+        elif arch in PERMUTED_QK and gguf_name.endswith(("attn_k.weight", "attn_k.bias")):
             tensor = _permute(tensor, config["num_key_value_heads"])
         kind = block_types.get(gguf_name.split(".")[-2], "F32") if tensor.ndim == 2 else "F32"
         qtype = gguf.GGMLQuantizationType[kind]

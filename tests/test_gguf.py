@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import gguf
 import numpy as np
 import openvino as ov
 import openvino_genai
@@ -213,6 +214,19 @@ SMALL_BLOCKS = {"attn_q": "Q4_0", "attn_k": "Q4_1", "attn_v": "Q5_0", "attn_outp
                 "ffn_up": "Q4_1", "ffn_down": "Q5_0", "token_embd": "Q8_0", "output": "Q4_0"}
 
 
+# The families llama.cpp writes as gemma2, olmo2 (OLMo 3: a sliding-window pattern), glm4 (fused gate and up),
+# granite (dense Granite 4.0, q/k interleaved), mistral3 (YaRN and attention temperature, q/k interleaved)
+# and gemma4 (per-layer embeddings, head sizes and KV heads per layer kind, shared-KV layers, rope_freqs).
+GGUF_FAMILIES_2026 = [
+    ("gemma2", SMALL_BLOCKS),
+    ("olmo3", SMALL_BLOCKS),
+    ("glm4-bias", {**SMALL_BLOCKS, "ffn_up": "Q4_1"}),
+    ("granitemoehybrid", SMALL_BLOCKS),
+    ("ministral3", SMALL_BLOCKS),
+    ("gemma4-text", {**SMALL_BLOCKS, "inp_gate": "Q8_0", "per_layer_model_proj": "Q4_1"}),
+]
+
+
 @pytest.mark.parametrize("name, block_types", [
     ("llama-bf16-llama3-rope", BLOCK_TYPES),  # llama3 rope scaling as llama.cpp stores it: rope_freqs
     ("qwen3-fp32", SMALL_BLOCKS),  # per-head q/k norms
@@ -225,8 +239,9 @@ SMALL_BLOCKS = {"attn_q": "Q4_0", "attn_k": "Q4_1", "attn_v": "Q5_0", "attn_outp
     ("qwen3_5-fp32-tied", {"attn_qkv": "Q8_0", "ssm_out": "Q4_0", "ffn_down": "Q4_1"}),
     ("lfm2", {**SMALL_BLOCKS, "in_proj": "Q4_0", "out_proj": "Q8_0"}),
     ("lfm2-fp32-attn-idxs", {"in_proj": "Q5_1", "ffn_up": "Q8_0"}),
+    *GGUF_FAMILIES_2026,
 ])
-def test_gguf_architectures_match_transformers(name, block_types, checkpoint, tmp_path, gguf_file):
+def test_gguf_architectures_match_transformers(name, block_types, checkpoint, tokenizer_of, tmp_path, gguf_file):
     """Each architecture's GGUF file, its blocks kept, against transformers on the checkpoint with
     gguf-py's dequantization of the same blocks: logits within 1e-3, LLMPipeline's greedy tokens the same."""
     from convert import convert
@@ -234,7 +249,7 @@ def test_gguf_architectures_match_transformers(name, block_types, checkpoint, tm
     path = write_gguf(checkpoint(name), tmp_path / f"{name}.gguf", gguf_file, block_types)
     out = convert(path, tmp_path / "ir")
     reference = dequantized_reference(checkpoint(name), path)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file=path.name)
+    tokenizer = tokenizer_of(name)  # the file's (transformers' GGUF loader knows only some architectures)
     compiled = ov.Core().compile_model(out / "openvino_model.xml", "CPU", EXACT)
     worst = 0.0
     for prompt in PROMPTS:
@@ -249,6 +264,51 @@ def test_gguf_architectures_match_transformers(name, block_types, checkpoint, tm
     pipe = openvino_genai.LLMPipeline(out, "CPU", **EXACT)
     config = openvino_genai.GenerationConfig(max_new_tokens=16, ignore_eos=True)
     assert list(pipe.generate(ov.Tensor(np.array([ids])), config).tokens[0]) == reference_greedy(reference, ids, 16)
+
+
+@pytest.mark.parametrize("name", [name for name, _ in GGUF_FAMILIES_2026])
+def test_gguf_families_match_llama_cpp(name, checkpoint, tokenizer_of, tmp_path, gguf_file):
+    """The same files in F32, run by llama.cpp itself (f32 KV cache): its reading of the metadata is the
+    reference. Logits within 2e-3 of the largest, 2e-2 for Gemma 4, whose GELUs ggml takes from an f16
+    table (transformers on the same weights agrees with the import to 1e-3, test above), and the same
+    argmax at all but one position in the three prompts."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama.cpp is the benchmarks' peer (pip install '.[bench]')")
+    from convert import convert
+
+    path = write_gguf(checkpoint(name), tmp_path / f"{name}.gguf", gguf_file, {})
+    compiled = ov.Core().compile_model(convert(path, tmp_path / "ir") / "openvino_model.xml", "CPU", EXACT)
+    llm = llama_cpp.Llama(str(path), n_ctx=256, logits_all=True, verbose=False, type_k=0, type_v=0, flash_attn=False)
+    worst = scale = 0.0
+    disagree = 0
+    for prompt in PROMPTS:
+        ids = templated_ids(tokenizer_of(name), [{"role": "user", "content": prompt}])
+        ours = ir_logits(compiled, ids, chunks=1)
+        llm.reset()
+        llm.eval(ids)
+        theirs = np.array(llm.scores[:len(ids)])
+        worst, scale = max(worst, float(np.abs(ours - theirs).max())), max(scale, float(np.abs(theirs).max()))
+        disagree += int((ours.argmax(-1) != theirs.argmax(-1)).sum())
+    print(f"{name} GGUF vs llama.cpp: max |logits difference| = {worst:.2e} of {scale:.1f}, {disagree} argmax apart")
+    assert worst <= (2e-2 if name.startswith("gemma4") else 2e-3) * scale and disagree <= 1
+
+
+def test_granite_hybrid_mamba_layers_are_refused_in_one_line(tmp_path):
+    path = tmp_path / "granite-h.gguf"
+    writer = gguf.GGUFWriter(path, "granitehybrid")
+    for key, value in (("block_count", 2), ("embedding_length", 64), ("feed_forward_length", 128),
+                       ("attention.head_count", 4), ("context_length", 64)):
+        writer.add_uint32(f"granitehybrid.{key}", value)
+    writer.add_array("granitehybrid.attention.head_count_kv", [0, 2])  # a Mamba-2 layer, then attention
+    writer.add_float32("granitehybrid.attention.layer_norm_rms_epsilon", 1e-5)
+    writer.add_tensor("token_embd.weight", np.zeros((8, 64), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    result = run_ovchat("convert", path, "-o", tmp_path / "out")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "Mamba-2 layers (a Granite 4.0 -H model) are not supported yet" in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "out").exists()
 
 
 def test_k_quants_and_q5_blocks_are_kept_exactly(checkpoint, tmp_path, gguf_file):
