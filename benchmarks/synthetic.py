@@ -13,6 +13,7 @@ config.json, and how llama.cpp's converter writes it (metadata, tensor names, th
   Llama   every layer attention (llama, Qwen2.5, Phi-3, … shapes: what they compute is llama's)
   Qwen35  Qwen3.5's text model: Gated DeltaNet layers and gated full attention, three to one
   Lfm2    LFM2: gated short-convolution layers and attention layers
+  Gemma4  Gemma 4 E2B / E4B's text model: per-layer embeddings, shared-KV layers, two head sizes
 Projections are N(0, 0.02); norms are the identity (1; 0 for Qwen3.5's norms, which scale by 1 + w,
 but 1 for its gated norm); Qwen3.5's A_log = log U(1, 16) and dt_bias 1; convolution taps N(0, 0.02).
 
@@ -154,6 +155,10 @@ class Llama:
             _, _, layer, rest = name.split(".", 3)
             return f"blk.{layer}.{self.GGUF_NAMES[rest]}"
         return self.GGUF_NAMES[name]
+
+    def gguf_extra_tensors(self) -> dict:
+        """GGUF tensors llama.cpp's converter adds that the checkpoint has not (name → f32 array)."""
+        return {}
 
     def to_gguf(self, name: str, array: np.ndarray) -> np.ndarray:
         """The f32 values llama.cpp's converter stores for HF tensor `name`."""
@@ -370,6 +375,122 @@ class Lfm2(Llama):
         return array  # q and k rows too: llama.cpp rotates LFM2's heads in halves, as transformers does
 
 
+@dataclass(frozen=True)
+class Gemma4(Llama):
+    """Gemma 4's text model (Gemma4ForCausalLM, llama.cpp's gemma4) as E2B / E4B have it: every
+    `full_every`-th layer full attention with heads `global_head_dim` wide and proportional rope over a
+    quarter of each head, the others sliding with `head_dim`; the last `shared_layers` layers take the
+    keys and values of the last earlier layer of their kind (no k/v projections of their own) and have
+    MLPs twice as wide; per-layer embeddings `per_layer` wide for every layer (a second table, read a
+    row per token, and a projection of the embedding), each layer gating, projecting and norming its
+    slice; layer scalars; norms scale by w; embeddings tied; logits soft-capped at 30. llama.cpp's
+    converter keeps every value and adds rope_freqs (1 for the rotated pairs, 1e30 for the others)."""
+
+    global_head_dim: int = 512
+    per_layer: int = 256
+    shared_layers: int = 20
+    full_every: int = 5
+    sliding_window: int = 512
+    context: int = 131072
+
+    gguf_arch = "gemma4"
+    NORMS = ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm",
+             "post_per_layer_input_norm")
+    TIED = True
+    GGUF_NAMES = {
+        **{k: v for k, v in Llama.GGUF_NAMES.items() if k != "post_attention_layernorm.weight"},
+        "post_attention_layernorm.weight": "post_attention_norm.weight", "pre_feedforward_layernorm.weight": "ffn_norm.weight",
+        "post_feedforward_layernorm.weight": "post_ffw_norm.weight", "post_per_layer_input_norm.weight": "post_norm.weight",
+        "self_attn.q_norm.weight": "attn_q_norm.weight", "self_attn.k_norm.weight": "attn_k_norm.weight",
+        "per_layer_input_gate.weight": "inp_gate.weight", "per_layer_projection.weight": "proj.weight",
+        "layer_scalar": "layer_output_scale.weight", "model.embed_tokens_per_layer.weight": "per_layer_token_embd.weight",
+        "model.per_layer_model_projection.weight": "per_layer_model_proj.weight",
+        "model.per_layer_projection_norm.weight": "per_layer_proj_norm.weight",
+    }
+
+    def layer_types(self) -> list[str]:  # the last layer full, as Gemma 4 always has it
+        return ["full_attention" if (i + 1) % self.full_every == 0 or i == self.layers - 1 else "sliding_attention"
+                for i in range(self.layers)]
+
+    def _shared(self, p: str) -> bool:
+        return int(p.split(".")[2]) >= self.layers - self.shared_layers
+
+    def tensors(self):
+        yield from super().tensors()
+        yield "model.embed_tokens_per_layer.weight", (self.vocab, self.layers * self.per_layer)
+        yield "model.per_layer_model_projection.weight", (self.layers * self.per_layer, self.hidden)
+        yield "model.per_layer_projection_norm.weight", (self.per_layer,)
+
+    def mixer(self, p: str, kind: str):
+        d = self.global_head_dim if kind == "full_attention" else self.head_dim
+        yield p + "self_attn.q_proj.weight", (self.heads * d, self.hidden)
+        yield p + "self_attn.q_norm.weight", (d,)
+        if not self._shared(p):
+            yield p + "self_attn.k_proj.weight", (self.kv_heads * d, self.hidden)
+            yield p + "self_attn.v_proj.weight", (self.kv_heads * d, self.hidden)
+            yield p + "self_attn.k_norm.weight", (d,)
+        yield p + "self_attn.o_proj.weight", (self.hidden, self.heads * d)
+        yield p + "per_layer_input_gate.weight", (self.per_layer, self.hidden)
+        yield p + "per_layer_projection.weight", (self.hidden, self.per_layer)
+        yield p + "layer_scalar", (1,)
+
+    def mlp(self, p: str):
+        width = self.ffn * (2 if self._shared(p) else 1)
+        yield p + "mlp.gate_proj.weight", (width, self.hidden)
+        yield p + "mlp.up_proj.weight", (width, self.hidden)
+        yield p + "mlp.down_proj.weight", (self.hidden, width)
+
+    def config(self) -> dict:
+        return {
+            "architectures": ["Gemma4ForCausalLM"], "model_type": "gemma4_text", "hidden_size": self.hidden,
+            "num_hidden_layers": self.layers, "layer_types": self.layer_types(), "intermediate_size": self.ffn,
+            "num_attention_heads": self.heads, "num_key_value_heads": self.kv_heads, "head_dim": self.head_dim,
+            "global_head_dim": self.global_head_dim, "hidden_size_per_layer_input": self.per_layer,
+            "vocab_size_per_layer_input": self.vocab, "num_kv_shared_layers": self.shared_layers,
+            "use_double_wide_mlp": True, "sliding_window": self.sliding_window, "final_logit_softcapping": 30.0,
+            "hidden_activation": "gelu_pytorch_tanh", "rms_norm_eps": 1e-6, "max_position_embeddings": self.context,
+            "rope_parameters": {
+                "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 1e6},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}},
+            "vocab_size": self.vocab, "tie_word_embeddings": True, "bos_token_id": 1, "eos_token_id": 2,
+            "pad_token_id": 0, "torch_dtype": "bfloat16",
+        }
+
+    def gguf_metadata(self, writer) -> None:
+        writer.add_block_count(self.layers)
+        writer.add_context_length(self.context)
+        writer.add_embedding_length(self.hidden)
+        first_shared = self.layers - self.shared_layers
+        writer.add_feed_forward_length([self.ffn * (2 if i >= first_shared else 1) for i in range(self.layers)])
+        writer.add_head_count(self.heads)
+        writer.add_head_count_kv(self.kv_heads)
+        writer.add_layer_norm_rms_eps(1e-6)
+        writer.add_key_length(self.global_head_dim)
+        writer.add_value_length(self.global_head_dim)
+        writer.add_key_length_swa(self.head_dim)
+        writer.add_value_length_swa(self.head_dim)
+        writer.add_rope_freq_base(1e6)
+        writer.add_rope_freq_base_swa(1e4)
+        writer.add_rope_dimension_count(self.global_head_dim)
+        writer.add_rope_dimension_count_swa(self.head_dim)
+        writer.add_sliding_window(self.sliding_window)
+        writer.add_sliding_window_pattern([t == "sliding_attention" for t in self.layer_types()])
+        writer.add_shared_kv_layers(self.shared_layers)
+        writer.add_embedding_length_per_layer_input(self.per_layer)
+        writer.add_final_logit_softcapping(30.0)
+        writer.add_vocab_size(self.vocab)
+
+    def gguf_extra_tensors(self) -> dict:
+        rotated = self.global_head_dim // 8  # a quarter of the head's pairs
+        return {"rope_freqs.weight": np.array([1.0] * rotated + [1e30] * (self.global_head_dim // 2 - rotated), np.float32)}
+
+    def gguf_name(self, name: str) -> str:
+        return self.GGUF_NAMES[name] if name in self.GGUF_NAMES else super().gguf_name(name)
+
+    def to_gguf(self, name, array):
+        return array  # llama.cpp rotates Gemma's heads in halves, as transformers does
+
+
 # name → the architecture at the compute shapes of the model the name says:
 # (hidden, layers, FFN, heads, KV heads, head dim, …)
 SHAPES = {
@@ -384,11 +505,14 @@ SHAPES = {
     "qwen3.5-0.8b": Qwen35(1024, 24, 3584, 8, 2, 256, vocab=248320, linear_key_heads=16, linear_value_heads=16),
     "qwen3.5-4b": Qwen35(2560, 32, 9216, 16, 4, 256, vocab=248320, linear_key_heads=16, linear_value_heads=32),
     "lfm2-1.2b": Lfm2(2048, 16, 8192, 32, 8, 64, vocab=65536, attention_layers=(2, 5, 8, 10, 12, 14)),
+    "gemma-4-e2b": Gemma4(1536, 35, 6144, 8, 1, 256, vocab=262144),
     # for the tests; the hybrids' vocabularies outgrow the tokenizer, as the real ones do
     "tiny": Llama(64, 2, 128, 4, 2, 32),
     "tiny-qwen3.5": Qwen35(64, 4, 128, 4, 2, 32, vocab=VOCAB + 64, linear_key_heads=2, linear_value_heads=4,
                            linear_key_dim=16, linear_value_dim=16, rope_sections=(4, 0, 0), context=4096),
     "tiny-lfm2": Lfm2(64, 3, 256, 4, 2, 16, vocab=VOCAB + 64, attention_layers=(1,), context=4096),
+    "tiny-gemma4": Gemma4(64, 5, 128, 4, 2, 32, vocab=VOCAB + 64, global_head_dim=64, per_layer=32, shared_layers=2,
+                          full_every=3, sliding_window=16, context=4096),
 }
 
 
@@ -477,10 +601,13 @@ def write_gguf(shape: str, out: Path, quantize: str | None) -> Path:
                 writer.add_bool(key, value)
             else:
                 writer.add_uint32(key, value)
+    extra = spec.gguf_extra_tensors()
     for name, dims in spec.tensors():
         dims, dtype = gguf_layout(dims)
         dtype = np.dtype(dtype)
         writer.add_tensor_info(spec.gguf_name(name), dims, dtype, int(np.prod(dims)) * dtype.itemsize)
+    for name, array in extra.items():
+        writer.add_tensor_info(name, array.shape, array.dtype, array.nbytes)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
@@ -488,6 +615,8 @@ def write_gguf(shape: str, out: Path, quantize: str | None) -> Path:
         dims, dtype = gguf_layout(value.shape)
         array = spec.to_gguf(name, value.astype(np.float32).reshape(dims))
         writer.write_tensor_data(array.astype(dtype))
+    for array in extra.values():
+        writer.write_tensor_data(array)
     writer.close()
     print(f"{out}: {shape} shapes, F16")
     if not quantize:

@@ -159,7 +159,7 @@ def test_synthetic_configs_state_their_shapes():
             spec.hidden, spec.layers, spec.ffn, spec.heads, spec.kv_heads, spec.head_dim, spec.vocab), name
 
 
-@pytest.mark.parametrize("shape", ["tiny", "tiny-qwen3.5", "tiny-lfm2"])
+@pytest.mark.parametrize("shape", ["tiny", "tiny-qwen3.5", "tiny-lfm2", "tiny-gemma4"])
 def test_synthetic_checkpoint_and_gguf_hold_the_same_weights(shape, tmp_path):
     """benchmarks/synthetic.py at its tiny shapes (llama; the hybrids with vocabularies past the
     tokenizer's, and DeltaNet value heads llama.cpp reorders): the checkpoint and the F16 GGUF it writes
