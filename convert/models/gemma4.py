@@ -143,16 +143,17 @@ def attention(x, w, args: ModelArgs, ctx):
     def heads_first(t):
         return ops.transpose(t, vector([0, 2, 1, 3])).output(0)
 
-    q = rms_norm(split_heads(w.linear(x, "self_attn.q_proj"), heads, d), w["self_attn.q_norm.weight"], args.rms_norm_eps)
-    q = apply_rope(heads_first(q), cos, sin, rope.rotary_dim, d)
-    if args.kv_source(layer) == layer:
+    def own_keys_and_values():
         k = split_heads(w.linear(x, "self_attn.k_proj"), kv_heads, d)
         has_values = f"model.layers.{layer}.self_attn.v_proj.weight" in w.weights
         v = split_heads(w.linear(x, "self_attn.v_proj"), kv_heads, d) if has_values else k  # k_eq_v: the raw keys
         k = apply_rope(heads_first(rms_norm(k, w["self_attn.k_norm.weight"], args.rms_norm_eps)), cos, sin, rope.rotary_dim, d)
-        v = heads_first(rms_norm(v, None, args.rms_norm_eps))
-        ctx.shared(("kv", layer), lambda: cached_kv(k, v, layer, ctx))
-    k, v = ctx.shared(("kv", args.kv_source(layer)), None)
+        return cached_kv(k, heads_first(rms_norm(v, None, args.rms_norm_eps)), layer, ctx)
+
+    q = rms_norm(split_heads(w.linear(x, "self_attn.q_proj"), heads, d), w["self_attn.q_norm.weight"], args.rms_norm_eps)
+    q = apply_rope(heads_first(q), cos, sin, rope.rotary_dim, d)
+    # A shared layer's source came earlier and has built its keys and values already.
+    k, v = ctx.shared(("kv", args.kv_source(layer)), own_keys_and_values)
     out = attend(q, k, v, ctx.mask(args.window(layer)), scale=1.0)
     return w.linear(out, "self_attn.o_proj")
 
