@@ -176,7 +176,22 @@ def test_unsupported_model_type(tmp_path, checkpoint):
     (src / "config.json").write_text(json.dumps({**config, "model_type": "gpt2"}))
     out = tmp_path / "out"
     assert_clean_failure(run_ovchat("convert", src, "-o", out), out,
-                         "model_type 'gpt2' is not supported; supported: exaone4, gemma3, gemma3_text, granite, lfm2, llama")
+                         "model_type 'gpt2' is not supported; supported: exaone4, gemma2, gemma3, gemma3_text, gemma4")
+
+
+@pytest.mark.parametrize("name, change, message", [
+    ("granitemoehybrid", {"layer_types": ["mamba", "attention"]},
+     "granitemoehybrid: Mamba-2 layers (a Granite 4.0 -H model) are not supported yet; its dense models are"),
+    ("granitemoehybrid", {"num_local_experts": 4},
+     "granitemoehybrid: mixture-of-experts layers (4 experts) are not supported yet; its dense models are"),
+    ("gemma4-text", {"enable_moe_block": True}, "gemma4: the mixture-of-experts block (26B-A4B) is not supported yet"),
+])
+def test_the_families_unbuilt_variants_are_refused_by_name(name, change, message, tmp_path, checkpoint):
+    src = copy_checkpoint(checkpoint(name), tmp_path / name)
+    config = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps({**config, **change}))
+    out = tmp_path / "out"
+    assert_clean_failure(run_ovchat("convert", src, "-o", out), out, message)
 
 
 def test_truncated_safetensors(tmp_path, checkpoint):
