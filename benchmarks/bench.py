@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import signal
@@ -298,6 +299,40 @@ def weight_bytes_per_token(model_xml: Path) -> int:
     return total
 
 
+def gguf_bytes_per_token(path: str) -> int:
+    """Bytes of the GGUF's tensors a generated token reads: all but the tables it only looks rows up in —
+    Gemma 4's per-layer embeddings, and the token embedding when an output matrix of its own is there."""
+    import gguf
+
+    tensors = gguf.GGUFReader(path).tensors
+    untied = any(t.name == "output.weight" for t in tensors)
+    looked_up = {"per_layer_token_embd.weight", *(["token_embd.weight"] if untied else [])}
+    return sum(int(t.n_bytes) for t in tensors if t.name not in looked_up)
+
+
+def lookup_bytes_per_token(model_xml: Path) -> dict[str, float]:
+    """Per embedding table (the token embedding, Gemma 4's per-layer one): its bytes in the IR and the bytes
+    one token's row of it reads (the table's constants over its rows)."""
+    import openvino as ov
+
+    tables = {}
+    for op in ov.Core().read_model(model_xml).get_ordered_ops():
+        if op.get_type_name() != "Gather" or not op.get_friendly_name().startswith("model.embed_tokens"):
+            continue
+        constants, pending = [], [op.input_value(0).get_node()]
+        while pending:
+            node = pending.pop()
+            if node.get_type_name() == "Constant":
+                constants.append(node)
+            else:
+                pending.extend(value.get_node() for value in node.input_values())
+        sizes = [(math.prod(c.get_output_shape(0)) * c.get_output_element_type(0).bitwidth // 8, c) for c in constants]
+        rows = max(sizes, key=lambda pair: pair[0])[1].get_output_shape(0)[0]
+        table_bytes = sum(size for size, _ in sizes)
+        tables[op.get_friendly_name()] = {"table_mb": table_bytes / 2**20, "bytes_per_token": table_bytes / rows}
+    return tables
+
+
 def header(model_dir: Path, gguf: str | None, optimum_python: Path, device: str) -> dict:
     import openvino as ov
     import openvino_genai
@@ -317,6 +352,7 @@ def header(model_dir: Path, gguf: str | None, optimum_python: Path, device: str)
         "attention_backend": {"ovchat": "SDPA (stateful)", "genai-default": "PA (paged)", "optimum-intel": "SDPA (stateful)"},
         "model": str(model_dir), "gguf": gguf,
         "weights_mb": (model_dir / "openvino_model.bin").stat().st_size / 2**20,
+        "lookup_tables": lookup_bytes_per_token(model_dir / "openvino_model.xml"),
     }
 
 
@@ -533,7 +569,7 @@ def main() -> None:
     print("measuring memory read bandwidth (benchmarks/bandwidth.py)…", file=sys.stderr)
     bandwidth = read_bandwidth_gbs()
     ir_bytes = weight_bytes_per_token(model_dir / "openvino_model.xml")
-    bytes_per_token = {s: os.path.getsize(gguf) if s == "llama.cpp" else ir_bytes for s in systems}
+    bytes_per_token = {s: gguf_bytes_per_token(gguf) if s == "llama.cpp" else ir_bytes for s in systems}
 
     records, processes, failures = [], [], {}
     for rep in range(1, args.reps + 1):
