@@ -107,8 +107,48 @@ class WeightCompression:
         return _compressed_by_nncf(tensor, role, options)
 
 
+# NNCF works on f32 copies of a weight, several at once: Gemma 4 E2B's per-layer embedding table (2.35 G
+# weights) took more than 24 GB in one call. Weights are quantized row by row (per channel, or in groups
+# along a row), so a large one is compressed in bands of rows of at most this many weights and the
+# bands' constants are joined: the same bytes as one call, in NNCF's chain.
+BAND_WEIGHTS = 1 << 27
+
+
 def _compressed_by_nncf(tensor, role: str, options: dict) -> ov.Output:
     """nncf.compress_weights on a model of this one weight's use; returns its decompression chain."""
+    rows, columns = tensor.shape
+    band = max(1, BAND_WEIGHTS // columns)
+    if rows <= band:
+        return _compressed_band(tensor, role, options)
+    return _joined([_compressed_band(tensor[start:start + band], role, options) for start in range(0, rows, band)],
+                   rows)
+
+
+def _joined(chains: list[ov.Output], rows: int) -> ov.Output:
+    """The first band's chain, its per-row constants replaced by the bands' joined in order."""
+    nodes = [chain.get_node() for chain in chains]
+    first = nodes[0]
+    if first.get_type_name() == "Constant":
+        shape = list(first.get_output_shape(0))
+        band_rows = [node.get_output_shape(0)[0] for node in nodes] if shape else []
+        if not shape or sum(band_rows) != rows:  # not per row: the same in every band
+            return first.output(0)
+        raw = np.concatenate([np.asarray(node.data).view(np.uint8).reshape(n, -1) for node, n in zip(nodes, band_rows)])
+        tensor = ov.Tensor(raw, [rows, *shape[1:]], first.get_element_type())
+        return ov.op.Constant(tensor, shared_memory=False).output(0)
+    for i in range(first.get_input_size()):
+        if first.get_type_name() == "Reshape" and i == 1:  # the target shape: its first dimension is the rows
+            target = np.array(first.input_value(i).get_node().data)
+            target[0] = rows
+            joined = ops.constant(target).output(0)
+        else:
+            joined = _joined([node.input_value(i) for node in nodes], rows)
+        first.input(i).replace_source_output(joined)
+    first.validate_and_infer_types()
+    return chains[0]
+
+
+def _compressed_band(tensor, role: str, options: dict) -> ov.Output:
     import nncf
 
     from .graph import weight

@@ -82,20 +82,25 @@ def whole_model_nncf(source: Path, weight_format: str, sym: bool) -> ov.Model:
             group_size_fallback_mode=nncf.GroupSizeFallbackMode.ADJUST))
 
 
-@pytest.mark.parametrize("name, weight_format, sym", [
-    ("smollm2", "int4", True),  # tied embedding, groups of 64 where 128 does not divide 576
-    ("qwen2-bias-fp16-sharded", "int4", False),  # f16 weights, biases, two shards
-    ("phi3", "int4", True),  # bf16, fused qkv and gate_up split into bands, own lm_head
-    ("llama-bf16-llama3-rope", "int8", False),
+@pytest.mark.parametrize("name, weight_format, sym, band_weights", [
+    ("smollm2", "int4", True, None),  # tied embedding, groups of 64 where 128 does not divide 576
+    ("qwen2-bias-fp16-sharded", "int4", False, None),  # f16 weights, biases, two shards
+    ("phi3", "int4", True, None),  # bf16, fused qkv and gate_up split into bands, own lm_head
+    ("llama-bf16-llama3-rope", "int8", False, None),
+    # Every weight compressed in bands of 40 rows or fewer (as Gemma 4's 2.35 G-weight per-layer table is, in
+    # bands of 128 M weights), the last band shorter: joined, the bands are what one NNCF call writes.
+    ("llama-bf16-llama3-rope", "int4", True, 40 * 128),
 ])
-def test_compressing_weight_by_weight_stores_what_whole_model_nncf_stores(converted, checkpoint, tmp_path, name,
-                                                                            weight_format, sym):
+def test_compressing_weight_by_weight_stores_what_whole_model_nncf_stores(converted, checkpoint, tmp_path, monkeypatch,
+                                                                            name, weight_format, sym, band_weights):
     """convert compresses one weight at a time as it reads it; its IR must hold the very bytes NNCF
     writes compressing the whole model at once: the same int4/int8 split by sensitivity, the same
     group sizes, scales and zero points."""
-    from convert import convert
+    from convert import compress, convert
     from convert.compress import layer_precisions
 
+    if band_weights:
+        monkeypatch.setattr(compress, "BAND_WEIGHTS", band_weights)
     if name == "smollm2":
         streamed = converted(name, weight_format)
     else:
