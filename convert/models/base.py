@@ -123,14 +123,16 @@ def keep_language_model(weights, towers: tuple[str, ...] = ("vision_tower.", "mu
         weights.discard(name)
 
 
-def rope_by_layer_type(config: dict, full: dict, sliding: dict) -> tuple[dict, dict]:
-    """(full-attention rope, sliding-attention rope) from transformers 5's per-layer-type
-    `rope_parameters`; `full` and `sliding` are what the family's 4.x configs said instead
-    (rope_theta + rope_scaling, a local base), used for a kind the config leaves out."""
+def ropes_by_layer_type(config: dict, full: dict, sliding: dict) -> dict:
+    """rope_parameters (the full-attention layers') and local_rope_parameters (the sliding layers') from
+    transformers 5's per-layer-type `rope_parameters`, for ModelArgs.from_config; `full` and `sliding`
+    are what the family's 4.x configs said instead (rope_theta + rope_scaling, a local base), used for
+    a kind the config leaves out."""
     nested = config.get("rope_parameters") or {}
-    return tuple(rope_parameters({"rope_parameters": nested.get(kind) or legacy,
-                                  "rope_theta": legacy.get("rope_theta", 10000.0)})
-                 for kind, legacy in (("full_attention", full), ("sliding_attention", sliding)))
+    full, local = (rope_parameters({"rope_parameters": nested.get(kind) or legacy,
+                                    "rope_theta": legacy.get("rope_theta", 10000.0)})
+                   for kind, legacy in (("full_attention", full), ("sliding_attention", sliding)))
+    return {"rope_parameters": full, "local_rope_parameters": local}
 
 
 def rope_parameters(config: dict) -> dict:

@@ -53,12 +53,9 @@ class ModelArgs(base.ModelArgs):
     def from_config(cls, config: dict) -> "ModelArgs":
         config = {**DEFAULTS, "hidden_act": "gelu_pytorch_tanh", **base.text_config(config)}
         # 4.x configs: rope_theta + rope_scaling for full attention, rope_local_base_freq for sliding
-        full, local = base.rope_by_layer_type(
+        return super().from_config({**config, **base.ropes_by_layer_type(
             config, {**(config.get("rope_scaling") or {}), "rope_theta": config.get("rope_theta", 1e6)},
-            {"rope_theta": config.get("rope_local_base_freq", 1e4)})
-        args = super().from_config({**config, "rope_parameters": None})
-        args.rope_parameters, args.local_rope_parameters = full, local
-        return args
+            {"rope_theta": config.get("rope_local_base_freq", 1e4)})})
 
 
 def sanitize(weights, args: ModelArgs) -> None:

@@ -95,17 +95,10 @@ class ModelArgs(base.ModelArgs):
     def rope(self) -> base.Rope:
         return make_rope(self.rope_parameters, self.full_head_dim(), self.max_position_embeddings)
 
-    @cached_property
-    def local_rope(self) -> base.Rope:
-        return make_rope(self.local_rope_parameters, self.head_dim, self.max_position_embeddings)
-
     @classmethod
     def from_config(cls, config: dict) -> "ModelArgs":
         config = {**DEFAULTS, "hidden_act": "gelu_pytorch_tanh", **base.text_config(config)}
-        full, local = base.rope_by_layer_type(config, FULL_ROPE, SLIDING_ROPE)
-        args = super().from_config({**config, "rope_parameters": None})
-        args.rope_parameters, args.local_rope_parameters = full, local
-        return args
+        return super().from_config({**config, **base.ropes_by_layer_type(config, FULL_ROPE, SLIDING_ROPE)})
 
 
 def sanitize(weights, args: ModelArgs) -> None:

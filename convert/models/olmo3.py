@@ -18,11 +18,8 @@ class ModelArgs(base.ModelArgs):
     @classmethod
     def from_config(cls, config: dict) -> "ModelArgs":
         theta = config.get("rope_theta", 500_000.0)  # Olmo3Config's default base
-        full, local = base.rope_by_layer_type(config, {**(config.get("rope_scaling") or {}), "rope_theta": theta},
-                                              {"rope_theta": theta})
-        args = super().from_config({**config, "rope_parameters": None})
-        args.rope_parameters, args.local_rope_parameters = full, local
-        return args
+        return super().from_config({**config, **base.ropes_by_layer_type(
+            config, {**(config.get("rope_scaling") or {}), "rope_theta": theta}, {"rope_theta": theta})})
 
 
 def decoder_layer(x, w, args, ctx):
