@@ -487,6 +487,9 @@ class LayerWeights:
     def __getitem__(self, name: str) -> np.ndarray:
         return self.weights.pop(self._key(name))
 
+    def __contains__(self, name: str) -> bool:
+        return self._key(name) in self.weights
+
     def linear(self, x, name: str) -> ov.Output:
         """The layer's projection `name`, with its bias when the checkpoint has one (qwen2)."""
         bias = self.weights.pop(self._key(f"{name}.bias"), None)

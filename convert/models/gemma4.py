@@ -18,7 +18,7 @@ import numpy as np
 import openvino.opset13 as ops
 
 from ..graph import apply_rope, attend, cached_kv, embedding, gated_mlp, linear, rms_norm, scalar, split_heads, vector
-from . import base
+from . import base, gemma3
 from .base import UnsupportedModel, make_rope
 
 # Gemma4TextConfig's defaults, for keys a hub config leaves out.
@@ -68,10 +68,7 @@ class ModelArgs(base.ModelArgs):
             if kind not in self.layer_types[:self.first_shared]:
                 raise UnsupportedModel(f"gemma4: no layer before the shared ones keeps {kind} keys and values")
 
-    def check_activation(self) -> None:
-        activation = self.hidden_activation or self.hidden_act
-        if activation not in ("gelu_pytorch_tanh", "gelu_tanh"):
-            raise UnsupportedModel(f"hidden_activation {activation!r} is not supported (gemma: gelu_pytorch_tanh)")
+    check_activation = gemma3.ModelArgs.check_activation
 
     def layer_head_dim(self, layer: int) -> int:
         return self.per_layer_config.get(layer, {}).get("head_dim", self.head_dim)
@@ -138,8 +135,9 @@ def attention(x, w, args: ModelArgs, ctx):
 
     def own_keys_and_values():
         k = split_heads(w.linear(x, "self_attn.k_proj"), kv_heads, d)
-        has_values = f"model.layers.{layer}.self_attn.v_proj.weight" in w.weights
-        v = split_heads(w.linear(x, "self_attn.v_proj"), kv_heads, d) if has_values else k  # k_eq_v: the raw keys
+        v = k  # without a v_proj (attention_k_eq_v): the raw keys
+        if "self_attn.v_proj.weight" in w:
+            v = split_heads(w.linear(x, "self_attn.v_proj"), kv_heads, d)
         k = apply_rope(heads_first(rms_norm(k, w["self_attn.k_norm.weight"], args.rms_norm_eps)), cos, sin, rope.rotary_dim, d)
         return cached_kv(k, heads_first(rms_norm(v, None, args.rms_norm_eps)), layer, ctx)
 
