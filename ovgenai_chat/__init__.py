@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .chat import Chat, ContextError, Metrics
-from .engine import PRECISIONS, ModelError, Precision, context_window, default_model_dir, open_pipeline
+from .chat import Chat, ContextError, LocalModel, Metrics
+from .engine import PRECISIONS, ModelError, Precision, default_model_dir, open_pipeline
 from .store import is_default, model_path
 
 __version__ = "0.1.0"
@@ -34,5 +34,5 @@ def load(model=None, device: str = "auto", *, precision: str = "auto", system: s
             raise
         model_dir = default_model_dir(rebuild=True)  # a damaged copy of the default model: import it again
         pipe, device, chosen = open_pipeline(model_dir, device, use_cache, precision)
-    return Chat(pipe, system=system, context=context or context_window(Path(model_dir).expanduser()),
-                precision=chosen, thinking=thinking, model_dir=Path(model_dir), device=device, **generation)
+    return Chat(LocalModel(pipe, chosen, Path(model_dir).expanduser(), device), system=system, context=context,
+                thinking=thinking, **generation)

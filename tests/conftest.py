@@ -5,6 +5,7 @@ once per session."""
 from __future__ import annotations
 
 import functools
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,11 @@ import pytest
 
 import smollm2
 from checkpoints import VARIANTS, make_checkpoint
+
+# `ovchat run` goes through a server at OVCHAT_HOST when one answers: the tests' runs are in-process unless a test
+# points them at its own server (port 9 on loopback: nothing listens).
+os.environ["OVCHAT_HOST"] = "127.0.0.1:9"
+os.environ.pop("OVCHAT_API_KEY", None)
 
 
 @pytest.fixture(scope="session")

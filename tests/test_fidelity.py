@@ -15,7 +15,7 @@ import torch
 
 import ovgenai_chat
 from conftest import run_ovchat
-from ovgenai_chat.chat import Chat
+from ovgenai_chat.chat import Chat, LocalModel
 from ovgenai_chat.engine import (ACCURATE, ACCURATE_UP_TO_PARAMETERS, CPU_KINDS, FAST_ON_CPU, ModelError,
                                  PIPELINE_PROPERTIES, choose_precision, classify_cpu, cpu_kind,
                                  parameter_count)
@@ -69,7 +69,7 @@ def test_default_model_replies_like_its_reference_model(default_model, reference
     with torch.no_grad():
         ours = identical_replies(chat("auto"), reference_replies)
         fast = identical_replies(chat("fast"), reference_replies)
-        plugin = identical_replies(Chat(openvino_genai.LLMPipeline(default_model, "CPU", **PIPELINE_PROPERTIES),
+        plugin = identical_replies(Chat(LocalModel(openvino_genai.LLMPipeline(default_model, "CPU", **PIPELINE_PROPERTIES)),
                                         max_new_tokens=NEW_TOKENS), reference_replies)
     print(f"identical 32-token greedy replies out of {len(EVERYDAY_PROMPTS)}: runtime defaults (auto) {ours}, "
           f"fast {fast}, the CPU plugin's defaults {plugin}")

@@ -18,7 +18,7 @@ import pexpect.fdpexpect
 import pytest
 
 import ovgenai_chat
-from ovgenai_chat.chat import Chat, template_has_system_role
+from ovgenai_chat.chat import Chat, LocalModel, template_has_system_role
 from templates import NO_SYSTEM_ROLE
 
 EXACT = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "ATTENTION_BACKEND": "SDPA"}
@@ -112,17 +112,17 @@ def test_multi_turn_equals_one_generate_on_the_whole_history(converted):
     """The second turn, through the reused KV cache, gives the same greedy reply as a fresh
     pipeline given the whole templated history at once."""
     path = converted("smollm2", "fp32")
-    chat = Chat(openvino_genai.LLMPipeline(path, "CPU", **EXACT), max_new_tokens=40)
+    chat = Chat(LocalModel(openvino_genai.LLMPipeline(path, "CPU", **EXACT)), max_new_tokens=40)
     chat.send("Name three colours of the rainbow.")
     second = chat.send("Which of them is the warmest?")
 
-    fresh = Chat(openvino_genai.LLMPipeline(path, "CPU", **EXACT), max_new_tokens=40)
+    fresh = Chat(LocalModel(openvino_genai.LLMPipeline(path, "CPU", **EXACT)), max_new_tokens=40)
     history = openvino_genai.ChatHistory()
     for message in chat.history[:-1]:
         history.append(message)
-    config = fresh.pipe.get_generation_config()
+    config = fresh.model.pipe.get_generation_config()
     config.max_new_tokens = 40
-    assert fresh.pipe.generate(history, config).texts[0] == second
+    assert fresh.model.pipe.generate(history, config).texts[0] == second
 
 
 def test_warm_up_leaves_the_conversation_as_it_was(converted):
@@ -131,7 +131,7 @@ def test_warm_up_leaves_the_conversation_as_it_was(converted):
     path = converted("smollm2", "fp32")
     replies = []
     for warm in (True, False):
-        chat = Chat(openvino_genai.LLMPipeline(path, "CPU", **EXACT), max_new_tokens=24)
+        chat = Chat(LocalModel(openvino_genai.LLMPipeline(path, "CPU", **EXACT)), max_new_tokens=24)
         if warm:
             chat.warm_up()  # not joined: send() waits for it
         replies.append([chat.send("Name three colours of the rainbow."), chat.send("Which of them is the warmest?")])

@@ -3,9 +3,7 @@ Servers run in child processes on free loopback ports; no timing is asserted."""
 
 from __future__ import annotations
 
-import os
 import re
-import select
 import shutil
 import signal
 import subprocess
@@ -15,73 +13,12 @@ import time
 from pathlib import Path
 
 import httpx
-import openai
 import openvino_genai
 import pytest
 
-KEY = "test-key"
+from served import KEY, Served
+
 ARTIFACTS = Path(__file__).parent / "artifacts"
-
-
-class Served:
-    """An `ovchat serve` child process on a free port, with what /health said while it started."""
-
-    def __init__(self, model_dir: Path, *options: str, home: Path):
-        env = {**os.environ, "HOME": str(home), "OVCHAT_CACHE_DIR": str(home / "cache")}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "ovgenai_chat.cli", "serve", str(model_dir), "--port", "0", *options],
-            stderr=subprocess.PIPE, text=True, errors="backslashreplace", env=env)  # C++ libraries may print raw bytes
-        self.model = model_dir.name
-        self.url = self._announced_url()
-        self.log: list[str] = []
-        threading.Thread(target=self._keep_log, daemon=True).start()
-        self.startup: list[tuple[int, dict]] = []  # (status, body) of /health and of a chat request
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            health = httpx.get(f"{self.url}/health")
-            if not self.startup or self.startup[-1][0] != health.status_code:
-                chat = self.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1})
-                self.startup += [(health.status_code, health.json()), (chat.status_code, chat.json())]
-            if health.status_code == 200:
-                return
-            time.sleep(0.02)
-        raise TimeoutError("the server did not become ready")
-
-    def _announced_url(self) -> str:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.process.stderr], [], [], 1)
-            if ready:
-                line = self.process.stderr.readline()
-                if found := re.search(r"serving (http://[\d.]+:\d+)/", line):
-                    return found.group(1)
-                if not line and self.process.poll() is not None:
-                    break
-        raise RuntimeError(f"the server did not start (exit status {self.process.poll()})")
-
-    def _keep_log(self):
-        for line in self.process.stderr:
-            self.log.append(line)
-
-    def post(self, path: str, body, key: str | None = KEY, **kwargs) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        if isinstance(body, (dict, list)):
-            return httpx.post(self.url + path, json=body, headers=headers, timeout=120, **kwargs)
-        return httpx.post(self.url + path, content=body, headers={**headers, "Content-Type": "application/json"},
-                          timeout=120, **kwargs)
-
-    def client(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=KEY, max_retries=0, timeout=120)
-
-    def health(self) -> dict:
-        response = httpx.get(f"{self.url}/health")
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-        return self.process.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -106,13 +43,13 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 # --- the API with the official client -------------------------------------------------------------
 
-def test_answers_503_while_loading_then_serves(server):
-    statuses = [status for status, _ in server.startup]
-    assert statuses[0] == 503 and statuses[-1] == 200, server.startup
-    loading_health, loading_chat = server.startup[0][1], server.startup[1][1]
-    assert loading_health["status"] == "loading"
-    assert loading_chat["error"]["code"] == "model_loading"
-    assert server.health()["precision"] == "accurate"  # the runtime's policy for a model this small on a CPU
+def test_health_answers_while_the_model_loads_and_a_request_waits_for_it(server):
+    (health_status, health), (chat_status, chat) = server.startup
+    assert health_status == 200 and health["loaded"] + health["loading"] == 1, server.startup
+    assert chat_status == 200 and chat["choices"][0]["message"]["content"], chat
+    [loaded] = server.ps()
+    assert loaded["name"] == server.model
+    assert loaded["precision"] == "accurate"  # the runtime's policy for a model this small on a CPU
 
 
 def test_chat_completion(server, ov_tokenizer):
@@ -167,7 +104,8 @@ def test_completions_and_models(server):
     streamed = "".join(c.choices[0].text for c in client.completions.create(
         model=server.model, prompt="The capital of France is", max_tokens=4, stream=True))
     assert streamed == done.choices[0].text
-    assert [m.id for m in client.models.list().data] == [server.model]
+    listed = client.models.list().data
+    assert listed[0].id == server.model and listed[0].model_extra["loaded"]
 
 
 # --- concurrency ------------------------------------------------------------------------------------
@@ -317,7 +255,8 @@ def test_chat_page_streams_a_reply_in_headless_chromium(server):
         page = browser.new_page()
         page.add_init_script(f"sessionStorage.setItem('ovchat-key', '{KEY}')")
         page.goto(server.url + "/")
-        page.wait_for_function("document.getElementById('model').textContent !== 'connecting…'")
+        page.wait_for_function("document.getElementById('model').value !== 'connecting…'")
+        picked = page.eval_on_selector("#model", "s => [...s.options].map(o => [o.value, o.text])")
         page.fill("#input", "What is the capital of France?")
         page.press("#input", "Enter")
         page.wait_for_function("document.getElementById('stats').textContent.includes('tokens/s')", timeout=60000)
@@ -325,6 +264,7 @@ def test_chat_page_streams_a_reply_in_headless_chromium(server):
         page.screenshot(path=str(ARTIFACTS / "chat-page.png"))
         browser.close()
     assert "Paris" in reply
+    assert picked[0] == [server.model, f"{server.model} (loaded)"], picked  # the picker, fed by /v1/models
     assert (ARTIFACTS / "chat-page.png").stat().st_size > 1000
 
 
@@ -464,7 +404,7 @@ def test_calls_are_read_in_the_form_the_template_asks_for():
     only looks like the start of a call streamed once it cannot be one."""
     from templates import LLAMA3_TOOLS, TOOLS
 
-    from ovgenai_chat.serve import HERMES_CALLS, LLAMA3_CALLS, call_format
+    from ovgenai_chat.serve.structured import HERMES_CALLS, LLAMA3_CALLS, call_format
 
     assert call_format(TOOLS) is HERMES_CALLS and call_format(LLAMA3_TOOLS) is LLAMA3_CALLS
     content, calls = HERMES_CALLS.parse('Let me look.\n<tool_call>\n{"name": "f", "arguments": {"x": 1}}\n</tool_call>')

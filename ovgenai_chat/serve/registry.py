@@ -1,0 +1,395 @@
+"""The models the server has loaded, as ollama keeps them: a request naming a model loads it (the request waits),
+it stays loaded for its keep-alive after its last request, and when the next one would not fit (--max-loaded
+models, --max-memory bytes) the least recently used idle ones are unloaded first. A model in use is never
+unloaded: its requests hold a lease on it, and eviction waits for one to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import contextlib
+import os
+import re
+import sys
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..chat import generation_config, template_has_system_role
+from ..engine import ModelError, context_window, error_line, first_inference, model_precision
+from ..store import DEFAULT_MODEL, check_name, default_model_dir, stored
+from .batching import Batcher
+from .schemas import APIError, Sampling
+from .structured import GrammarCheck, call_format
+
+log = logging.getLogger("ovchat.serve")
+
+# --max-memory's default: a share of the RAM, the rest left to the system and to the page cache, which holds
+# each model's weight file for its next load (engine.first_inference).
+DEFAULT_MEMORY_SHARE = 0.5
+UNSET = object()  # a request that gives no keep_alive: the server's
+def physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(%|[kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+SCALE = {"": 1, "b": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+
+
+def parse_memory(text: str) -> int:
+    """Bytes from a size as --max-memory takes it: 8GB, 8G, 7.5GiB, 12000MB, a number of bytes, or 60% of the RAM."""
+    found = MEMORY.match(text)
+    if not found:
+        raise ValueError(f"{text!r} is not a memory size: give one like 8GB, 12000MB or 60%")
+    number, unit = float(found[1]), (found[2] or "").lower()
+    if unit == "%":
+        if not 0 < number <= 100:
+            raise ValueError(f"{text!r}: a share of the RAM is between 0 and 100%")
+        return int(physical_memory() * number / 100)
+    binary = "i" in unit
+    scale = SCALE[unit[:1] if unit not in ("", "b") else unit]
+    return int(number * (1024 ** ("kmgt".index(unit[0]) + 1) if binary else scale))
+
+
+def resident_bytes() -> int:
+    """This process's resident memory (Linux; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def give_memory_back() -> None:
+    """Return the heap glibc keeps after an unload to the system, so that what eviction frees shows."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None).malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+
+
+@dataclass
+class Settings:
+    """How the server loads models (`ovchat serve`'s options)."""
+
+    device: str = "CPU"
+    precision: str = "auto"
+    kv_cache_gb: int = 1
+    max_batch: int = 8
+    max_tokens: int | None = None
+    keep_alive: float | None = 300.0
+    max_loaded: int | None = None
+    max_memory: int | None = None  # bytes; None: DEFAULT_MEMORY_SHARE of the RAM
+
+    @property
+    def memory_budget(self) -> int:
+        return self.max_memory or int(physical_memory() * DEFAULT_MEMORY_SHARE)
+
+
+def check_batchable(model_dir: Path) -> Path:
+    """The server batches requests with paged attention, which GenAI makes from the model's
+    ScaledDotProductAttention ops. A model whose attention is computed op by op has none: Gemma 2's
+    soft-capped scores, which OpenVINO's paged attention cannot cap."""
+    if 'type="ScaledDotProductAttention"' not in (model_dir / "openvino_model.xml").read_text(errors="replace"):
+        raise ModelError(f"{model_dir.name} soft-caps its attention scores, which OpenVINO's paged attention (the "
+                         "server's batching) cannot do; chat with it through `ovchat run`")
+    return model_dir
+
+
+class LoadedModel:
+    """A model on the device: its batching engine, tokenizer and what its requests need, with the leases
+    of the requests using it and when it expires."""
+
+    def __init__(self, model_dir: Path, settings: Settings):
+        self.model_dir, self.name, self.settings = model_dir, model_dir.name, settings
+        self.device = settings.device
+        self.precision = model_precision(settings.precision, settings.device, model_dir)
+        self.context = context_window(model_dir)
+        self.size_bytes = sum(f.stat().st_size for f in model_dir.iterdir() if f.is_file())
+        self.batcher: Batcher | None = None
+        self.memory_bytes = 0
+        self.loaded_at = time.time()
+        self.active = 0
+        self.keep_alive = settings.keep_alive
+        self.expires_at: float | None = None  # time.time() when it goes, None: while in use, or never
+        self.stopping = False  # `ovchat stop`: unloaded once its requests end
+
+    @property
+    def estimated_bytes(self) -> int:
+        """What loading should take, before it is measured: the weights and the whole KV-cache pool."""
+        return (self.model_dir / "openvino_model.bin").stat().st_size + (self.settings.kv_cache_gb << 30)
+
+    def load(self) -> None:
+        """Compile the model and run its first inference (engine.first_inference) before any request waits on it."""
+        import openvino as ov
+        import openvino_genai
+
+        started = time.perf_counter()
+        scheduler = openvino_genai.SchedulerConfig()
+        # A fixed KV pool, in whole GB (the binding takes an integer): memory stays bounded on a small device.
+        scheduler.cache_size = self.settings.kv_cache_gb
+        scheduler.max_num_seqs = self.settings.max_batch
+        scheduler.enable_prefix_caching = True  # a chat resends its history every turn
+        scheduler.dynamic_split_fuse = True
+        try:
+            pipe = openvino_genai.ContinuousBatchingPipeline(str(self.model_dir), scheduler, self.device,
+                                                             properties=self.precision.properties)
+        except RuntimeError as e:
+            raise ModelError(f"cannot load {self.name} on {self.device}: {error_line(e)}") from None
+        self.tokenizer = pipe.get_tokenizer()
+        template = self.tokenizer.chat_template or ""
+        self.chat_template, self.takes_tools, self.calls = template, "tools" in template, call_format(template)
+        self.has_system_role = template_has_system_role(self.tokenizer)
+        self.defaults = pipe.get_config  # a fresh copy of the model's generation config per call
+        logits = ov.Core().read_model(self.model_dir / "openvino_model.xml").output("logits")
+        self.grammar = GrammarCheck(self.model_dir, logits.get_partial_shape()[-1].get_length())
+        config = self.defaults()
+        config.max_new_tokens, config.apply_chat_template = 1, False
+        with first_inference():
+            pipe.generate(["Hello"], [config])
+        self.batcher = Batcher(pipe)
+        log.warning("model %s ready on %s in %.1f s, %s precision", self.name, self.device,
+                    time.perf_counter() - started, self.precision.describe())
+
+    def close(self) -> None:
+        if self.batcher:
+            self.batcher.close()
+        self.batcher = self.tokenizer = self.grammar = self.defaults = None
+
+    def encode(self, text: str, add_special_tokens: bool) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).input_ids.data[0].tolist()
+
+    def render(self, messages: list[dict], tools: list[dict] | None = None, template_context: dict | None = None) -> list[int]:
+        """The prompt's token ids: the messages through the chat template, then the tokenizer."""
+        try:
+            prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tools=tools,
+                                                        extra_context=template_context or None)
+        except Exception as e:  # the template may refuse an order of roles
+            raise APIError(400, f"the chat template cannot render these messages: {error_line(e)}",
+                           param="messages") from None
+        return self.encode(prompt, add_special_tokens=False)  # the template already wrote the special tokens
+
+    def config(self, body: Sampling, prompt_tokens: int, max_tokens: int | None):
+        """The generation config for a request, or a 400 when the prompt leaves no room to answer."""
+        room = None
+        if self.context:
+            room = self.context - prompt_tokens
+            if room < 1:
+                raise APIError(400, f"this model's context is {self.context} tokens, and the prompt has "
+                               f"{prompt_tokens}", "invalid_request_error", "context_length_exceeded", "messages")
+        limits = [n for n in (max_tokens, room, self.settings.max_tokens) if n]
+        stop = [body.stop] if isinstance(body.stop, str) else body.stop or []
+        sampling = {name: getattr(body, name) for name in ("temperature", "top_p", "top_k", "min_p",
+                                                           "repetition_penalty")}
+        config = generation_config(self.defaults(), max_new_tokens=min(limits) if limits else 1024,
+                                   seed=body.seed, stop=stop, **{k: v for k, v in sampling.items() if v is not None})
+        if body.presence_penalty is not None:
+            config.presence_penalty = body.presence_penalty
+        if body.frequency_penalty is not None:
+            config.frequency_penalty = body.frequency_penalty
+        try:
+            config.validate()
+        except RuntimeError as e:
+            raise APIError(400, f"invalid sampling settings: {error_line(e)}") from None
+        return config
+
+    def status(self) -> dict:
+        """What `ovchat ps` lists."""
+        expires = None if self.expires_at is None else time.strftime("%Y-%m-%dT%H:%M:%S%z",
+                                                                      time.localtime(self.expires_at))
+        return {"name": self.name, "path": str(self.model_dir), "device": self.device,
+                "precision": self.precision.name, "memory_bytes": self.memory_bytes, "size_bytes": self.size_bytes,
+                "active_requests": self.active, "expires_at": expires,
+                "expires_in": None if self.expires_at is None else max(0.0, self.expires_at - time.time()),
+                "keep_alive": self.keep_alive, "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z",
+                                                                          time.localtime(self.loaded_at))}
+
+
+class Lease:
+    """A request's use of a loaded model; release() (once, however often called) lets it expire or be evicted."""
+
+    def __init__(self, registry: "Registry", model: LoadedModel):
+        self.registry, self.model, self.keep_alive, self.released = registry, model, UNSET, False
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.registry.release(self)
+
+
+class Registry:
+    """Every loaded model by name, least recently used first. Loads and unloads happen one at a time, off the
+    event loop; requests for a model being loaded wait for that load."""
+
+    def __init__(self, settings: Settings, served: Path | None = None):
+        self.settings, self.served = settings, served
+        self.loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+        self.loading: dict[str, asyncio.Future] = {}
+        self.residency = asyncio.Lock()  # one load or unload at a time
+        self.changed = asyncio.Event()  # a lease ended or a keep-alive changed
+        self.reaper: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.reaper = asyncio.get_running_loop().create_task(self._reap())
+
+    def is_served(self, name: str) -> bool:
+        return self.served is not None and name == self.served.name
+
+    def default_name(self) -> str:
+        """The model a request without `model` gets: `ovchat serve MODEL`'s, else the default model."""
+        return self.served.name if self.served else DEFAULT_MODEL
+
+    def model_dir(self, name: str) -> Path:
+        """The directory of a model a request names: the served one or a store name (never a path: a request
+        does not choose files), the default model imported on first use; else a 404 naming the close ones."""
+        if self.served and name == self.served.name:
+            return self.served
+        try:
+            if name == DEFAULT_MODEL:
+                return default_model_dir()
+            return stored(check_name(name))
+        except ModelError as e:
+            raise APIError(404, str(e), "invalid_request_error", "model_not_found", "model") from None
+
+    async def lease(self, name: str | None, keep_alive=UNSET) -> Lease:
+        """A lease on the model `name` (None: default_name()), loading it first if it is not loaded."""
+        name = name or self.default_name()
+        while True:
+            if (model := self.loaded.get(name)) is not None:
+                self.loaded.move_to_end(name)
+                model.active += 1
+                model.expires_at = None
+                lease = Lease(self, model)
+                lease.keep_alive = keep_alive
+                return lease
+            if name not in self.loading:
+                self.loading[name] = asyncio.get_running_loop().create_task(self._load(name))
+            load = self.loading[name]
+            try:
+                await asyncio.shield(load)
+            finally:
+                if load.done() and self.loading.get(name) is load:
+                    del self.loading[name]
+
+    async def _load(self, name: str) -> None:
+        model_dir = await asyncio.to_thread(self.model_dir, name)
+        try:
+            model = LoadedModel(check_batchable(model_dir), self.settings)
+        except ModelError as e:
+            raise APIError(400, str(e), "invalid_request_error", "model_not_servable", "model") from None
+        async with self.residency:
+            await self._make_room(model.estimated_bytes)
+            before = resident_bytes()
+            try:
+                await asyncio.to_thread(model.load)
+            except Exception as e:
+                await asyncio.to_thread(model.close)
+                await asyncio.to_thread(give_memory_back)
+                message = str(e) if isinstance(e, ModelError) else f"cannot load {name}: {error_line(e)}"
+                log.error("%s", message)
+                raise APIError(500, message, "server_error", "model_load_failed", "model") from None
+            model.memory_bytes = max(0, resident_bytes() - before)
+            model.loaded_at = time.time()
+            if self.is_served(name):
+                model.keep_alive = None  # the model `ovchat serve MODEL` names stays until stopped or evicted
+            self.loaded[name] = model
+            self._expire_later(model)
+
+    async def _make_room(self, needed: int) -> None:
+        """Unload the least recently used idle models until one more of `needed` bytes fits; wait for a request
+        to end while every loaded model is in use."""
+        budget, limit = self.settings.memory_budget, self.settings.max_loaded
+        while self.loaded:
+            used = sum(m.memory_bytes for m in self.loaded.values())
+            if (limit is None or len(self.loaded) < limit) and used + needed <= budget:
+                return
+            idle = next((m for m in self.loaded.values() if m.active == 0), None)
+            if idle is None:
+                self.changed.clear()
+                await self.changed.wait()
+                continue
+            log.warning("unloading %s to make room (%.0f MB in use of %.0f MB)", idle.name, used / 1e6, budget / 1e6)
+            await self._unload(idle)
+        if needed > budget:
+            log.warning("a model of about %.0f MB is loaded alone, over --max-memory (%.0f MB)", needed / 1e6,
+                        budget / 1e6)
+
+    async def _unload(self, model: LoadedModel) -> None:
+        """Called holding `residency`, for an idle model."""
+        self.loaded.pop(model.name, None)
+        before = resident_bytes()
+        await asyncio.to_thread(model.close)
+        await asyncio.to_thread(give_memory_back)
+        log.warning("unloaded %s (%.0f MB freed)", model.name, max(0, before - resident_bytes()) / 1e6)
+
+    def release(self, lease: Lease) -> None:
+        model = lease.model
+        model.active -= 1
+        if model.stopping:
+            model.keep_alive = 0
+        elif lease.keep_alive is not UNSET:  # the last request's keep-alive holds, as in ollama
+            model.keep_alive = lease.keep_alive
+        elif not self.is_served(model.name):
+            model.keep_alive = self.settings.keep_alive
+        self._expire_later(model)
+        self.changed.set()
+
+    def _expire_later(self, model: LoadedModel) -> None:
+        if model.active == 0:
+            model.expires_at = None if model.keep_alive is None else time.time() + model.keep_alive
+
+    async def stop(self, name: str) -> bool:
+        """Unload `name` now, or once its requests end (True: it was unloaded now); a 404 if it is not loaded."""
+        model = self.loaded.get(name)
+        if model is None:
+            raise APIError(404, f"{name} is not loaded", "invalid_request_error", "model_not_loaded", "model")
+        model.stopping = True
+        if model.active:
+            return False
+        model.expires_at = time.time()
+        await self._reap_once()
+        return name not in self.loaded
+
+    async def _reap_once(self) -> None:
+        async with self.residency:
+            now = time.time()
+            for model in list(self.loaded.values()):
+                if model.active == 0 and model.expires_at is not None and model.expires_at <= now:
+                    await self._unload(model)
+
+    async def _reap(self) -> None:
+        """Unload each model whose keep-alive has run out, waking at the next expiry or when a lease ends."""
+        while True:
+            expiries = [m.expires_at for m in self.loaded.values() if m.active == 0 and m.expires_at is not None]
+            wait = max(0.0, min(expiries) - time.time()) if expiries else None
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), wait)
+            except asyncio.TimeoutError:
+                pass
+            await self._reap_once()
+
+    def end_all_after(self, seconds: float) -> None:
+        for model in self.loaded.values():
+            if model.batcher:
+                model.batcher.end_all_after(seconds)
+
+    async def close(self) -> None:
+        if self.reaper:
+            self.reaper.cancel()
+        for load in list(self.loading.values()):
+            with contextlib.suppress(BaseException):
+                await load
+        for model in list(self.loaded.values()):
+            await asyncio.to_thread(model.close)
+        self.loaded.clear()
+
+    def status(self) -> list[dict]:
+        return [model.status() for model in reversed(self.loaded.values())]  # the most recently used first
