@@ -16,20 +16,22 @@ from typing import AsyncIterator
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..chat import describe_generation, generation_config
-from ..engine import ModelError, check_model_dir, error_line, keep_telemetry_off, pick_device
+from ..engine import ModelError, check_model_dir, keep_telemetry_off, pick_device
 from ..store import default_available, names
-from .batching import IncrementalText
-from .registry import UNSET, Lease, LoadedModel, Registry, Settings, check_batchable
+from .registry import UNSET, Job, Lease, LoadedModel, Registry, Settings, check_batchable
 from .schemas import (APIError, ChatRequest, CompletionRequest, ModelRequest, Sampling, ShowRequest, TokenizeRequest,
-                      error_response, parse_duration)
-from .structured import structured_output
+                      parse_duration)
 
 log = logging.getLogger("ovchat.serve")
+
+
+def error_response(status: int, message: str, kind: str, code: str | None = None, param: str | None = None):
+    """An error in OpenAI's shape."""
+    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status_code=status)
 
 
 def create_app(model_dir=None, device: str = "auto", api_key: str | None = None, kv_cache_gb: int = 1,
@@ -74,7 +76,7 @@ def create_app(model_dir=None, device: str = "auto", api_key: str | None = None,
 
     @app.exception_handler(APIError)
     async def api_error(request, error: APIError):
-        return error.response()
+        return error_response(error.status, error.message, error.kind, error.code, error.param)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request, error: RequestValidationError):
@@ -132,18 +134,11 @@ def create_app(model_dir=None, device: str = "auto", api_key: str | None = None,
         lease = await registry.lease(body.model)
         try:
             live = lease.model
-            try:
-                config = generation_config(live.defaults(), **body.options)
-                config.validate()
-            except (RuntimeError, TypeError, ValueError, OverflowError) as e:
-                raise APIError(400, error_line(e), param="options") from None
-            defaults = live.defaults()
             return {"name": live.name, "path": str(live.model_dir), "device": live.device,
                     "precision": {"name": live.precision.name, "reason": live.precision.reason,
                                   "properties": live.precision.properties},
                     "context": live.context, "chat_template": live.chat_template,
-                    "has_system_role": live.has_system_role, "max_new_tokens": defaults.max_new_tokens,
-                    "settings": describe_generation(config, "seed" in body.options)}
+                    "has_system_role": live.has_system_role, "settings": await live.call("settings", body.options)}
         finally:
             lease.release()
 
@@ -152,45 +147,36 @@ def create_app(model_dir=None, device: str = "auto", api_key: str | None = None,
         """How many tokens the messages take as a prompt, through the model's chat template."""
         lease = await registry.lease(body.model)
         try:
-            ids = lease.model.render([m.for_template() for m in body.messages], None, body.chat_template_kwargs)
-            return {"model": lease.model.name, "tokens": len(ids)}
+            tokens = await lease.model.call("tokens", [m.for_template() for m in body.messages],
+                                            body.chat_template_kwargs)
+            return {"model": lease.model.name, "tokens": tokens}
         finally:
             lease.release()
 
     @app.post("/v1/chat/completions", dependencies=[Depends(authorize)])
     async def chat_completions(body: ChatRequest, request: Request):
+        request.state.started = time.perf_counter()
         lease = await take(body)
         try:
-            live = lease.model
             tools = body.tools if body.tools and body.tool_choice != "none" else None
-            if tools and not live.takes_tools:
-                raise APIError(400, f"the chat template of {live.name} takes no tools", param="tools")
-            ids = live.render([m.for_template() for m in body.messages],
-                              [t.model_dump(exclude_none=True) for t in tools] if tools else None,
-                              body.chat_template_kwargs)
-            config = live.config(body, len(ids), body.max_completion_tokens or body.max_tokens)
-            if structure := structured_output(body, tools, live.calls):
-                await asyncio.to_thread(live.grammar.check, structure, "tool_choice" if body.tool_choice and tools
-                                        and body.tool_choice != "auto" else "response_format")
-                config.structured_output_config = structure
+            if tools and not lease.model.takes_tools:
+                raise APIError(400, f"the chat template of {lease.model.name} takes no tools", param="tools")
+            job, prompt_tokens = await lease.model.generate(body, tools)
         except BaseException:
             lease.release()
             raise
-        return await respond(request, lease, body, ids, config, "chat.completion", tools is not None)
+        return await respond(request, lease, body, job, prompt_tokens, "chat.completion", tools is not None)
 
     @app.post("/v1/completions", dependencies=[Depends(authorize)])
     async def completions(body: CompletionRequest, request: Request):
+        request.state.started = time.perf_counter()
         lease = await take(body)
         try:
-            prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
-            ids = lease.model.encode(prompt, add_special_tokens=True)
-            if not ids:
-                raise APIError(400, "prompt: the prompt is empty", param="prompt")
-            config = lease.model.config(body, len(ids), body.max_tokens)
+            job, prompt_tokens = await lease.model.generate(body)
         except BaseException:
             lease.release()
             raise
-        return await respond(request, lease, body, ids, config, "text_completion")
+        return await respond(request, lease, body, job, prompt_tokens, "text_completion")
 
     async def take(body: Sampling) -> Lease:
         return await registry.lease(body.model, UNSET if body.keep_alive is None else parse_duration(body.keep_alive))
@@ -198,15 +184,11 @@ def create_app(model_dir=None, device: str = "auto", api_key: str | None = None,
     return app
 
 
-async def generate(request: Request, lease: Lease, ids: list[int], config) -> AsyncIterator[tuple[str, str | None]]:
-    """(text piece, finish reason or None) as the pipeline makes them, then the lease ends. Leaving early — a
+async def generate(request: Request, lease: Lease, job: Job, prompt_tokens: int) -> AsyncIterator[tuple[str, str | None]]:
+    """(text piece, finish reason or None) as the model's runner makes them, then the lease ends. Leaving early — a
     client that went away — cancels the generation, which frees its KV blocks."""
-    live = lease.model
-    start = time.perf_counter()
-    job = live.batcher.submit(ids, config)
-    text = IncrementalText(live.tokenizer)
     state = request.state
-    state.prompt_tokens, state.completion_tokens = len(ids), 0
+    state.prompt_tokens, state.completion_tokens = prompt_tokens, 0
     finished = False
     try:
         while True:
@@ -216,17 +198,16 @@ async def generate(request: Request, lease: Lease, ids: list[int], config) -> As
                 raise APIError(500, data[0], "server_error")
             if kind == "end":
                 finished = True
-                state.seconds = time.perf_counter() - start
+                state.seconds = time.perf_counter() - state.started
                 yield "", data[0]
                 return
-            tokens, finish = data
+            piece, tokens, _ = data
             if state.completion_tokens == 0:
-                state.ttft_ms = (time.perf_counter() - start) * 1000
-            state.completion_tokens += len(tokens)
-            yield text.add(tokens), None
+                state.ttft_ms = (time.perf_counter() - state.started) * 1000
+            state.completion_tokens += tokens
+            yield piece, None
     finally:
-        if not finished:
-            live.batcher.cancel(job)
+        lease.model.end(job, cancel=not finished)
         lease.release()
 
 
@@ -239,7 +220,7 @@ def timings(state) -> dict:
     return {"ttft_ms": ttft, "tpot_ms": tpot, "throughput_tps": 1000 / tpot if tpot > 0 else 0.0}
 
 
-async def respond(request: Request, lease: Lease, body: Sampling, ids: list[int], config, kind: str,
+async def respond(request: Request, lease: Lease, body: Sampling, job: Job, prompt_tokens: int, kind: str,
                   with_tools: bool = False):
     live = lease.model
     made = {"id": f"{'chatcmpl' if kind == 'chat.completion' else 'cmpl'}-{secrets.token_hex(12)}",
@@ -261,10 +242,10 @@ async def respond(request: Request, lease: Lease, body: Sampling, ids: list[int]
 
     if not body.stream:
         pieces, finish = [], None
-        async for piece, finish in generate(request, lease, ids, config):
+        async for piece, finish in generate(request, lease, job, prompt_tokens):
             pieces.append(piece)
         text = "".join(pieces)
-        if with_tools and (found := live.calls.parse(text))[1]:
+        if with_tools and (found := live.tool_calls.parse(text))[1]:
             message = {"role": "assistant", "content": found[0], "tool_calls": found[1]}
             return {**made, "object": kind, "usage": usage(), "choices": [
                 {"index": 0, "message": message, "finish_reason": "tool_calls", "logprobs": None}]}
@@ -284,19 +265,19 @@ async def respond(request: Request, lease: Lease, body: Sampling, ids: list[int]
             yield event({**made, "object": chunk_kind, "choices": [choice(None, None, first=True)]})
         text, sent = "", 0  # with tools: what could begin a <tool_call> is held back until it is known
         try:
-            async for piece, finish in generate(request, lease, ids, config):
+            async for piece, finish in generate(request, lease, job, prompt_tokens):
                 if not with_tools:
                     if piece or finish:
                         yield event({**made, "object": chunk_kind, "choices": [choice(piece, finish)]})
                     continue
                 text += piece
                 if finish is None:
-                    safe = live.calls.streamable(text)
+                    safe = live.tool_calls.streamable(text)
                     if safe > sent:
                         yield chunk({"content": text[sent:safe]})
                         sent = safe
                     continue
-                content, calls = live.calls.parse(text[sent:])
+                content, calls = live.tool_calls.parse(text[sent:])
                 if content:
                     yield chunk({"content": content})
                 if calls:

@@ -1,15 +1,13 @@
-"""The batching engine of one loaded model: a ContinuousBatchingPipeline stepped on its own thread, so that
-concurrent requests share each generation step.
+"""The batching engine of one loaded model, in its runner process (runner.py): a ContinuousBatchingPipeline
+stepped on its own thread, so that concurrent requests share each generation step.
 
-The thread makes every call into the pipeline: the bindings hold the GIL through step() and block in read(), so
-calling them from the event loop would stall or deadlock it. The event loop hands that thread requests and
-cancellations through a queue, and each request gets its tokens back through an asyncio.Queue.
+The thread makes every call into the pipeline; the runner hands it requests and cancellations through a queue,
+and each request's job hears back ("tokens", ids, finish_reason or None), then ("end", finish_reason) or
+("error", message).
 """
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import logging
 import queue
 import threading
@@ -17,20 +15,6 @@ import time
 
 log = logging.getLogger("ovchat.serve")
 SHUTTING_DOWN = "the server is shutting down"
-
-
-class Job:
-    """One request's way back from the pipeline's thread: ("tokens", ids, finish_reason or None),
-    then ("end", finish_reason) or ("error", message)."""
-
-    def __init__(self, job_id: int, loop: asyncio.AbstractEventLoop):
-        self.id, self.loop, self.events = job_id, loop, asyncio.Queue()
-
-    def post(self, *event) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
-        except RuntimeError:  # the event loop has closed: nobody is waiting any more
-            pass
 
 
 class Batcher:
@@ -44,8 +28,7 @@ class Batcher:
         reasons = openvino_genai.GenerationFinishReason
         self._finish_reasons = {reasons.LENGTH: "length", reasons.STOP: "stop"}
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
-        self._live: dict[int, tuple[Job, object]] = {}
-        self._ids = itertools.count()
+        self._live: dict[int, tuple[object, object]] = {}  # job id → (job, GenerationHandle)
         self._deadline: float | None = None
         self._thread = threading.Thread(target=self._run, name="ovchat-batcher", daemon=True)
         self._thread.start()
@@ -54,13 +37,12 @@ class Batcher:
     def active(self) -> int:
         return len(self._live)
 
-    def submit(self, ids: list[int], config) -> Job:
-        job = Job(next(self._ids), asyncio.get_running_loop())
+    def submit(self, job, ids: list[int], config) -> None:
+        """Generate for `job` (an `id` and a `post(*event)`) from the prompt's token ids."""
         self._commands.put(("add", job, ids, config))
-        return job
 
-    def cancel(self, job: Job) -> None:
-        self._commands.put(("cancel", job))
+    def cancel(self, job_id: int) -> None:
+        self._commands.put(("cancel", job_id))
 
     def close(self) -> None:
         self._commands.put(("close", None))
@@ -87,7 +69,7 @@ class Batcher:
                     self._deadline = arguments[0]
                 elif kind == "add":
                     self._add(job, *arguments)
-                elif kind == "cancel" and (entry := self._live.pop(job.id, None)):
+                elif kind == "cancel" and (entry := self._live.pop(job, None)):
                     entry[1].cancel()  # its KV blocks go back to the pool at the next step
             if self._deadline is not None and time.monotonic() >= self._deadline:
                 self._end_all(SHUTTING_DOWN)
@@ -107,7 +89,7 @@ class Batcher:
             job.post("error", message)
         self._live.clear()
 
-    def _add(self, job: Job, ids: list[int], config) -> None:
+    def _add(self, job, ids: list[int], config) -> None:
         import numpy as np
         import openvino as ov
 

@@ -1,29 +1,32 @@
-"""The models the server has loaded, as ollama keeps them: a request naming a model loads it (the request waits),
-it stays loaded for its keep-alive after its last request, and when the next one would not fit (--max-loaded
-models, --max-memory bytes) the least recently used idle ones are unloaded first. A model in use is never
-unloaded: its requests hold a lease on it, and eviction waits for one to end.
+"""The models the server has loaded, as ollama keeps them: a request naming a model loads it (the request waits)
+into a runner process of its own (runner.py); it stays loaded for its keep-alive after its last request, and when
+the next one would not fit (--max-loaded models, --max-memory bytes) the least recently used idle ones are
+unloaded first. A model in use is never unloaded: its requests hold a lease on it, and eviction waits for one to
+end.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import logging
 import contextlib
+import itertools
+import logging
 import os
 import re
+import socket
+import subprocess
 import sys
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 
-from ..chat import generation_config, template_has_system_role
-from ..engine import ModelError, context_window, error_line, first_inference, model_precision
+from ..engine import ModelError, error_line, model_precision
 from ..store import DEFAULT_MODEL, check_name, default_model_dir, stored
-from .batching import Batcher
-from .schemas import APIError, Sampling
-from .structured import GrammarCheck, call_format
+from .schemas import APIError
+from .structured import call_format
 
 log = logging.getLogger("ovchat.serve")
 
@@ -57,24 +60,6 @@ def parse_memory(text: str) -> int:
     return int(number * (1024 ** ("kmgt".index(unit[0]) + 1) if binary else scale))
 
 
-def resident_bytes() -> int:
-    """This process's resident memory (Linux; 0 elsewhere)."""
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def give_memory_back() -> None:
-    """Return the heap glibc keeps after an unload to the system, so that what eviction frees shows."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None).malloc_trim(0)
-        except (OSError, AttributeError):
-            pass
-
-
 @dataclass
 class Settings:
     """How the server loads models (`ovchat serve`'s options)."""
@@ -103,102 +88,146 @@ def check_batchable(model_dir: Path) -> Path:
     return model_dir
 
 
+class Job:
+    """One request's way back from its model's runner: ("tokens", text, tokens, finish_reason or None), then
+    ("end", finish_reason) or ("error", message)."""
+
+    def __init__(self, job_id: int, loop: asyncio.AbstractEventLoop):
+        self.id, self.loop, self.events = job_id, loop, asyncio.Queue()
+
+    def post(self, *event) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+        except RuntimeError:  # the event loop has closed: nobody is waiting any more
+            pass
+
+
 class LoadedModel:
-    """A model on the device: its batching engine, tokenizer and what its requests need, with the leases
-    of the requests using it and when it expires."""
+    """A model the server has loaded: its runner process (runner.py), with the leases of the requests using it and
+    when it expires."""
 
     def __init__(self, model_dir: Path, settings: Settings):
         self.model_dir, self.name, self.settings = model_dir, model_dir.name, settings
         self.device = settings.device
         self.precision = model_precision(settings.precision, settings.device, model_dir)
-        self.context = context_window(model_dir)
         self.size_bytes = sum(f.stat().st_size for f in model_dir.iterdir() if f.is_file())
-        self.batcher: Batcher | None = None
-        self.memory_bytes = 0
         self.loaded_at = time.time()
         self.active = 0
         self.keep_alive = settings.keep_alive
         self.expires_at: float | None = None  # time.time() when it goes, None: while in use, or never
         self.stopping = False  # `ovchat stop`: unloaded once its requests end
+        self.process: subprocess.Popen | None = None
+        self.calls: dict[int, asyncio.Future] = {}
+        self.jobs: dict[int, Job] = {}
+        self.ids = itertools.count()
+        self.sending = threading.Lock()
 
     @property
     def estimated_bytes(self) -> int:
         """What loading should take, before it is measured: the weights and the whole KV-cache pool."""
         return (self.model_dir / "openvino_model.bin").stat().st_size + (self.settings.kv_cache_gb << 30)
 
-    def load(self) -> None:
-        """Compile the model and run its first inference (engine.first_inference) before any request waits on it."""
-        import openvino as ov
-        import openvino_genai
-
-        started = time.perf_counter()
-        scheduler = openvino_genai.SchedulerConfig()
-        # A fixed KV pool, in whole GB (the binding takes an integer): memory stays bounded on a small device.
-        scheduler.cache_size = self.settings.kv_cache_gb
-        scheduler.max_num_seqs = self.settings.max_batch
-        scheduler.enable_prefix_caching = True  # a chat resends its history every turn
-        scheduler.dynamic_split_fuse = True
+    @property
+    def memory_bytes(self) -> int:
+        """The runner's resident memory."""
         try:
-            pipe = openvino_genai.ContinuousBatchingPipeline(str(self.model_dir), scheduler, self.device,
-                                                             properties=self.precision.properties)
-        except RuntimeError as e:
-            raise ModelError(f"cannot load {self.name} on {self.device}: {error_line(e)}") from None
-        self.tokenizer = pipe.get_tokenizer()
-        template = self.tokenizer.chat_template or ""
-        self.chat_template, self.takes_tools, self.calls = template, "tools" in template, call_format(template)
-        self.has_system_role = template_has_system_role(self.tokenizer)
-        self.defaults = pipe.get_config  # a fresh copy of the model's generation config per call
-        logits = ov.Core().read_model(self.model_dir / "openvino_model.xml").output("logits")
-        self.grammar = GrammarCheck(self.model_dir, logits.get_partial_shape()[-1].get_length())
-        config = self.defaults()
-        config.max_new_tokens, config.apply_chat_template = 1, False
-        with first_inference():
-            pipe.generate(["Hello"], [config])
-        self.batcher = Batcher(pipe)
-        log.warning("model %s ready on %s in %.1f s, %s precision", self.name, self.device,
-                    time.perf_counter() - started, self.precision.describe())
+            with open(f"/proc/{self.process.pid}/statm") as statm:
+                return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, OSError, ValueError, IndexError):
+            return 0
+
+    def load(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the runner and wait until it has the model on the device (or says why not: ModelError)."""
+        ours, theirs = socket.socketpair()
+        self.process = subprocess.Popen([sys.executable, "-m", "ovgenai_chat.serve.runner", str(theirs.fileno())],
+                                        pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        theirs.close()
+        # The reader thread blocks in recv(): only a shutdown of the socket ends that (a close would wait for it).
+        self.socket, self.connection = ours, Connection(os.dup(ours.fileno()))
+        s = self.settings
+        self.connection.send((self.model_dir, self.device, self.precision, s.kv_cache_gb, s.max_batch, s.max_tokens))
+        try:
+            kind, found = self.connection.recv()
+        except (EOFError, OSError):
+            self.process.wait()
+            raise ModelError(f"cannot load {self.name}: its process ended (exit status {self.process.returncode})") from None
+        if kind == "failed":
+            raise ModelError(found)
+        self.chat_template, self.has_system_role, self.context = (found["chat_template"], found["has_system_role"],
+                                                                   found["context"])
+        self.takes_tools, self.tool_calls = "tools" in self.chat_template, call_format(self.chat_template)
+        self.loop = loop
+        threading.Thread(target=self._read, name=f"ovchat-runner-{self.name}", daemon=True).start()
+
+    def _read(self) -> None:
+        """Hand the runner's answers to the calls and jobs waiting for them, until it ends."""
+        while True:
+            try:
+                kind, key, *data = self.connection.recv()
+            except (EOFError, OSError):
+                break
+            if kind == "job":
+                if job := self.jobs.get(key):
+                    job.post(*data)
+            elif future := self.calls.pop(key, None):
+                self.loop.call_soon_threadsafe(_settle, future, kind, data[0])
+        ended = APIError(500, f"the process of {self.name} ended", "server_error")
+        for future in list(self.calls.values()):
+            self.loop.call_soon_threadsafe(_settle, future, "refused", (500, ended.message, ended.kind, None, None))
+        for job in list(self.jobs.values()):
+            job.post("error", ended.message)
+
+    def _send(self, *message) -> None:
+        with self.sending:
+            try:
+                self.connection.send(message)
+            except OSError:
+                raise APIError(500, f"the process of {self.name} ended", "server_error") from None
+
+    async def call(self, method: str, *arguments):
+        """What the runner's Model.`method` returns, or the APIError it raised."""
+        call_id = next(self.ids)
+        future = self.calls[call_id] = asyncio.get_running_loop().create_future()
+        self._send("call", call_id, method, arguments)
+        return await future
+
+    async def generate(self, body, tools=None) -> tuple[Job, int]:
+        """Start generating for a request (its body, and the tools it lets the model call): its job and the
+        prompt's token count; an APIError when the request cannot be served."""
+        job = Job(next(self.ids), asyncio.get_running_loop())
+        self.jobs[job.id] = job
+        try:
+            prompt_tokens = await self.call("prepare", job.id, body, tools)
+            await self.call("start", job.id)
+        except BaseException:
+            self.end(job, cancel=True)
+            raise
+        return job, prompt_tokens
+
+    def end(self, job: Job, cancel: bool) -> None:
+        """Forget a job; `cancel` stops its generation too, which frees its KV blocks."""
+        self.jobs.pop(job.id, None)
+        if cancel:
+            with contextlib.suppress(APIError):
+                self._send("call", None, "cancel", (job.id,))
+
+    def end_all_after(self, seconds: float) -> None:
+        with contextlib.suppress(APIError):
+            self._send("call", None, "end_all_after", (seconds,))
 
     def close(self) -> None:
-        if self.batcher:
-            self.batcher.close()
-        self.batcher = self.tokenizer = self.grammar = self.defaults = None
-
-    def encode(self, text: str, add_special_tokens: bool) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).input_ids.data[0].tolist()
-
-    def render(self, messages: list[dict], tools: list[dict] | None = None, template_context: dict | None = None) -> list[int]:
-        """The prompt's token ids: the messages through the chat template, then the tokenizer."""
+        """End the runner: it sees its connection end; a runner that does not end in 30 s is killed."""
+        if self.process is None:
+            return
+        with contextlib.suppress(AttributeError, OSError):
+            self.socket.shutdown(socket.SHUT_RDWR)
+            self.socket.close()
+            self.connection.close()
         try:
-            prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tools=tools,
-                                                        extra_context=template_context or None)
-        except Exception as e:  # the template may refuse an order of roles
-            raise APIError(400, f"the chat template cannot render these messages: {error_line(e)}",
-                           param="messages") from None
-        return self.encode(prompt, add_special_tokens=False)  # the template already wrote the special tokens
-
-    def config(self, body: Sampling, prompt_tokens: int, max_tokens: int | None):
-        """The generation config for a request, or a 400 when the prompt leaves no room to answer."""
-        room = None
-        if self.context:
-            room = self.context - prompt_tokens
-            if room < 1:
-                raise APIError(400, f"this model's context is {self.context} tokens, and the prompt has "
-                               f"{prompt_tokens}", "invalid_request_error", "context_length_exceeded", "messages")
-        limits = [n for n in (max_tokens, room, self.settings.max_tokens) if n]
-        stop = [body.stop] if isinstance(body.stop, str) else body.stop or []
-        sampling = {name: getattr(body, name) for name in ("temperature", "top_p", "top_k", "min_p",
-                                                           "repetition_penalty")}
-        config = generation_config(self.defaults(), max_new_tokens=min(limits) if limits else 1024,
-                                   seed=body.seed, stop=stop, **{k: v for k, v in sampling.items() if v is not None})
-        if body.presence_penalty is not None:
-            config.presence_penalty = body.presence_penalty
-        if body.frequency_penalty is not None:
-            config.frequency_penalty = body.frequency_penalty
-        try:
-            config.validate()
-        except RuntimeError as e:
-            raise APIError(400, f"invalid sampling settings: {error_line(e)}") from None
-        return config
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
     def status(self) -> dict:
         """What `ovchat ps` lists."""
@@ -210,6 +239,15 @@ class LoadedModel:
                 "expires_in": None if self.expires_at is None else max(0.0, self.expires_at - time.time()),
                 "keep_alive": self.keep_alive, "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z",
                                                                           time.localtime(self.loaded_at))}
+
+
+def _settle(future: asyncio.Future, kind: str, value) -> None:
+    if future.done():
+        return
+    if kind == "reply":
+        future.set_result(value)
+    else:
+        future.set_exception(APIError(*value))
 
 
 class Lease:
@@ -286,16 +324,13 @@ class Registry:
             raise APIError(400, str(e), "invalid_request_error", "model_not_servable", "model") from None
         async with self.residency:
             await self._make_room(model.estimated_bytes)
-            before = resident_bytes()
             try:
-                await asyncio.to_thread(model.load)
+                await asyncio.to_thread(model.load, asyncio.get_running_loop())
             except Exception as e:
                 await asyncio.to_thread(model.close)
-                await asyncio.to_thread(give_memory_back)
                 message = str(e) if isinstance(e, ModelError) else f"cannot load {name}: {error_line(e)}"
                 log.error("%s", message)
                 raise APIError(500, message, "server_error", "model_load_failed", "model") from None
-            model.memory_bytes = max(0, resident_bytes() - before)
             model.loaded_at = time.time()
             if self.is_served(name):
                 model.keep_alive = None  # the model `ovchat serve MODEL` names stays until stopped or evicted
@@ -324,10 +359,9 @@ class Registry:
     async def _unload(self, model: LoadedModel) -> None:
         """Called holding `residency`, for an idle model."""
         self.loaded.pop(model.name, None)
-        before = resident_bytes()
+        freed = model.memory_bytes
         await asyncio.to_thread(model.close)
-        await asyncio.to_thread(give_memory_back)
-        log.warning("unloaded %s (%.0f MB freed)", model.name, max(0, before - resident_bytes()) / 1e6)
+        log.warning("unloaded %s (%.0f MB freed)", model.name, freed / 1e6)
 
     def release(self, lease: Lease) -> None:
         model = lease.model
@@ -378,8 +412,7 @@ class Registry:
 
     def end_all_after(self, seconds: float) -> None:
         for model in self.loaded.values():
-            if model.batcher:
-                model.batcher.end_all_after(seconds)
+            model.end_all_after(seconds)
 
     async def close(self) -> None:
         if self.reaper:

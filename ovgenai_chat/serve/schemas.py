@@ -1,5 +1,6 @@
 """The API's shapes: OpenAI's chat and completions requests (with the sampling extensions vLLM and llama.cpp's
-server accept), ovchat's own /api requests, and errors in OpenAI's shape."""
+server accept), ovchat's own /api requests, and the errors sent in OpenAI's shape. Pydantic only: the runners
+unpickle requests without the web framework."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import json
 import re
 from typing import Annotated, Literal
 
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_TOKENS_BOUND = 1 << 20  # above any context window; keeps fuzzers from asking for 2**63 tokens
@@ -40,12 +40,6 @@ class APIError(Exception):
         super().__init__(message)
         self.status, self.message, self.kind, self.code, self.param = status, message, kind, code, param
 
-    def response(self) -> JSONResponse:
-        return error_response(self.status, self.message, self.kind, self.code, self.param)
-
-
-def error_response(status: int, message: str, kind: str, code: str | None = None, param: str | None = None):
-    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status_code=status)
 
 
 class TextPart(BaseModel):

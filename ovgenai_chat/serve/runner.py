@@ -1,0 +1,222 @@
+"""One loaded model in a process of its own, as ollama runs each model in a runner.
+
+OpenVINO GenAI's bindings hold the GIL through a pipeline's step(): in the server's process a 1500-token prefill of
+a Phi-3-mini-size model left /health unanswered for 5.8 s, and every other model's streams with it. In a runner a
+step stalls nothing but its own model, two models compute at once, and unloading a model ends its process, which
+gives back all of its memory.
+
+The server (registry.Runner) talks to the runner over a socket pair with multiprocessing's Connection (pickled
+tuples). It sends ("call", call id, method, arguments) and hears ("reply", call id, value) or ("refused", call id,
+APIError's fields); a request's generation is prepared by a call and then started, and its text comes back as
+("job", job id, "tokens", text, tokens, finish_reason or None), then ("job", job id, "end", finish_reason) or
+("job", job id, "error", message). The runner ends when the server closes the connection, or goes away.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from ..chat import describe_generation, generation_config, template_has_system_role
+from ..engine import ModelError, Precision, context_window, error_line, first_inference, keep_telemetry_off
+from .batching import Batcher, IncrementalText
+from .schemas import APIError, ChatRequest, CompletionRequest, Sampling
+from .structured import GrammarCheck, call_format, structured_output
+
+log = logging.getLogger("ovchat.serve")
+
+
+class Job:
+    """A request's way back to the server: its tokens as text."""
+
+    def __init__(self, job_id: int, tokenizer, send):
+        self.id, self.text, self.send = job_id, IncrementalText(tokenizer), send
+
+    def post(self, kind: str, *data) -> None:
+        if kind == "tokens":
+            ids, finish = data
+            self.send("job", self.id, "tokens", self.text.add(ids), len(ids), finish)
+        else:
+            self.send("job", self.id, kind, *data)
+
+
+class Model:
+    """The model on the device: its batching engine, tokenizer and what its requests need."""
+
+    def __init__(self, model_dir: Path, device: str, precision: Precision, kv_cache_gb: int, max_batch: int,
+                 max_tokens: int | None):
+        self.model_dir, self.name, self.device, self.precision = model_dir, model_dir.name, device, precision
+        self.kv_cache_gb, self.max_batch, self.max_tokens = kv_cache_gb, max_batch, max_tokens
+        self.context = context_window(model_dir)
+        self.prepared: dict[int, tuple[list[int], object]] = {}  # job id → (prompt ids, config), until started
+
+    def load(self) -> dict:
+        """Compile the model and run its first inference (engine.first_inference) before any request waits on it;
+        what the server needs to know of it."""
+        import openvino as ov
+        import openvino_genai
+
+        started = time.perf_counter()
+        scheduler = openvino_genai.SchedulerConfig()
+        # A fixed KV pool, in whole GB (the binding takes an integer): memory stays bounded on a small device.
+        scheduler.cache_size = self.kv_cache_gb
+        scheduler.max_num_seqs = self.max_batch
+        scheduler.enable_prefix_caching = True  # a chat resends its history every turn
+        scheduler.dynamic_split_fuse = True
+        try:
+            pipe = openvino_genai.ContinuousBatchingPipeline(str(self.model_dir), scheduler, self.device,
+                                                             properties=self.precision.properties)
+        except RuntimeError as e:
+            raise ModelError(f"cannot load {self.name} on {self.device}: {error_line(e)}") from None
+        self.tokenizer = pipe.get_tokenizer()
+        self.chat_template = self.tokenizer.chat_template or ""
+        self.tool_calls = call_format(self.chat_template)
+        self.defaults = pipe.get_config  # a fresh copy of the model's generation config per call
+        logits = ov.Core().read_model(self.model_dir / "openvino_model.xml").output("logits")
+        self.grammar = GrammarCheck(self.model_dir, logits.get_partial_shape()[-1].get_length())
+        config = self.defaults()
+        config.max_new_tokens, config.apply_chat_template = 1, False
+        with first_inference():
+            pipe.generate(["Hello"], [config])
+        self.batcher = Batcher(pipe)
+        log.warning("model %s ready on %s in %.1f s, %s precision", self.name, self.device,
+                    time.perf_counter() - started, self.precision.describe())
+        return {"chat_template": self.chat_template, "has_system_role": template_has_system_role(self.tokenizer),
+                "context": self.context}
+
+    def encode(self, text: str, add_special_tokens: bool) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).input_ids.data[0].tolist()
+
+    def render(self, messages: list[dict], tools: list[dict] | None = None, template_context: dict | None = None) -> list[int]:
+        """The prompt's token ids: the messages through the chat template, then the tokenizer."""
+        try:
+            prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tools=tools,
+                                                        extra_context=template_context or None)
+        except Exception as e:  # the template may refuse an order of roles
+            raise APIError(400, f"the chat template cannot render these messages: {error_line(e)}",
+                           param="messages") from None
+        return self.encode(prompt, add_special_tokens=False)  # the template already wrote the special tokens
+
+    def config(self, body: Sampling, prompt_tokens: int, max_tokens: int | None):
+        """The generation config for a request, or a 400 when the prompt leaves no room to answer."""
+        room = None
+        if self.context:
+            room = self.context - prompt_tokens
+            if room < 1:
+                raise APIError(400, f"this model's context is {self.context} tokens, and the prompt has "
+                               f"{prompt_tokens}", "invalid_request_error", "context_length_exceeded", "messages")
+        limits = [n for n in (max_tokens, room, self.max_tokens) if n]
+        stop = [body.stop] if isinstance(body.stop, str) else body.stop or []
+        sampling = {name: getattr(body, name) for name in ("temperature", "top_p", "top_k", "min_p",
+                                                           "repetition_penalty")}
+        config = generation_config(self.defaults(), max_new_tokens=min(limits) if limits else 1024,
+                                   seed=body.seed, stop=stop, **{k: v for k, v in sampling.items() if v is not None})
+        if body.presence_penalty is not None:
+            config.presence_penalty = body.presence_penalty
+        if body.frequency_penalty is not None:
+            config.frequency_penalty = body.frequency_penalty
+        try:
+            config.validate()
+        except RuntimeError as e:
+            raise APIError(400, f"invalid sampling settings: {error_line(e)}") from None
+        return config
+
+    # --- what the server calls ---------------------------------------------------------------------
+
+    def prepare(self, job_id: int, body: ChatRequest | CompletionRequest, tools: list | None) -> int:
+        """Render and check a request for `start`; its prompt's tokens."""
+        if isinstance(body, ChatRequest):
+            ids = self.render([m.for_template() for m in body.messages],
+                              [t.model_dump(exclude_none=True) for t in tools] if tools else None,
+                              body.chat_template_kwargs)
+            config = self.config(body, len(ids), body.max_completion_tokens or body.max_tokens)
+            if structure := structured_output(body, tools, self.tool_calls):
+                self.grammar.check(structure, "tool_choice" if body.tool_choice and tools
+                                   and body.tool_choice != "auto" else "response_format")
+                config.structured_output_config = structure
+        else:
+            prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
+            ids = self.encode(prompt, add_special_tokens=True)
+            if not ids:
+                raise APIError(400, "prompt: the prompt is empty", param="prompt")
+            config = self.config(body, len(ids), body.max_tokens)
+        self.prepared[job_id] = (ids, config)
+        return len(ids)
+
+    def start(self, job_id: int, send) -> None:
+        ids, config = self.prepared.pop(job_id)
+        self.batcher.submit(Job(job_id, self.tokenizer, send), ids, config)
+
+    def cancel(self, job_id: int) -> None:
+        if self.prepared.pop(job_id, None) is None:
+            self.batcher.cancel(job_id)
+
+    def settings(self, options: dict) -> str:
+        """describe_generation of the model's config with `options` (`ovchat run`'s names) over it, or a 400."""
+        try:
+            config = generation_config(self.defaults(), **options)
+            config.validate()
+        except (RuntimeError, TypeError, ValueError, OverflowError) as e:
+            raise APIError(400, error_line(e), param="options") from None
+        return describe_generation(config, "seed" in options)
+
+    def tokens(self, messages: list[dict], template_context: dict | None) -> int:
+        return len(self.render(messages, None, template_context))
+
+    def end_all_after(self, seconds: float) -> None:
+        self.batcher.end_all_after(seconds)
+
+
+def serve_model(connection: Connection) -> None:
+    """The runner's life: load the model the first message names, then answer calls until the connection ends."""
+    lock = threading.Lock()
+
+    def send(*message) -> None:
+        with lock:
+            try:
+                connection.send(message)
+            except OSError:  # the server has gone: the loop below sees it too
+                pass
+
+    model = Model(*connection.recv())
+    try:
+        send("ready", model.load())
+    except Exception as e:
+        send("failed", str(e) if isinstance(e, ModelError) else f"cannot load {model.name}: {error_line(e)}")
+        return
+    calls = {"prepare": model.prepare, "cancel": model.cancel, "settings": model.settings, "tokens": model.tokens,
+             "end_all_after": model.end_all_after, "start": lambda job_id: model.start(job_id, send)}
+    while True:
+        try:
+            kind, call_id, method, arguments = connection.recv()
+        except (EOFError, OSError):
+            break
+        try:
+            send("reply", call_id, calls[method](*arguments))
+        except APIError as e:
+            send("refused", call_id, (e.status, e.message, e.kind, e.code, e.param))
+        except Exception as e:  # a bug here is this request's 500, not the model's end
+            log.exception("%s failed", method)
+            send("refused", call_id, (500, f"internal error: {error_line(e)}", "server_error", None, None))
+    model.batcher.close()
+
+
+def main() -> None:
+    # Ctrl-C in the server's terminal reaches its whole process group: the server ends its runners itself, after
+    # the streams in flight have had their grace period.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S", level=logging.WARNING)
+    keep_telemetry_off()
+    serve_model(Connection(int(sys.argv[1])))
+    sys.stdout.flush()
+    os._exit(0)  # without waiting on OpenVINO's threads and destructors: the memory goes back with the process
+
+
+if __name__ == "__main__":
+    main()
