@@ -7,7 +7,8 @@ models loaded, and what unloading one frees.
         --gguf ~/.cache/ovgenai-chat/synthetic/phi-3-mini/phi-3-mini.Q4_K_M.gguf --second smollm2-135m-instruct
 
 `--model` (a model directory) is linked into a temporary store as `bench`; `--second` is a model of the user's
-store. Runs one after the other, never two at once (timings on a small CPU are shared).
+store. Runs one after the other, never two at once (timings on a small CPU are shared). Memory is the resident
+memory of the server and its runner processes.
 """
 
 from __future__ import annotations
@@ -50,8 +51,10 @@ def first_byte(command: list[str], env: dict) -> float:
 
 
 def rss_mb(pid: int) -> float:
+    """The resident memory of a process and its children (the server and its models' runners)."""
     status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+) kB", status)[1]) / 1024
+    children = " ".join(Path(task, "children").read_text() for task in Path(f"/proc/{pid}/task").iterdir())
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status)[1]) / 1024 + sum(rss_mb(int(c)) for c in children.split())
 
 
 def main() -> None:
