@@ -7,19 +7,22 @@ speaks HTTP with the standard library, and the chat itself is chat.Chat over a R
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
 from .chat import Chat, Metrics
-from .engine import ModelError, Precision
+from .engine import DEFAULT_MODEL, ModelError, Precision
 
 DEFAULT_HOST = "127.0.0.1:8000"  # `ovchat serve`'s default address
-PROBE_SECONDS = 0.5  # how long a client waits to learn whether a server answers at all
+CONNECT_SECONDS = 0.5  # how long a client waits to learn whether anything listens at OVCHAT_HOST
+ANSWER_SECONDS = 5.0  # and for a server there to answer /health
 
 
 class ServerError(ModelError):
@@ -57,26 +60,32 @@ class Client:
         self.api_key = api_key if api_key is not None else os.environ.get("OVCHAT_API_KEY")
 
     def answers(self) -> bool:
-        """Whether an ovchat server answers at the address (within PROBE_SECONDS)."""
+        """Whether an ovchat server answers at the address."""
         try:
-            health = self._call("GET", "/health", timeout=PROBE_SECONDS)
+            health = self._call("GET", "/health", timeout=CONNECT_SECONDS)
         except ServerError:
             return False
         return isinstance(health, dict) and health.get("status") == "ok"
 
     def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        """A connection made within `timeout` seconds (None: no limit), which then waits up to ANSWER_SECONDS for
+        each answer (or, with no limit, for ever: a load or a long reply)."""
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        connection.connect()
+        connection.sock.settimeout(timeout and ANSWER_SECONDS)
+        return connection
 
     def _send(self, method: str, path: str, body: dict | None, timeout: float | None):
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        connection = self._connection(timeout)
         try:
+            connection = self._connection(timeout)
             connection.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
             response = connection.getresponse()
         except (OSError, http.client.HTTPException) as e:
-            connection.close()
+            with contextlib.suppress(NameError):
+                connection.close()
             raise ServerError(f"no ovchat server answers at {self.url} ({getattr(e, 'strerror', None) or e}); "
                               f"start one with `ovchat serve`, or set OVCHAT_HOST") from None
         if response.status >= 400:
@@ -143,8 +152,10 @@ REQUEST_FIELDS = {"max_new_tokens": "max_tokens", "temperature": "temperature", 
 class RemoteModel:
     """A model a server holds, with what Chat asks of a model (chat.LocalModel is the same in-process)."""
 
-    def __init__(self, client: Client, model: str | None, keep_alive: str | None = None):
+    def __init__(self, client: Client, model: str, keep_alive: str | None = None):
         self.client, self.keep_alive = client, keep_alive
+        if model not in {m["name"] for m in client.ps()}:
+            print(f"Loading {model} on the server at {client.url}…", file=sys.stderr, flush=True)
         info = client.show(model, {})  # loads it, if it is not loaded
         self.name, self.model_dir, self.device = info["name"], Path(info["path"]), info["device"]
         self.precision = Precision(info["precision"]["name"], info["precision"]["properties"],
@@ -201,11 +212,12 @@ class RemoteModel:
 
 
 def connect(model: str | None, keep_alive: str | None = None, **chat) -> Chat | None:
-    """A Chat through the server at OVCHAT_HOST, or None when no server answers there."""
+    """A Chat with `model` (None: the default model) through the server at OVCHAT_HOST, or None when no server
+    answers there."""
     client = Client()
     if not client.answers():
         return None
-    return Chat(RemoteModel(client, model, keep_alive), **chat)
+    return Chat(RemoteModel(client, model or DEFAULT_MODEL, keep_alive), **chat)
 
 
 def looks_like_path(model: str | None) -> bool:

@@ -185,7 +185,24 @@ def test_a_model_that_fails_to_load_is_an_error_for_its_request_only(server):
     ok = server.client().chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
     assert ok.choices[0].message.content is not None
     through = ovchat(server, "run", "broken", "-p", "Hi")
-    assert through.returncode == 1 and through.stderr.count("\n") == 1 and "cannot load broken" in through.stderr
+    assert through.returncode == 1 and "Traceback" not in through.stderr
+    assert through.stderr.strip().splitlines() == ["Loading broken on the server at " + server.url + "…",
+                                                   through.stderr.strip().splitlines()[-1]]
+    assert through.stderr.strip().splitlines()[-1].startswith("Error: ") and "cannot load broken" in through.stderr
+
+
+def test_a_runner_that_dies_is_loaded_again_on_the_next_request(server):
+    import psutil
+
+    client = server.client()
+    client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=2,
+                                   extra_body={"keep_alive": "5m"})
+    [runner] = [p for p in psutil.Process(server.process.pid).children() if "ovgenai_chat.serve.runner" in p.cmdline()]
+    runner.kill()
+    wait_until(lambda: "tiny" not in ps(server), 30)
+    assert any("the process of tiny ended by itself" in line for line in server.log)
+    again = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+    assert again.choices[0].message.content is not None and "tiny" in ps(server)
 
 
 def test_the_api_key_guards_the_new_endpoints(server):
@@ -245,7 +262,8 @@ def test_the_client_says_in_one_line_when_the_server_goes_away(store, tmp_path):
     finally:
         client.kill()
     assert client.returncode == 1
-    assert errors.strip().splitlines() == [errors.strip()] and "went away in the middle of the reply" in errors, errors
+    assert errors.strip().splitlines()[-1] == f"Error: the server at {served.url} went away in the middle of the reply"
+    assert "Traceback" not in errors, errors
 
 
 def test_without_a_server_ps_says_so_and_run_works_in_process(store):

@@ -136,8 +136,9 @@ class LoadedModel:
         except (AttributeError, OSError, ValueError, IndexError):
             return 0
 
-    def load(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Start the runner and wait until it has the model on the device (or says why not: ModelError)."""
+    def load(self, loop: asyncio.AbstractEventLoop, on_end) -> None:
+        """Start the runner and wait until it has the model on the device (or says why not: ModelError);
+        `on_end(self)` is called on the event loop if the runner ends before close()."""
         ours, theirs = socket.socketpair()
         self.process = subprocess.Popen([sys.executable, "-m", "ovgenai_chat.serve.runner", str(theirs.fileno())],
                                         pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
@@ -156,7 +157,7 @@ class LoadedModel:
         self.chat_template, self.has_system_role, self.context = (found["chat_template"], found["has_system_role"],
                                                                    found["context"])
         self.takes_tools, self.tool_calls = "tools" in self.chat_template, call_format(self.chat_template)
-        self.loop = loop
+        self.loop, self.on_end, self.closing = loop, on_end, False
         threading.Thread(target=self._read, name=f"ovchat-runner-{self.name}", daemon=True).start()
 
     def _read(self) -> None:
@@ -176,6 +177,8 @@ class LoadedModel:
             self.loop.call_soon_threadsafe(_settle, future, "refused", (500, ended.message, ended.kind, None, None))
         for job in list(self.jobs.values()):
             job.post("error", ended.message)
+        if not self.closing:
+            self.loop.call_soon_threadsafe(self.on_end, self)
 
     def _send(self, *message) -> None:
         with self.sending:
@@ -219,6 +222,7 @@ class LoadedModel:
         """End the runner: it sees its connection end; a runner that does not end in 30 s is killed."""
         if self.process is None:
             return
+        self.closing = True
         with contextlib.suppress(AttributeError, OSError):
             self.socket.shutdown(socket.SHUT_RDWR)
             self.socket.close()
@@ -325,7 +329,7 @@ class Registry:
         async with self.residency:
             await self._make_room(model.estimated_bytes)
             try:
-                await asyncio.to_thread(model.load, asyncio.get_running_loop())
+                await asyncio.to_thread(model.load, asyncio.get_running_loop(), self._lost)
             except Exception as e:
                 await asyncio.to_thread(model.close)
                 message = str(e) if isinstance(e, ModelError) else f"cannot load {name}: {error_line(e)}"
@@ -336,6 +340,16 @@ class Registry:
                 model.keep_alive = None  # the model `ovchat serve MODEL` names stays until stopped or evicted
             self.loaded[name] = model
             self._expire_later(model)
+
+    def _lost(self, model: LoadedModel) -> None:
+        """A runner that ended by itself (it crashed, or was killed): its model is no longer loaded; the next
+        request for it loads it again."""
+        if self.loaded.get(model.name) is model:
+            del self.loaded[model.name]
+        model.process.wait()
+        log.error("the process of %s ended by itself (exit status %s); it loads again on its next request",
+                  model.name, model.process.returncode)
+        self.changed.set()
 
     async def _make_room(self, needed: int) -> None:
         """Unload the least recently used idle models until one more of `needed` bytes fits; wait for a request
