@@ -234,8 +234,10 @@ def test_stop_waits_for_the_stream_in_flight(server):
     wait_until(lambda: "smol" not in ps(server), 10)
 
 
-def test_eviction_under_max_loaded_1(store, tmp_path):
-    served = start(store, tmp_path, "--max-loaded", "1", "--keep-alive", "-1")
+@pytest.mark.parametrize("limit", [("--max-loaded", "1"), ("--max-memory", "1GB")])
+def test_the_least_recently_used_model_is_evicted(store, tmp_path, limit):
+    """Under --max-loaded 1, or a budget one runner and a second's estimate (its weights and a 1 GB KV pool) cross."""
+    served = start(store, tmp_path, *limit, "--keep-alive", "-1")
     try:
         client = served.client()
         for model in ("tiny", "smol"):
