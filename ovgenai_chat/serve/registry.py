@@ -257,8 +257,8 @@ def _settle(future: asyncio.Future, kind: str, value) -> None:
 class Lease:
     """A request's use of a loaded model; release() (once, however often called) lets it expire or be evicted."""
 
-    def __init__(self, registry: "Registry", model: LoadedModel):
-        self.registry, self.model, self.keep_alive, self.released = registry, model, UNSET, False
+    def __init__(self, registry: "Registry", model: LoadedModel, keep_alive):
+        self.registry, self.model, self.keep_alive, self.released = registry, model, keep_alive, False
 
     def release(self) -> None:
         if not self.released:
@@ -308,9 +308,7 @@ class Registry:
                 self.loaded.move_to_end(name)
                 model.active += 1
                 model.expires_at = None
-                lease = Lease(self, model)
-                lease.keep_alive = keep_alive
-                return lease
+                return Lease(self, model, keep_alive)
             if name not in self.loading:
                 self.loading[name] = asyncio.get_running_loop().create_task(self._load(name))
             load = self.loading[name]
