@@ -7,7 +7,6 @@ speaks HTTP with the standard library, and the chat itself is chat.Chat over a R
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 import os
@@ -79,12 +78,13 @@ class Client:
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
+        connection = None
         try:
             connection = self._connection(timeout)
             connection.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
             response = connection.getresponse()
         except (OSError, http.client.HTTPException) as e:
-            with contextlib.suppress(NameError):
+            if connection:
                 connection.close()
             raise ServerError(f"no ovchat server answers at {self.url} ({getattr(e, 'strerror', None) or e}); "
                               f"start one with `ovchat serve`, or set OVCHAT_HOST") from None
