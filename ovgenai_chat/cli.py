@@ -308,7 +308,7 @@ def serve(model, host, port, api_key, device, precision, kv_cache_gb, max_batch,
     loaded on its first request, with a chat page at / and the API `ovchat run`, `ps` and `stop` use. MODEL (a store
     name or a model directory) is loaded at once and stays loaded."""
     try:
-        from .serve import serve as run_server
+        from .serve.app import serve as run_server
         from .serve.registry import parse_memory
         from .serve.schemas import parse_duration
     except ImportError as e:

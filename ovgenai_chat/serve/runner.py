@@ -14,6 +14,7 @@ APIError's fields); a request's generation is prepared by a call and then starte
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -59,7 +60,6 @@ class Model:
     def load(self) -> dict:
         """Compile the model and run its first inference (engine.first_inference) before any request waits on it;
         what the server needs to know of it."""
-        import openvino as ov
         import openvino_genai
 
         started = time.perf_counter()
@@ -78,8 +78,6 @@ class Model:
         self.chat_template = self.tokenizer.chat_template or ""
         self.tool_calls = call_format(self.chat_template)
         self.defaults = pipe.get_config  # a fresh copy of the model's generation config per call
-        logits = ov.Core().read_model(self.model_dir / "openvino_model.xml").output("logits")
-        self.grammar = GrammarCheck(self.model_dir, logits.get_partial_shape()[-1].get_length())
         config = self.defaults()
         config.max_new_tokens, config.apply_chat_template = 1, False
         with first_inference():
@@ -89,6 +87,14 @@ class Model:
                     time.perf_counter() - started, self.precision.describe())
         return {"chat_template": self.chat_template, "has_system_role": template_has_system_role(self.tokenizer),
                 "context": self.context}
+
+    @functools.cached_property
+    def grammar(self) -> GrammarCheck:
+        """Made on the first request for structured output: most models never need it, and it costs a pipeline."""
+        import openvino as ov
+
+        logits = ov.Core().read_model(self.model_dir / "openvino_model.xml").output("logits")
+        return GrammarCheck(self.model_dir, logits.get_partial_shape()[-1].get_length())
 
     def encode(self, text: str, add_special_tokens: bool) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).input_ids.data[0].tolist()
