@@ -205,10 +205,12 @@ class RemoteModel:
                     break
         finally:
             events.close()
+        if not usage:  # a reply stopped early ends before the usage chunk: its prompt counted apart, a token a piece
+            usage = {"prompt_tokens": self.count_tokens(messages, template_context), "completion_tokens": len(pieces)}
         timings = usage.get("timings", {})
         return "".join(pieces), Metrics(timings.get("ttft_ms", 0.0), timings.get("tpot_ms", 0.0),
-                                        timings.get("throughput_tps", 0.0), usage.get("prompt_tokens", 0),
-                                        usage.get("completion_tokens", len(pieces)), self.precision.name)
+                                        timings.get("throughput_tps", 0.0), usage["prompt_tokens"],
+                                        usage["completion_tokens"], self.precision.name)
 
 
 def connect(model: str | None, keep_alive: str | None = None, **chat) -> Chat | None:
