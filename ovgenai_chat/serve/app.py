@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..engine import ModelError, check_model_dir, keep_telemetry_off, pick_device
 from ..store import default_available, names
-from .registry import UNSET, Job, Lease, LoadedModel, Registry, Settings, check_batchable
+from .registry import UNSET, Job, Lease, LoadedModel, Registry, Settings
 from .schemas import (APIError, ChatRequest, CompletionRequest, ModelRequest, Sampling, ShowRequest, TokenizeRequest,
                       parse_duration)
 
@@ -43,7 +43,7 @@ def create_app(model_dir=None, device: str = "auto", api_key: str | None = None,
     import openvino as ov
 
     keep_telemetry_off()
-    served = check_batchable(check_model_dir(model_dir)) if model_dir is not None else None
+    served = check_model_dir(model_dir) if model_dir is not None else None
     device, notice = pick_device(device, ov.Core().available_devices)
     if notice:
         print(notice, file=sys.stderr)

@@ -1,5 +1,6 @@
 """The batching engine of one loaded model, in its runner process (runner.py): a ContinuousBatchingPipeline
-stepped on its own thread, so that concurrent requests share each generation step.
+stepped on its own thread, so that concurrent requests share each generation step (or, for a model paged
+attention cannot compute, an LLMPipeline that answers one request after another).
 
 The thread makes every call into the pipeline; the runner hands it requests and cancellations through a queue,
 and each request's job hears back ("tokens", ids, finish_reason or None), then ("end", finish_reason) or
@@ -32,10 +33,6 @@ class Batcher:
         self._deadline: float | None = None
         self._thread = threading.Thread(target=self._run, name="ovchat-batcher", daemon=True)
         self._thread.start()
-
-    @property
-    def active(self) -> int:
-        return len(self._live)
 
     def submit(self, job, ids: list[int], config) -> None:
         """Generate for `job` (an `id` and a `post(*event)`) from the prompt's token ids."""
@@ -114,6 +111,83 @@ class Batcher:
                     job.post("error", "not enough KV-cache memory for this request (see --kv-cache)")
                 else:
                     job.post("end", finish or "stop")
+
+
+class OneAtATime:
+    """Batcher's interface over an LLMPipeline (stateful SDPA), for a model paged attention cannot compute (Gemma
+    2's soft-capped attention scores: OpenVINO's paged attention has no soft cap): one request after another."""
+
+    def __init__(self, pipe):
+        import openvino_genai
+
+        self.pipe, self._status = pipe, openvino_genai.StreamingStatus
+        self._commands: queue.SimpleQueue = queue.SimpleQueue()
+        self._cancelled: set[int] = set()
+        self._deadline: float | None = None
+        self._thread = threading.Thread(target=self._run, name="ovchat-one-at-a-time", daemon=True)
+        self._thread.start()
+
+    def submit(self, job, ids: list[int], config) -> None:
+        self._commands.put((job, ids, config))
+
+    def cancel(self, job_id: int) -> None:
+        self._cancelled.add(job_id)
+
+    def close(self) -> None:
+        self._deadline = time.monotonic()
+        self._commands.put(None)
+        self._thread.join()
+
+    def end_all_after(self, seconds: float) -> None:
+        self._deadline = time.monotonic() + seconds
+
+    def _ending(self) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline
+
+    def _run(self) -> None:
+        while (command := self._commands.get()) is not None:
+            job, ids, config = command
+            if job.id in self._cancelled:
+                continue
+            if self._ending():
+                job.post("error", SHUTTING_DOWN)
+                continue
+            self._generate(job, ids, config)
+        while not self._commands.empty():  # closed: the requests still waiting end too
+            if command := self._commands.get():
+                command[0].post("error", SHUTTING_DOWN)
+
+    def _generate(self, job, ids: list[int], config) -> None:
+        import numpy as np
+        import openvino as ov
+        import openvino_genai
+
+        batcher, generated = self, [0]
+
+        class Streamer(openvino_genai.StreamerBase):
+            def write(self, token):
+                tokens = [token] if isinstance(token, int) else list(token)
+                generated[0] += len(tokens)
+                job.post("tokens", tokens, None)
+                if job.id in batcher._cancelled or batcher._ending():
+                    return batcher._status.CANCEL
+                return batcher._status.RUNNING
+
+            def end(self):
+                pass
+
+        try:
+            self.pipe.generate(ov.Tensor(np.array([ids], dtype=np.int64)), config, Streamer())
+        except Exception as e:  # one request's failure, not the model's
+            log.error("generation failed: %s", e)
+            job.post("error", f"generation failed: {e}")
+            return
+        if job.id in self._cancelled:
+            self._cancelled.discard(job.id)
+        elif self._ending():
+            job.post("error", SHUTTING_DOWN)
+        else:
+            job.post("end", "length" if generated[0] >= config.max_new_tokens else "stop")
 
 
 class IncrementalText:

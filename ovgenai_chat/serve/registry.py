@@ -78,16 +78,6 @@ class Settings:
         return self.max_memory or int(physical_memory() * DEFAULT_MEMORY_SHARE)
 
 
-def check_batchable(model_dir: Path) -> Path:
-    """The server batches requests with paged attention, which GenAI makes from the model's
-    ScaledDotProductAttention ops. A model whose attention is computed op by op has none: Gemma 2's
-    soft-capped scores, which OpenVINO's paged attention cannot cap."""
-    if 'type="ScaledDotProductAttention"' not in (model_dir / "openvino_model.xml").read_text(errors="replace"):
-        raise ModelError(f"{model_dir.name} soft-caps its attention scores, which OpenVINO's paged attention (the "
-                         "server's batching) cannot do; chat with it through `ovchat run`")
-    return model_dir
-
-
 class Job:
     """One request's way back from its model's runner: ("tokens", text, tokens, finish_reason or None), then
     ("end", finish_reason) or ("error", message)."""
@@ -319,11 +309,7 @@ class Registry:
                     del self.loading[name]
 
     async def _load(self, name: str) -> None:
-        model_dir = await asyncio.to_thread(self.model_dir, name)
-        try:
-            model = LoadedModel(check_batchable(model_dir), self.settings)
-        except ModelError as e:
-            raise APIError(400, str(e), "invalid_request_error", "model_not_servable", "model") from None
+        model = LoadedModel(await asyncio.to_thread(self.model_dir, name), self.settings)
         async with self.residency:
             await self._make_room(model.estimated_bytes)
             try:

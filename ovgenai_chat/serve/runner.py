@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..chat import describe_generation, generation_config, template_has_system_role
 from ..engine import ModelError, Precision, context_window, error_line, first_inference, keep_telemetry_off
-from .batching import Batcher, IncrementalText
+from .batching import Batcher, IncrementalText, OneAtATime
 from .schemas import APIError, ChatRequest, CompletionRequest, Sampling
 from .structured import GrammarCheck, call_format, structured_output
 
@@ -55,6 +55,9 @@ class Model:
         self.model_dir, self.name, self.device, self.precision = model_dir, model_dir.name, device, precision
         self.kv_cache_gb, self.max_batch, self.max_tokens = kv_cache_gb, max_batch, max_tokens
         self.context = context_window(model_dir)
+        # GenAI makes paged attention from the model's ScaledDotProductAttention ops; a model whose attention is
+        # computed op by op (Gemma 2's soft-capped scores) has none, and is answered one request at a time.
+        self.batchable = 'type="ScaledDotProductAttention"' in (model_dir / "openvino_model.xml").read_text(errors="replace")
         self.prepared: dict[int, tuple[list[int], object]] = {}  # job id → (prompt ids, config), until started
 
     def load(self) -> dict:
@@ -63,30 +66,43 @@ class Model:
         import openvino_genai
 
         started = time.perf_counter()
+        try:
+            if self.batchable:
+                pipe = openvino_genai.ContinuousBatchingPipeline(str(self.model_dir), self._scheduler(), self.device,
+                                                                 properties=self.precision.properties)
+                self.defaults = pipe.get_config  # a fresh copy of the model's generation config per call
+            else:
+                pipe = openvino_genai.LLMPipeline(self.model_dir, self.device, ATTENTION_BACKEND="SDPA",
+                                                  **self.precision.properties)
+                self.defaults = pipe.get_generation_config
+        except RuntimeError as e:
+            raise ModelError(f"cannot load {self.name} on {self.device}: {error_line(e)}") from None
+        self.tokenizer = pipe.get_tokenizer()
+        self.chat_template = self.tokenizer.chat_template or ""
+        self.tool_calls = call_format(self.chat_template)
+        config = self.defaults()
+        config.max_new_tokens, config.apply_chat_template = 1, False
+        with first_inference():
+            if self.batchable:
+                pipe.generate(["Hello"], [config])
+            else:
+                pipe.generate(self.tokenizer.encode("Hello").input_ids, config)  # as requests come: token ids
+        self.batcher = Batcher(pipe) if self.batchable else OneAtATime(pipe)
+        log.warning("model %s ready on %s in %.1f s, %s precision", self.name, self.device,
+                    time.perf_counter() - started, self.precision.describe())
+        return {"chat_template": self.chat_template, "has_system_role": template_has_system_role(self.tokenizer),
+                "context": self.context}
+
+    def _scheduler(self):
+        import openvino_genai
+
         scheduler = openvino_genai.SchedulerConfig()
         # A fixed KV pool, in whole GB (the binding takes an integer): memory stays bounded on a small device.
         scheduler.cache_size = self.kv_cache_gb
         scheduler.max_num_seqs = self.max_batch
         scheduler.enable_prefix_caching = True  # a chat resends its history every turn
         scheduler.dynamic_split_fuse = True
-        try:
-            pipe = openvino_genai.ContinuousBatchingPipeline(str(self.model_dir), scheduler, self.device,
-                                                             properties=self.precision.properties)
-        except RuntimeError as e:
-            raise ModelError(f"cannot load {self.name} on {self.device}: {error_line(e)}") from None
-        self.tokenizer = pipe.get_tokenizer()
-        self.chat_template = self.tokenizer.chat_template or ""
-        self.tool_calls = call_format(self.chat_template)
-        self.defaults = pipe.get_config  # a fresh copy of the model's generation config per call
-        config = self.defaults()
-        config.max_new_tokens, config.apply_chat_template = 1, False
-        with first_inference():
-            pipe.generate(["Hello"], [config])
-        self.batcher = Batcher(pipe)
-        log.warning("model %s ready on %s in %.1f s, %s precision", self.name, self.device,
-                    time.perf_counter() - started, self.precision.describe())
-        return {"chat_template": self.chat_template, "has_system_role": template_has_system_role(self.tokenizer),
-                "context": self.context}
+        return scheduler
 
     @functools.cached_property
     def grammar(self) -> GrammarCheck:
