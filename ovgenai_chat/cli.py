@@ -302,8 +302,10 @@ def rm(name):
 @click.option("--max-loaded", type=click.IntRange(1), help="Models loaded at once  [default: as many as --max-memory holds]")
 @click.option("--max-memory", help="Memory the loaded models may take (8GB, 12000MB, 60%), the least recently used "
                                    "unloaded first  [default: half the RAM]")
+@click.option("--background", is_flag=True, help="Run detached from this terminal, logging to "
+                                                 "~/.local/state/ovgenai-chat/serve.log; return once it serves.")
 def serve(model, host, port, api_key, device, precision, kv_cache_gb, max_batch, max_tokens, keep_alive, max_loaded,
-          max_memory):
+          max_memory, background):
     """Serve the models of the store over the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models), each
     loaded on its first request, with a chat page at / and the API `ovchat run`, `ps` and `stop` use. MODEL (a store
     name or a model directory) is loaded at once and stays loaded."""
@@ -321,11 +323,49 @@ def serve(model, host, port, api_key, device, precision, kv_cache_gb, max_batch,
         budget = None if max_memory is None else parse_memory(max_memory)
     except ValueError as e:
         _fail(str(e))
+    if background:
+        _serve_in_background(loads_a_model=model is not None)
+        return
     try:
         run_server(None if model is None else model_path(model), host, port, api_key, device, kv_cache_gb, max_batch,
                    max_tokens, precision, kept, max_loaded, budget)
     except ModelError as e:
         _fail(str(e))
+
+
+def _serve_in_background(loads_a_model: bool) -> None:
+    """`ovchat serve --background`: this command again without the flag, in a session of its own, its output
+    appended to serve.log in the state directory; returns once it serves (and has loaded the model it was given),
+    or fails with its error."""
+    import re
+    import subprocess
+    import time
+
+    from .client import Client
+    from .engine import state_dir
+
+    log_path = state_dir() / "serve.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        start = log.tell()
+        server = subprocess.Popen([sys.executable, "-m", "ovgenai_chat.cli",
+                                   *(a for a in sys.argv[1:] if a != "--background")],
+                                  stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    url = None
+    while server.poll() is None:
+        with open(log_path, "rb") as log:
+            log.seek(start)
+            said = log.read().decode(errors="replace")
+        url = url or ((found := re.search(r"serving (http://\S+?)/ ", said)) and found[1])
+        if url and (not loads_a_model or Client(url).answers() and Client(url).health()["loaded"]):
+            click.echo(f"Serving in the background at {url} (pid {server.pid}, log {log_path}); `kill {server.pid}` "
+                       f"stops it.")
+            return
+        time.sleep(0.2)
+    with open(log_path, "rb") as log:
+        log.seek(start)
+        errors = [line for line in log.read().decode(errors="replace").splitlines() if line.startswith("Error: ")]
+    _fail(errors[-1][len("Error: "):] if errors else f"the server ended (exit status {server.returncode}); see {log_path}")
 
 
 @main.command()

@@ -58,10 +58,14 @@ class Client:
         self.host, self.port = parts.hostname, parts.port
         self.api_key = api_key if api_key is not None else os.environ.get("OVCHAT_API_KEY")
 
+    def health(self) -> dict:
+        """The server's /health: its models loaded, loading and requests in progress."""
+        return self._call("GET", "/health", timeout=CONNECT_SECONDS)
+
     def answers(self) -> bool:
         """Whether an ovchat server answers at the address."""
         try:
-            health = self._call("GET", "/health", timeout=CONNECT_SECONDS)
+            health = self.health()
         except ServerError:
             return False
         return isinstance(health, dict) and health.get("status") == "ok"

@@ -29,6 +29,12 @@ def cache_dir() -> Path:
     return base / "ovgenai-chat"
 
 
+def state_dir() -> Path:
+    """Where ovchat keeps what it writes as it runs (the input history, a background server's log):
+    $XDG_STATE_HOME/ovgenai-chat, else ~/.local/state/ovgenai-chat."""
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "ovgenai-chat"
+
+
 def models_dir() -> Path:
     """The model store (store.py): $OVCHAT_MODELS, else `models` in the cache directory."""
     if os.environ.get("OVCHAT_MODELS"):

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .chat import Chat, ContextError
+from .engine import state_dir
 
 HELP = """\
 /help                this list
@@ -175,10 +176,7 @@ def command(chat: Chat, line: str) -> bool:
 
 def history_file() -> Path | None:
     """Where input lines are kept between sessions; None with OVCHAT_NOHISTORY set."""
-    if os.environ.get("OVCHAT_NOHISTORY"):
-        return None
-    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
-    return state / "ovgenai-chat" / "history"
+    return None if os.environ.get("OVCHAT_NOHISTORY") else state_dir() / "history"
 
 
 class History:

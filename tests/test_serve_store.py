@@ -317,3 +317,30 @@ def test_the_interactive_chat_through_the_server(server):
     finally:
         process.kill()
         child.close()
+
+
+def test_serve_in_the_background(store, tmp_path):
+    """`ovchat serve --background` returns once the server answers (and has loaded the model it names), detached
+    and logging to the state directory; a server that cannot start is its one-line error."""
+    import psutil
+
+    env = {**os.environ, "OVCHAT_MODELS": str(store), "XDG_STATE_HOME": str(tmp_path), "HOME": str(tmp_path)}
+    started = subprocess.run([sys.executable, "-m", "ovgenai_chat.cli", "serve", "tiny", "--background", "--port", "0"],
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert started.returncode == 0, started.stderr
+    found = re.search(r"Serving in the background at (http://\S+) \(pid (\d+), log (\S+)\)", started.stdout)
+    assert found, started.stdout
+    url, pid, log = found[1], int(found[2]), Path(found[3])
+    try:
+        listed = subprocess.run([sys.executable, "-m", "ovgenai_chat.cli", "ps", "--json"], capture_output=True,
+                                text=True, env={**env, "OVCHAT_HOST": url}, timeout=60)
+        assert [m["name"] for m in json.loads(listed.stdout)] == ["tiny"]  # loaded before --background returned
+        assert log == tmp_path / "ovgenai-chat" / "serve.log" and "serving " + url in log.read_text()
+        assert psutil.Process(pid).ppid() != os.getpid()  # detached: not a child of whoever started it
+    finally:
+        os.kill(pid, signal.SIGINT)
+        psutil.Process(pid).wait(timeout=60)
+    refused = subprocess.run([sys.executable, "-m", "ovgenai_chat.cli", "serve", "nosuch", "--background", "--port",
+                              "0"], capture_output=True, text=True, env=env, timeout=300)
+    assert refused.returncode == 1 and refused.stderr.strip().splitlines() == [refused.stderr.strip()]
+    assert refused.stderr.startswith("Error: no model named nosuch")
