@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .engine import context_window, first_inference, warm_up
+from .engine import context_window, error_line, first_inference, warm_up
 
 
 class ContextError(ValueError):
@@ -97,6 +97,17 @@ def describe_generation(config, seeded: bool = False) -> str:
     return ", ".join(parts)
 
 
+def check_settings(defaults, settings: dict) -> str:
+    """describe_generation of a model's generation config (`defaults`) with `settings` over it; ValueError, in a
+    line, for settings GenAI refuses."""
+    try:
+        config = generation_config(defaults, **settings)
+        config.validate()
+    except (RuntimeError, TypeError, ValueError, OverflowError) as e:
+        raise ValueError(error_line(e)) from None
+    return describe_generation(config, "seed" in settings)
+
+
 class LocalModel:
     """A model in this process: an LLMPipeline, with what Chat asks of a model (client.RemoteModel is the same
     over a server)."""
@@ -113,13 +124,7 @@ class LocalModel:
         return template_has_system_role(self.tokenizer)
 
     def check(self, settings: dict) -> str:
-        """describe_generation of the model's config with `settings` over it; ValueError for ones GenAI refuses."""
-        config = generation_config(self.pipe.get_generation_config(), **settings)
-        try:
-            config.validate()
-        except (RuntimeError, TypeError) as e:
-            raise ValueError(str(e).strip().splitlines()[-1]) from None
-        return describe_generation(config, "seed" in settings)
+        return check_settings(self.pipe.get_generation_config(), settings)
 
     def count_tokens(self, messages: list[dict], template_context: dict) -> int:
         prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,

@@ -216,6 +216,13 @@ def pull(source, name, force, **options):
     click.echo(f"Pulled {name} ({target})")
 
 
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    """Rows of text in left-aligned columns, as `list` and `ps` print them."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
 @main.command("list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON array.")
 def list_models(as_json):
@@ -232,9 +239,7 @@ def list_models(as_json):
     rows = [("NAME", "ARCHITECTURE", "WEIGHTS", "SIZE", "MODIFIED")] + [
         (m.name, m.architecture, m.weight_format, f"{m.size_bytes / 1e6:.0f} MB", m.modified.replace("T", " "))
         for m in models]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    _print_table(rows)
 
 
 @main.command()
@@ -386,9 +391,7 @@ def ps(as_json):
     rows = [("NAME", "MEMORY", "SIZE", "DEVICE", "PRECISION", "UNTIL")] + [
         (m["name"], f"{m['memory_bytes'] / 1e6:.0f} MB", f"{m['size_bytes'] / 1e6:.0f} MB", m["device"], m["precision"],
          _until(m)) for m in models]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    _print_table(rows)
 
 
 def _until(model: dict) -> str:

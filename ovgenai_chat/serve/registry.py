@@ -281,7 +281,7 @@ class Registry:
     def model_dir(self, name: str) -> Path:
         """The directory of a model a request names: the served one or a store name (never a path: a request
         does not choose files), the default model imported on first use; else a 404 naming the close ones."""
-        if self.served and name == self.served.name:
+        if self.is_served(name):
             return self.served
         try:
             if name == DEFAULT_MODEL:

@@ -24,7 +24,7 @@ import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from ..chat import describe_generation, generation_config, template_has_system_role
+from ..chat import check_settings, generation_config, template_has_system_role
 from ..engine import ModelError, Precision, context_window, error_line, first_inference, keep_telemetry_off
 from .batching import Batcher, IncrementalText, OneAtATime
 from .schemas import APIError, ChatRequest, CompletionRequest, Sampling
@@ -182,11 +182,9 @@ class Model:
     def settings(self, options: dict) -> str:
         """describe_generation of the model's config with `options` (`ovchat run`'s names) over it, or a 400."""
         try:
-            config = generation_config(self.defaults(), **options)
-            config.validate()
-        except (RuntimeError, TypeError, ValueError, OverflowError) as e:
-            raise APIError(400, error_line(e), param="options") from None
-        return describe_generation(config, "seed" in options)
+            return check_settings(self.defaults(), options)
+        except ValueError as e:
+            raise APIError(400, str(e), param="options") from None
 
     def tokens(self, messages: list[dict], template_context: dict | None) -> int:
         return len(self.render(messages, None, template_context))
