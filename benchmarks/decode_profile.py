@@ -1,8 +1,14 @@
 """Where one decode step of a model goes on this CPU: the compiled model run directly (no GenAI loop)
 with PERF_COUNT on, after a 20-token prefill; the wall time of a step, the nodes it executed, the time
-per node type and the time outside the nodes (the infer request's own work).
+per node type and the time outside the nodes (the infer request's own work); then, per weight format
+of the matrix layers (int4, int8, …), the bytes each token reads from them, their time and the rate
+they read at, which says whether a format's kernel keeps up with the memory.
 
-    python benchmarks/decode_profile.py MODEL_DIR [--precision accurate|fast] [--steps 40] [--top 8]
+PERF_COUNT times each node on its own; nodes of a few µs come out slower than they run without it
+(removing Qwen3.5-0.8B's 36 state Gathers, 0.5–1.2 ms here, changed the wall time by under 0.3 ms),
+so trust the large nodes and the wall time.
+
+    python benchmarks/decode_profile.py MODEL_DIR [--precision accurate|fast|defaults] [--steps 40] [--top 8]
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import numpy as np
 import openvino as ov
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from convert.compress import weight_bytes, weight_layers, weight_precision  # noqa: E402
 from ovgenai_chat.engine import Precision, choose_precision  # noqa: E402
 
 
@@ -56,6 +63,18 @@ def main() -> None:
           f"{in_nodes:.2f} ms, {wall - in_nodes:.2f} ms outside them")
     for node_type, (count, ms) in sorted(by_type.items(), key=lambda item: -item[1][1])[:args.top]:
         print(f"  {node_type:36} {count:4} nodes {ms:6.2f} ms ({ms / count * 1000:5.1f} µs each)")
+    weights = {name: (weight_precision(weight), weight)
+               for name, weight in weight_layers(ov.Core().read_model(args.model_dir / "openvino_model.xml")).items()}
+    by_format = collections.defaultdict(lambda: [0, 0, 0.0])
+    for p in executed:
+        kind, weight = weights.get(p.node_name, ("other", None))
+        if kind != "other" and p.node_type.startswith("FullyConnected"):  # not the embedding's row lookup
+            by_format[kind][0] += 1
+            by_format[kind][1] += weight_bytes(weight)
+            by_format[kind][2] += p.real_time.total_seconds()
+    print("matrix layers by weight format:")
+    for kind, (count, size, seconds) in sorted(by_format.items(), key=lambda item: -item[1][2]):
+        print(f"  {kind:16} {count:4} layers {size / 1e6:8.1f} MB {seconds * 1000:7.2f} ms  {size / seconds / 1e9:5.1f} GB/s")
     print("slowest nodes:")
     for p in sorted(executed, key=lambda p: -p.real_time.total_seconds())[:args.top]:
         print(f"  {p.node_name[:60]:60} {p.exec_type:24} {p.real_time.total_seconds() * 1e6:6.0f} µs")

@@ -1,44 +1,53 @@
 """How fast this device's OpenVINO CPU kernel reads each compressed-weight layout the converter can
 emit: a chain of decode-shaped (one token) matrix multiplications, 4096×4096 each, with random weights
-in one layout at a time, timed in one process (best of 7 × 30 passes).
+in one layout at a time, timed in one process (best of 7 × 30 passes), under the CPU properties of one
+of ovchat's precisions (`--precision`: accurate, fast, or the plugin's defaults).
 
-    python benchmarks/weight_formats.py [--layers 8]
+    python benchmarks/weight_formats.py [--layers 8] [--precision defaults|fast|accurate]
 
-Layouts are written as values + zero point + scale per group of 32 weights, the way GGUF blocks
-(Q4_0, Q4_1, Q8_0) and NNCF's int4/int8 modes become decompression chains in the IR.
+Layouts are written as values + zero point + scale per group, the way GGUF blocks (Q4_0, Q4_1, Q8_0:
+groups of 32) and NNCF's modes (int4_sym in groups of 128, int8_asym per output channel) become
+decompression chains in the IR.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import openvino as ov
 from openvino import opset13 as ops
 
-SIZE, GROUP = 4096, 32
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ovgenai_chat.engine import choose_precision, describe_cpu_properties  # noqa: E402
+
+SIZE = 4096
 NUMPY = {"f16": np.float16, "f32": np.float32}
-# name → (values, zero point, scale precision, what it is)
+# name → (values, zero point, scale precision, weights per group, what it is)
 LAYOUTS = {
-    "i4, f16 scale": ("i4", None, "f16", "NNCF int4_sym; GGUF Q4_0 (its scale is f16)"),
-    "i4, f32 scale": ("i4", None, "f32", "GGUF Q4_0 as the converter writes it"),
-    "u4, u8 zero point, f16 scale": ("u4", "u8", "f16", "NNCF int4_asym (integer zero point)"),
-    "u4, f32 zero point, f32 scale": ("u4", "f32", "f32", "GGUF Q4_1 kept exactly (fractional zero point −m/d)"),
-    "u4, f16 zero point, f16 scale": ("u4", "f16", "f16", "Q4_1 with a rounded zero point"),
-    "i8, f32 scale": ("i8", None, "f32", "GGUF Q8_0 as the converter writes it"),
+    "i4, f16 scale, groups of 128": ("i4", None, "f16", 128, "NNCF int4_sym g128 (ovchat convert's default)"),
+    "u8, u8 zero point, f16 scale per channel": ("u8", "u8", "f16", SIZE, "NNCF int8_asym (the default's other 40%)"),
+    "i4, f16 scale": ("i4", None, "f16", 32, "GGUF Q4_0 (its scale is f16)"),
+    "i4, f32 scale": ("i4", None, "f32", 32, "GGUF Q4_0 as the converter writes it"),
+    "u4, u8 zero point, f16 scale": ("u4", "u8", "f16", 32, "NNCF int4_asym (integer zero point)"),
+    "u4, f32 zero point, f32 scale": ("u4", "f32", "f32", 32, "GGUF Q4_1 kept exactly (fractional zero point −m/d)"),
+    "u4, f16 zero point, f16 scale": ("u4", "f16", "f16", 32, "Q4_1 with a rounded zero point"),
+    "i8, f32 scale": ("i8", None, "f32", 32, "GGUF Q8_0 as the converter writes it"),
 }
 
 
-def compressed_weight(rng, values: str, zero_point: str | None, precision: str) -> tuple[ov.Output, int]:
+def compressed_weight(rng, values: str, zero_point: str | None, precision: str, group: int) -> tuple[ov.Output, int]:
     """values · scale (− zero point) per group, reshaped to [SIZE, SIZE]; and its bytes in the IR."""
-    groups, compute = SIZE // GROUP, getattr(ov.Type, precision)
-    if values == "i8":
-        raw = rng.integers(-127, 128, (SIZE, groups, GROUP), dtype=np.int8)
+    groups, compute = SIZE // group, getattr(ov.Type, precision)
+    if values in ("i8", "u8"):
+        raw = rng.integers(0, 256, (SIZE, groups, group), dtype=np.uint8).view(np.int8 if values == "i8" else np.uint8)
         stored = ov.op.Constant(raw)
     else:  # two 4-bit values per byte
-        raw = rng.integers(0, 256, (SIZE, groups, GROUP // 2), dtype=np.uint8)
-        stored = ov.op.Constant(ov.Tensor(raw, [SIZE, groups, GROUP], getattr(ov.Type, values)), shared_memory=False)
+        raw = rng.integers(0, 256, (SIZE, groups, group // 2), dtype=np.uint8)
+        stored = ov.op.Constant(ov.Tensor(raw, [SIZE, groups, group], getattr(ov.Type, values)), shared_memory=False)
     size = raw.nbytes
     x = ops.convert(stored, compute)
     if zero_point == "u8":
@@ -56,16 +65,16 @@ def compressed_weight(rng, values: str, zero_point: str | None, precision: str) 
     return x.output(0), size + scale.nbytes
 
 
-def time_layout(core: ov.Core, layout: tuple, layers: int) -> tuple[float, int]:
+def time_layout(core: ov.Core, layout: tuple, layers: int, properties: dict) -> tuple[float, int]:
     """(ms per pass, IR bytes) for a chain of `layers` matrix multiplications in `layout`."""
     rng = np.random.default_rng(0)
     x = ops.parameter([1, 1, SIZE], np.float32, name="x")
     h, total = x.output(0), 0
     for _ in range(layers):
-        w, size = compressed_weight(rng, *layout[:3])
+        w, size = compressed_weight(rng, *layout[:4])
         h, total = ops.matmul(h, w, False, True).output(0), total + size
     compiled = core.compile_model(ov.Model([ops.result(h)], [x]), "CPU",
-                                  {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1})
+                                  {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, **properties})
     request, token = compiled.create_infer_request(), rng.random((1, 1, SIZE), dtype=np.float32)
     for _ in range(20):
         request.infer([token])
@@ -81,15 +90,19 @@ def time_layout(core: ov.Core, layout: tuple, layers: int) -> tuple[float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=8, help="matrices in the chain (8: 128 M weights, past any cache)")
+    parser.add_argument("--precision", choices=("defaults", "fast", "accurate"), default="defaults",
+                        help="the CPU properties of this ovchat precision (defaults: the plugin's own)")
     args = parser.parse_args()
+    properties = {} if args.precision == "defaults" else choose_precision(args.precision, "CPU", 0).properties
     core = ov.Core()
-    print(f"{core.get_property('CPU', 'FULL_DEVICE_NAME')}, OpenVINO {ov.__version__}")
+    print(f"{core.get_property('CPU', 'FULL_DEVICE_NAME')}, OpenVINO {ov.__version__}, "
+          f"{args.precision}: {describe_cpu_properties(properties)}")
     print("| layout | bits per weight | ms per pass | GB/s of IR bytes | is |")
     print("|---|---|---|---|---|")
     for name, layout in LAYOUTS.items():
-        ms, size = time_layout(core, layout, args.layers)
+        ms, size = time_layout(core, layout, args.layers, properties)
         weights = SIZE * SIZE * args.layers
-        print(f"| {name} | {size * 8 / weights:.2f} | {ms:.2f} | {size / ms / 1e6:.1f} | {layout[3]} |", flush=True)
+        print(f"| {name} | {size * 8 / weights:.2f} | {ms:.2f} | {size / ms / 1e6:.1f} | {layout[4]} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -185,7 +185,7 @@ def _stored_constant(node: ov.Node) -> str:
     return node.get_friendly_name()
 
 
-def _weight_precision(node: ov.Node) -> str:
+def weight_precision(node: ov.Node) -> str:
     """Walk a weight input back through its decompression chain to the stored constant."""
     asymmetric = False
     while node.get_type_name() != "Constant":
@@ -217,9 +217,24 @@ def weight_layers(model: ov.Model) -> dict[str, ov.Node]:
     return layers
 
 
+def weight_bytes(node: ov.Node) -> int:
+    """Bytes of the constants a weight input is decompressed from: values, scales, zero points."""
+    seen, pending, total = set(), [node], 0
+    while pending:
+        node = pending.pop()
+        if node.get_friendly_name() in seen:
+            continue
+        seen.add(node.get_friendly_name())
+        if node.get_type_name() == "Constant":
+            total += node.get_byte_size()
+        else:
+            pending += [value.get_node() for value in node.input_values()]
+    return total
+
+
 def layer_precisions(model: ov.Model) -> Counter:
     """How many weight layers are stored in each precision."""
     weights = {}  # constant → precision; a tied embedding counts once
     for weight in weight_layers(model).values():
-        weights[_stored_constant(weight)] = _weight_precision(weight)
+        weights[_stored_constant(weight)] = weight_precision(weight)
     return Counter(p for p in weights.values() if p != "other")

@@ -115,6 +115,29 @@ def test_compressing_weight_by_weight_stores_what_whole_model_nncf_stores(conver
     assert (streamed / "openvino_model.bin").read_bytes() == (tmp_path / "reference.bin").read_bytes()
 
 
+def test_weight_bytes_are_the_stored_values_scales_and_zero_points(converted):
+    """What decode_profile.py divides by a layer's time: int4_sym in groups of G stores half a byte per
+    weight and an f16 scale per group; int8_asym a byte per weight, a u8 zero point and an f16 scale per
+    row (the Reshape's shape constant adds a few bytes)."""
+    from convert.compress import weight_bytes, weight_layers, weight_precision
+
+    model = ov.Core().read_model(converted("smollm2", "int4") / "openvino_model.xml")
+    seen = set()
+    for name, weight in weight_layers(model).items():
+        precision = weight_precision(weight)
+        rows, columns = weight.get_output_shape(0)
+        if precision.startswith("int4_sym_g"):
+            group = int(precision.rsplit("g", 1)[1])
+            expected = rows * columns // 2 + rows * columns // group * 2
+        elif precision == "int8_asym":
+            expected = rows * columns + rows * 3
+        else:
+            continue
+        seen.add(precision[:4])
+        assert expected <= weight_bytes(weight) <= expected + 64, name
+    assert seen == {"int4", "int8"}
+
+
 @pytest.mark.parametrize("weight_format", ["int8", "fp16"])
 def test_reference_formats_run_in_llmpipeline(converted, weight_format):
     assert "Paris" in ask(converted("smollm2", weight_format), "What is the capital of France?")
