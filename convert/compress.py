@@ -218,7 +218,8 @@ def weight_layers(model: ov.Model) -> dict[str, ov.Node]:
 
 
 def weight_bytes(node: ov.Node) -> int:
-    """Bytes of the constants a weight input is decompressed from: values, scales, zero points."""
+    """Bytes of the constants a weight input is decompressed from: values, scales, zero points (not
+    the i64 shapes of its Reshapes)."""
     seen, pending, total = set(), [node], 0
     while pending:
         node = pending.pop()
@@ -226,7 +227,7 @@ def weight_bytes(node: ov.Node) -> int:
             continue
         seen.add(node.get_friendly_name())
         if node.get_type_name() == "Constant":
-            total += node.get_byte_size()
+            total += node.get_byte_size() if node.get_element_type() != ov.Type.i64 else 0
         else:
             pending += [value.get_node() for value in node.input_values()]
     return total

@@ -405,20 +405,11 @@ def test_other_block_types_are_dequantized_then_compressed(checkpoint, tmp_path,
 def stored_bits_per_weight(model, layer: str) -> float:
     """Bits on disk per weight of a layer's MatMul weight and its offset correction: every constant
     they are computed from (shape constants aside), over the weight's element count."""
+    from convert.compress import weight_bytes
+
     matmuls = [op for op in model.get_ordered_ops() if op.get_friendly_name() in (layer, f"{layer}.offsets")]
     weight_count = int(np.prod(matmuls[0].input_value(1).get_partial_shape().to_shape()))
-    seen, pending, total = set(), [op.input_value(1).get_node() for op in matmuls], 0
-    while pending:
-        node = pending.pop()
-        if node.get_friendly_name() in seen:
-            continue
-        seen.add(node.get_friendly_name())
-        if node.get_type_name() == "Constant":
-            if node.get_element_type() != ov.Type.i64:
-                total += int(np.prod(node.get_output_shape(0))) * node.get_element_type().bitwidth
-        else:
-            pending += [value.get_node() for value in node.input_values()]
-    return total / weight_count
+    return sum(weight_bytes(op.input_value(1).get_node()) for op in matmuls) * 8 / weight_count
 
 
 def stored_constant(node):
