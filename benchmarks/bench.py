@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import signal
@@ -315,21 +314,13 @@ def lookup_bytes_per_token(model_xml: Path) -> dict[str, float]:
     one token's row of it reads (the table's constants over its rows)."""
     import openvino as ov
 
+    from convert.compress import weight_bytes, weight_layers
+
     tables = {}
-    for op in ov.Core().read_model(model_xml).get_ordered_ops():
-        if op.get_type_name() != "Gather" or not op.get_friendly_name().startswith("model.embed_tokens"):
-            continue
-        constants, pending = [], [op.input_value(0).get_node()]
-        while pending:
-            node = pending.pop()
-            if node.get_type_name() == "Constant":
-                constants.append(node)
-            else:
-                pending.extend(value.get_node() for value in node.input_values())
-        sizes = [(math.prod(c.get_output_shape(0)) * c.get_output_element_type(0).bitwidth // 8, c) for c in constants]
-        rows = max(sizes, key=lambda pair: pair[0])[1].get_output_shape(0)[0]
-        table_bytes = sum(size for size, _ in sizes)
-        tables[op.get_friendly_name()] = {"table_mb": table_bytes / 2**20, "bytes_per_token": table_bytes / rows}
+    for name, table in weight_layers(ov.Core().read_model(model_xml)).items():
+        if name.startswith("model.embed_tokens"):
+            table_bytes = weight_bytes(table)
+            tables[name] = {"table_mb": table_bytes / 2**20, "bytes_per_token": table_bytes / table.get_output_shape(0)[0]}
     return tables
 
 

@@ -37,7 +37,9 @@ def main() -> None:
     args = parser.parse_args()
 
     precision = choose_precision(args.precision, "CPU", 0) if args.precision != "defaults" else Precision("defaults", {}, "the CPU plugin's")
-    compiled = ov.Core().compile_model(args.model_dir / "openvino_model.xml", "CPU", {
+    core = ov.Core()
+    model = core.read_model(args.model_dir / "openvino_model.xml")
+    compiled = core.compile_model(model, "CPU", {
         "PERF_COUNT": True, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, **precision.properties})
     request = compiled.create_infer_request()
 
@@ -64,7 +66,7 @@ def main() -> None:
     for node_type, (count, ms) in sorted(by_type.items(), key=lambda item: -item[1][1])[:args.top]:
         print(f"  {node_type:36} {count:4} nodes {ms:6.2f} ms ({ms / count * 1000:5.1f} µs each)")
     weights = {name: (weight_precision(weight), weight)
-               for name, weight in weight_layers(ov.Core().read_model(args.model_dir / "openvino_model.xml")).items()}
+               for name, weight in weight_layers(model).items()}
     by_format = collections.defaultdict(lambda: [0, 0, 0.0])
     for p in executed:
         kind, weight = weights.get(p.node_name, ("other", None))
