@@ -39,6 +39,8 @@ def convert(
     sym: bool | None = None,
     force: bool = False,
     data_aware: DataAware | None = None,
+    text_only: bool = False,
+    vision_weight_format: str | None = None,
 ) -> Path:
     """Convert SOURCE (checkpoint directory, hub id or .gguf file) into the model directory OUT;
     returns OUT.
@@ -50,9 +52,16 @@ def convert(
     optimum-cli does): int8_sym per channel garbles small models such as SmolLM2-135M.
 
     `data_aware` asks for NNCF's AWQ / scale estimation / GPTQ (int4 only), calibrated on a text.
+
+    A vision-language checkpoint whose tower GenAI's VLMPipeline runs is written in its multimodal
+    layout (vision models beside a language model on input embeddings), its tower in
+    `vision_weight_format` (default int8 where the language model is compressed: a vision encoder
+    loses more to int4 than a decoder does; else the language model's format); `text_only` keeps
+    the text layout (openvino_model.xml) for the language model alone.
     Raises ConversionError with a one-line message for anything the user can fix."""
-    if weight_format is not None and weight_format not in WEIGHT_FORMATS:
-        raise ConversionError(f"weight format {weight_format!r} is not one of {', '.join(WEIGHT_FORMATS)}")
+    for name, fmt in (("weight", weight_format), ("vision weight", vision_weight_format)):
+        if fmt is not None and fmt not in WEIGHT_FORMATS:
+            raise ConversionError(f"{name} format {fmt!r} is not one of {', '.join(WEIGHT_FORMATS)}")
     if not 0.0 <= ratio <= 1.0:
         raise ConversionError(f"ratio must be between 0 and 1, not {ratio}")
     if group_size < 1 and group_size != -1:
@@ -70,7 +79,8 @@ def convert(
     try:
         check_target(out, force)
         with staged_directory(out, force) as staging:
-            _convert_into(staging, source, weight_format, group_size, ratio, sym, data_aware)
+            _convert_into(staging, source, weight_format, group_size, ratio, sym, data_aware, text_only,
+                          vision_weight_format)
     except (SourceError, UnsupportedModel, TokenizerError, OutputExists, CalibrationError) as e:
         raise ConversionError(str(e)) from None
     except KeyError as e:
@@ -81,9 +91,13 @@ def convert(
 
 
 def _convert_into(staging: Path, source, weight_format: str | None, group_size: int, ratio: float, sym: bool,
-                  data_aware: DataAware | None) -> None:
+                  data_aware: DataAware | None, text_only: bool, vision_weight_format: str | None) -> None:
     checkpoint = open_source(source)
     args = models.model_args(checkpoint.config)
+    arch = models.architecture(checkpoint.config)
+    multimodal = _sees_images(checkpoint.config, arch, text_only)
+    if multimodal and data_aware:
+        raise ConversionError(f"{data_aware.describe()} calibrate the text layout only: add --text-only")
     checkpoint.check_weights()
     # The tokenizer before the slow steps, so a checkpoint without a usable one fails at once.
     hf_tokenizer = checkpoint.hf_tokenizer()
@@ -104,7 +118,11 @@ def _convert_into(staging: Path, source, weight_format: str | None, group_size: 
         return weights
 
     weights = read_weights(np.float32 if weight_format in ("fp32", "fp16") else None)
-    arch = models.architecture(checkpoint.config)
+    vision = {}
+    if multimodal:
+        vision_weight_format = vision_weight_format or ("int8" if weight_format in ("int4", "int8") else weight_format)
+        vision = _build_vision(arch, checkpoint, vision_weight_format, group_size)
+    build = graph.build_multimodal if multimodal else graph.build_model
     if data_aware:
         if weights.to_compress is not None:
             raise CalibrationError(f"{data_aware.describe()} need full-precision weights, and a GGUF's blocks are "
@@ -116,18 +134,25 @@ def _convert_into(staging: Path, source, weight_format: str | None, group_size: 
         model, how = compress_with_data(model, hf_tokenizer, data_aware, group_size, ratio, sym)
         _say(f"Compressed with {how}")
     else:
-        model = _build_compressed_as_read(arch, args, checkpoint, read_weights, weights, weight_format, group_size,
-                                          ratio, sym)
+        model = _build_compressed_as_read(build, arch, args, checkpoint, read_weights, weights, weight_format,
+                                          group_size, ratio, sym)
     if weights:
         raise ConversionError(
             f"the checkpoint has tensors this {args.model_type} graph does not use: {', '.join(sorted(weights)[:3])}"
         )
+    # file → (model, its weights' format); GenAI loads a multimodal model's parts by these names.
+    files = {"openvino_model.xml": (model, weight_format)}
+    if multimodal:
+        files = {f"openvino_{role}_model.xml": (m, weight_format) for role, m in model.items()}
+        files.update({f"openvino_{role}_model.xml": (m, vision_weight_format) for role, m in vision.items()})
+        model = model["language"]
     precisions = layer_precisions(model)
     # A GGUF's kept blocks are its own format, whatever preset compressed the blocks that could not be kept.
     _annotate(model, "gguf" if weights.to_compress is not None else weight_format, group_size, ratio, sym, precisions)
 
     with _step("Saving the model"):
-        ov.save_model(model, staging / "openvino_model.xml", compress_to_fp16=weight_format == "fp16")
+        for name, (m, fmt) in files.items():
+            ov.save_model(m, staging / name, compress_to_fp16=fmt == "fp16")
     with _step("Converting the tokenizer"):
         tokenizer, detokenizer = convert_tokenizer(hf_tokenizer)
         ov.save_model(tokenizer, staging / "openvino_tokenizer.xml")
@@ -140,10 +165,35 @@ def _convert_into(staging: Path, source, weight_format: str | None, group_size: 
     _say(f"Weight layers: {layers}. Size on disk: {size / 2**20:.1f} MiB")
 
 
-def _build_compressed_as_read(arch, args, checkpoint, read_weights, weights, weight_format, group_size, ratio,
-                              sym) -> ov.Model:
-    """The model's graph with each weight compressed as it is read (compress.py): all of them, or only a
-    GGUF's dequantized ones."""
+def _sees_images(config: dict, arch, text_only: bool) -> bool:
+    """Whether the checkpoint is converted in the multimodal layout: it has a vision tower, the
+    architecture builds it (GenAI runs it), and the user did not ask for text only."""
+    if not config.get("vision_config") or text_only:
+        return False
+    if not hasattr(arch, "vision_models"):
+        _say(f"OpenVINO GenAI cannot run {config['model_type']}'s vision tower: converting its language model only")
+        return False
+    return True
+
+
+def _build_vision(arch, checkpoint: Checkpoint, weight_format: str, group_size: int) -> dict[str, ov.Model]:
+    """The architecture's vision models, by role; each weight compressed as it is read: int8 asymmetric
+    per channel, or int4 symmetric for every layer that takes it (int8 the rest)."""
+    compression = graph.keep
+    if weight_format in ("int4", "int8"):
+        compression = WeightCompression(weight_format, group_size, 1.0, weight_format == "int4").compress
+    with _step(f"Building the vision tower ({weight_format})"):
+        vision = arch.vision_models(checkpoint.config, checkpoint.weights(
+            np.float32 if weight_format in ("fp32", "fp16") else None), compression)
+    for model in vision.values():
+        _annotate(model, weight_format, group_size, 1.0, weight_format == "int4", layer_precisions(model))
+    return vision
+
+
+def _build_compressed_as_read(build, arch, args, checkpoint, read_weights, weights, weight_format, group_size,
+                              ratio, sym):
+    """The model's graph (`build`: graph.build_model, or build_multimodal's models) with each weight
+    compressed as it is read (compress.py): all of them, or only a GGUF's dequantized ones."""
     compression = None
     if weight_format in ("int4", "int8") and weights.to_compress != set():
         compression = WeightCompression(weight_format, group_size, ratio, sym, weights.to_compress)
@@ -154,12 +204,12 @@ def _build_compressed_as_read(arch, args, checkpoint, read_weights, weights, wei
         # A first pass over the checkpoint (on a throwaway graph) scores every candidate, so each weight
         # can be compressed for good as the model's graph takes it.
         with _step("Scoring each weight's sensitivity to int4") as progress:
-            graph.build_model(arch, args, read_weights(), on_layer=lambda done, total: progress(f"layer {done}/{total}"),
-                              compress=compression.score)
+            build(arch, args, read_weights(), on_layer=lambda done, total: progress(f"layer {done}/{total}"),
+                  compress=compression.score)
         compression.choose_int4()
     with _step(f"Building the {args.model_type} graph from {checkpoint.path}") as progress:
-        return graph.build_model(arch, args, weights, on_layer=lambda done, total: progress(f"layer {done}/{total}"),
-                                 compress=compression.compress if compression else graph.keep)
+        return build(arch, args, weights, on_layer=lambda done, total: progress(f"layer {done}/{total}"),
+                     compress=compression.compress if compression else graph.keep)
 
 
 def _annotate(model: ov.Model, weight_format, group_size, ratio, sym, precisions) -> None:

@@ -179,7 +179,8 @@ def rope_cos_sin(position_ids, rope: Rope) -> tuple[ov.Output, ov.Output]:
     """cos and sin of position × inverse frequency, [batch, 1, seq, rotary_dim] (Su et al., 2021).
 
     For longrope the frequencies switch to the long factors when the highest position reaches
-    past the pretraining length, as in the reference implementation.
+    past the pretraining length, as in the reference implementation. Positions of rank 3 are
+    M-RoPE's rows (multimodal_angles).
     """
     inv_freq = ops.constant(rope.inv_freq.reshape(1, 1, -1))
     if rope.long_inv_freq is not None:
@@ -188,12 +189,29 @@ def rope_cos_sin(position_ids, rope: Rope) -> tuple[ov.Output, ov.Output]:
         inv_freq = ops.select(is_long, ops.constant(rope.long_inv_freq.reshape(1, 1, -1)), inv_freq)
     positions = ops.unsqueeze(ops.convert(position_ids, F32), vector([-1]))
     angles = ops.multiply(positions, inv_freq)
+    if position_ids.get_partial_shape().rank.get_length() == 3:
+        angles = multimodal_angles(angles, rope)
     angles = ops.unsqueeze(ops.concat([angles, angles], axis=-1), vector([1]))
     cos, sin = ops.cos(angles), ops.sin(angles)
     if rope.attention_factor != 1.0:
         factor = scalar(rope.attention_factor, np.float32)
         cos, sin = ops.multiply(cos, factor), ops.multiply(sin, factor)
     return cos.output(0), sin.output(0)
+
+
+def multimodal_angles(angles, rope: Rope) -> ov.Output:
+    """Interleaved M-RoPE (Qwen3-VL): the angles of rows (t, h, w) of positions [rows, B, T, F] → [B, T, F],
+    frequency j taking the h row where j % 3 == 1 and j < 3·sections[1], the w row where j % 3 == 2 and
+    j < 3·sections[2], the t row elsewhere. Text tokens have t = h = w, so this is plain rope for them.
+    A fourth, leading row (Qwen3.5's text positions, used only for masks) is skipped."""
+    sections = rope.mrope_section or [len(rope.inv_freq), 0, 0]
+    rows = angles.get_partial_shape()[0].get_length()
+    if rows == 4:
+        angles = ops.slice(angles, vector([1]), vector([4]), vector([1]), vector([0]))
+    j = np.arange(len(rope.inv_freq))
+    row = np.where((j % 3 == 1) & (j < 3 * sections[1]), 1, np.where((j % 3 == 2) & (j < 3 * sections[2]), 2, 0))
+    one_hot = (row[None, :] == np.arange(3)[:, None]).astype(np.float32).reshape(3, 1, 1, -1)
+    return ops.reduce_sum(ops.multiply(angles, ops.constant(one_hot)), vector([0]), keep_dims=False).output(0)
 
 
 def _slice_last(x, start: int, stop: int) -> ov.Output:
@@ -212,17 +230,21 @@ def apply_rope(x, cos, sin, rotary_dim: int, head_dim: int) -> ov.Output:
     return out.output(0)
 
 
-def causal_mask(input_ids, attention_mask, sliding_window: int | None) -> ov.Output:
+def causal_mask(tokens, attention_mask, sliding_window: int | None, blocks=None) -> ov.Output:
     """Additive mask [batch, 1, new, total]: 0 where a new token may attend, MASKED elsewhere.
 
-    New tokens sit at the end of the sequence that `attention_mask` covers; a query attends to
-    earlier keys that are not padding and, with a sliding window, to fewer than `sliding_window` back.
+    New tokens (`tokens`: ids [B, T] or embeddings [B, T, H]) sit at the end of the sequence that
+    `attention_mask` covers; a query attends to earlier keys that are not padding and, with a sliding
+    window, to fewer than `sliding_window` back. `blocks` (bool [B, 1, new, total], image_blocks) also
+    lets a query attend to later keys of its own block, as Gemma 3's image tokens do.
     """
     total = ops.gather(ops.shape_of(attention_mask), scalar(1), scalar(0))
-    new = ops.gather(ops.shape_of(input_ids), scalar(1), scalar(0))
+    new = ops.gather(ops.shape_of(tokens), scalar(1), scalar(0))
     key_pos = ops.range(scalar(0), total, scalar(1), output_type="i64")
     query_pos = ops.unsqueeze(ops.range(ops.subtract(total, new), total, scalar(1), output_type="i64"), scalar(1))
     causal = ops.less_equal(key_pos, query_pos)
+    if blocks is not None:
+        causal = ops.logical_or(causal, blocks)
     not_padding = ops.unsqueeze(ops.not_equal(attention_mask, scalar(0)), vector([1, 2]))
     if sliding_window is None:
         allowed = ops.logical_and(causal, not_padding)
@@ -241,13 +263,37 @@ def causal_mask(input_ids, attention_mask, sliding_window: int | None) -> ov.Out
     return ops.slice(mask, vector([0]), ops.unsqueeze(total, scalar(0)), vector([1]), vector([3])).output(0)
 
 
+def image_blocks(token_type_ids, attention_mask) -> ov.Output:
+    """Where a new token and a key lie in the same image (bool [B, 1, new, total]): each run of tokens
+    whose token_type_ids is 1 is one image, whose tokens attend to each other both ways (Gemma 3). The
+    new tokens' types are given; earlier keys are text or whole earlier images, which only causal
+    attention reaches."""
+    is_image = ops.equal(token_type_ids, scalar(1))
+    before = ops.concat([ops.broadcast(ops.constant(np.array([[False]])), ops.concat(
+        [ops.gather(ops.shape_of(token_type_ids), vector([0]), scalar(0)), vector([1])], 0)),
+        ops.slice(is_image, vector([0]), vector([-1]), vector([1]), vector([1]))], axis=1)
+    starts = ops.logical_and(is_image, ops.logical_not(before))
+    image = ops.subtract(ops.cumsum(ops.convert(starts, ov.Type.i64), scalar(1)), scalar(1))
+    block = ops.select(is_image, image, scalar(-1))  # [B, new]: which image, −1 for text
+    past = ops.subtract(ops.gather(ops.shape_of(attention_mask), vector([1]), scalar(0)),
+                        ops.gather(ops.shape_of(token_type_ids), vector([1]), scalar(0)))
+    past_blocks = ops.broadcast(scalar(-1), ops.concat([ops.gather(ops.shape_of(token_type_ids), vector([0]), scalar(0)),
+                                                        past], 0))
+    key_block = ops.unsqueeze(ops.concat([past_blocks, block], axis=1), vector([1, 2]))  # [B, 1, 1, total]
+    query_block = ops.unsqueeze(block, vector([1, 3]))  # [B, 1, new, 1]
+    return ops.logical_and(ops.equal(query_block, key_block), ops.greater_equal(query_block, scalar(0))).output(0)
+
+
 class Context:
     """Graph values every layer reads: masks (one per attention window), rope tables (one per set of
     frequencies) and the like are built the first time a layer asks, then shared by every layer."""
 
-    def __init__(self, input_ids, attention_mask, position_ids, beam_idx):
-        self.input_ids, self.attention_mask, self.position_ids = input_ids, attention_mask, position_ids
-        self.batch = ops.gather(ops.shape_of(input_ids), vector([0]), scalar(0)).output(0)
+    def __init__(self, tokens, attention_mask, position_ids, beam_idx, inputs: dict | None = None):
+        """`tokens`: the new tokens' ids [B, T], or their embeddings [B, T, H] in the multimodal layout;
+        `inputs`: that layout's other inputs by name (token_type_ids, per_layer_inputs, …)."""
+        self.tokens, self.attention_mask, self.position_ids = tokens, attention_mask, position_ids
+        self.inputs = inputs or {}
+        self.batch = ops.gather(ops.shape_of(tokens), vector([0]), scalar(0)).output(0)
         self.beam_idx = beam_idx.output(0)
         self.sinks: list = []
         self._shared: dict = {}
@@ -259,8 +305,14 @@ class Context:
         return self._shared[key]
 
     def mask(self, sliding_window: int | None) -> ov.Output:
-        return self.shared(("mask", sliding_window),
-                           lambda: causal_mask(self.input_ids, self.attention_mask, sliding_window))
+        """The attention mask; where the inputs give token_type_ids, each image's tokens see each other."""
+        def build():
+            blocks = None
+            if "token_type_ids" in self.inputs:
+                blocks = self.shared("image_blocks", lambda: image_blocks(self.inputs["token_type_ids"], self.attention_mask))
+            return causal_mask(self.tokens, self.attention_mask, sliding_window, blocks)
+
+        return self.shared(("mask", sliding_window), build)
 
     def rope(self, rope: Rope) -> tuple[ov.Output, ov.Output]:
         return self.shared(("rope", id(rope)), lambda: rope_cos_sin(self.position_ids, rope))
@@ -505,18 +557,63 @@ def build_model(arch, args: ModelArgs, weights: Weights, on_layer=lambda done, t
     the progress. Every weight the model multiplies by goes through `compress(name, tensor, role)`,
     role "embedding", "linear" or "lm_head", which returns it or an ov.Output that computes it."""
     input_ids = ops.parameter([-1, -1], np.int64, name="input_ids")
-    attention_mask = ops.parameter([-1, -1], np.int64, name="attention_mask")
-    position_ids = ops.parameter([-1, -1], np.int64, name="position_ids")
-    beam_idx = ops.parameter([-1], np.int32, name="beam_idx")
-    ctx = Context(input_ids, attention_mask, position_ids, beam_idx)
-
+    ctx = Context(input_ids, *_state_inputs([-1, -1]))
     table = compress("model.embed_tokens.weight", weights.pop("model.embed_tokens.weight"), "embedding")
     # A tied lm_head reads the lookup's own constant: the table is stored once (blocks with an
     # offset build their S∘Q twice, which OpenVINO's writer stores once).
     table = table if has_offset(table) else weight(table)
-    h = embedding(table, input_ids)
+    h = scaled_embedding(table, input_ids, args)
+    return _decoder(arch, args, weights, ctx, h, table, on_layer, compress, [input_ids])
+
+
+def build_multimodal(arch, args: ModelArgs, weights: Weights, on_layer=lambda done, total: None,
+                     compress=keep) -> dict[str, ov.Model]:
+    """The decoder in the layout GenAI's VLMPipeline loads, by role (file openvino_{role}_model.xml):
+    "language", the decoder on `inputs_embeds` [B, T, H] (text and image embeddings merged by GenAI)
+    with the inputs the architecture's pipeline sends besides (`arch.multimodal_inputs`, and its
+    `POSITION_ROWS` rows of M-RoPE positions), and "text_embeddings", the token ids' scaled embeddings
+    in f32; plus the architecture's other embedding models (`arch.embedding_models`)."""
+    rows = getattr(arch, "POSITION_ROWS", None)
+    inputs_embeds = ops.parameter([-1, -1, args.hidden_size], F32, name="inputs_embeds")
+    extra = arch.multimodal_inputs(args) if hasattr(arch, "multimodal_inputs") else {}
+    ctx = Context(inputs_embeds, *_state_inputs([rows, -1, -1] if rows else [-1, -1]), inputs=extra)
+    table = weights.pop("model.embed_tokens.weight")
+    models = {"text_embeddings": text_embeddings_model(table, args, compress)}
+    if hasattr(arch, "embedding_models"):
+        models.update(arch.embedding_models(args, weights, compress))
+    tied = compress("model.embed_tokens.weight", table, "embedding") if args.tie_word_embeddings else None
+    del table
+    models["language"] = _decoder(arch, args, weights, ctx, inputs_embeds, tied, on_layer, compress,
+                                  [inputs_embeds, *extra.values()])
+    return models
+
+
+def scaled_embedding(table, ids, args: ModelArgs) -> ov.Output:
+    h = embedding(table, ids)
     if args.embed_scale is not None:
         h = ops.multiply(h, scalar(args.embed_scale, np.float32)).output(0)
+    return h
+
+
+def text_embeddings_model(table, args: ModelArgs, compress=keep) -> ov.Model:
+    """Token ids `input` [B, T] → `inputs_embeds` [B, T, H] in f32 (GenAI reads them as floats and merges
+    the images' in), scaled inside: GenAI multiplies only by MiniCPM's scale_emb."""
+    ids = ops.parameter([-1, -1], np.int64, name="input")
+    compressed = compress("model.embed_tokens.weight", table, "embedding")
+    h = scaled_embedding(compressed if has_offset(compressed) else weight(compressed), ids, args)
+    return _model([h], "inputs_embeds", [ids], [], "text_embeddings")
+
+
+def _state_inputs(position_shape: list[int]) -> tuple:
+    attention_mask = ops.parameter([-1, -1], np.int64, name="attention_mask")
+    position_ids = ops.parameter(position_shape, np.int64, name="position_ids")
+    beam_idx = ops.parameter([-1], np.int32, name="beam_idx")
+    return attention_mask, position_ids, beam_idx
+
+
+def _decoder(arch, args, weights, ctx: Context, h, table, on_layer, compress, inputs: list) -> ov.Model:
+    """From the embedded tokens `h` to the logits: the layers, the final norm and the output projection
+    (`table` where it is tied to the embedding)."""
     for i in range(args.num_hidden_layers):
         h = arch.decoder_layer(h, LayerWeights(weights, i, compress), args, ctx)
         on_layer(i + 1, args.num_hidden_layers)
@@ -529,8 +626,14 @@ def build_model(arch, args: ModelArgs, weights: Weights, on_layer=lambda done, t
     if args.final_logit_softcapping:
         cap = scalar(args.final_logit_softcapping, np.float32)
         logits = ops.multiply(ops.tanh(ops.divide(logits, cap)), cap).output(0)
-    logits.get_tensor().set_names({"logits"})
-    for param in (input_ids, attention_mask, position_ids, beam_idx):
+    params = [inputs[0], ctx.attention_mask, ctx.position_ids, *inputs[1:], ctx.beam_idx.get_node()]
+    return _model([logits], "logits", params, ctx.sinks, "decoder")
+
+
+def _model(outputs: list, name: str, params: list, sinks: list, model_name: str) -> ov.Model:
+    """An ov.Model whose tensors are named as GenAI looks them up: the output `name`, each input by its
+    friendly name."""
+    outputs[0].get_tensor().set_names({name})
+    for param in params:
         param.output(0).get_tensor().set_names({param.get_friendly_name()})
-    result = ops.result(logits)
-    return ov.Model([result], ctx.sinks, [input_ids, attention_mask, position_ids, beam_idx], "decoder")
+    return ov.Model([ops.result(out) for out in outputs], sinks, params, model_name)

@@ -13,6 +13,10 @@ import ml_dtypes  # noqa: F401  (registers numpy's bfloat16, which safetensors n
 import numpy as np
 
 
+# How images are preprocessed (sizes, mean and std) and, for some checkpoints, the chat template.
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json")
+
+
 class SourceError(ValueError):
     """The source cannot be read as a checkpoint."""
 
@@ -61,14 +65,23 @@ class Checkpoint:
         return json.loads(source.read_text()) if source.is_file() else {}
 
     def write_files(self, out: Path, hf_tokenizer) -> None:
-        """config.json and the tokenizer files beside the IR, for tools that read them (optimum-intel)."""
+        """config.json, the tokenizer files and the image processor's beside the IR: GenAI reads the
+        model type and the image preprocessing from them, other tools (optimum-intel) the rest."""
         import shutil
 
         from .tokenizer import TOKENIZER_FILES
 
-        for name in ("config.json", *TOKENIZER_FILES):
+        for name in ("config.json", *TOKENIZER_FILES, *PROCESSOR_FILES):
             if (self.path / name).is_file():
                 shutil.copyfile(self.path / name, out / name)
+        # transformers 5 saves the image processor's settings inside processor_config.json; GenAI reads
+        # them from preprocessor_config.json (or from a processor_config.json that has a video
+        # processor's too).
+        processor = self.path / "processor_config.json"
+        if processor.is_file() and not (out / "preprocessor_config.json").exists():
+            image_processor = json.loads(processor.read_text()).get("image_processor")
+            if image_processor:
+                (out / "preprocessor_config.json").write_text(json.dumps(image_processor, indent=2) + "\n")
 
     def weights(self, dtype=None, dequantize: bool = False) -> "Weights":
         """The checkpoint's tensors, read when taken; in their stored dtype unless `dtype` is given."""

@@ -25,6 +25,8 @@ class Rope:
     attention_factor: float = 1.0
     long_inv_freq: np.ndarray | None = None
     original_max_position_embeddings: int | None = None
+    # M-RoPE (Qwen-VL): how many frequencies rotate by the (t, h, w) rows of multimodal positions.
+    mrope_section: list | None = None
 
     @property
     def rotary_dim(self) -> int:
@@ -148,6 +150,12 @@ def rope_parameters(config: dict) -> dict:
 
 
 def make_rope(params: dict, head_dim: int, max_position_embeddings: int) -> Rope:
+    rope = _rope_of_type(params, head_dim, max_position_embeddings)
+    rope.mrope_section = params.get("mrope_section")
+    return rope
+
+
+def _rope_of_type(params: dict, head_dim: int, max_position_embeddings: int) -> Rope:
     rope_type = params["rope_type"]
     base = float(params["rope_theta"])
     dim = int(head_dim * params.get("partial_rotary_factor", 1.0))

@@ -8,9 +8,11 @@ with the global (possibly scaled) rope; scores are scaled by query_pre_attn_scal
 
 from dataclasses import dataclass
 
+import numpy as np
 import openvino.opset13 as ops
 
 from ..graph import attention, gated_mlp, rms_norm
+from ..vision.siglip import gemma3_vision
 from . import base
 from .base import UnsupportedModel
 
@@ -60,6 +62,16 @@ class ModelArgs(base.ModelArgs):
 
 def sanitize(weights, args: ModelArgs) -> None:
     base.keep_language_model(weights)
+
+
+def vision_models(config: dict, weights, compress) -> dict:
+    """SigLIP and the projector to the language model's width: 256 soft tokens per image."""
+    return {"vision_embeddings": gemma3_vision(config, weights, compress)}
+
+
+def multimodal_inputs(args: ModelArgs) -> dict:
+    """GenAI sends token_type_ids (1 on an image's soft tokens) to a Gemma 3 language model."""
+    return {"token_type_ids": ops.parameter([-1, -1], np.int64, name="token_type_ids")}
 
 
 def sandwich_block(x, w, args, ctx, qk_norm: str | None):

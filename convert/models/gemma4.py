@@ -107,14 +107,23 @@ def sanitize(weights, args: ModelArgs) -> None:
             weights.discard(f"model.layers.{layer}.self_attn.{name}")
 
 
+def per_layer_rows(ids, weights, args: ModelArgs, compress):
+    """The tokens' rows of the per-layer table · √P, [B, T, layers, P]."""
+    name = "model.embed_tokens_per_layer"
+    rows = embedding(compress(f"{name}.weight", weights.pop(f"{name}.weight"), "embedding"), ids, name)
+    by_layer = vector([0, 0, args.num_hidden_layers, args.hidden_size_per_layer_input])
+    return ops.multiply(ops.reshape(rows, by_layer, special_zero=True),
+                        scalar(args.hidden_size_per_layer_input**0.5, np.float32)).output(0)
+
+
 def per_layer_inputs(embedded, ctx, weights, args: ModelArgs, compress):
     """Every layer's PLE input [B, T, layers, P]: (norm(projection of the scaled embedding) + the
     token's row of the per-layer table · √P) · 2^-½."""
     layers, width = args.num_hidden_layers, args.hidden_size_per_layer_input
-    name = "model.embed_tokens_per_layer"
-    rows = embedding(compress(f"{name}.weight", weights.pop(f"{name}.weight"), "embedding"), ctx.input_ids, name)
     by_layer = vector([0, 0, layers, width])
-    rows = ops.multiply(ops.reshape(rows, by_layer, special_zero=True), scalar(width**0.5, np.float32))
+    rows = ctx.inputs.get("per_layer_inputs")  # the multimodal layout computes them in a model of their own
+    if rows is None:
+        rows = per_layer_rows(ctx.tokens, weights, args, compress)
     projection = "model.per_layer_model_projection"
     projected = linear(embedded, compress(f"{projection}.weight", weights.pop(f"{projection}.weight"), "linear"),
                        name=projection)

@@ -1,0 +1,124 @@
+"""Tiny random vision-language checkpoints as their families ship them (a vision tower, its
+projector, a language model, an image processor, a tokenizer with the image tokens and a chat
+template that places them), made with transformers + torch, the reference they are checked against."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import transformers
+
+from checkpoints import QWEN3_5, SMALL
+
+# Each family's image tokens, as its tokenizer names them (transformers' extra_special_tokens), and the
+# text its chat template writes for an image item of a message.
+GEMMA3_TOKENS = {"boi_token": "<start_of_image>", "image_token": "<image_soft_token>", "eoi_token": "<end_of_image>"}
+QWEN_TOKENS = {"vision_bos_token": "<|vision_start|>", "image_token": "<|image_pad|>", "vision_eos_token": "<|vision_end|>",
+               "video_token": "<|video_pad|>"}
+
+
+def _template(turn_start: str, turn_end: str, assistant: str, image: str, generation_prompt: str) -> str:
+    """A chat template whose user content may be a string or a list of image and text items, as the
+    shipped VLM templates are."""
+    return (
+        "{{ bos_token }}{%- for message in messages -%}"
+        f"{{{{ '{turn_start}' + ('{assistant}' if message['role'] == 'assistant' else message['role']) + '\\n' }}}}"
+        "{%- if message['content'] is string -%}{{ message['content'] }}"
+        "{%- else -%}{%- for item in message['content'] -%}"
+        f"{{%- if item['type'] == 'image' -%}}{{{{ '{image}' }}}}"
+        "{%- elif item['type'] == 'text' -%}{{ item['text'] }}{%- endif -%}"
+        "{%- endfor -%}{%- endif -%}"
+        f"{{{{ '{turn_end}\\n' }}}}"
+        "{%- endfor -%}"
+        f"{{%- if add_generation_prompt -%}}{{{{ '{generation_prompt}' }}}}{{%- endif -%}}"
+    )
+
+
+GEMMA3_TEMPLATE = _template("<start_of_turn>", "<end_of_turn>", "model", "<start_of_image>", "<start_of_turn>model\\n")
+QWEN_TEMPLATE = _template("<|im_start|>", "<|im_end|>", "assistant", "<|vision_start|><|image_pad|><|vision_end|>",
+                          "<|im_start|>assistant\\n")
+
+QWEN_VISION = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, spatial_merge_size=2,
+                   temporal_patch_size=2, out_hidden_size=64, initializer_range=0.2)
+
+
+def _gemma3(tokenizer):
+    config = transformers.Gemma3Config(
+        text_config=dict(SMALL, head_dim=16, sliding_window=8, layer_types=["sliding_attention", "full_attention"],
+                         vocab_size=len(tokenizer)),
+        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=56, patch_size=14),
+        mm_tokens_per_image=4, **{f"{kind}_index": tokenizer.convert_tokens_to_ids(GEMMA3_TOKENS[kind])
+                                  for kind in ("boi_token", "eoi_token")},
+        image_token_index=tokenizer.convert_tokens_to_ids(GEMMA3_TOKENS["image_token"]))
+    processor = transformers.Gemma3Processor(
+        image_processor=transformers.Gemma3ImageProcessorPil(size={"height": 56, "width": 56}),
+        tokenizer=tokenizer, chat_template=GEMMA3_TEMPLATE, image_seq_length=4)
+    return config, processor
+
+
+def _qwen(model_type: str):
+    def make(tokenizer):
+        ids = {"image_token_id": tokenizer.convert_tokens_to_ids(QWEN_TOKENS["image_token"]),
+               "video_token_id": tokenizer.convert_tokens_to_ids(QWEN_TOKENS["video_token"]),
+               "vision_start_token_id": tokenizer.convert_tokens_to_ids(QWEN_TOKENS["vision_bos_token"]),
+               "vision_end_token_id": tokenizer.convert_tokens_to_ids(QWEN_TOKENS["vision_eos_token"])}
+        text = dict(SMALL, head_dim=16, vocab_size=len(tokenizer))
+        if model_type == "qwen3_5":
+            config = transformers.Qwen3_5Config(
+                text_config=dict(text, **QWEN3_5, layer_types=["linear_attention", "full_attention"]),
+                vision_config=dict(QWEN_VISION, patch_size=16, num_position_embeddings=64), **ids)
+        else:
+            config = transformers.Qwen3VLConfig(
+                text_config=dict(text, rope_parameters=dict(rope_type="default", rope_theta=5_000_000.0,
+                                                            mrope_section=[2, 3, 3], mrope_interleaved=True)),
+                vision_config=dict(QWEN_VISION, patch_size=14, num_position_embeddings=16,
+                                   deepstack_visual_indexes=[0, 1]), **ids)
+        patch = config.vision_config.patch_size
+        image_processor = transformers.Qwen2VLImageProcessorPil(
+            patch_size=patch, temporal_patch_size=2, merge_size=2,
+            size={"shortest_edge": (patch * 2) ** 2 * 4, "longest_edge": (patch * 2) ** 2 * 64})
+        # Qwen3VLProcessor cannot be made without torchvision (its video processor): the image processor
+        # and the tokenizer with the template are what it would save.
+        return config, image_processor
+    return make
+
+
+VLM_VARIANTS = {  # name → (config and processor maker, image tokens, chat template)
+    "gemma3-vision": (_gemma3, GEMMA3_TOKENS, GEMMA3_TEMPLATE),
+    "qwen3_5-vision": (_qwen("qwen3_5"), QWEN_TOKENS, QWEN_TEMPLATE),
+    "qwen3_vl-vision": (_qwen("qwen3_vl"), QWEN_TOKENS, QWEN_TEMPLATE),
+}
+
+
+def randomize_tower(model) -> None:
+    """Vision weights all random and of order one: transformers initialises biases, projections and
+    Gemma's norms to zero, which would test nothing."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if not any(part in name for part in ("vision_tower", "multi_modal_projector", "visual", "embed_vision")):
+                continue
+            if "norm" in name:
+                param.normal_(1.0 if name.endswith("weight") else 0.0, 0.2)
+            else:
+                param.normal_(0.0, 0.2)
+
+
+def make_vlm_checkpoint(name: str, out: Path, smollm2_dir: Path) -> Path:
+    """The tiny vision-language checkpoint `name` in `out`: SmolLM2's tokenizer with the family's image
+    tokens, its processor (preprocessor_config.json, chat template), random weights."""
+    make, tokens, template = VLM_VARIANTS[name]
+    tokenizer = transformers.AutoTokenizer.from_pretrained(smollm2_dir, extra_special_tokens=tokens)
+    tokenizer.chat_template = template
+    config, processor = make(tokenizer)
+    config.text_config.initializer_range = 0.2
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        setattr(config.text_config, key, getattr(tokenizer, key))
+    torch.manual_seed(sum(map(ord, name)))
+    model = transformers.AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+    randomize_tower(model)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
