@@ -188,7 +188,7 @@ def rope_cos_sin(position_ids, rope: Rope) -> tuple[ov.Output, ov.Output]:
         is_long = ops.greater(seq_len, scalar(rope.original_max_position_embeddings))
         inv_freq = ops.select(is_long, ops.constant(rope.long_inv_freq.reshape(1, 1, -1)), inv_freq)
     positions = ops.unsqueeze(ops.convert(position_ids, F32), vector([-1]))
-    angles = ops.multiply(positions, inv_freq)
+    angles = ops.multiply(positions, inv_freq).output(0)
     if position_ids.get_partial_shape().rank.get_length() == 3:
         angles = multimodal_angles(angles, rope)
     angles = ops.unsqueeze(ops.concat([angles, angles], axis=-1), vector([1]))

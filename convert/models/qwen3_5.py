@@ -17,11 +17,13 @@ import openvino as ov
 import openvino.opset13 as ops
 
 from ..graph import gated_delta_rule, read_state, rms_norm, short_conv, split_heads, vector, write_state
+from ..vision.qwen import qwen_vision
 from . import base
 from .base import UnsupportedModel
 from .llama import pre_norm_block, transformer_block
 
 # Qwen3_5TextConfig's defaults, for keys a hub config leaves out.
+POSITION_ROWS = 4  # GenAI sends [4, B, T]: the text positions (unused here), then M-RoPE's t, h, w
 DEFAULTS = dict(head_dim=256, linear_conv_kernel_dim=4, linear_key_head_dim=128, linear_value_head_dim=128,
                 linear_num_key_heads=16, linear_num_value_heads=32, rms_norm_eps=1e-6, partial_rotary_factor=0.25,
                 max_position_embeddings=32768)
@@ -43,6 +45,7 @@ class ModelArgs(base.ModelArgs):
 
     def __post_init__(self):
         super().__post_init__()
+        self.rope_parameters.setdefault("mrope_section", [11, 11, 10])  # Qwen3.5's, where the config omits it
         if self.layer_types is None:
             self.layer_types = ["full_attention" if (i + 1) % self.full_attention_interval == 0 else "linear_attention"
                                 for i in range(self.num_hidden_layers)]
@@ -59,6 +62,10 @@ class ModelArgs(base.ModelArgs):
         if "num_experts" in config:
             raise UnsupportedModel("Qwen3.5's mixture-of-experts models (qwen3_5_moe) are not supported")
         return super().from_config({**DEFAULTS, **config})
+
+
+def vision_models(config: dict, weights, compress) -> dict:
+    return qwen_vision(config, weights, compress)
 
 
 def sanitize(weights, args: ModelArgs) -> None:
