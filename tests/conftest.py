@@ -70,10 +70,28 @@ def converted(tmp_path_factory, checkpoint):
         key = (name, weight_format)
         if key not in made:
             out = tmp_path_factory.mktemp("ir") / f"{name}-{weight_format}"
-            made[key] = convert(checkpoint(name), out, weight_format=weight_format)
+            # The text layout, also for the multimodal checkpoints: their language model is what these check.
+            made[key] = convert(checkpoint(name), out, weight_format=weight_format, text_only=True)
         return made[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def vlm_checkpoint(tmp_path_factory, smollm2_checkpoint):
+    """vlm_checkpoint(name) → directory of the tiny vision-language checkpoint `name` (vision_checkpoints.py)."""
+    from vision_checkpoints import make_vlm_checkpoint
+
+    return functools.cache(lambda name: make_vlm_checkpoint(name, tmp_path_factory.mktemp(name), smollm2_checkpoint))
+
+
+@pytest.fixture(scope="session")
+def converted_vlm(tmp_path_factory, vlm_checkpoint):
+    """converted_vlm(name, weight_format="fp32") → its multimodal model directory, written by `convert.convert`."""
+    from convert import convert
+
+    return functools.cache(lambda name, weight_format="fp32": convert(
+        vlm_checkpoint(name), tmp_path_factory.mktemp("vlm") / f"{name}-{weight_format}", weight_format=weight_format))
 
 
 def run_ovchat(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
