@@ -41,6 +41,7 @@ def convert(
     data_aware: DataAware | None = None,
     text_only: bool = False,
     vision_weight_format: str | None = None,
+    mmproj=None,
 ) -> Path:
     """Convert SOURCE (checkpoint directory, hub id or .gguf file) into the model directory OUT;
     returns OUT.
@@ -57,7 +58,8 @@ def convert(
     layout (vision models beside a language model on input embeddings), its tower in
     `vision_weight_format` (default int8 where the language model is compressed: a vision encoder
     loses more to int4 than a decoder does; else the language model's format); `text_only` keeps
-    the text layout (openvino_model.xml) for the language model alone.
+    the text layout (openvino_model.xml) for the language model alone. `mmproj` is llama.cpp's
+    projector file for a model .gguf SOURCE: the two are read as one vision-language checkpoint.
     Raises ConversionError with a one-line message for anything the user can fix."""
     for name, fmt in (("weight", weight_format), ("vision weight", vision_weight_format)):
         if fmt is not None and fmt not in WEIGHT_FORMATS:
@@ -80,7 +82,7 @@ def convert(
         check_target(out, force)
         with staged_directory(out, force) as staging:
             _convert_into(staging, source, weight_format, group_size, ratio, sym, data_aware, text_only,
-                          vision_weight_format)
+                          vision_weight_format, mmproj)
     except (SourceError, UnsupportedModel, TokenizerError, OutputExists, CalibrationError) as e:
         raise ConversionError(str(e)) from None
     except KeyError as e:
@@ -91,8 +93,14 @@ def convert(
 
 
 def _convert_into(staging: Path, source, weight_format: str | None, group_size: int, ratio: float, sym: bool,
-                  data_aware: DataAware | None, text_only: bool, vision_weight_format: str | None) -> None:
-    checkpoint = open_source(source)
+                  data_aware: DataAware | None, text_only: bool, vision_weight_format: str | None,
+                  mmproj=None) -> None:
+    if mmproj is not None:
+        from .mmproj import open_with_mmproj
+
+        checkpoint = open_with_mmproj(source, mmproj)
+    else:
+        checkpoint = open_source(source)
     args = models.model_args(checkpoint.config)
     arch = models.architecture(checkpoint.config)
     multimodal = _sees_images(checkpoint.config, arch, text_only)

@@ -366,6 +366,11 @@ def read_gguf(path: Path) -> GGUFCheckpoint:
     except Exception as e:  # the reader raises ValueError, struct.error, IndexError… on bad files
         raise SourceError(f"{path.name} is not a readable GGUF file ({e})") from None
     arch = _field(reader, "general.architecture")
+    if arch == "clip":
+        from .mmproj import SUPPORTED_PROJECTORS
+
+        raise SourceError(f"{path.name} is llama.cpp's multimodal projector (mmproj), not a model: convert the model's "
+                          f".gguf with --mmproj {path.name} (supported projector type: {', '.join(SUPPORTED_PROJECTORS)})")
     if arch not in SUPPORTED_ARCHITECTURES:
         raise SourceError(f"GGUF architecture {arch!r} is not supported; supported: {', '.join(SUPPORTED_ARCHITECTURES)}")
     heads = int(_field(reader, f"{arch}.attention.head_count"))
