@@ -163,7 +163,7 @@ def conversion_options(command):
 
 
 def _convert(source, out, force, weight_format, group_size, ratio, sym, awq, scale_estimation, gptq, dataset,
-             num_samples):
+             num_samples, mmproj=None):
     """Run the converter for `ovchat convert` and `ovchat pull`: one-line errors, Ctrl-C leaves nothing."""
     from .engine import keep_telemetry_off
 
@@ -171,13 +171,15 @@ def _convert(source, out, force, weight_format, group_size, ratio, sym, awq, sca
     keep_telemetry_off()  # NNCF reports its calls through openvino-telemetry too
     try:
         from convert import ConversionError, DataAware, convert as run_conversion
+        click.option("--mmproj", type=click.Path(dir_okay=False),
+                     help="llama.cpp's vision projector .gguf for a model .gguf SOURCE (Gemma 3's): a model that sees images."),
     except ImportError as e:
         _fail(f"conversion needs the convert extra ({e.name} is missing): pip install \"ovgenai-chat[convert]\"")
     data_aware = None
     if awq or scale_estimation or gptq or dataset or num_samples:
         data_aware = DataAware(awq, scale_estimation, gptq, dataset, num_samples or DataAware.num_samples)
     try:
-        return run_conversion(source, out, weight_format, group_size, ratio, sym, force, data_aware)
+        return run_conversion(source, out, weight_format, group_size, ratio, sym, force, data_aware, mmproj=mmproj)
     except ConversionError as e:
         _fail(str(e))
     except KeyboardInterrupt:
