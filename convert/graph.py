@@ -265,10 +265,10 @@ def causal_mask(tokens, attention_mask, sliding_window: int | None, blocks=None)
 
 def image_blocks(token_type_ids, attention_mask) -> ov.Output:
     """Where a new token and a key lie in the same image (bool [B, 1, new, total]): each run of tokens
-    whose token_type_ids is 1 is one image, whose tokens attend to each other both ways (Gemma 3). The
-    new tokens' types are given; earlier keys are text or whole earlier images, which only causal
-    attention reaches."""
-    is_image = ops.equal(token_type_ids, scalar(1))
+    whose token_type_ids is 1 (an image's) or 2 (a video frame's) is one block, whose tokens attend to
+    each other both ways (Gemma 3, Gemma 4). The new tokens' types are given; earlier keys are text or
+    whole earlier images, which only causal attention reaches."""
+    is_image = ops.logical_or(ops.equal(token_type_ids, scalar(1)), ops.equal(token_type_ids, scalar(2)))
     before = ops.concat([ops.broadcast(ops.constant(np.array([[False]])), ops.concat(
         [ops.gather(ops.shape_of(token_type_ids), vector([0]), scalar(0)), vector([1])], 0)),
         ops.slice(is_image, vector([0]), vector([-1]), vector([1]), vector([1]))], axis=1)
@@ -293,6 +293,7 @@ class Context:
         `inputs`: that layout's other inputs by name (token_type_ids, per_layer_inputs, …)."""
         self.tokens, self.attention_mask, self.position_ids = tokens, attention_mask, position_ids
         self.inputs = inputs or {}
+        self.images_both_ways_in_full_attention = True
         self.batch = ops.gather(ops.shape_of(tokens), vector([0]), scalar(0)).output(0)
         self.beam_idx = beam_idx.output(0)
         self.sinks: list = []
@@ -305,10 +306,11 @@ class Context:
         return self._shared[key]
 
     def mask(self, sliding_window: int | None) -> ov.Output:
-        """The attention mask; where the inputs give token_type_ids, each image's tokens see each other."""
+        """The attention mask; where the inputs give token_type_ids, each image's tokens see each other (in
+        sliding-window layers only, where `images_both_ways_in_full_attention` is false: Gemma 4)."""
         def build():
             blocks = None
-            if "token_type_ids" in self.inputs:
+            if "token_type_ids" in self.inputs and (sliding_window or self.images_both_ways_in_full_attention):
                 blocks = self.shared("image_blocks", lambda: image_blocks(self.inputs["token_type_ids"], self.attention_mask))
             return causal_mask(self.tokens, self.attention_mask, sliding_window, blocks)
 
@@ -577,6 +579,7 @@ def build_multimodal(arch, args: ModelArgs, weights: Weights, on_layer=lambda do
     inputs_embeds = ops.parameter([-1, -1, args.hidden_size], F32, name="inputs_embeds")
     extra = arch.multimodal_inputs(args) if hasattr(arch, "multimodal_inputs") else {}
     ctx = Context(inputs_embeds, *_state_inputs([rows, -1, -1] if rows else [-1, -1]), inputs=extra)
+    ctx.images_both_ways_in_full_attention = getattr(arch, "IMAGES_BOTH_WAYS_IN_FULL_ATTENTION", True)
     table = weights.pop("model.embed_tokens.weight")
     models = {"text_embeddings": text_embeddings_model(table, args, compress)}
     if hasattr(arch, "embedding_models"):

@@ -21,9 +21,10 @@ EXACT = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "DYNAMI
 NEW_TOKENS = 24
 # Sizes the image processors keep as they are (GenAI's resizers are not PIL's, so a resized picture
 # would differ by interpolation alone): Gemma 3's 56 px square; multiples of Qwen's patch · merge.
-IMAGE_SIZES = {"gemma3-vision": [(56, 56), (56, 56)], "qwen3_5-vision": [(96, 128), (64, 64)],
+IMAGE_SIZES = {"gemma3-vision": [(56, 56), (56, 56)], "gemma4-vision": [(288, 480), (336, 336)], "qwen3_5-vision": [(96, 128), (64, 64)],
                "qwen3_vl-vision": [(84, 112), (56, 56)]}
-IMAGE_PAD = "<|image_pad|>"
+# The placeholder a template writes for an image, which the processor repeats once per soft token.
+PLACEHOLDERS = {"qwen3_5": "<|image_pad|>", "qwen3_vl": "<|image_pad|>", "gemma4": "<|image|>"}
 
 
 def picture(size: tuple[int, int], seed: int) -> np.ndarray:
@@ -55,13 +56,19 @@ class Reference:
         if self.family == "gemma3":
             text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
             return dict(self.processor(text=[text], images=[pictures] if pictures else None, return_tensors="pt"))
+        placeholder = PLACEHOLDERS[self.family]
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         pixels = dict(self.processor(images=pictures, return_tensors="pt")) if pictures else {}
-        pieces = text.split(IMAGE_PAD)
-        counts = [int(grid.prod()) // 4 for grid in pixels.get("image_grid_thw", [])]
-        text = pieces[0] + "".join(IMAGE_PAD * n + piece for n, piece in zip(counts, pieces[1:]))
+        if self.family == "gemma4":
+            counts = [int(n) for n in pixels.pop("num_soft_tokens_per_image", [])]
+            expand = lambda n: self.tokenizer.boi_token + placeholder * n + self.tokenizer.eoi_token  # noqa: E731
+        else:
+            counts = [int(grid.prod()) // 4 for grid in pixels.get("image_grid_thw", [])]
+            expand = lambda n: placeholder * n  # noqa: E731
+        pieces = text.split(placeholder)
+        text = pieces[0] + "".join(expand(n) + piece for n, piece in zip(counts, pieces[1:]))
         inputs = dict(self.tokenizer([text], return_tensors="pt", add_special_tokens=False), **pixels)
-        inputs["mm_token_type_ids"] = (inputs["input_ids"] == self.tokenizer.convert_tokens_to_ids(IMAGE_PAD)).long()
+        inputs["mm_token_type_ids"] = (inputs["input_ids"] == self.tokenizer.convert_tokens_to_ids(placeholder)).long()
         return inputs
 
     def reply(self, messages, images) -> str:
@@ -117,7 +124,9 @@ def test_language_model_logits(case):
             "position_ids": positions.astype(np.int64), "beam_idx": np.zeros(1, np.int32)}
     names = {i.get_any_name() for i in model.inputs}
     if "token_type_ids" in names:
-        feed["token_type_ids"] = inputs["token_type_ids"].numpy()
+        feed["token_type_ids"] = inputs.get("token_type_ids", inputs.get("mm_token_type_ids")).numpy()
+    if "per_layer_inputs" in names:
+        feed["per_layer_inputs"] = captured["per_layer_inputs"].numpy()
     if "visual_pos_masks" in names:
         feed["visual_pos_masks"] = captured["visual_pos_masks"].numpy()
         feed["deepstack_visual_embeds"] = np.stack([d.numpy() for d in captured["deepstack_visual_embeds"]])
@@ -143,12 +152,21 @@ def genai_reply(pipe, history, images) -> str:
 @pytest.fixture(scope="module", params=["SDPA", "PA"])
 def pipeline(request, case):
     name, path, reference = case
-    return name, openvino_genai.VLMPipeline(path, "CPU", ATTENTION_BACKEND=request.param, **EXACT), reference
+    return name, openvino_genai.VLMPipeline(path, "CPU", ATTENTION_BACKEND=request.param, **EXACT), reference, request.param
 
 
-def test_pipeline_replies_as_transformers(pipeline):
+def known_genai_difference(request, name: str, backend: str) -> None:
+    if name == "gemma4-vision" and backend == "PA":
+        # Text-only replies match under PA, and replies about pictures match under SDPA; under PA they match
+        # neither transformers' sliding-layers-only image blocks nor a causal-only reference.
+        request.applymarker(pytest.mark.xfail(strict=True, reason="GenAI 2026.4.1's paged attention does not apply "
+                                                                  "Gemma 4's image blocks as transformers does"))
+
+
+def test_pipeline_replies_as_transformers(pipeline, request):
     """VLMPipeline's greedy replies about one picture and about two equal transformers'."""
-    name, pipe, reference = pipeline
+    name, pipe, reference, backend = pipeline
+    known_genai_difference(request, name, backend)
     first, second = (picture(size, seed) for seed, size in enumerate(IMAGE_SIZES[name]))
     one = [user("What is in this picture?", 1)]
     assert genai_reply(pipe, openvino_genai.ChatHistory(one), [first]) == reference.reply(one, [first])
@@ -159,7 +177,8 @@ def test_pipeline_replies_as_transformers(pipeline):
 def test_second_turn_sees_the_first_picture(pipeline, request):
     """A second turn, without a new picture, answers as transformers does over the whole conversation:
     the history keeps the first turn's picture."""
-    name, pipe, reference = pipeline
+    name, pipe, reference, backend = pipeline
+    known_genai_difference(request, name, backend)
     if name == "qwen3_vl-vision":
         # Text-only turns match, and so does the first turn with a picture; only a later turn after a
         # picture differs: GenAI's chat positions it without the picture's M-RoPE offset.

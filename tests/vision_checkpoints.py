@@ -14,6 +14,8 @@ from checkpoints import QWEN3_5, SMALL
 # Each family's image tokens, as its tokenizer names them (transformers' extra_special_tokens), and the
 # text its chat template writes for an image item of a message.
 GEMMA3_TOKENS = {"boi_token": "<start_of_image>", "image_token": "<image_soft_token>", "eoi_token": "<end_of_image>"}
+GEMMA4_TOKENS = {"boi_token": "<|image>", "image_token": "<|image|>", "eoi_token": "<image|>", "video_token": "<|video|>",
+                 "audio_token": "<|audio|>"}
 QWEN_TOKENS = {"vision_bos_token": "<|vision_start|>", "image_token": "<|image_pad|>", "vision_eos_token": "<|vision_end|>",
                "video_token": "<|video_pad|>"}
 
@@ -36,6 +38,7 @@ def _template(turn_start: str, turn_end: str, assistant: str, image: str, genera
 
 
 GEMMA3_TEMPLATE = _template("<start_of_turn>", "<end_of_turn>", "model", "<start_of_image>", "<start_of_turn>model\\n")
+GEMMA4_TEMPLATE = _template("<start_of_turn>", "<end_of_turn>", "model", "<|image|>", "<start_of_turn>model\\n")
 QWEN_TEMPLATE = _template("<|im_start|>", "<|im_end|>", "assistant", "<|vision_start|><|image_pad|><|vision_end|>",
                           "<|im_start|>assistant\\n")
 
@@ -56,6 +59,24 @@ def _gemma3(tokenizer):
         image_processor=transformers.Gemma3ImageProcessorPil(size={"height": 56, "width": 56}),
         tokenizer=tokenizer, chat_template=GEMMA3_TEMPLATE, image_seq_length=4)
     return config, processor
+
+
+def _gemma4(tokenizer):
+    """Gemma 4 E2B-like: per-layer embeddings, a vision tower of 16-px patches pooled 3 × 3 into at most
+    70 soft tokens; the images attended both ways (use_bidirectional_attention "vision", as the larger
+    models do)."""
+    ids = {f"{kind}_id": tokenizer.convert_tokens_to_ids(GEMMA4_TOKENS[kind])
+           for kind in ("boi_token", "eoi_token", "image_token", "video_token", "audio_token")}
+    config = transformers.Gemma4Config(
+        text_config=dict(SMALL, head_dim=16, global_head_dim=32, hidden_size_per_layer_input=8, sliding_window=16,
+                         vocab_size=len(tokenizer), vocab_size_per_layer_input=len(tokenizer),
+                         layer_types=["sliding_attention", "full_attention"], use_bidirectional_attention="vision"),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           num_key_value_heads=2, head_dim=16, patch_size=16, pooling_kernel_size=3,
+                           position_embedding_size=64, standardize=True, initializer_range=0.2),
+        audio_config=None, **ids)
+    # Gemma4Processor cannot be made without torchvision (its video processor): the image processor.
+    return config, transformers.Gemma4ImageProcessorPil(patch_size=16, pooling_kernel_size=3, max_soft_tokens=70)
 
 
 def _qwen(model_type: str):
@@ -87,6 +108,7 @@ def _qwen(model_type: str):
 
 VLM_VARIANTS = {  # name → (config and processor maker, image tokens, chat template)
     "gemma3-vision": (_gemma3, GEMMA3_TOKENS, GEMMA3_TEMPLATE),
+    "gemma4-vision": (_gemma4, GEMMA4_TOKENS, GEMMA4_TEMPLATE),
     "qwen3_5-vision": (_qwen("qwen3_5"), QWEN_TOKENS, QWEN_TEMPLATE),
     "qwen3_vl-vision": (_qwen("qwen3_vl"), QWEN_TOKENS, QWEN_TEMPLATE),
 }

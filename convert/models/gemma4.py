@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
+import openvino as ov
 import openvino.opset13 as ops
 
 from ..graph import apply_rope, attend, cached_kv, embedding, gated_mlp, linear, rms_norm, scalar, split_heads, vector
+from ..vision.gemma4 import gemma4_vision
 from . import base, gemma3
 from .base import UnsupportedModel, make_rope
 
@@ -26,6 +28,9 @@ DEFAULTS = dict(vocab_size=262_144, hidden_size=2304, intermediate_size=9216, nu
                 num_attention_heads=8, num_key_value_heads=4, head_dim=256, rms_norm_eps=1e-6,
                 max_position_embeddings=131_072, sliding_window=512, tie_word_embeddings=True,
                 vocab_size_per_layer_input=262_144, hidden_size_per_layer_input=256, global_head_dim=512)
+# An image's tokens attend to each other both ways in the sliding-window layers only (transformers'
+# create_masks_for_vision_model); full-attention layers stay causal.
+IMAGES_BOTH_WAYS_IN_FULL_ATTENTION = False
 FULL_ROPE = dict(rope_type="proportional", partial_rotary_factor=0.25, rope_theta=1_000_000.0)
 SLIDING_ROPE = dict(rope_type="default", rope_theta=10_000.0)
 
@@ -43,13 +48,16 @@ class ModelArgs(base.ModelArgs):
     global_head_dim: int | None = None
     num_global_key_value_heads: int | None = None
     per_layer_config: dict = field(default_factory=dict)
+    pad_token_id: int = 0
+    # The image, video and audio placeholders of a multimodal checkpoint, whose per-layer rows are pad's.
+    placeholder_token_ids: list = field(default_factory=list)
 
     def __post_init__(self):
         super().__post_init__()
         self.embed_scale = self.hidden_size**0.5
         if self.enable_moe_block:
             raise UnsupportedModel("gemma4: the mixture-of-experts block (26B-A4B) is not supported yet")
-        if self.use_bidirectional_attention:
+        if self.use_bidirectional_attention not in (None, "vision"):
             raise UnsupportedModel("gemma4: bidirectional attention is not a chat model's")
         if self.layer_types is None:
             self.layer_types = ["sliding_attention" if (i + 1) % 6 else "full_attention"
@@ -94,7 +102,10 @@ class ModelArgs(base.ModelArgs):
 
     @classmethod
     def from_config(cls, config: dict) -> "ModelArgs":
-        config = {**DEFAULTS, "hidden_act": "gelu_pytorch_tanh", **base.text_config(config)}
+        placeholders = [config[key] for key in ("image_token_id", "video_token_id", "audio_token_id")
+                        if config.get(key) is not None]
+        config = {**DEFAULTS, "hidden_act": "gelu_pytorch_tanh", **base.text_config(config),
+                  "placeholder_token_ids": placeholders}
         return super().from_config({**config, **base.ropes_by_layer_type(config, FULL_ROPE, SLIDING_ROPE)})
 
 
@@ -105,6 +116,37 @@ def sanitize(weights, args: ModelArgs) -> None:
     for layer in range(args.first_shared, args.num_hidden_layers):
         for name in ("k_proj.weight", "v_proj.weight", "k_norm.weight"):
             weights.discard(f"model.layers.{layer}.self_attn.{name}")
+
+
+def vision_models(config: dict, weights, compress) -> dict:
+    return {"vision_embeddings": gemma4_vision(config, weights, compress)}
+
+
+def multimodal_inputs(args: ModelArgs) -> dict:
+    """GenAI sends the per-layer rows (computed by the model of its own, embedding_models) and, where images
+    are attended both ways, token_type_ids."""
+    inputs = {}
+    if args.hidden_size_per_layer_input:
+        inputs["per_layer_inputs"] = ops.parameter(
+            [-1, -1, args.num_hidden_layers, args.hidden_size_per_layer_input], np.float32, name="per_layer_inputs")
+    if args.use_bidirectional_attention == "vision":
+        inputs["token_type_ids"] = ops.parameter([-1, -1], np.int64, name="token_type_ids")
+    return inputs
+
+
+def embedding_models(args: ModelArgs, weights, compress) -> dict:
+    """The per-layer rows of token ids `input_ids` (GenAI sets it by that name), an image's placeholders
+    read as pad, as transformers reads them."""
+    if not args.hidden_size_per_layer_input:
+        return {}
+    ids = ops.parameter([-1, -1], np.int64, name="input_ids")
+    text_ids = ids
+    for placeholder in args.placeholder_token_ids:
+        text_ids = ops.select(ops.equal(text_ids, scalar(placeholder)), scalar(args.pad_token_id), text_ids)
+    rows = per_layer_rows(text_ids, weights, args, compress)
+    rows.get_tensor().set_names({"per_layer_inputs"})
+    ids.output(0).get_tensor().set_names({"input_ids"})
+    return {"text_embeddings_per_layer": ov.Model([ops.result(rows)], [ids], "text_embeddings_per_layer")}
 
 
 def per_layer_rows(ids, weights, args: ModelArgs, compress):
