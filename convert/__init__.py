@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -193,8 +194,12 @@ def _build_vision(arch, checkpoint: Checkpoint, weight_format: str, group_size: 
     with _step(f"Building the vision tower ({weight_format})"):
         vision = arch.vision_models(checkpoint.config, checkpoint.weights(
             np.float32 if weight_format in ("fp32", "fp16") else None), compression)
+    counts = Counter()
     for model in vision.values():
-        _annotate(model, weight_format, group_size, 1.0, weight_format == "int4", layer_precisions(model))
+        precisions = layer_precisions(model)
+        counts.update(precisions)
+        _annotate(model, weight_format, group_size, 1.0, weight_format == "int4", precisions)
+    _say(f"Vision weight layers: {', '.join(f'{count} {precision}' for precision, count in sorted(counts.items()))}")
     return vision
 
 
