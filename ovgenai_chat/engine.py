@@ -1,4 +1,5 @@
-"""Open a converted model directory as an openvino_genai.LLMPipeline on the best device."""
+"""Open a converted model directory as an openvino_genai.LLMPipeline (or, for a model that sees images, a
+VLMPipeline) on the best device."""
 
 from __future__ import annotations
 
@@ -14,7 +15,13 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-REQUIRED_FILES = ("openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml", "openvino_detokenizer.xml")
+TOKENIZER_FILES = ("openvino_tokenizer.xml", "openvino_detokenizer.xml")
+TEXT_MODEL_FILES = ("openvino_model.xml", "openvino_model.bin")
+# A model that sees images: GenAI's multimodal layout, a language model on input embeddings beside the models that
+# embed text and pictures (and, per family, a few more: Qwen's merger and position models, Gemma 4's per-layer
+# embeddings), and no openvino_model.xml, which GenAI would load instead of the language model.
+VISION_MODEL_FILES = ("openvino_language_model.xml", "openvino_language_model.bin", "openvino_text_embeddings_model.xml",
+                      "openvino_vision_embeddings_model.xml")
 
 
 class ModelError(Exception):
@@ -97,15 +104,34 @@ def default_model_dir(rebuild: bool = False) -> Path:
     return target
 
 
+def sees_images(path: Path) -> bool:
+    """Whether the directory holds a model in the multimodal layout (VISION_MODEL_FILES)."""
+    return not (path / "openvino_model.xml").is_file() and (path / "openvino_vision_embeddings_model.xml").is_file()
+
+
+def required_files(path: Path) -> tuple[str, ...]:
+    return (VISION_MODEL_FILES if sees_images(path) else TEXT_MODEL_FILES) + TOKENIZER_FILES
+
+
+def language_model(path: Path) -> Path:
+    """The IR that computes the logits: openvino_model.xml, or a multimodal model's openvino_language_model.xml."""
+    return path / ("openvino_language_model.xml" if sees_images(path) else "openvino_model.xml")
+
+
+def model_files(path: Path) -> list[Path]:
+    """Every IR of the model but the tokenizer's: its weights are what these hold."""
+    return sorted(path.glob("openvino*_model.xml"))
+
+
 def is_model_dir(path: Path) -> bool:
-    return all((path / name).is_file() for name in REQUIRED_FILES)
+    return all((path / name).is_file() for name in required_files(path))
 
 
 def check_model_dir(model_dir) -> Path:
     path = Path(model_dir).expanduser()
     if not path.is_dir():
         raise ModelError(f"{path}: no such model directory")
-    missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
+    missing = [name for name in required_files(path) if not (path / name).is_file()]
     if missing:
         raise ModelError(f"{path} is not an ovchat model directory (missing {', '.join(missing)}); "
                          "make one with `ovchat convert`")
@@ -118,7 +144,8 @@ def context_window(model_dir: Path) -> int | None:
         config = json.loads((model_dir / "config.json").read_text())
     except (OSError, ValueError):
         return None
-    return config.get("max_position_embeddings")
+    # a multimodal model's is its language model's
+    return config.get("max_position_embeddings") or config.get("text_config", {}).get("max_position_embeddings")
 
 
 def pick_device(requested: str, available: list[str]) -> tuple[str, str | None]:
@@ -275,20 +302,31 @@ def choose_precision(requested: str, device: str, parameters: int, kind: str | N
                                                f"with {CPU_KINDS[kind]}: {why}")
 
 
+def model_parameters(model_dir: Path) -> int:
+    """parameter_count of all the model's IRs (a multimodal model's embeddings and vision models too)."""
+    return sum(parameter_count(xml) for xml in model_files(model_dir))
+
+
 def model_precision(requested: str, device: str, model_dir: Path) -> Precision:
-    """choose_precision for the model in `model_dir` (an ovchat model directory)."""
-    xml = (model_dir / "openvino_model.xml").read_text(errors="replace")
-    return choose_precision(requested, device, _parameters_in(xml), deltanet=DELTANET_STATE in xml)
+    """choose_precision for the model in `model_dir` (an ovchat model directory). Its properties apply to each of a
+    multimodal model's IRs: GenAI's VLMPipeline compiles them all with the pipeline's properties."""
+    deltanet = DELTANET_STATE in language_model(model_dir).read_text(errors="replace")
+    return choose_precision(requested, device, model_parameters(model_dir), deltanet=deltanet)
 
 
 # LATENCY hint and one stream, as the notebook sets them; the stateful SDPA backend, whose
 # compiled-model cache makes a second start fast (paged attention rewrites its cache on every load).
 PIPELINE_PROPERTIES = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "ATTENTION_BACKEND": "SDPA"}
+# Except for a model that sees images: Gemma 3 attends both ways within a picture's tokens, and GenAI 2026.4 applies
+# that mask (from token_type_ids) on paged attention only; on SDPA a tiny Gemma 3's greedy reply to a picture left
+# transformers' at its 6th token, on paged attention it matched it token for token (shared NOTES.md).
+VISION_PIPELINE_PROPERTIES = {**PIPELINE_PROPERTIES, "ATTENTION_BACKEND": "PA"}
 
 
 def open_pipeline(model_dir, device: str = "auto", use_cache: bool = True, precision: str = "auto"):
-    """(LLMPipeline, device, Precision): PIPELINE_PROPERTIES, the precision policy's properties and,
-    with `use_cache`, the compiled-model cache."""
+    """(LLMPipeline or VLMPipeline, device, Precision): PIPELINE_PROPERTIES (VISION_PIPELINE_PROPERTIES), the
+    precision policy's properties and, with `use_cache`, the compiled-model cache; a VLMPipeline compiles each of
+    its models with them."""
     import openvino as ov
     import openvino_genai
 
@@ -298,13 +336,15 @@ def open_pipeline(model_dir, device: str = "auto", use_cache: bool = True, preci
     if notice:
         print(notice, file=sys.stderr)
     chosen = model_precision(precision, device, path)
-    properties = {**PIPELINE_PROPERTIES, **chosen.properties}
+    vision = sees_images(path)
+    properties = {**(VISION_PIPELINE_PROPERTIES if vision else PIPELINE_PROPERTIES), **chosen.properties}
     if use_cache:
         cache = cache_dir() / "compiled"
         cache.mkdir(parents=True, exist_ok=True)
         properties["CACHE_DIR"] = str(cache)
     try:
-        return openvino_genai.LLMPipeline(path, device, **properties), device, chosen
+        pipeline = openvino_genai.VLMPipeline if vision else openvino_genai.LLMPipeline
+        return pipeline(path, device, **properties), device, chosen
     except RuntimeError as e:
         raise ModelError(f"cannot load {path} on {device}: {error_line(e)}") from None
 
@@ -323,7 +363,7 @@ def error_line(error: Exception) -> str:
 # "The first inference at real size"). Nothing outside the plugin makes it faster, so it is done before anyone waits
 # where it can be (warm_up: while the REPL waits for the first message, before the server says it is
 # ready). The plugin then holds its prepared copy and leaves the file it read the weights from — the
-# compiled-model cache blob, or openvino_model.bin — mapped, so every weight was resident twice; the
+# compiled-model cache blob, or openvino_model.bin (openvino_*_model.bin) — mapped, so every weight was resident twice; the
 # process unmaps the pages of that file while the first inference runs and once it has given its first
 # token. They stay in the kernel's page cache (clean, reclaimable at once), so what decoding still reads
 # in place (int4 scales, the embedding rows of each new token: ~1% of the file, benchmarks/README.md
@@ -332,7 +372,7 @@ def error_line(error: Exception) -> str:
 # read 2 GB from disk: 51 s to its first token instead of 7 s.)
 
 MADV_DONTNEED = 4  # unmap these pages from the process; a shared file's pages stay in the page cache
-WEIGHT_FILES = re.compile(r"/openvino_model\.bin$|\.blob$")
+WEIGHT_FILES = re.compile(r"/openvino_\w*model\.bin$|\.blob$")
 
 
 def page_out_weight_files() -> int:
@@ -390,14 +430,20 @@ def first_inference(period: float = 1.0):
 
 
 def warm_up(pipe) -> None:
-    """Run an LLMPipeline's first inference now, on a one-word chat message: a ChatHistory, as Chat
+    """Run a pipeline's first inference now, on a one-word chat message: a ChatHistory, as Chat
     sends them (after a plain-string prompt, GenAI 2026.4's stateful pipeline hung in trim_kv_cache
-    on the next ChatHistory)."""
+    on the next ChatHistory). A VLMPipeline's has a small grey picture, so its vision model runs too."""
+    import numpy as np
+    import openvino as ov
     import openvino_genai
 
     history = openvino_genai.ChatHistory()
-    history.append({"role": "user", "content": "Hello"})
     config = pipe.get_generation_config()
     config.max_new_tokens = 1
     with first_inference():
-        pipe.generate(history, config)
+        if isinstance(pipe, openvino_genai.VLMPipeline):
+            history.append({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hello"}]})
+            pipe.generate(history, images=[ov.Tensor(np.full((32, 32, 3), 128, np.uint8))], generation_config=config)
+        else:
+            history.append({"role": "user", "content": "Hello"})
+            pipe.generate(history, config)

@@ -4,12 +4,15 @@ input, Ctrl-C and Ctrl-D, readline editing and an input history kept across sess
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 from pathlib import Path
+from urllib.parse import unquote
 
 from .chat import Chat, ContextError
 from .engine import state_dir
+from .images import ImageError
 
 HELP = """\
 /help                this list
@@ -21,6 +24,9 @@ HELP = """\
 /save FILE           write the conversation to FILE (JSON)
 /load FILE           continue the conversation saved in FILE
 /stats               the last reply's timings and token counts, and the precision in use
+/image FILE…         show the model these pictures with your next message (a model that sees images);
+                     a picture's path dragged into the terminal does the same; /image alone lists them,
+                     /image clear drops them
 /exit                leave (or Ctrl-D); Ctrl-C stops a reply
 \"\"\"                  starts a message of several lines, and a line ending in \"\"\" ends it"""
 
@@ -73,8 +79,9 @@ class ReplyPrinter:
             self.out.write(f"{DIM}{text}{NORMAL}" if self.thinking and self.dim else text)
 
 
-def reply(chat: Chat, text: str, verbose: bool = False) -> None:
-    """Stream the reply to `text`; Ctrl-C ends it early and keeps what was said."""
+def reply(chat: Chat, text: str, verbose: bool = False, images=()) -> None:
+    """Stream the reply to `text` (with `images`, as Chat.send takes them); Ctrl-C ends it early and keeps what was
+    said."""
 
     def on_interrupt(signum, frame):
         chat.stop()
@@ -82,7 +89,7 @@ def reply(chat: Chat, text: str, verbose: bool = False) -> None:
     printer = ReplyPrinter()
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
-        chat.send(text, on_text=printer)
+        chat.send(text, on_text=printer, images=images)
     finally:
         signal.signal(signal.SIGINT, previous)
         printer.finish()
@@ -135,7 +142,66 @@ def show(chat: Chat) -> None:
         print(f"{name:10} {value}")
 
 
-def command(chat: Chat, line: str) -> bool:
+# A path as terminals paste a dropped file: quoted, or with its spaces and quotes backslash-escaped, or a file:// URL.
+DROPPED_PATH = re.compile(r"""\s*('[^']+'|"[^"]+"|(?:[^\s\\'"]|\\.)+)""")
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def dropped_pictures(line: str) -> tuple[list[str], str]:
+    """(paths, the rest of the line): the existing picture files the line starts with, as a terminal pastes a file
+    dragged onto it, and the text after them."""
+    paths = []
+    while found := DROPPED_PATH.match(line):
+        token = found[1]
+        if token[0] in "'\"":
+            token = token[1:-1]
+        else:
+            token = re.sub(r"\\(.)", r"\1", token)
+        if token.startswith("file://"):
+            token = unquote(token[len("file://"):])
+        if not (token.lower().endswith(PICTURE_SUFFIXES) and Path(token).expanduser().is_file()):
+            break
+        paths.append(token)
+        line = line[found.end():]
+    return paths, line.strip() if paths else line
+
+
+class Attachments:
+    """The pictures the next message shows the model."""
+
+    def __init__(self):
+        self.pictures = []
+
+    def add(self, chat: Chat, paths: list[str]) -> None:
+        try:
+            pictures = chat.pictures(paths)
+        except ImageError as e:
+            print(f"Error: {e}")
+            return
+        self.pictures += pictures
+        for picture in pictures:
+            width, height = picture.rgb.size
+            print(f"(attached {picture.name}, {width}×{height}; {len(self.pictures)} for the next message)")
+
+    def take(self) -> list:
+        pictures, self.pictures = self.pictures, []
+        return pictures
+
+
+def image_command(chat: Chat, argument: str, attachments: Attachments) -> None:
+    if argument == "clear":
+        attachments.pictures = []
+        print("(no pictures attached)")
+    elif argument:
+        paths, rest = dropped_pictures(argument)
+        attachments.add(chat, paths + ([rest] if rest else []))  # what is left names a file read as it is
+    elif attachments.pictures:
+        print("\n".join(picture.name for picture in attachments.pictures))
+    else:
+        print("(no pictures attached; /image FILE attaches one)")
+
+
+def command(chat: Chat, line: str, attachments: Attachments | None = None) -> bool:
     """Run a /command; False when the user asked to leave."""
     name, _, argument = line.partition(" ")
     argument = argument.strip()
@@ -152,6 +218,8 @@ def command(chat: Chat, line: str) -> bool:
         set_option(chat, argument)
     elif name == "/show":
         show(chat)
+    elif name == "/image":
+        image_command(chat, argument, attachments if attachments is not None else Attachments())
     elif name in ("/save", "/load"):
         if not argument:
             print(f"{name} needs a file name")
@@ -244,6 +312,7 @@ def read_message(history: History) -> str:
 
 def _loop(chat: Chat, verbose: bool, history: History) -> None:
     print('Type a message ("""…""" for several lines); /help for commands, Ctrl-D to leave.')
+    attachments = Attachments()
     while True:
         try:
             line = read_message(history)
@@ -254,11 +323,14 @@ def _loop(chat: Chat, verbose: bool, history: History) -> None:
             print()
             return
         try:
+            paths, line = dropped_pictures(line)
+            if paths:
+                attachments.add(chat, paths)
             if line.startswith("/"):
-                if not command(chat, line):
+                if not command(chat, line, attachments):
                     return
             elif line:
-                reply(chat, line, verbose)
+                reply(chat, line, verbose, attachments.take())
         except ContextError as e:
             print(f"Error: {e}")
         except KeyboardInterrupt:  # Ctrl-C before the reply started: back to the prompt

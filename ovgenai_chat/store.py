@@ -17,8 +17,8 @@ import xml.etree.ElementTree as ElementTree
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .engine import (DEFAULT_MODEL, ModelError, default_gguf, default_model_dir, is_model_dir,
-                     models_dir as store_dir, parameter_count)
+from .engine import (DEFAULT_MODEL, ModelError, context_window, default_gguf, default_model_dir, is_model_dir, language_model,
+                     model_parameters, models_dir as store_dir, sees_images)
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 SAMPLING = ("do_sample", "temperature", "top_p", "top_k", "min_p", "repetition_penalty")
@@ -86,7 +86,7 @@ def model_path(model: str | os.PathLike | None) -> Path:
 def rt_info(model_dir: Path) -> dict[str, str]:
     """The ovgenai_chat section of the IR's rt_info (how `ovchat convert` made it), read from the XML's end
     without loading the model."""
-    xml = model_dir / "openvino_model.xml"
+    xml = language_model(model_dir)
     with open(xml, "rb") as f:
         f.seek(max(0, xml.stat().st_size - (1 << 16)))
         tail = f.read().decode("utf-8", errors="replace")
@@ -121,7 +121,7 @@ class ModelInfo:
         """`info`: the model's rt_info, when the caller has read it already."""
         info = rt_info(model_dir) if info is None else info
         size = sum(f.stat().st_size for f in model_dir.iterdir() if f.is_file())
-        modified = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime((model_dir / "openvino_model.bin").stat().st_mtime))
+        modified = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(language_model(model_dir).with_suffix(".bin").stat().st_mtime))
         return cls(model_dir.name, str(model_dir), _json(model_dir / "config.json").get("model_type", "?"),
                    info.get("weight_format", "?"), size, modified)
 
@@ -131,15 +131,14 @@ def list_models() -> list[ModelInfo]:
 
 
 def details(model_dir: Path) -> dict:
-    """What `ovchat show` prints: the list's fields, parameters, layers per precision and the conversion's
-    options, context length, chat template and sampling defaults."""
+    """What `ovchat show` prints: the list's fields, parameters, whether it sees images, layers per precision and
+    the conversion's options, context length, chat template and sampling defaults."""
     info = rt_info(model_dir)
-    config = _json(model_dir / "config.json")
     generation = _json(model_dir / "generation_config.json")
     listed = asdict(ModelInfo.of(model_dir, info))
     layers = json.loads(info.pop("layers", "{}") or "{}")
-    return {**listed, "parameters": parameter_count(model_dir / "openvino_model.xml"),
-            "context_length": config.get("max_position_embeddings"), "layers": layers, "conversion": info,
+    return {**listed, "parameters": model_parameters(model_dir), "sees_images": sees_images(model_dir),
+            "context_length": context_window(model_dir), "layers": layers, "conversion": info,
             "sampling": {key: generation[key] for key in SAMPLING if key in generation},
             "chat_template": chat_template(model_dir)}
 
