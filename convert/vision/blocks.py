@@ -39,7 +39,7 @@ class TowerWeights:
         return linear(x, self.compress(key, self.weights.pop(key), "linear"), bias, name=self.prefix + name)
 
 
-def encoder_attention(x, q, k, v, heads: int, mask=None) -> ov.Output:
+def encoder_attention(q, k, v, heads: int, mask=None) -> ov.Output:
     """Every position attends to every other (`mask`: additive, broadcast to [B, H, T, T]); q, k, v
     [B, T, H·D] → [B, T, H·D]."""
     d = q.get_partial_shape()[2].get_length() // heads

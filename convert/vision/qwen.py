@@ -128,7 +128,7 @@ def attention(x, cos, sin, mask, w: TowerWeights, args: dict) -> ov.Output:
         t = apply_rope(split_heads(t, heads, head_dim), cos, sin, head_dim, head_dim)
         return ops.reshape(t, vector([0, 0, heads * head_dim]), special_zero=True).output(0)
 
-    out = encoder_attention(x, rotated(q), rotated(k), v, heads, mask)
+    out = encoder_attention(rotated(q), rotated(k), v, heads, mask)
     return w.linear(out, "attn.proj")
 
 

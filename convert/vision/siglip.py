@@ -88,7 +88,7 @@ def embeddings(pixel_values, w: TowerWeights, config: dict) -> ov.Output:
 def self_attention(x, w: TowerWeights, heads: int) -> ov.Output:
     """Multi-head attention of every patch to every patch, with biased projections; scaled by 1/√head_dim."""
     q, k, v = (w.linear(x, name) for name in ("q_proj", "k_proj", "v_proj"))
-    return w.linear(encoder_attention(x, q, k, v, heads), "out_proj")
+    return w.linear(encoder_attention(q, k, v, heads), "out_proj")
 
 
 def mlp(x, w: TowerWeights, hidden_act: str) -> ov.Output:
