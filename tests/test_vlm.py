@@ -152,21 +152,12 @@ def genai_reply(pipe, history, images) -> str:
 @pytest.fixture(scope="module", params=["SDPA", "PA"])
 def pipeline(request, case):
     name, path, reference = case
-    return name, openvino_genai.VLMPipeline(path, "CPU", ATTENTION_BACKEND=request.param, **EXACT), reference, request.param
+    return name, openvino_genai.VLMPipeline(path, "CPU", ATTENTION_BACKEND=request.param, **EXACT), reference
 
 
-def known_genai_difference(request, name: str, backend: str) -> None:
-    if name == "gemma4-vision" and backend == "PA":
-        # Text-only replies match under PA, and replies about pictures match under SDPA; under PA they match
-        # neither transformers' sliding-layers-only image blocks nor a causal-only reference.
-        request.applymarker(pytest.mark.xfail(strict=True, reason="GenAI 2026.4.1's paged attention does not apply "
-                                                                  "Gemma 4's image blocks as transformers does"))
-
-
-def test_pipeline_replies_as_transformers(pipeline, request):
+def test_pipeline_replies_as_transformers(pipeline):
     """VLMPipeline's greedy replies about one picture and about two equal transformers'."""
-    name, pipe, reference, backend = pipeline
-    known_genai_difference(request, name, backend)
+    name, pipe, reference = pipeline
     first, second = (picture(size, seed) for seed, size in enumerate(IMAGE_SIZES[name]))
     one = [user("What is in this picture?", 1)]
     assert genai_reply(pipe, openvino_genai.ChatHistory(one), [first]) == reference.reply(one, [first])
@@ -177,8 +168,7 @@ def test_pipeline_replies_as_transformers(pipeline, request):
 def test_second_turn_sees_the_first_picture(pipeline, request):
     """A second turn, without a new picture, answers as transformers does over the whole conversation:
     the history keeps the first turn's picture."""
-    name, pipe, reference, backend = pipeline
-    known_genai_difference(request, name, backend)
+    name, pipe, reference = pipeline
     if name == "qwen3_vl-vision":
         # Text-only turns match, and so does the first turn with a picture; only a later turn after a
         # picture differs: GenAI's chat positions it without the picture's M-RoPE offset.

@@ -64,11 +64,12 @@ def _gemma3(tokenizer):
 def _gemma4(tokenizer):
     """Gemma 4 E2B-like: per-layer embeddings, a vision tower of 16-px patches pooled 3 × 3 into at most
     70 soft tokens; the images attended both ways (use_bidirectional_attention "vision", as the larger
-    models do)."""
+    models do) in a sliding window longer than a picture, as Gemma 4's (512, 1024) are than its 280 tokens:
+    GenAI's paged attention departs from transformers when one picture's tokens outnumber the window."""
     ids = {f"{kind}_id": tokenizer.convert_tokens_to_ids(GEMMA4_TOKENS[kind])
            for kind in ("boi_token", "eoi_token", "image_token", "video_token", "audio_token")}
     config = transformers.Gemma4Config(
-        text_config=dict(SMALL, head_dim=16, global_head_dim=32, hidden_size_per_layer_input=8, sliding_window=16,
+        text_config=dict(SMALL, head_dim=16, global_head_dim=32, hidden_size_per_layer_input=8, sliding_window=96,
                          vocab_size=len(tokenizer), vocab_size_per_layer_input=len(tokenizer),
                          layer_types=["sliding_attention", "full_attention"], use_bidirectional_attention="vision"),
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
