@@ -165,7 +165,7 @@ class RemoteModel:
         self.precision = Precision(info["precision"]["name"], info["precision"]["properties"],
                                    info["precision"]["reason"])
         self.context, self.chat_template = info["context"], info["chat_template"] or ""
-        self._has_system_role = info["has_system_role"]
+        self._has_system_role, self.sees_images = info["has_system_role"], info.get("sees_images", False)
 
     def has_system_role(self) -> bool:
         return self._has_system_role
@@ -177,7 +177,7 @@ class RemoteModel:
             raise ValueError(e.reason) from None
 
     def count_tokens(self, messages: list[dict], template_context: dict) -> int:
-        return self.client.tokenize(self.name, messages, template_context)
+        return self.client.tokenize(self.name, openai_messages(messages), template_context)
 
     def warm_up(self) -> threading.Thread:
         """Nothing to do: the server ran the model's first inference when it loaded it."""
@@ -187,7 +187,7 @@ class RemoteModel:
 
     def generate(self, messages: list[dict], template_context: dict, settings: dict,
                  on_text: Callable[[str], None] | None, stopped: threading.Event) -> tuple[str, Metrics]:
-        body = {"model": self.name, "messages": messages, "stream": True, "stream_options": {"include_usage": True},
+        body = {"model": self.name, "messages": openai_messages(messages), "stream": True, "stream_options": {"include_usage": True},
                 **{REQUEST_FIELDS[name]: value for name, value in settings.items() if value not in (None, ())}}
         if isinstance(body.get("stop"), tuple):
             body["stop"] = list(body["stop"])
@@ -215,6 +215,14 @@ class RemoteModel:
         return "".join(pieces), Metrics(timings.get("ttft_ms", 0.0), timings.get("tpot_ms", 0.0),
                                         timings.get("throughput_tps", 0.0), usage["prompt_tokens"],
                                         usage["completion_tokens"], self.precision.name)
+
+
+def openai_messages(messages: list[dict]) -> list[dict]:
+    """Chat's messages as the chat API takes them: a message's pictures as image_url parts with data: URLs, before
+    its text."""
+    return [{"role": m["role"], "content": [*({"type": "image_url", "image_url": {"url": p.data_url()}}
+                                              for p in m["images"]), {"type": "text", "text": m["content"]}]}
+            if m.get("images") else m for m in messages]
 
 
 def connect(model: str | None, keep_alive: str | None = None, **chat) -> Chat | None:

@@ -11,6 +11,7 @@ import base64
 import binascii
 import io
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,7 +59,9 @@ def decode_image(data: bytes, name: str) -> Picture:
     of those, is truncated or damaged, or has more than MAX_PIXELS pixels."""
     Image, ImageOps = _pillow()
     try:
-        image = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():  # Pillow warns of pictures this large; they are refused just below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
         if image.format not in FORMATS:
             raise ImageError(f"{name} is a {image.format} image; PNG, JPEG and WebP are read")
         width, height = image.size

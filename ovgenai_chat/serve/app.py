@@ -137,7 +137,7 @@ def create_app(model_dir=None, device: str = "auto", api_key: str | None = None,
             return {"name": live.name, "path": str(live.model_dir), "device": live.device,
                     "precision": {"name": live.precision.name, "reason": live.precision.reason,
                                   "properties": live.precision.properties},
-                    "context": live.context, "chat_template": live.chat_template,
+                    "context": live.context, "chat_template": live.chat_template, "sees_images": live.sees_images,
                     "has_system_role": live.has_system_role, "settings": await live.call("settings", body.options)}
         finally:
             lease.release()

@@ -34,9 +34,10 @@ class Batcher:
         self._thread = threading.Thread(target=self._run, name="ovchat-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, job, ids: list[int], config) -> None:
-        """Generate for `job` (an `id` and a `post(*event)`) from the prompt's token ids."""
-        self._commands.put(("add", job, ids, config))
+    def submit(self, job, ids: list[int], config, with_pictures: tuple | None = None) -> None:
+        """Generate for `job` (an `id` and a `post(*event)`) from the prompt's token ids or, for a model that sees
+        images, `with_pictures`: (the prompt's text with GenAI's image tags, its images.Pictures)."""
+        self._commands.put(("add", job, ids, config, with_pictures))
 
     def cancel(self, job_id: int) -> None:
         self._commands.put(("cancel", job_id))
@@ -86,12 +87,17 @@ class Batcher:
             job.post("error", message)
         self._live.clear()
 
-    def _add(self, job, ids: list[int], config) -> None:
+    def _add(self, job, ids: list[int], config, with_pictures: tuple | None) -> None:
         import numpy as np
         import openvino as ov
 
         try:
-            handle = self.pipe.add_request(job.id, ov.Tensor(np.array([ids], dtype=np.int64)), config)
+            if with_pictures is not None:  # GenAI expands each image tag of the text into the picture's tokens
+                prompt, pictures = with_pictures
+                config.apply_chat_template = False
+                handle = self.pipe.add_request(job.id, prompt, [p.tensor() for p in pictures], config)
+            else:
+                handle = self.pipe.add_request(job.id, ov.Tensor(np.array([ids], dtype=np.int64)), config)
         except Exception as e:
             job.post("error", f"cannot start generation: {e}")
             return
@@ -127,7 +133,9 @@ class OneAtATime:
         self._thread = threading.Thread(target=self._run, name="ovchat-one-at-a-time", daemon=True)
         self._thread.start()
 
-    def submit(self, job, ids: list[int], config) -> None:
+    def submit(self, job, ids: list[int], config, with_pictures: tuple | None = None) -> None:
+        if with_pictures is not None:  # never sent: a model that sees images is on a ContinuousBatchingPipeline
+            raise ValueError("an LLMPipeline takes no pictures")
         self._commands.put((job, ids, config))
 
     def cancel(self, job_id: int) -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from ..engine import ModelError, error_line, model_precision
+from ..engine import ModelError, error_line, model_files, model_precision, sees_images
 from ..store import DEFAULT_MODEL, check_name, default_model_dir, stored
 from .schemas import APIError
 from .structured import call_format
@@ -100,6 +100,7 @@ class LoadedModel:
         self.model_dir, self.name, self.settings = model_dir, model_dir.name, settings
         self.device = settings.device
         self.precision = model_precision(settings.precision, settings.device, model_dir)
+        self.sees_images = sees_images(model_dir)
         self.size_bytes = sum(f.stat().st_size for f in model_dir.iterdir() if f.is_file())
         self.loaded_at = time.time()
         self.active = 0
@@ -115,7 +116,8 @@ class LoadedModel:
     @property
     def estimated_bytes(self) -> int:
         """What loading should take, before it is measured: the weights and the whole KV-cache pool."""
-        return (self.model_dir / "openvino_model.bin").stat().st_size + (self.settings.kv_cache_gb << 30)
+        weights = sum(xml.with_suffix(".bin").stat().st_size for xml in model_files(self.model_dir))
+        return weights + (self.settings.kv_cache_gb << 30)
 
     @property
     def memory_bytes(self) -> int:

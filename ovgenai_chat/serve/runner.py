@@ -25,7 +25,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from ..chat import check_settings, generation_config, template_has_system_role
-from ..engine import ModelError, Precision, context_window, error_line, first_inference, keep_telemetry_off
+from ..engine import (ModelError, Precision, context_window, error_line, first_inference, keep_telemetry_off,
+                      language_model, sees_images)
+from ..images import ImageError, from_data_url, image_tags
 from .batching import Batcher, IncrementalText, OneAtATime
 from .schemas import APIError, ChatRequest, CompletionRequest, Sampling
 from .structured import GrammarCheck, call_format, structured_output
@@ -57,8 +59,10 @@ class Model:
         self.context = context_window(model_dir)
         # GenAI makes paged attention from the model's ScaledDotProductAttention ops; a model whose attention is
         # computed op by op (Gemma 2's soft-capped scores) has none, and is answered one request at a time.
-        self.batchable = 'type="ScaledDotProductAttention"' in (model_dir / "openvino_model.xml").read_text(errors="replace")
-        self.prepared: dict[int, tuple[list[int], object]] = {}  # job id → (prompt ids, config), until started
+        self.sees_images = sees_images(model_dir)
+        self.batchable = 'type="ScaledDotProductAttention"' in language_model(model_dir).read_text(errors="replace")
+        # job id → (prompt ids, config, (prompt, pictures) for a model that sees images), until started
+        self.prepared: dict[int, tuple[list[int], object, tuple | None]] = {}
 
     def load(self) -> dict:
         """Compile the model and run its first inference (engine.first_inference) before any request waits on it;
@@ -83,7 +87,13 @@ class Model:
         config = self.defaults()
         config.max_new_tokens, config.apply_chat_template = 1, False
         with first_inference():
-            if self.batchable:
+            if self.sees_images:  # a small grey picture, so that the vision model has run too
+                import numpy as np
+                import openvino as ov
+
+                pipe.generate(["<ov_genai_image_0>Hello"], images=[[ov.Tensor(np.full((32, 32, 3), 128, np.uint8))]],
+                              generation_config=[config])
+            elif self.batchable:
                 pipe.generate(["Hello"], [config])
             else:
                 pipe.generate(self.tokenizer.encode("Hello").input_ids, config)  # as requests come: token ids
@@ -109,21 +119,31 @@ class Model:
         """Made on the first request for structured output: most models never need it, and it costs a pipeline."""
         import openvino as ov
 
-        logits = ov.Core().read_model(self.model_dir / "openvino_model.xml").output("logits")
+        logits = ov.Core().read_model(language_model(self.model_dir)).output("logits")
         return GrammarCheck(self.model_dir, logits.get_partial_shape()[-1].get_length())
 
     def encode(self, text: str, add_special_tokens: bool) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).input_ids.data[0].tolist()
 
-    def render(self, messages: list[dict], tools: list[dict] | None = None, template_context: dict | None = None) -> list[int]:
-        """The prompt's token ids: the messages through the chat template, then the tokenizer."""
+    def render(self, messages: list[dict], tools: list[dict] | None = None, template_context: dict | None = None) -> str:
+        """The prompt: the messages through the chat template, their pictures (`images`) as GenAI's image tags."""
         try:
-            prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tools=tools,
-                                                        extra_context=template_context or None)
+            return self.tokenizer.apply_chat_template(image_tags(messages)[0], add_generation_prompt=True, tools=tools,
+                                                      extra_context=template_context or None)
         except Exception as e:  # the template may refuse an order of roles
             raise APIError(400, f"the chat template cannot render these messages: {error_line(e)}",
                            param="messages") from None
-        return self.encode(prompt, add_special_tokens=False)  # the template already wrote the special tokens
+
+    def pictures(self, messages: list[dict]) -> list:
+        """The messages' pictures, decoded (a whole conversation's: it goes as one prompt), or a 400."""
+        urls = [(n, url) for n, message in enumerate(messages) for url in message.get("images", ())]
+        if urls and not self.sees_images:
+            raise APIError(400, f"{self.name} does not see images (it has no vision model); send text only, or "
+                                f"name a model that sees images", param="messages")
+        try:
+            return [from_data_url(url, f"the picture in messages[{n}]") for n, url in urls]
+        except ImageError as e:
+            raise APIError(400, str(e), param="messages") from None
 
     def config(self, body: Sampling, prompt_tokens: int, max_tokens: int | None):
         """The generation config for a request, or a 400 when the prompt leaves no room to answer."""
@@ -153,10 +173,13 @@ class Model:
 
     def prepare(self, job_id: int, body: ChatRequest | CompletionRequest, tools: list | None) -> int:
         """Render and check a request for `start`; its prompt's tokens."""
+        pictures = []
         if isinstance(body, ChatRequest):
-            ids = self.render([m.for_template() for m in body.messages],
-                              [t.model_dump(exclude_none=True) for t in tools] if tools else None,
-                              body.chat_template_kwargs)
+            messages = [m.for_template() for m in body.messages]
+            pictures = self.pictures(messages)
+            prompt = self.render(messages, [t.model_dump(exclude_none=True) for t in tools] if tools else None,
+                                 body.chat_template_kwargs)
+            ids = self.encode(prompt, add_special_tokens=False)  # the template already wrote the special tokens
             config = self.config(body, len(ids), body.max_completion_tokens or body.max_tokens)
             if structure := structured_output(body, tools, self.tool_calls):
                 self.grammar.check(structure, "tool_choice" if body.tool_choice and tools
@@ -168,12 +191,14 @@ class Model:
             if not ids:
                 raise APIError(400, "prompt: the prompt is empty", param="prompt")
             config = self.config(body, len(ids), body.max_tokens)
-        self.prepared[job_id] = (ids, config)
+        # A ContinuousBatchingPipeline on a model that sees images takes text, not token ids ("Port for tensor name
+        # input_ids was not found"), its pictures in the order of their tags.
+        self.prepared[job_id] = (ids, config, (prompt, pictures) if self.sees_images else None)
         return len(ids)
 
     def start(self, job_id: int, send) -> None:
-        ids, config = self.prepared.pop(job_id)
-        self.batcher.submit(Job(job_id, self.tokenizer, send), ids, config)
+        ids, config, with_pictures = self.prepared.pop(job_id)
+        self.batcher.submit(Job(job_id, self.tokenizer, send), ids, config, with_pictures)
 
     def cancel(self, job_id: int) -> None:
         if self.prepared.pop(job_id, None) is None:
@@ -187,7 +212,8 @@ class Model:
             raise APIError(400, str(e), param="options") from None
 
     def tokens(self, messages: list[dict], template_context: dict | None) -> int:
-        return len(self.render(messages, None, template_context))
+        """The prompt's tokens, a picture counted as its tag's."""
+        return len(self.encode(self.render(messages, None, template_context), add_special_tokens=False))
 
     def end_all_after(self, seconds: float) -> None:
         self.batcher.end_all_after(seconds)

@@ -47,6 +47,16 @@ class TextPart(BaseModel):
     text: str
 
 
+class ImageURL(BaseModel):
+    url: str = Field(description="A data: URL of a PNG, JPEG or WebP picture (base64); the server fetches nothing.")
+    detail: str | None = None
+
+
+class ImagePart(BaseModel):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
 class FunctionCall(BaseModel):
     name: str
     arguments: str = Field(description="The arguments as a JSON text.")
@@ -60,7 +70,7 @@ class ToolCall(BaseModel):
 
 class Message(BaseModel):
     role: Literal["system", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str | list[Annotated[TextPart | ImagePart, Field(discriminator="type")]] | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
 
@@ -73,11 +83,19 @@ class Message(BaseModel):
     def text(self) -> str:
         if self.content is None:
             return ""
-        return self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
+        return self.content if isinstance(self.content, str) else "".join(
+            part.text for part in self.content if part.type == "text")
+
+    def image_urls(self) -> list[str]:
+        return [] if isinstance(self.content, (str, type(None))) else [
+            part.image_url.url for part in self.content if part.type == "image_url"]
 
     def for_template(self) -> dict:
-        """The message as chat templates read it: a tool call's arguments as an object, not a JSON text."""
+        """The message as chat templates read it: a tool call's arguments as an object, not a JSON text; its
+        pictures' URLs, if any, in `images` (images.image_tags puts them in the text)."""
         message = {"role": self.role, "content": self.text()}
+        if urls := self.image_urls():
+            message["images"] = urls
         if self.tool_calls:
             message["tool_calls"] = [{"id": call.id, "type": "function", "function": {
                 "name": call.function.name, "arguments": json_or_text(call.function.arguments)}}
