@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .engine import context_window, error_line, first_inference, warm_up
+from .engine import context_window, error_line, first_inference, model_type, warm_up
 from .images import ImageError, Picture, from_data_url, image_tags, multipart, read_image
 
 
@@ -122,6 +122,10 @@ class LocalModel:
         # GenAI takes only the last message's pictures with each call and remembers the earlier ones in the
         # ChatHistory object it was given them in: a conversation with pictures goes on in the same object.
         self._history, self._in_history = None, []
+        # GenAI 2026.4.1 positions a Qwen3-VL turn that follows a picture without that picture's M-RoPE offset,
+        # in a ChatHistory and after one (the first turn about a picture is right): such a conversation goes as
+        # one prompt from its first picture on, every turn.
+        self._prompt_per_turn = self.sees_images and model_type(model_dir) == "qwen3_vl"
         self.tokenizer = pipe.get_tokenizer()
         self.chat_template = self.tokenizer.chat_template or ""
         self.context = context_window(model_dir) if model_dir else None
@@ -195,20 +199,22 @@ class LocalModel:
         it, with the new message's pictures. One that does not (older turns dropped to fit the context, a chat
         loaded or reset) starts a new ChatHistory, unless a message before the last has pictures: GenAI cannot be
         given those again in a ChatHistory ("Missing image/video with index 0"), so the whole conversation goes as
-        one prompt with GenAI's image tags and every picture, which gave the same replies."""
+        one prompt with GenAI's image tags and every picture, which gave the same replies; a Qwen3-VL conversation
+        goes so every turn from its first picture on (_prompt_per_turn)."""
         held = len(self._in_history)
-        if self._history is not None and messages[:held] == self._in_history and not any(
-                m.get("images") for m in messages[held:-1]) and self._history.get_extra_context() == template_context:
-            history, new = self._history, messages[held:]
-        elif not any(m.get("images") for m in messages[:-1]):
-            history, new = self._history_of([], template_context), messages
-        else:
+        continues = (self._history is not None and messages[:held] == self._in_history
+                     and not any(m.get("images") for m in messages[held:-1])
+                     and self._history.get_extra_context() == template_context)
+        if (any(m.get("images") for m in messages) if self._prompt_per_turn
+                else any(m.get("images") for m in messages[:-1]) and not continues):
             self._history, self._in_history = None, []
             tagged, pictures = image_tags(messages)
             config.apply_chat_template = False
             prompt = self.tokenizer.apply_chat_template(tagged, add_generation_prompt=True,
                                                         extra_context=template_context or None)
             return prompt, {"images": [p.tensor() for p in pictures]}
+        history, new = ((self._history, messages[held:]) if continues
+                        else (self._history_of([], template_context), messages))
         for message in new:
             history.append(multipart(message))
         self._history, self._in_history = history, list(messages)

@@ -138,6 +138,14 @@ def check_model_dir(model_dir) -> Path:
     return path
 
 
+def model_type(model_dir: Path | None) -> str | None:
+    """The model's model_type from its config.json, if it states one."""
+    try:
+        return json.loads((Path(model_dir) / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, TypeError):
+        return None
+
+
 def context_window(model_dir: Path) -> int | None:
     """The model's context length from its config.json, if it states one."""
     try:
@@ -315,16 +323,15 @@ def model_precision(requested: str, device: str, model_dir: Path) -> Precision:
 
 
 # LATENCY hint and one stream, as the notebook sets them; the stateful SDPA backend, whose
-# compiled-model cache makes a second start fast (paged attention rewrites its cache on every load).
+# compiled-model cache makes a second start fast (paged attention rewrites its cache on every load). A model that
+# sees images too: the converter builds Gemma's both-ways attention within a picture into the SDPA graph's mask, and
+# SDPA equals transformers for every family where paged attention departs for a Gemma 4 picture longer than the
+# sliding window (docs/vision.md).
 PIPELINE_PROPERTIES = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "ATTENTION_BACKEND": "SDPA"}
-# Except for a model that sees images: Gemma 3 attends both ways within a picture's tokens, and GenAI 2026.4 applies
-# that mask (from token_type_ids) on paged attention only; on SDPA a tiny Gemma 3's greedy reply to a picture left
-# transformers' at its 6th token, on paged attention it matched it token for token (shared NOTES.md).
-VISION_PIPELINE_PROPERTIES = {**PIPELINE_PROPERTIES, "ATTENTION_BACKEND": "PA"}
 
 
 def open_pipeline(model_dir, device: str = "auto", use_cache: bool = True, precision: str = "auto"):
-    """(LLMPipeline or VLMPipeline, device, Precision): PIPELINE_PROPERTIES (VISION_PIPELINE_PROPERTIES), the
+    """(LLMPipeline or VLMPipeline, device, Precision): PIPELINE_PROPERTIES, the
     precision policy's properties and, with `use_cache`, the compiled-model cache; a VLMPipeline compiles each of
     its models with them."""
     import openvino as ov
@@ -337,7 +344,7 @@ def open_pipeline(model_dir, device: str = "auto", use_cache: bool = True, preci
         print(notice, file=sys.stderr)
     chosen = model_precision(precision, device, path)
     vision = sees_images(path)
-    properties = {**(VISION_PIPELINE_PROPERTIES if vision else PIPELINE_PROPERTIES), **chosen.properties}
+    properties = {**PIPELINE_PROPERTIES, **chosen.properties}
     if use_cache:
         cache = cache_dir() / "compiled"
         cache.mkdir(parents=True, exist_ok=True)

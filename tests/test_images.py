@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 import ovgenai_chat
-from ovgenai_chat.engine import ACCURATE, VISION_PIPELINE_PROPERTIES
+from ovgenai_chat.engine import ACCURATE, PIPELINE_PROPERTIES
 from served import Served
 
 TOKENS = 8
@@ -57,7 +57,7 @@ def pixels(path: Path) -> ov.Tensor:
 def reference(model_dir: Path, turns: list[tuple[str, list[Path]]]) -> list[str]:
     """Greedy replies to each turn from a VLMPipeline run directly, as GenAI documents a chat with pictures: one
     ChatHistory, each call given the last message's pictures."""
-    pipe = openvino_genai.VLMPipeline(model_dir, "CPU", **VISION_PIPELINE_PROPERTIES, **ACCURATE)
+    pipe = openvino_genai.VLMPipeline(model_dir, "CPU", **PIPELINE_PROPERTIES, **ACCURATE)
     config = pipe.get_generation_config()
     config.max_new_tokens, config.do_sample = TOKENS, False
     history, replies = openvino_genai.ChatHistory(), []

@@ -71,10 +71,12 @@ class Reference:
         inputs["mm_token_type_ids"] = (inputs["input_ids"] == self.tokenizer.convert_tokens_to_ids(placeholder)).long()
         return inputs
 
-    def reply(self, messages, images) -> str:
+    def reply(self, messages, images, until_eos: bool = False) -> str:
+        """The greedy reply of NEW_TOKENS tokens (`until_eos`: or fewer, ending at an end-of-sequence token)."""
         inputs = self.inputs(messages, images)
         with torch.no_grad():
-            out = self.model.generate(**inputs, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
+            out = self.model.generate(**inputs, max_new_tokens=NEW_TOKENS, min_new_tokens=0 if until_eos else NEW_TOKENS,
+                                      do_sample=False)
         return self.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
@@ -182,3 +184,19 @@ def test_second_turn_sees_the_first_picture(pipeline, request):
     history.append({"role": "user", "content": [{"type": "text", "text": "And its colours?"}]})
     conversation = [*one, {"role": "assistant", "content": [{"type": "text", "text": answer}]}, user("And its colours?", 0)]
     assert genai_reply(pipe, history, []) == reference.reply(conversation, [first])
+
+
+def test_ovchat_chat_about_a_picture(case, tmp_path):
+    """ovgenai_chat's Chat, as `ovchat run --image` uses it (accurate precision, greedy): the reply about a
+    picture and a second turn about it equal transformers' (for Qwen3-VL the second turn goes as one prompt)."""
+    import ovgenai_chat
+
+    name, path, reference = case
+    first = picture(IMAGE_SIZES[name][0], 0)
+    Image.fromarray(first).save(tmp_path / "first.png")
+    chat = ovgenai_chat.load(path, precision="accurate", use_cache=False, temperature=0.0, max_new_tokens=NEW_TOKENS)
+    one = [user("What is in this picture?", 1)]
+    answer = chat.send("What is in this picture?", images=[tmp_path / "first.png"])
+    assert answer == reference.reply(one, [first], until_eos=True)
+    conversation = [*one, {"role": "assistant", "content": [{"type": "text", "text": answer}]}, user("And its colours?", 0)]
+    assert chat.send("And its colours?") == reference.reply(conversation, [first], until_eos=True)
