@@ -18,8 +18,8 @@ Qwen3.5's DeltaNet decay A = exp(A_log) in U(1, 16) and dt_bias 1. The tokenizer
 model's (SmolLM2's, 49152 tokens) with the image tokens added, so a random reply's ids past it print
 nothing (GenAI's detokenizer drops them); timings and memory are what this measures.
 
-Speed, per vision weight format and attention backend (PA is what `ovchat` runs a model that sees images
-with; SDPA the stateful backend), each run in a fresh process with a warm compiled-model cache and the
+Speed, per vision weight format and attention backend (--backends: PA, paged attention, or SDPA, the
+stateful backend `ovchat` runs), each run in a fresh process with a warm compiled-model cache and the
 precision `ovchat` picks (`engine.model_precision`: on an AMX CPU the plugin's bf16 defaults): one
 warm-up request, then REPS requests of one picture (scikit-learn's china.jpg, one pixel changed per
 request and a distinct first line, so no cache can answer) and 32 generated tokens each (min_new_tokens
