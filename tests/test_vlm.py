@@ -200,3 +200,16 @@ def test_ovchat_chat_about_a_picture(case, tmp_path):
     assert answer == reference.reply(one, [first], until_eos=True)
     conversation = [*one, {"role": "assistant", "content": [{"type": "text", "text": answer}]}, user("And its colours?", 0)]
     assert chat.send("And its colours?") == reference.reply(conversation, [first], until_eos=True)
+
+
+def test_ovchat_run_with_an_image(case, tmp_path):
+    """`ovchat run DIR --image FILE -p QUESTION --precision accurate --greedy` prints transformers' reply."""
+    from conftest import run_ovchat
+
+    name, path, reference = case
+    image = picture(IMAGE_SIZES[name][0], 3)
+    Image.fromarray(image).save(tmp_path / "picture.png")
+    result = run_ovchat("run", path, "--image", tmp_path / "picture.png", "-p", "What is in this picture?",
+                        "--precision", "accurate", "--greedy", "--max-new-tokens", NEW_TOKENS)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rstrip("\n") == reference.reply([user("What is in this picture?", 1)], [image], until_eos=True)
