@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .engine import context_window, error_line, first_inference, model_type, warm_up
-from .images import ImageError, Picture, from_data_url, image_tags, multipart, read_image
+from .images import ImageError, Picture, check_text, from_data_url, image_tags, multipart, read_image
 
 
 class ContextError(ValueError):
@@ -201,6 +201,7 @@ class LocalModel:
         given those again in a ChatHistory ("Missing image/video with index 0"), so the whole conversation goes as
         one prompt with GenAI's image tags and every picture, which gave the same replies; a Qwen3-VL conversation
         goes so every turn from its first picture on (_prompt_per_turn)."""
+        check_text(messages)
         held = len(self._in_history)
         continues = (self._history is not None and messages[:held] == self._in_history
                      and not any(m.get("images") for m in messages[held:-1])

@@ -108,6 +108,19 @@ def from_data_url(url: str, name: str = "the image") -> Picture:
     return decode_image(data, name)
 
 
+# GenAI reads these anywhere in a prompt as the place of a picture (or video) it was given.
+GENAI_TAG = re.compile(r"<ov_genai_(?:image|video)_\d+>")
+
+
+def check_text(messages: list[dict]) -> None:
+    """ImageError when a message's text holds one of GenAI's picture tags: a model that sees images would take it for
+    a picture's place (and fail on a picture it was not given)."""
+    for message in messages:
+        if isinstance(message.get("content"), str) and (tag := GENAI_TAG.search(message["content"])):
+            raise ImageError(f"a message's text holds {tag.group()}, which a model that sees images takes for a "
+                             f"picture's place; attach pictures instead of writing their tags")
+
+
 def image_tags(messages: list[dict]) -> tuple[list[dict], list]:
     """(messages, their images in order): each message's `images` (pictures, or anything standing for one) made
     GenAI's tags <ov_genai_image_N> before its text, which any chat template renders as text and GenAI then

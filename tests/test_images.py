@@ -165,6 +165,8 @@ def test_bad_pictures_are_one_line_errors(vlm, converted, pictures, env, tmp_pat
     text_model = ovchat("run", converted("llama"), "--image", pictures[0], "-p", "Hi", env=env)
     assert text_model.returncode == 1 and "does not see images" in text_model.stderr
     assert "Traceback" not in text_model.stderr
+    typed_tag = ovchat("run", vlm, "-p", "What is <ov_genai_image_0>?", env=env)  # GenAI's tag, typed: no picture
+    assert typed_tag.returncode == 1 and "picture's place" in typed_tag.stderr and "Traceback" not in typed_tag.stderr
 
 
 def test_show_says_whether_a_model_sees_images(vlm, converted, env):
@@ -210,6 +212,10 @@ def test_server_takes_pictures_as_data_urls(vlm, converted, pictures, tmp_path):
             with pytest.raises(openai.BadRequestError) as refused:
                 client.chat.completions.create(model=model, messages=[picture_message("Hi", url)], max_tokens=2)
             assert said in refused.value.body["message"]
+        with pytest.raises(openai.BadRequestError) as refused:  # GenAI's picture tag typed in a message
+            client.chat.completions.create(model=model, messages=[{"role": "user", "content": "<ov_genai_image_0>?"}],
+                                           max_tokens=2)
+        assert "picture's place" in refused.value.body["message"]
         text = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
         assert text.choices[0].message.content  # still serving, text too
         assert served.health()["status"] == "ok"

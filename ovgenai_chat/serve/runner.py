@@ -27,7 +27,7 @@ from pathlib import Path
 from ..chat import check_settings, generation_config, template_has_system_role
 from ..engine import (ModelError, Precision, context_window, error_line, first_inference, keep_telemetry_off,
                       language_model, sees_images)
-from ..images import ImageError, from_data_url, image_tags
+from ..images import ImageError, check_text, from_data_url, image_tags
 from .batching import Batcher, IncrementalText, OneAtATime
 from .schemas import APIError, ChatRequest, CompletionRequest, Sampling
 from .structured import GrammarCheck, call_format, structured_output
@@ -141,6 +141,8 @@ class Model:
             raise APIError(400, f"{self.name} does not see images (it has no vision model); send text only, or "
                                 f"name a model that sees images", param="messages")
         try:
+            if self.sees_images:
+                check_text(messages)
             return [from_data_url(url, f"the picture in messages[{n}]") for n, url in urls]
         except ImageError as e:
             raise APIError(400, str(e), param="messages") from None
