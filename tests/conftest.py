@@ -94,6 +94,14 @@ def converted_vlm(tmp_path_factory, vlm_checkpoint):
         vlm_checkpoint(name), tmp_path_factory.mktemp("vlm") / f"{name}-{weight_format}", weight_format=weight_format))
 
 
+@pytest.fixture
+def env(tmp_path) -> dict:
+    """A private home and cache directory for each test's ovchat process."""
+    home = tmp_path / "home"
+    home.mkdir()
+    return {**os.environ, "HOME": str(home), "OVCHAT_CACHE_DIR": str(tmp_path / "cache")}
+
+
 def run_ovchat(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "ovgenai_chat.cli", *map(str, args)],

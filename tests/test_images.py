@@ -33,13 +33,6 @@ def vlm(converted_vlm) -> Path:
     return converted_vlm("gemma3-vision")
 
 
-@pytest.fixture
-def env(tmp_path) -> dict:
-    home = tmp_path / "home"
-    home.mkdir()
-    return {**os.environ, "HOME": str(home), "OVCHAT_CACHE_DIR": str(tmp_path / "cache")}
-
-
 @pytest.fixture(scope="session")
 def pictures(tmp_path_factory) -> list[Path]:
     """Two random pictures: a PNG and a JPEG of other sizes."""

@@ -24,14 +24,6 @@ from templates import NO_SYSTEM_ROLE
 EXACT = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "ATTENTION_BACKEND": "SDPA"}
 
 
-@pytest.fixture
-def env(tmp_path) -> dict:
-    """A private home and cache directory for each test's ovchat process."""
-    home = tmp_path / "home"
-    home.mkdir()
-    return {**os.environ, "HOME": str(home), "OVCHAT_CACHE_DIR": str(tmp_path / "cache")}
-
-
 @pytest.fixture(scope="session")
 def smollm2(converted) -> Path:
     return converted("smollm2", "int4")

@@ -4,7 +4,6 @@ tower's matching deepstack merger added at the image tokens' positions (DeepStac
 
 from dataclasses import dataclass
 
-import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
