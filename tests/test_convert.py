@@ -325,12 +325,17 @@ def test_the_cli_starts_no_thread_before_it_blocks_signals():
     assert result.stdout.split() == ["1", "False"], result.stderr
 
 
-@pytest.mark.parametrize("source", ["llama", "gguf", "qwen3_5-multimodal", "lfm2"])
-def test_conversion_never_imports_torch(tmp_path, checkpoint, source):
-    """The convert extra has no torch: a conversion must not need it (here it cannot import it)."""
+@pytest.mark.parametrize("source", ["llama", "gguf", "qwen3_5-multimodal", "lfm2", "gemma3-vision", "gemma4-vision",
+                                    "qwen3_vl-vision"])
+def test_conversion_never_imports_torch(tmp_path, checkpoint, vlm_checkpoint, source):
+    """The convert extra has no torch: a conversion must not need it (here it cannot import it), vision towers
+    included."""
     import smollm2
 
-    src = smollm2.gguf_dir() / smollm2.GGUF_NAME if source == "gguf" else checkpoint(source)
+    if source == "gguf":
+        src = smollm2.gguf_dir() / smollm2.GGUF_NAME
+    else:
+        src = vlm_checkpoint(source) if source.endswith("-vision") else checkpoint(source)
     probe = (
         "import sys\nsys.modules['torch'] = None  # import torch now fails\n"
         "from convert import convert\n"
@@ -340,4 +345,6 @@ def test_conversion_never_imports_torch(tmp_path, checkpoint, source):
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "['torch']"  # only our blocking entry
-    assert (tmp_path / "out" / "openvino_model.xml").exists()
+    sees_images = source.endswith("-vision")
+    model = "openvino_vision_embeddings_model.xml" if sees_images else "openvino_model.xml"
+    assert (tmp_path / "out" / model).exists()
