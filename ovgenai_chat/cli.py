@@ -287,9 +287,13 @@ def show(model, as_json):
     sampling = ", ".join(f"{k} {v}" for k, v in info["sampling"].items()) or "none recommended (greedy)"
     layers = ", ".join(f"{count} {precision}" for precision, count in sorted(info["layers"].items())) or "?"
     conversion = ", ".join(f"{k} {v}" for k, v in sorted(info["conversion"].items())) or "?"
+    seeing = "no"
+    if info["sees_images"]:
+        seeing = "yes (ovchat run --image FILE); vision weights: " + (", ".join(
+            f"{count} {precision}" for precision, count in sorted(info["vision_layers"].items())) or "?")
     for label, value in (("Model", f"{info['name']} ({info['path']})"), ("Architecture", info["architecture"]),
                          ("Parameters", f"{info['parameters'] / 1e9:.2f} B"),
-                         ("Sees images", "yes (ovchat run --image FILE)" if info["sees_images"] else "no"),
+                         ("Sees images", seeing),
                          ("Context length", info["context_length"] or "?"), ("Weights", layers),
                          ("Converted with", conversion), ("Size", f"{info['size_bytes'] / 1e6:.0f} MB"),
                          ("Sampling defaults", sampling),

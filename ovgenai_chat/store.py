@@ -14,6 +14,7 @@ import re
 import shutil
 import time
 import xml.etree.ElementTree as ElementTree
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -83,10 +84,10 @@ def model_path(model: str | os.PathLike | None) -> Path:
     return default_model_dir() if is_default(model) else resolve(model)
 
 
-def rt_info(model_dir: Path) -> dict[str, str]:
-    """The ovgenai_chat section of the IR's rt_info (how `ovchat convert` made it), read from the XML's end
-    without loading the model."""
-    xml = language_model(model_dir)
+def rt_info(model_dir: Path, xml: Path | None = None) -> dict[str, str]:
+    """The ovgenai_chat section of the IR's rt_info (how `ovchat convert` made it; `xml`: of that IR instead of the
+    language model's), read from the XML's end without loading the model."""
+    xml = xml or language_model(model_dir)
     with open(xml, "rb") as f:
         f.seek(max(0, xml.stat().st_size - (1 << 16)))
         tail = f.read().decode("utf-8", errors="replace")
@@ -131,14 +132,19 @@ def list_models() -> list[ModelInfo]:
 
 
 def details(model_dir: Path) -> dict:
-    """What `ovchat show` prints: the list's fields, parameters, whether it sees images, layers per precision and
+    """What `ovchat show` prints: the list's fields, parameters, whether it sees images, layers per precision (the
+    vision tower's apart) and
     the conversion's options, context length, chat template and sampling defaults."""
     info = rt_info(model_dir)
     generation = _json(model_dir / "generation_config.json")
     listed = asdict(ModelInfo.of(model_dir, info))
     layers = json.loads(info.pop("layers", "{}") or "{}")
+    vision_layers = Counter()
+    for xml in model_dir.glob("openvino_vision_*.xml"):
+        vision_layers.update(json.loads(rt_info(model_dir, xml).get("layers", "{}") or "{}"))
     return {**listed, "parameters": model_parameters(model_dir), "sees_images": sees_images(model_dir),
-            "context_length": context_window(model_dir), "layers": layers, "conversion": info,
+            "context_length": context_window(model_dir), "layers": layers, "vision_layers": dict(vision_layers),
+            "conversion": info,
             "sampling": {key: generation[key] for key in SAMPLING if key in generation},
             "chat_template": chat_template(model_dir)}
 

@@ -162,10 +162,13 @@ def test_bad_pictures_are_one_line_errors(vlm, converted, pictures, env, tmp_pat
     assert typed_tag.returncode == 1 and "picture's place" in typed_tag.stderr and "Traceback" not in typed_tag.stderr
 
 
-def test_show_says_whether_a_model_sees_images(vlm, converted, env):
+def test_show_says_whether_a_model_sees_images(vlm, converted, converted_vlm, env):
     assert json.loads(ovchat("show", vlm, "--json", env=env).stdout)["sees_images"] is True
     assert json.loads(ovchat("show", converted("llama"), "--json", env=env).stdout)["sees_images"] is False
     assert "Sees images:       yes" in ovchat("show", vlm, env=env).stdout
+    # The vision tower's weights apart from the language model's: int8 beside an int4 language model by default.
+    shown = json.loads(ovchat("show", converted_vlm("gemma3-vision", "int4"), "--json", env=env).stdout)
+    assert set(shown["vision_layers"]) == {"int8_asym"} and any(p.startswith("int4") for p in shown["layers"])
 
 
 def data_url(path: Path, size: int | None = None) -> str:
