@@ -4,6 +4,7 @@ image features of each vision weight format compared with the fp32 tower's.
 
     python benchmarks/vision.py SHAPE WORK_DIR [--reps 3] [--backends PA,SDPA] [--formats int8,int4]
                                                [--json OUT.json] [--skip-quality]
+                                               [--llama-cpp PYTHON [--convert-hf-to-gguf SCRIPT] [--flash-attn on,off]]
 
 SHAPE: gemma3-4b (SigLIP so400m at 896 px, 256 tokens per picture; Gemma 3 4B's text model) or
 qwen3.5-2b (Qwen3.5's 24-block ViT, patch 16, 2×2 merger; Qwen3.5-2B's hybrid text model). WORK_DIR keeps
@@ -25,7 +26,17 @@ warm-up request, then REPS requests of one picture (scikit-learn's china.jpg, on
 request and a distinct first line, so no cache can answer) and 32 generated tokens each (min_new_tokens
 32). TTFT (picture → embeddings, then prefill) and TPOT from perf_metrics; "embeddings" is
 VLMPerfMetrics' prepare-embeddings duration, the whole vision tower with its projector or merger (its
-vision-encoding duration covers only Qwen's patch-embedding IR: 30–60 ms; both are in the JSON); medians with min–max; peak RSS is the worker's VmHWM; IR sizes from disk.
+vision-encoding duration covers only Qwen's patch-embedding IR: 30–60 ms; both are in the JSON); medians with
+min–max; peak RSS is the worker's VmHWM; sizes from disk (text: the language model with its embeddings IR).
+
+llama.cpp as a peer (--llama-cpp: an interpreter with llama-cpp-python, the bench extra; its own venv is
+fine): WORK_DIR/gguf/ holds the same checkpoint as llama.cpp's convert_hf_to_gguf.py makes it (--convert-hf-to-gguf,
+run by this interpreter through CONVERT_SHIM; --no-mtp for Qwen3.5), the language model quantized to Q4_K_M and
+the projector GGUF (the vision tower with its projector or merger) in f16. Timed as ours, in a fresh process with
+as many threads as cores: a warm-up, then REPS requests through llama-cpp-python's MTMDChatHandler with the
+same picture (as PNG) and text, 32 tokens (end-of-generation tokens masked). TTFT is the request's start to its
+first sampled token, TPOT the sampled tokens' spacing, "embeddings" libmtmd's mtmd_encode_chunk (the tower and
+projector); flash attention on (llama.cpp's own default on a CPU; llama-cpp-python's is off) unless --flash-attn.
 
 Quality: the vision IRs of each format run on three photographs (scikit-learn's china.jpg and
 flower.jpg, matplotlib's grace_hopper.jpg) against the fp32 tower's, per image token the cosine of the
@@ -48,14 +59,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import ml_dtypes
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-BF16 = ml_dtypes.bfloat16
 SHARD_BYTES = 2 << 30
 NEW_TOKENS = 32
 F32 = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
@@ -150,6 +159,8 @@ def tensor_shapes(config) -> list[tuple[str, tuple]]:
 
 def initial(name: str, dims: tuple, rng: np.random.Generator) -> np.ndarray:
     """The random bf16 value of a tensor: see the module's docstring."""
+    from ml_dtypes import bfloat16 as BF16
+
     vision = any(part in name for part in ("vision_tower", "visual.", "multi_modal_projector"))
     if name.endswith(".A_log"):
         return np.log(rng.uniform(1, 16, dims)).astype(BF16)
@@ -321,8 +332,168 @@ def measure(model_dir: Path, backend: str, reps: int, cache: Path) -> dict:
     return run(reps)
 
 
-def summary(values: list[float]) -> str:
-    return f"{statistics.median(values):.0f} ({min(values):.0f}–{max(values):.0f})"
+# --- the llama.cpp peer (llama-cpp-python, the bench extra, in its own interpreter) ------------------------------
+
+# llama.cpp's convert_hf_to_gguf.py, run on these checkpoints with three changes: Gemma 3 keeps its whole
+# embedding (the converter cuts it to the tokenizer's length, here SmolLM2's 49k tokens, where ours keeps all
+# 262208 rows); Gemma's vision tensors get the hub's names (vision_tower.vision_model.*, multi_modal_projector.*:
+# transformers 5 writes model.vision_tower.*); SmolLM2's pre-tokenizer is named when the added image tokens
+# change its hash (Qwen's).
+CONVERT_SHIM = """
+import runpy, sys
+from pathlib import Path
+script = Path(sys.argv.pop(1))
+sys.path[:0] = [str(script.parent), str(script.parent / "gguf-py")]
+from conversion import base, gemma
+
+def keep_vocab(self, data, name, bid):
+    shift = self.norm_shift(name)
+    yield from base.TextModel.modify_tensors(self, data + shift if shift else data, name, bid)
+
+vision_filter = gemma.Gemma3VisionModel.filter_tensors.__func__
+def hub_names(cls, item):
+    name = item[0].replace("model.vision_tower.", "vision_tower.vision_model.")
+    return vision_filter(cls, (name.replace("model.multi_modal_projector.", "multi_modal_projector."), item[1]))
+
+pre = base.TextModel.get_vocab_base_pre
+def smollm(self, tokenizer):
+    try:
+        return pre(self, tokenizer)
+    except NotImplementedError:
+        return "smollm"
+
+gemma.Gemma3Model.modify_tensors = keep_vocab
+gemma.Gemma3VisionModel.filter_tensors = classmethod(hub_names)
+base.TextModel.get_vocab_base_pre = smollm
+sys.argv[0] = str(script)
+runpy.run_path(str(script), run_name="__main__")
+"""
+
+QUANTIZE = """
+import ctypes, sys, llama_cpp
+p = llama_cpp.llama_model_quantize_default_params()
+p.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
+sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(p)))
+"""
+
+
+def gguf_files(shape: Shape, checkpoint: Path, work: Path, convert_script: Path | None, python: str) -> tuple[Path, Path]:
+    """The language model in Q4_K_M and the projector (vision tower + projector/merger) in f16, made by llama.cpp's
+    converter (this interpreter: it needs torch) and quantizer (`python`'s llama_cpp)."""
+    out = work / "gguf"
+    model, mmproj = out / "model-Q4_K_M.gguf", out / "mmproj-f16.gguf"
+    f16 = out / "model-f16.gguf"
+    convert = [sys.executable, "-c", CONVERT_SHIM, str(convert_script), str(checkpoint), "--outtype", "f16"]
+    mtp = ["--no-mtp"] if shape.family == "qwen3_5" else []  # Qwen3.5's converter expects MTP layers otherwise
+    steps = [(mmproj, [*convert, "--mmproj", "--outfile", str(mmproj)]),
+             (f16, [*convert, *mtp, "--outfile", str(f16)]),
+             (model, [python, "-c", QUANTIZE, str(f16), str(model)])]
+    for file, command in steps:
+        if file.is_file() or (file == f16 and model.is_file()):
+            continue
+        if convert_script is None and file != model:
+            raise SystemExit(f"no {file}: give --convert-hf-to-gguf (llama.cpp's convert_hf_to_gguf.py)")
+        out.mkdir(exist_ok=True)
+        subprocess.run(command, check=True, capture_output=True)
+    f16.unlink(missing_ok=True)
+    return model, mmproj
+
+
+def llama_worker(model: Path, mmproj: Path, reps: int, pictures: Path, flash_attn: bool) -> dict:
+    """As `worker`, in llama.cpp through llama-cpp-python's MTMDChatHandler (0.3.36 has no Gemma3ChatHandler;
+    this one renders the GGUF's chat template, libmtmd preprocesses the picture and adds its tokens). It evaluates the
+    image chunk with mtmd_helper_eval_chunk_single; here with that function's two steps in Python to time the
+    first (the tower and projector, encode) apart from the second (the image embeddings into the language model)."""
+    import base64
+
+    import llama_cpp
+    from llama_cpp.llama_chat_format import MTMDChatHandler
+
+    class TimedMtmd:
+        def __init__(self, mtmd):
+            self.mtmd, self.encode_s, self.tokens, self.positions = mtmd, 0.0, 0, 0
+
+        def __getattr__(self, name):
+            return getattr(self.mtmd, name)
+
+        def mtmd_helper_eval_chunk_single(self, ctx, lctx, chunk, n_past, seq_id, n_batch, logits_last, new_n_past):
+            start = time.perf_counter()
+            if ret := self.mtmd.mtmd_encode_chunk(ctx, chunk):
+                return ret
+            self.encode_s += time.perf_counter() - start
+            self.tokens += self.mtmd.mtmd_input_chunk_get_n_tokens(chunk)
+            self.positions += self.mtmd.mtmd_input_chunk_get_n_pos(chunk)  # Qwen's M-RoPE: fewer than tokens
+            return self.mtmd.mtmd_helper_decode_image_chunk(ctx, lctx, chunk, self.mtmd.mtmd_get_output_embd(ctx),
+                                                            n_past, seq_id, n_batch, new_n_past,
+                                                            self.mtmd.mtmd_helper_post_decode_callback(), None)
+
+    threads = os.cpu_count()
+    handler = MTMDChatHandler(clip_model_path=str(mmproj), verbose=False)
+    start = time.perf_counter()
+    llm = llama_cpp.Llama(model_path=str(model), chat_handler=handler, n_ctx=2048, n_threads=threads,
+                          n_threads_batch=threads, flash_attn=flash_attn, verbose=False)
+    load = time.perf_counter() - start
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    ends = [t for t in range(llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)]
+    handler._init_mtmd_context(llm)
+    handler._mtmd_cpp = timed = TimedMtmd(handler._mtmd_cpp)
+
+    def ask(i: int, tokens: int) -> dict:
+        url = "data:image/png;base64," + base64.b64encode((pictures / f"{i}.png").read_bytes()).decode()
+        sampled, prompt = [], []
+
+        def sampling(input_ids, scores):  # called once per sampled token, after the step that made its logits
+            sampled.append(time.perf_counter())
+            prompt.append(len(input_ids))
+            scores[ends] = -np.inf  # no end of turn: `tokens` tokens, as min_new_tokens
+            return scores
+
+        timed.encode_s, timed.tokens, timed.positions = 0.0, 0, 0
+        t0 = time.perf_counter()
+        llm.create_chat_completion([{"role": "user", "content": [
+            {"type": "text", "text": f"Question {i}."}, {"type": "image_url", "image_url": {"url": url}},
+            {"type": "text", "text": "What is in this picture?"}]}],
+            max_tokens=tokens, temperature=0.0, logits_processor=[sampling])
+        wall = time.perf_counter() - t0
+        return {"ttft_ms": (sampled[0] - t0) * 1000, "tpot_ms": (sampled[-1] - sampled[0]) * 1000 / (len(sampled) - 1),
+                "embeddings_ms": timed.encode_s * 1000, "input_tokens": prompt[0] - timed.positions + timed.tokens,
+                "generated": len(sampled), "wall_s": wall}
+
+    ask(255, 2)
+    runs = [ask(i, NEW_TOKENS) for i in range(reps)]
+    return {"backend": f"llama.cpp{' FA' if flash_attn else ''}", "precision": f"{threads} threads", "load_s": load,
+            "runs": runs, "peak_rss_mb": peak_rss_mb()}
+
+
+def measure_llama(python: str, model: Path, mmproj: Path, reps: int, work: Path, flash_attn: bool) -> dict:
+    from PIL import Image
+    from sklearn.datasets import load_sample_image
+
+    pictures = work / "gguf" / "pictures"  # the worker's china.jpg, one pixel changed per request, as PNG
+    pictures.mkdir(exist_ok=True)
+    for i in [255, *range(reps)]:
+        picture = load_sample_image("china.jpg").copy()
+        picture[0, 0, 0] = i
+        Image.fromarray(picture).save(pictures / f"{i}.png")
+    out = subprocess.run([python, __file__, "--llama-worker", str(model), str(mmproj), str(reps), str(pictures),
+                          str(int(flash_attn))], capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"llama.cpp worker failed ({out.returncode}): {out.stderr.strip().splitlines()[-3:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def summary(values: list[float], digits: int = 0) -> str:
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
+
+
+def speed_row(fmt: str, r: dict, sizes: dict[str, float]) -> dict:
+    """The JSON row of one measurement; prints its table row (text: the language model with its embeddings,
+    a separate IR of ours; vision: the tower with its projector or merger)."""
+    runs = r["runs"]
+    print(f"| {fmt} | {r['backend']} | {summary([x['ttft_ms'] for x in runs])} | {summary([x['embeddings_ms'] for x in runs])} | "
+          f"{summary([x['tpot_ms'] for x in runs], 1)} | {runs[0]['input_tokens']} | {r['peak_rss_mb']:.0f} | "
+          f"{sizes['language'] + sizes.get('text_embeddings', 0):.0f} / {sizes['vision']:.0f} |", flush=True)
+    return {"format": fmt, **r, "sizes_mb": sizes}
 
 
 # --- quality -----------------------------------------------------------------------------------------------------
@@ -408,6 +579,10 @@ def main() -> None:
         _, _, model_dir, backend, reps, cache = sys.argv
         print(json.dumps(worker(Path(model_dir), backend, int(reps), Path(cache))))
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "--llama-worker":
+        _, _, model, mmproj, reps, pictures, flash_attn = sys.argv
+        print(json.dumps(llama_worker(Path(model), Path(mmproj), int(reps), Path(pictures), flash_attn == "1")))
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("shape", choices=SHAPES)
     parser.add_argument("work", type=Path)
@@ -417,6 +592,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--llama-cpp", metavar="PYTHON",
+                        help="also time llama.cpp: an interpreter with llama-cpp-python (the bench extra)")
+    parser.add_argument("--convert-hf-to-gguf", type=Path, metavar="SCRIPT",
+                        help="llama.cpp's convert_hf_to_gguf.py, to make WORK/gguf/ when it is missing")
+    parser.add_argument("--flash-attn", default="on", help="llama.cpp's flash attention: on, off or on,off")
     args = parser.parse_args()
 
     from ovgenai_chat.engine import cpu_name
@@ -431,22 +611,21 @@ def main() -> None:
     if not args.skip_speed:
         cache = args.work / "cache"
         cache.mkdir(exist_ok=True)
-        dirs = {fmt: converted(checkpoint, args.work, fmt) for fmt in formats}
-        print("\n| vision | backend | TTFT ms | embeddings ms | TPOT ms | prompt tokens | peak RSS MB | IR MB (language / vision) |")
+        backends = [b for b in args.backends.split(",") if b]
+        dirs = {fmt: converted(checkpoint, args.work, fmt) for fmt in formats} if backends else {}
+        print("\n| vision | backend | TTFT ms | embeddings ms | TPOT ms | prompt tokens | peak RSS MB | MB (text / vision) |")
         print("|---|---|---|---|---|---|---|---|")
-        for backend in args.backends.split(","):
+        for backend in backends:
             for fmt in formats:
-                r = measure(dirs[fmt], backend, args.reps, cache)
                 sizes = ir_sizes(dirs[fmt])
-                vision_mb = sum(v for k, v in sizes.items() if k.startswith("vision"))
-                runs = r["runs"]
-                row = {"format": fmt, **{k: v for k, v in r.items() if k != "runs"}, "runs": runs, "ir_mb": sizes}
-                report["speed"].append(row)
-                print(f"| {fmt} | {backend} | {summary([x['ttft_ms'] for x in runs])} | "
-                      f"{summary([x['embeddings_ms'] for x in runs])} | {statistics.median(x['tpot_ms'] for x in runs):.1f} "
-                      f"({min(x['tpot_ms'] for x in runs):.1f}–{max(x['tpot_ms'] for x in runs):.1f}) | "
-                      f"{runs[0]['input_tokens']} | {r['peak_rss_mb']:.0f} | {sizes['language']:.0f} / {vision_mb:.0f} |",
-                      flush=True)
+                sizes["vision"] = sum(v for k, v in sizes.items() if k.startswith("vision"))
+                report["speed"].append(speed_row(fmt, measure(dirs[fmt], backend, args.reps, cache), sizes))
+        if args.llama_cpp:
+            model, mmproj = gguf_files(SHAPES[args.shape], checkpoint, args.work, args.convert_hf_to_gguf, args.llama_cpp)
+            sizes = {"language": model.stat().st_size / 2**20, "vision": mmproj.stat().st_size / 2**20}
+            for fa in args.flash_attn.split(","):
+                r = measure_llama(args.llama_cpp, model, mmproj, args.reps, args.work, fa == "on")
+                report["speed"].append(speed_row("f16 (Q4_K_M text)", r, sizes))
         print(f"\nprecision: {report['speed'][0]['precision']}" if report["speed"] else "")
     if not args.skip_quality:
         print("\nimage features against the fp32 tower's (per image token, 3 photographs):", flush=True)
