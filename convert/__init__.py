@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import Counter
 import time
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
