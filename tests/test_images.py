@@ -8,10 +8,12 @@ import base64
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import numpy as np
 import openai
 import openvino as ov
@@ -226,5 +228,38 @@ def test_server_refuses_pictures_to_a_text_model(converted, pictures, tmp_path):
             served.client().chat.completions.create(model=served.model, max_tokens=2,
                                                     messages=[picture_message("Hi", data_url(pictures[0]))])
         assert "does not see images" in refused.value.body["message"]
+    finally:
+        assert served.stop() == 0
+
+
+def test_chat_page_sends_an_attached_picture_in_headless_chromium(vlm, pictures, tmp_path):
+    """The chat page's Picture… button: the attached picture shows in the message, goes to the server as a data: URL,
+    and the reply is the one the API gives for the same message with that picture."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "the page test needs Debian's chromium (apt-get install chromium)"
+    served = Served(vlm, "--api-key", "test-key", home=tmp_path)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_page()
+            page.add_init_script("sessionStorage.setItem('ovchat-key', 'test-key')")
+            page.goto(served.url + "/")
+            page.wait_for_function("document.getElementById('model').value !== 'connecting…'")
+            page.set_input_files("#picture", str(pictures[0]))
+            page.wait_for_selector("#attached img")
+            page.fill("#input", "What is this?")
+            page.press("#input", "Enter")
+            page.wait_for_function("document.getElementById('stats').textContent.includes('tokens/s')", timeout=120000)
+            shown = page.eval_on_selector_all(".user img", "images => images.length")
+            reply = page.inner_text(".assistant")
+            browser.close()
+        assert shown == 1 and reply.strip()
+        message = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(pictures[0])}},
+                                               {"type": "text", "text": "What is this?"}]}
+        expected = httpx.post(served.url + "/v1/chat/completions", json={"model": vlm.name, "messages": [message]},
+                              headers={"Authorization": "Bearer test-key"}, timeout=120).json()
+        assert reply == expected["choices"][0]["message"]["content"]
     finally:
         assert served.stop() == 0
