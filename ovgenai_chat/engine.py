@@ -324,9 +324,9 @@ def model_precision(requested: str, device: str, model_dir: Path) -> Precision:
 
 # LATENCY hint and one stream, as the notebook sets them; the stateful SDPA backend, whose
 # compiled-model cache makes a second start fast (paged attention rewrites its cache on every load). A model that
-# sees images too: the converter builds Gemma's both-ways attention within a picture into the SDPA graph's mask, and
-# SDPA equals transformers for every family where paged attention departs for a Gemma 4 picture longer than the
-# sliding window (docs/vision.md).
+# sees images too: the converter builds Gemma's both-ways attention within a picture into the SDPA graph's mask, so
+# SDPA equals transformers for every family, while paged attention departs from it on a Gemma 4 picture longer
+# than the sliding window (docs/vision.md).
 PIPELINE_PROPERTIES = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "ATTENTION_BACKEND": "SDPA"}
 
 
