@@ -158,6 +158,8 @@ def _convert_into(staging: Path, source, weight_format: str | None, group_size: 
     precisions = layer_precisions(model)
     # A GGUF's kept blocks are its own format, whatever preset compressed the blocks that could not be kept.
     _annotate(model, "gguf" if weights.to_compress is not None else weight_format, group_size, ratio, sym, precisions)
+    if experts := layer_precisions(model, experts=True):
+        model.set_rt_info(json.dumps(dict(experts)), ["ovgenai_chat", "expert_layers"])
 
     with _step("Saving the model"):
         for name, (m, fmt) in files.items():
@@ -171,6 +173,8 @@ def _convert_into(staging: Path, source, weight_format: str | None, group_size: 
 
     size = sum(f.stat().st_size for f in staging.iterdir())
     layers = ", ".join(f"{count} {precision}" for precision, count in sorted(precisions.items()))
+    if experts:
+        layers += f" (experts: {', '.join(f'{count} {precision}' for precision, count in sorted(experts.items()))})"
     _say(f"Weight layers: {layers}. Size on disk: {size / 2**20:.1f} MiB")
 
 

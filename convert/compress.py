@@ -51,9 +51,9 @@ class WeightCompression:
 
     def _takes_int4(self, name: str, tensor, role: str) -> bool:
         """NNCF's ratio-defining weights: the decoder's projections whose input dimension has a group size."""
-        if role != "linear" or not self._targets(name):
+        if role not in ("linear", "experts") or not self._targets(name):
             return False
-        columns = tensor.shape[1]
+        columns = tensor.shape[-1]
         return self.group_size == -1 or columns % self.group_size == 0 or columns & -columns >= self.min_group_size
 
     def _targets(self, name: str) -> bool:
@@ -71,7 +71,7 @@ class WeightCompression:
         from nncf.tensor import functions as fns
 
         weight = Tensor(np.asarray(tensor, np.float32) if tensor.dtype.name == "bfloat16" else tensor)
-        error = get_integer_quantization_error(weight, (1,), WeightCompressionConfig(), "max_mean")
+        error = get_integer_quantization_error(weight, (tensor.ndim - 1,), WeightCompressionConfig(), "max_mean")
         self.scores[name] = (tensor.size, 1 / (error + fns.finfo(weight).eps))
         return ops.broadcast(ops.constant(np.float32(0)), ops.constant(np.array(tensor.shape, np.int64))).output(0)
 
@@ -115,8 +115,9 @@ BAND_WEIGHTS = 1 << 27
 
 
 def _compressed_by_nncf(tensor, role: str, options: dict) -> ov.Output:
-    """nncf.compress_weights on a model of this one weight's use; returns its decompression chain."""
-    rows, columns = tensor.shape
+    """nncf.compress_weights on a model of this one weight's use; returns its decompression chain. Stacked
+    experts [E, N, K] are quantized expert by expert, row by row, so they are banded along E as rows are."""
+    rows, columns = tensor.shape[0], int(np.prod(tensor.shape[1:]))
     band = max(1, BAND_WEIGHTS // columns)
     if rows <= band:
         return _compressed_band(tensor, role, options)
@@ -157,6 +158,9 @@ def _compressed_band(tensor, role: str, options: dict) -> ov.Output:
     if role == "embedding":
         source = ops.parameter([-1, -1], np.int64)
         use = ops.gather(constant, source, ops.constant(np.int64(0)))
+    elif role == "experts":
+        source = ops.parameter([tensor.shape[0], -1, tensor.shape[2]], np.float32)
+        use = ops.matmul(source, constant, transpose_a=False, transpose_b=True)
     else:
         source = ops.parameter([-1, tensor.shape[1]], np.float32)
         use = ops.matmul(source, constant, transpose_a=False, transpose_b=True)
@@ -187,10 +191,12 @@ def _stored_constant(node: ov.Node) -> str:
 
 def weight_precision(node: ov.Node) -> str:
     """Walk a weight input back through its decompression chain to the stored constant."""
-    asymmetric = False
+    asymmetric = grouped = False
     while node.get_type_name() != "Constant":
         if node.get_type_name() == "Subtract":
             asymmetric = True
+        if node.get_type_name() == "Reshape":  # groups [rows, groups, size] (or [E, rows, groups, size]) back to rows
+            grouped = True
         if node.get_type_name() not in ("Convert", "Reshape", "Multiply", "Subtract"):
             return "other"
         node = node.input_value(0).get_node()
@@ -198,9 +204,9 @@ def weight_precision(node: ov.Node) -> str:
     shape = list(node.get_output_shape(0))
     kind = "asym" if asymmetric or element.startswith("u") else "sym"  # unsigned: a zero point or GGUF offsets
     if element in ("i4", "u4"):
-        return f"int4_{kind}_g{shape[-1]}" if len(shape) == 3 else f"int4_{kind}"
+        return f"int4_{kind}_g{shape[-1]}" if grouped else f"int4_{kind}"
     if element in ("i8", "u8"):
-        return f"int8_{kind}_g{shape[-1]}" if len(shape) == 3 else f"int8_{kind}"
+        return f"int8_{kind}_g{shape[-1]}" if grouped else f"int8_{kind}"
     return element
 
 
@@ -233,9 +239,11 @@ def weight_bytes(node: ov.Node) -> int:
     return total
 
 
-def layer_precisions(model: ov.Model) -> Counter:
-    """How many weight layers are stored in each precision."""
+def layer_precisions(model: ov.Model, experts: bool = False) -> Counter:
+    """How many weight layers are stored in each precision; `experts`: only the stacked expert weights
+    [E, N, K] (convert.experts), each counted once for all its experts."""
     weights = {}  # constant → precision; a tied embedding counts once
     for weight in weight_layers(model).values():
-        weights[_stored_constant(weight)] = weight_precision(weight)
+        if not experts or weight.get_output_partial_shape(0).rank.get_length() == 3:
+            weights[_stored_constant(weight)] = weight_precision(weight)
     return Counter(p for p in weights.values() if p != "other")

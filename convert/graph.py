@@ -550,6 +550,11 @@ class LayerWeights:
         key = self._key(f"{name}.weight")
         return linear(x, self.compress(key, self.weights.pop(key), "linear"), bias, name=self._key(name))
 
+    def experts(self, name: str) -> ov.Output:
+        """The layer's stacked expert weights `name` [E, N, K] (convert.experts), compressed as one weight."""
+        key = self._key(f"{name}.weight")
+        return weight(self.compress(key, self.weights.pop(key), "experts"))
+
 
 def build_model(arch, args: ModelArgs, weights: Weights, on_layer=lambda done, total: None, compress=keep) -> ov.Model:
     """The whole decoder: the embedding (scaled by args.embed_scale where the architecture says so),

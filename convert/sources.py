@@ -126,6 +126,19 @@ class _Transformed:
         return self.function(self.ref.load())
 
 
+@dataclass(frozen=True)
+class _Stacked:
+    refs: tuple
+
+    def load(self):
+        first = self.refs[0].load()
+        stacked = np.empty((len(self.refs), *first.shape), first.dtype)
+        stacked[0] = first
+        for i, ref in enumerate(self.refs[1:], 1):
+            stacked[i] = ref.load()
+        return stacked
+
+
 class Weights:
     """A checkpoint's tensors by name, each read from disk only when the graph takes it, so a
     conversion holds one source tensor at a time beside the constants built so far (reading all of
@@ -174,6 +187,17 @@ class Weights:
     def transform(self, name: str, new_name: str, function) -> None:
         """The tensor `name` is read as `function` of it, under `new_name`."""
         self._refs[new_name] = _Transformed(self._refs.pop(name), function)
+
+    def stack(self, names: list[str], new_name: str) -> None:
+        """The tensors `names` (of one shape) are read as one, stacked along a new first axis, under `new_name`
+        (a mixture's per-expert weights as [E, N, K])."""
+        self._refs[new_name] = _Stacked(tuple(self._refs.pop(name) for name in names))
+
+    def derive(self, name: str, parts: dict) -> None:
+        """The tensor `name` is replaced by tensors each read as a function of it: `parts` {new name: function}."""
+        source = self._refs.pop(name)
+        for part, function in parts.items():
+            self._refs[part] = _Transformed(source, function)
 
     def split_rows(self, name: str, parts: dict[str, int]) -> None:
         """Replace the fused tensor `name` by consecutive bands of rows, `parts` mapping each new

@@ -286,6 +286,9 @@ def show(model, as_json):
         return
     sampling = ", ".join(f"{k} {v}" for k, v in info["sampling"].items()) or "none recommended (greedy)"
     layers = ", ".join(f"{count} {precision}" for precision, count in sorted(info["layers"].items())) or "?"
+    if info["expert_layers"]:
+        layers += "; of which experts: " + ", ".join(
+            f"{count} {precision}" for precision, count in sorted(info["expert_layers"].items()))
     conversion = ", ".join(f"{k} {v}" for k, v in sorted(info["conversion"].items())) or "?"
     seeing = "no"
     if info["sees_images"]:

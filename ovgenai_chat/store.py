@@ -133,17 +133,19 @@ def list_models() -> list[ModelInfo]:
 
 def details(model_dir: Path) -> dict:
     """What `ovchat show` prints: the list's fields, parameters, whether it sees images, layers per precision (the
-    vision tower's apart) and
+    stacked experts' among them also apart, the vision tower's apart) and
     the conversion's options, context length, chat template and sampling defaults."""
     info = rt_info(model_dir)
     generation = _json(model_dir / "generation_config.json")
     listed = asdict(ModelInfo.of(model_dir, info))
     layers = json.loads(info.pop("layers", "{}") or "{}")
+    expert_layers = json.loads(info.pop("expert_layers", "{}") or "{}")
     vision_layers = Counter()
     for xml in model_dir.glob("openvino_vision_*.xml"):
         vision_layers.update(json.loads(rt_info(model_dir, xml).get("layers", "{}") or "{}"))
     return {**listed, "parameters": model_parameters(model_dir), "sees_images": sees_images(model_dir),
-            "context_length": context_window(model_dir), "layers": layers, "vision_layers": dict(vision_layers),
+            "context_length": context_window(model_dir), "layers": layers, "expert_layers": expert_layers,
+            "vision_layers": dict(vision_layers),
             "conversion": info,
             "sampling": {key: generation[key] for key in SAMPLING if key in generation},
             "chat_template": chat_template(model_dir)}

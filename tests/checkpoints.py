@@ -38,6 +38,7 @@ def longrope(original_max_position_embeddings: int) -> dict:
 QWEN3_5 = dict(head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
                linear_value_head_dim=8, linear_conv_kernel_dim=4)
 
+QWEN3_MOE = dict(head_dim=16, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32)
 GEMMA4 = dict(head_dim=16, global_head_dim=32, sliding_window=12, hidden_size_per_layer_input=8)
 MINISTRAL3_ROPE = dict(rope_type="yarn", rope_theta=1_000_000.0, factor=4.0, original_max_position_embeddings=16,
                       beta_fast=32.0, beta_slow=1.0, mscale=1.0, mscale_all_dim=1.0, llama_4_scaling_beta=0.5)
@@ -169,7 +170,14 @@ VARIANTS = {
                                                       num_global_key_value_heads=1, hidden_size_per_layer_input=0,
                                                       layer_types=["sliding_attention", "full_attention",
                                                                    "full_attention"]), torch.float32, False),
+    # Mixtures of experts. Qwen3-MoE: 8 experts of width 32, 2 per token, renormalised; the second layer
+    # dense (mlp_only_layers).
+    "qwen3_moe": ("Qwen3MoeConfig", dict(QWEN3_MOE, norm_topk_prob=True, mlp_only_layers=[1]), torch.bfloat16, False),
+    "qwen3_moe-fp32": ("Qwen3MoeConfig", dict(QWEN3_MOE, tie_word_embeddings=True), torch.float32, False),
 }
+# Mixture-of-experts variants → (layers with experts, GatherMatmul nodes per such layer: gate, up, down; gpt-oss's
+# fused gate_up and down): what the CPU plugin must compute sparsely (tests/test_experts.py).
+EXPERT_LAYERS = {"qwen3_moe": (1, 3), "qwen3_moe-fp32": (2, 3)}
 TINY_VISION = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=28,
                    patch_size=14)
 TINY_PIXTRAL = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, head_dim=8,

@@ -1,0 +1,159 @@
+"""A mixture of experts (Shazeer et al., 2017): a router scores E expert MLPs for each token and the
+token's output is the weighted sum of its top k experts' outputs.
+
+Written in the one form OpenVINO's CPU plugin computes sparsely (its ConvertTiledMoeBlockTo{2,3}GatherMatmuls
+make GatherMatmul nodes, which run only the k routed experts per token): the tokens tiled over all E
+experts, MatMuls against stacked weights [E, N, K] with transpose_b, the router's top-k weights scattered
+into a dense [T, E] table, and a weighted ReduceSum over the experts. Read literally it computes every
+expert; the plugin does not. What silently stops the rewrite (../shared/research/moe_mamba.md, verified on
+2026.4.1): weights [E, K, N] without transpose_b, a fused gate_up MatMul followed by a Split, a Swish with
+a second (beta) input in the three-matrix form.
+
+Expert weights arrive stacked under llama-like names, `{prefix}.gate_proj.weight` [E, I, H],
+`{prefix}.up_proj.weight` [E, I, H], `{prefix}.down_proj.weight` [E, H, I] (`stack_experts` makes them
+from a checkpoint's per-expert tensors), and pass through the compress hook with role "experts".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+from openvino.utils.node_factory import NodeFactory
+
+from .graph import linear, scalar, vector, weight
+
+_OPSET4 = NodeFactory("opset4")
+
+
+def stack_experts(weights, prefix: str, num_experts: int, names: dict[str, str]) -> None:
+    """Per-expert tensors `{prefix}.{e}.{old}.weight` (as Qwen3-MoE, LFM2-MoE checkpoints store them) become one
+    stacked tensor `{prefix}.{new}.weight` [E, N, K] per `names` {old: new}, read when taken."""
+    for old, new in names.items():
+        weights.stack([f"{prefix}.{e}.{old}.weight" for e in range(num_experts)], f"{prefix}.{new}.weight")
+
+
+def split_fused_gate_up(weights, name: str, prefix: str) -> None:
+    """A fused `name` [E, 2I, H] (gate rows, then up rows) as `{prefix}.gate_proj.weight` and `.up_proj.weight`:
+    the fused MatMul + Split form is not one the plugin makes sparse."""
+    weights.derive(name, {f"{prefix}.gate_proj.weight": lambda gate_up: gate_up[:, : gate_up.shape[1] // 2],
+                          f"{prefix}.up_proj.weight": lambda gate_up: gate_up[:, gate_up.shape[1] // 2:]})
+
+
+def silu(x) -> ov.Output:
+    """x·σ(x) as a one-input Swish: openvino's Python swish() always adds beta, which keeps the block dense."""
+    return _OPSET4.create("Swish", [x]).output(0)
+
+
+ACTIVATIONS = {"silu": silu, "gelu_pytorch_tanh": lambda x: ops.gelu(x, approximation_mode="tanh").output(0),
+               "gelu": lambda x: ops.gelu(x, approximation_mode="erf").output(0)}
+
+
+# Routers: router logits [T, E] → (indices [T, k] straight from the TopK, weights [T, k]).
+
+def softmax_top_k(logits, k: int, normalize: bool = True, expert_scale=None):
+    """Softmax over all experts, the k most probable, renormalised to sum 1 where `normalize` (Qwen3-MoE,
+    Qwen3.5-MoE, Gemma 4); `expert_scale` [E]: each chosen weight times its expert's scale (Gemma 4)."""
+    probs = ops.softmax(logits, -1)
+    top = ops.topk(probs, scalar(k), axis=-1, mode="max", sort="value", index_element_type=ov.Type.i64)
+    weights = top.output(0)
+    if normalize:
+        weights = ops.divide(weights, ops.reduce_sum(weights, vector([-1]), keep_dims=True))
+    if expert_scale is not None:
+        weights = ops.multiply(weights, ops.gather(weight(expert_scale), top.output(1), scalar(0)))
+    return top.output(1), _output(weights)
+
+
+def top_k_softmax(logits, k: int):
+    """The k largest logits, then a softmax over those k only (gpt-oss, Granite)."""
+    top = ops.topk(logits, scalar(k), axis=-1, mode="max", sort="value", index_element_type=ov.Type.i64)
+    return top.output(1), ops.softmax(top.output(0), -1).output(0)
+
+
+def sigmoid_top_k(logits, k: int, bias=None, normalize: bool = True, scale: float = 1.0):
+    """σ(logits) per expert; the k experts chosen by σ + `bias` (the load-balancing bias, DeepSeek-V3 style),
+    weighted by σ alone, renormalised where `normalize`, times `scale` (LFM2-MoE)."""
+    scores = ops.sigmoid(logits)
+    choice = scores if bias is None else ops.add(scores, weight(np.asarray(bias, np.float32)))
+    top = ops.topk(choice, scalar(k), axis=-1, mode="max", sort="value", index_element_type=ov.Type.i64)
+    weights = ops.gather_elements(scores, top.output(1), -1)
+    if normalize:
+        weights = ops.divide(weights, ops.add(ops.reduce_sum(weights, vector([-1]), keep_dims=True),
+                                              scalar(1e-20, np.float32)))
+    if scale != 1.0:
+        weights = ops.multiply(weights, scalar(scale, np.float32))
+    return top.output(1), _output(weights)
+
+
+def router_logits(x2d, w, name: str) -> ov.Output:
+    """The router's linear layer, kept in full precision: a few thousand weights that decide everything."""
+    bias = w.weights.pop(w._key(f"{name}.bias"), None)
+    return linear(x2d, w[f"{name}.weight"], bias, name=w._key(name))
+
+
+def routed_experts(x, w, prefix: str, num_experts: int, route, activation: str = "silu") -> ov.Output:
+    """Σ over the top-k experts e of weight_e · down_e(act(gate_e(x)) · up_e(x)), x [B, T, H] → [B, T, H].
+
+    `route(x2d)` gives the token's expert indices and weights [T, k] (softmax_top_k & co. on router_logits)."""
+    hidden = x.get_partial_shape()[2].get_length()
+    x2d = ops.reshape(x, vector([-1, hidden]), special_zero=False)
+    indices, top_weights = route(x2d)
+    tiled = ops.reshape(ops.tile(x2d, vector([num_experts, 1])), vector([num_experts, -1, hidden]), special_zero=False)
+
+    def project(h, name: str):
+        return ops.matmul(h, w.experts(f"{prefix}.{name}"), transpose_a=False, transpose_b=True,
+                          name=w._key(f"{prefix}.{name}"))
+
+    h = ops.multiply(ACTIVATIONS[activation](project(tiled, "gate_proj")), project(tiled, "up_proj"))
+    return _weighted_sum(project(h, "down_proj"), x2d, indices, top_weights, num_experts, x)
+
+
+def clamped_swiglu_experts(x, w, prefix: str, num_experts: int, route, alpha: float, limit: float) -> ov.Output:
+    """gpt-oss's experts: biased projections and a clamped SwiGLU, (clamp(up, ±limit) + 1) · g·σ(alpha·g) with
+    g = min(gate, limit), in the plugin's two-matrix form (one gate_up weight [E, 2I, H], gate and up the
+    even and odd rows, its bias added before the slices)."""
+    hidden = x.get_partial_shape()[2].get_length()
+    x2d = ops.reshape(x, vector([-1, hidden]), special_zero=False)
+    indices, top_weights = route(x2d)
+    x2d = ops.reshape(x2d, vector([-1, hidden]), special_zero=False)  # the Tile's input must be a Reshape
+    tiled = ops.reshape(ops.tile(x2d, vector([num_experts, 1])), vector([num_experts, -1, hidden]), special_zero=False)
+
+    def project(h, name: str):
+        y = ops.matmul(h, w.experts(f"{prefix}.{name}"), transpose_a=False, transpose_b=True,
+                       name=w._key(f"{prefix}.{name}"))
+        bias = np.asarray(w[f"{prefix}.{name}.bias"], np.float32)
+        return ops.add(y, ops.constant(bias[:, None, :]))
+
+    gate_up = project(tiled, "gate_up_proj")
+    gate = ops.slice(gate_up, vector([0]), vector([np.iinfo(np.int64).max]), vector([2]), vector([2]))
+    up = ops.slice(gate_up, vector([1]), vector([np.iinfo(np.int64).max]), vector([2]), vector([2]))
+    up = ops.add(ops.clamp(up, -limit, limit), scalar(1.0, np.float32))
+    gate = ops.swish(ops.minimum(gate, scalar(limit, np.float32)), scalar(alpha, np.float32))
+    return _weighted_sum(project(ops.multiply(up, gate), "down_proj"), x2d, indices, top_weights, num_experts, x)
+
+
+def _weighted_sum(per_expert, x2d, indices, top_weights, num_experts: int, x) -> ov.Output:
+    """Σ_e dense[t, e] · per_expert[e, t], dense the top-k weights scattered into [T, E] (zero elsewhere)."""
+    tokens = ops.gather(ops.shape_of(x2d), vector([0]), scalar(0))
+    zeros = ops.broadcast(scalar(0.0, np.float32), ops.concat([tokens, vector([num_experts])], 0))
+    dense = ops.scatter_elements_update(zeros, indices, top_weights, scalar(1))
+    hidden = x.get_partial_shape()[2].get_length()
+    per_expert = ops.reshape(per_expert, vector([num_experts, -1, hidden]), special_zero=False)
+    routing = ops.reshape(ops.transpose(dense, vector([1, 0])), vector([num_experts, -1]), special_zero=False)
+    routing = ops.unsqueeze(routing, vector([-1]))  # [E, T, 1]
+    out = ops.reduce_sum(ops.multiply(per_expert, routing), vector([0]), keep_dims=False)  # [T, H]
+    return ops.reshape(out, ops.shape_of(x), special_zero=False).output(0)
+
+
+def shared_expert(x, w, prefix: str, gate: str | None = None) -> ov.Output:
+    """A dense SwiGLU MLP every token goes through beside the routed ones; `gate`: scaled by σ(gate(x))
+    (Qwen3.5-MoE's shared_expert_gate)."""
+    h = ops.multiply(ops.swish(w.linear(x, f"{prefix}.gate_proj")), w.linear(x, f"{prefix}.up_proj"))
+    out = w.linear(h, f"{prefix}.down_proj")
+    if gate is not None:
+        out = ops.multiply(out, ops.sigmoid(linear(x, w[f"{gate}.weight"], name=w._key(gate))))
+    return _output(out)
+
+
+def _output(value) -> ov.Output:
+    return value.output(0) if isinstance(value, ov.Node) else value
