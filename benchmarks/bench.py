@@ -273,40 +273,75 @@ def peak_rss_mb() -> float:
 
 
 def weight_bytes_per_token(model_xml: Path) -> int:
-    """Bytes of the constants a generated token reads: those feeding a MatMul, through the
-    decompression chain (Convert, Subtract, Multiply, Reshape). An untied embedding table is only
-    gathered from, one row per token, so it does not count."""
+    """Bytes of the constants a generated token reads: those feeding a MatMul's weight operand, through the
+    decompression chain (Convert, Subtract, Multiply, Reshape; not the i64 shapes of its Reshapes). An
+    untied embedding table is only gathered from, one row per token, so it does not count. Routed experts: a MatMul whose weight is
+    stacked [E, N, K] computes only the k experts the router picks for the token (the CPU plugin's
+    GatherMatmul), so its constants count k/E of their bytes, k the routers' TopK."""
     import openvino as ov
 
     chain = {"Convert", "Subtract", "Multiply", "Reshape", "Transpose"}
 
-    def feeds_matmul(node) -> bool:
+    def weight_rank(node) -> int | None:
+        """The rank of the MatMul operand `node` becomes through the decompression chain, or None."""
         for output in node.outputs():
             for target in output.get_target_inputs():
                 consumer = target.get_node()
-                if consumer.get_type_name() == "MatMul" or (consumer.get_type_name() in chain and feeds_matmul(consumer)):
-                    return True
-        return False
+                if consumer.get_type_name() == "MatMul" and target.get_index() == 1:  # the first operand: activations
+                    return consumer.get_input_partial_shape(1).rank.get_length()
+                if consumer.get_type_name() in chain and (rank := weight_rank(consumer)) is not None:
+                    return rank
+        return None
 
-    total = 0
-    for op in ov.Core().read_model(model_xml).get_ordered_ops():
-        if op.get_type_name() == "Constant" and feeds_matmul(op):
+    model = ov.Core().read_model(model_xml)
+    share = routed_share(model)
+    total = 0.0
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "Constant" or op.get_output_element_type(0) == ov.Type.i64:
+            continue
+        if (rank := weight_rank(op)) is not None:
             count = 1
             for dim in op.get_output_shape(0):
                 count *= dim
-            total += count * op.get_output_element_type(0).bitwidth // 8
-    return total
+            total += count * op.get_output_element_type(0).bitwidth / 8 * (share(op) if rank == 3 else 1)
+    return round(total)
+
+
+def routed_share(model):
+    """For a stacked expert constant [E, …]: the share of it one token reads, k/E, k the experts per token
+    of the routers (the k of every TopK whose indices feed the ScatterElementsUpdate that spreads the
+    routing weights over the experts)."""
+    ks = set()
+    for op in model.get_ordered_ops():
+        if op.get_type_name() == "TopK" and any(
+                target.get_node().get_type_name() == "ScatterElementsUpdate" for target in op.output(1).get_target_inputs()):
+            ks.add(int(op.input_value(1).get_node().get_data().item()))
+    if len(ks) > 1:
+        raise ValueError(f"routers pick different numbers of experts ({sorted(ks)}): no single k/E")
+
+    def share(constant) -> float:
+        if not ks:
+            raise ValueError(f"{constant.get_friendly_name()} is a stacked expert weight but no router was found")
+        return next(iter(ks)) / constant.get_output_shape(0)[0]
+    return share
 
 
 def gguf_bytes_per_token(path: str) -> int:
     """Bytes of the GGUF's tensors a generated token reads: all but the tables it only looks rows up in —
-    Gemma 4's per-layer embeddings, and the token embedding when an output matrix of its own is there."""
+    Gemma 4's per-layer embeddings, and the token embedding when an output matrix of its own is there —,
+    the routed experts' stacked tensors (`*_exps`) at k/E of their bytes (the file's expert_used_count /
+    expert_count)."""
     import gguf
 
-    tensors = gguf.GGUFReader(path).tensors
+    reader = gguf.GGUFReader(path)
+    arch = reader.fields["general.architecture"].contents()
+    field = lambda key: reader.fields[f"{arch}.{key}"].contents() if f"{arch}.{key}" in reader.fields else None
+    experts, used = field("expert_count"), field("expert_used_count")
+    tensors = reader.tensors
     untied = any(t.name == "output.weight" for t in tensors)
     looked_up = {"per_layer_token_embd.weight", *(["token_embd.weight"] if untied else [])}
-    return sum(int(t.n_bytes) for t in tensors if t.name not in looked_up)
+    return round(sum(int(t.n_bytes) * (used / experts if "_exps." in t.name else 1)
+                     for t in tensors if t.name not in looked_up))
 
 
 def lookup_bytes_per_token(model_xml: Path) -> dict[str, float]:
@@ -453,7 +488,7 @@ def plot(rows: list[dict], path: str) -> None:
     figure.savefig(path, dpi=110)
 
 
-def available(system: str, gguf: str | None, optimum_python: Path) -> str | None:
+def available(system: str, gguf: str | None, optimum_python: Path, llama_cpp_python: Path) -> str | None:
     """Why `system` cannot run here, or None."""
     import importlib.util
 
@@ -462,8 +497,11 @@ def available(system: str, gguf: str | None, optimum_python: Path) -> str | None
     if system == "llama.cpp":
         if gguf is None:
             return "no --gguf given"
-        if importlib.util.find_spec("llama_cpp") is None:
-            return "llama-cpp-python is not installed (benchmarks/install_peers.sh)"
+        if llama_cpp_python == Path(sys.executable):
+            if importlib.util.find_spec("llama_cpp") is None:
+                return "llama-cpp-python is not installed (benchmarks/install_peers.sh)"
+        elif subprocess.run([llama_cpp_python, "-c", "import llama_cpp"], capture_output=True).returncode != 0:
+            return f"{llama_cpp_python} cannot import llama_cpp"
     if system == "optimum-intel":
         if not optimum_python.is_file():
             return f"no interpreter with optimum-intel at {optimum_python} (benchmarks/install_peers.sh)"
@@ -501,6 +539,12 @@ def main() -> None:
                         "(benchmarks/synthetic.py), built and cached on first use")
     parser.add_argument("--optimum-python", type=Path, default=DEFAULT_OPTIMUM_PYTHON,
                         help="an interpreter with optimum-intel, for the notebook's path")
+    parser.add_argument("--llama-cpp", type=Path, default=Path(sys.executable), metavar="PYTHON",
+                        help="an interpreter with llama-cpp-python (its own venv is fine), for the llama.cpp peer "
+                        "and for quantizing --synthetic GGUFs (default: this one)")
+    parser.add_argument("--convert-hf-to-gguf", type=Path, metavar="SCRIPT",
+                        help="llama.cpp's convert_hf_to_gguf.py, which writes the GGUF of the --synthetic shapes "
+                        "synthetic.py does not write itself (mixtures of experts, Mamba-2)")
     parser.add_argument("--device", default="auto", help="OpenVINO device for every OpenVINO system (auto: GPU if "
                         "present, else CPU, as ovchat picks); llama.cpp runs on the CPU")
     parser.add_argument("--precision", default="auto", choices=("auto", "accurate", "fast"),
@@ -538,7 +582,8 @@ def main() -> None:
 
         if args.model_dir or args.synthetic not in synthetic.SHAPES:
             parser.error(f"--synthetic takes one of {', '.join(synthetic.SHAPES)}, and no MODEL_DIR")
-        model_dir, built_gguf = synthetic.cached_models(args.synthetic, engine.cache_dir() / "synthetic" / args.synthetic)
+        model_dir, built_gguf = synthetic.cached_models(args.synthetic, engine.cache_dir() / "synthetic" / args.synthetic,
+                                                        convert_script=args.convert_hf_to_gguf, llama_cpp_python=args.llama_cpp)
         gguf = args.gguf or (str(built_gguf) if built_gguf else None)
     else:
         model_dir = Path(args.model_dir) if args.model_dir else engine.default_model_dir()
@@ -547,7 +592,7 @@ def main() -> None:
             gguf = str(engine.default_gguf())
     systems = []
     for system in args.systems.split(","):
-        if why := available(system, gguf, args.optimum_python):
+        if why := available(system, gguf, args.optimum_python, args.llama_cpp):
             print(f"skipped {system}: {why}", file=sys.stderr)
         else:
             systems.append(system)
@@ -565,7 +610,7 @@ def main() -> None:
     records, processes, failures = [], [], {}
     for rep in range(1, args.reps + 1):
         for system in [s for s in systems if s not in failures]:  # alternating, not in blocks
-            python = args.optimum_python if system == "optimum-intel" else Path(sys.executable)
+            python = {"optimum-intel": args.optimum_python, "llama.cpp": args.llama_cpp}.get(system, Path(sys.executable))
             with tempfile.TemporaryDirectory() as cache:  # cold: an empty compiled-model cache
                 for kind, mode in (("cold", "chat"), ("warm", "sweep")):
                     print(f"rep {rep}/{args.reps}: {system}, {kind} start and {mode}…", file=sys.stderr, flush=True)

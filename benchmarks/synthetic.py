@@ -4,6 +4,8 @@ download: bf16 safetensors in shards, config.json, and the default model's token
 
     python benchmarks/synthetic.py SHAPE OUT_DIR                      # SHAPE: one of the names below
     python benchmarks/synthetic.py SHAPE OUT.gguf [--quantize Q4_K_M]  # the same weights as a GGUF
+    python benchmarks/synthetic.py SHAPE OUT.gguf --from CHECKPOINT --convert-hf-to-gguf SCRIPT [--quantize Q4_K_M]
+                                   [--llama-cpp PYTHON]   # for the shapes llama.cpp's converter writes
 
 Then `ovchat convert OUT_DIR -o MODEL_DIR` and measure MODEL_DIR. Replies are nonsense; timings,
 memory and the cost of a precision setting are what they measure.
@@ -491,6 +493,53 @@ class Gemma4(Llama):
         return array  # llama.cpp rotates Gemma's heads in halves, as transformers does
 
 
+@dataclass(frozen=True)
+class Qwen3Moe(Llama):
+    """Qwen3-MoE (Qwen3MoeForCausalLM, llama.cpp's qwen3moe): Qwen3's attention (an RMSNorm over each
+    head of q and k) and, in every layer, `experts` SwiGLU experts `expert_ffn` wide of which a softmax
+    router (`mlp.gate`) picks `experts_per_token`, renormalised; lm_head untied. Stored as the hub
+    stores it, one tensor per expert and projection. `ffn` is config.json's intermediate_size, which
+    no layer uses (no mlp_only_layers). Its GGUF is llama.cpp's own convert_hf_to_gguf.py's
+    (`llama_cpp_gguf`): that converter stacks the experts."""
+
+    experts: int = 128
+    experts_per_token: int = 8
+    expert_ffn: int = 768
+    context: int = 40960
+
+    gguf_arch = None  # written by llama.cpp's converter, not by write_gguf
+    rope_theta = 1_000_000.0
+
+    def mixer(self, p: str, kind: str):
+        yield from self.attention(p, self.heads * self.head_dim)
+        yield p + "self_attn.q_norm.weight", (self.head_dim,)
+        yield p + "self_attn.k_norm.weight", (self.head_dim,)
+
+    def mlp(self, p: str):
+        yield p + "mlp.gate.weight", (self.experts, self.hidden)
+        for e in range(self.experts):
+            yield from self.expert(f"{p}mlp.experts.{e}.", ("gate_proj", "up_proj", "down_proj"))
+
+    def expert(self, p: str, names: tuple[str, str, str]):
+        """One SwiGLU expert's gate, up and down projections under `names`."""
+        gate, up, down = names
+        yield p + f"{gate}.weight", (self.expert_ffn, self.hidden)
+        yield p + f"{up}.weight", (self.expert_ffn, self.hidden)
+        yield p + f"{down}.weight", (self.hidden, self.expert_ffn)
+
+    def config(self) -> dict:
+        return {
+            "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "hidden_size": self.hidden,
+            "num_hidden_layers": self.layers, "intermediate_size": self.ffn, "moe_intermediate_size": self.expert_ffn,
+            "num_experts": self.experts, "num_experts_per_tok": self.experts_per_token, "norm_topk_prob": True,
+            "decoder_sparse_step": 1, "mlp_only_layers": [], "num_attention_heads": self.heads,
+            "num_key_value_heads": self.kv_heads, "head_dim": self.head_dim, "hidden_act": "silu",
+            "rms_norm_eps": 1e-6, "max_position_embeddings": self.context, "rope_theta": self.rope_theta,
+            "attention_bias": False, "vocab_size": self.vocab, "tie_word_embeddings": False, "bos_token_id": 1,
+            "eos_token_id": 2, "torch_dtype": "bfloat16",
+        }
+
+
 # name → the architecture at the compute shapes of the model the name says:
 # (hidden, layers, FFN, heads, KV heads, head dim, …)
 SHAPES = {
@@ -506,11 +555,15 @@ SHAPES = {
     "qwen3.5-4b": Qwen35(2560, 32, 9216, 16, 4, 256, vocab=248320, linear_key_heads=16, linear_value_heads=32),
     "lfm2-1.2b": Lfm2(2048, 16, 8192, 32, 8, 64, vocab=65536, attention_layers=(2, 5, 8, 10, 12, 14)),
     "gemma-4-e2b": Gemma4(1536, 35, 6144, 8, 1, 256, vocab=262144),
+    # Qwen3-30B-A3B with 12 of its 48 layers (every layer alike), all else as published
+    "qwen3-30b-a3b-12l": Qwen3Moe(2048, 12, 6144, 32, 4, 128, vocab=151936),
     # for the tests; the hybrids' vocabularies outgrow the tokenizer, as the real ones do
     "tiny": Llama(64, 2, 128, 4, 2, 32),
     "tiny-qwen3.5": Qwen35(64, 4, 128, 4, 2, 32, vocab=VOCAB + 64, linear_key_heads=2, linear_value_heads=4,
                            linear_key_dim=16, linear_value_dim=16, rope_sections=(4, 0, 0), context=4096),
     "tiny-lfm2": Lfm2(64, 3, 256, 4, 2, 16, vocab=VOCAB + 64, attention_layers=(1,), context=4096),
+    "tiny-qwen3-moe": Qwen3Moe(64, 2, 128, 4, 2, 32, vocab=VOCAB + 64, experts=8, experts_per_token=2, expert_ffn=32,
+                               context=4096),
     "tiny-gemma4": Gemma4(64, 5, 128, 4, 2, 32, vocab=VOCAB + 64, global_head_dim=64, per_layer=32, shared_layers=2,
                           full_every=3, sliding_window=16, context=4096),
 }
@@ -619,59 +672,106 @@ def write_gguf(shape: str, out: Path, quantize: str | None) -> Path:
         writer.write_tensor_data(array)
     writer.close()
     print(f"{out}: {shape} shapes, F16")
-    if not quantize:
-        return out
-    import ctypes
-
-    import llama_cpp
-
-    quantized = out.with_suffix(f".{quantize}.gguf")
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quantize}")
-    if llama_cpp.llama_model_quantize(str(out).encode(), str(quantized).encode(), ctypes.byref(params)) != 0:
-        sys.exit(f"llama.cpp could not quantize {out} to {quantize}")
-    print(f"{quantized}: {quantize}, {quantized.stat().st_size / 1e9:.2f} GB")
-    return quantized
+    return quantize_gguf(out, out.with_suffix(f".{quantize}.gguf"), quantize) if quantize else out
 
 
-def cached_models(shape: str, cache: Path, quantize: str | None = "Q4_K_M") -> tuple[Path, Path | None]:
+def llama_cpp_gguf(checkpoint: Path, out: Path, convert_script: Path) -> Path:
+    """The F16 GGUF llama.cpp's own convert_hf_to_gguf.py makes of `checkpoint`, for the architectures whose
+    GGUF this module does not write (gguf_arch None: it stacks experts, splits Granite's fused ones, reorders
+    Mamba-2's tensors). Run by this interpreter, which has the torch and transformers that script needs."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, str(convert_script), str(checkpoint), "--outtype", "f16", "--outfile", str(out)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"llama.cpp's converter failed on {checkpoint}: {done.stderr.strip().splitlines()[-1:]}")
+    print(f"{out}: llama.cpp's convert_hf_to_gguf.py, F16")
+    return out
+
+
+QUANTIZE = """
+import ctypes, sys, llama_cpp
+params = llama_cpp.llama_model_quantize_default_params()
+params.ftype = getattr(llama_cpp, "LLAMA_FTYPE_MOSTLY_" + sys.argv[3])
+sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(params)))
+"""
+
+
+def quantize_gguf(f16: Path, out: Path, kind: str, python: str | Path = sys.executable) -> Path:
+    """llama.cpp's quantization of `f16` to `kind` (Q4_K_M, …), by `python`'s llama-cpp-python."""
+    import subprocess
+
+    if subprocess.run([str(python), "-c", QUANTIZE, str(f16), str(out), kind]).returncode != 0:
+        sys.exit(f"llama.cpp could not quantize {f16} to {kind}")
+    print(f"{out}: {kind}, {out.stat().st_size / 1e9:.2f} GB")
+    return out
+
+
+def cached_models(shape: str, cache: Path, quantize: str | None = "Q4_K_M", convert_script: Path | None = None,
+                  llama_cpp_python: str | Path = sys.executable) -> tuple[Path, Path | None]:
     """(int4 model directory, GGUF for llama.cpp) of `shape`, built into `cache` the first time: the
-    checkpoint, `ovchat convert` of it with the default preset, the F16 GGUF of the same weights and
-    llama.cpp's `quantize` of it (None when llama-cpp-python is missing). The checkpoint and the F16
-    GGUF are deleted once what is made from them exists."""
-    import importlib.util
+    checkpoint, `ovchat convert` of it with the default preset, the F16 GGUF of the same weights (written
+    here, or by llama.cpp's `convert_script` for the shapes this module leaves to it) and llama.cpp's
+    `quantize` of it by `llama_cpp_python` (None when that interpreter has no llama-cpp-python, or the
+    shape needs a `convert_script` not given). The checkpoint and the F16 GGUF are deleted once what is
+    made from them exists."""
     import shutil
     import subprocess
 
+    spec = SHAPES[shape]
     cache.mkdir(parents=True, exist_ok=True)
     model_dir, checkpoint = cache / "int4", cache / "checkpoint"
-    if not (model_dir / "openvino_model.xml").is_file():
+    quantized = cache / f"{shape}.{quantize}.gguf" if quantize else None
+    if quantized and not quantized.is_file():
+        if spec.gguf_arch is None and convert_script is None:
+            print(f"no GGUF of {shape}: llama.cpp's convert_hf_to_gguf.py writes it (--convert-hf-to-gguf)", file=sys.stderr)
+            quantized = None
+        elif subprocess.run([str(llama_cpp_python), "-c", "import llama_cpp"], capture_output=True).returncode != 0:
+            quantized = None
+    has_model = (model_dir / "openvino_model.xml").is_file()
+    if not has_model or (quantized and not quantized.is_file() and spec.gguf_arch is None):
         shutil.rmtree(checkpoint, ignore_errors=True)
         write_checkpoint(shape, checkpoint)
+    if not has_model:
         subprocess.run([sys.executable, "-m", "ovgenai_chat.cli", "convert", str(checkpoint), "-o", str(model_dir),
                         "--force"], check=True)
-        shutil.rmtree(checkpoint)
-    if not quantize or importlib.util.find_spec("llama_cpp") is None:
-        return model_dir, None
-    quantized = cache / f"{shape}.{quantize}.gguf"
-    if not quantized.is_file():
+    if quantized and not quantized.is_file():
         f16 = cache / f"{shape}.gguf"
-        write_gguf(shape, f16, quantize)
+        if spec.gguf_arch is None:
+            llama_cpp_gguf(checkpoint, f16, convert_script)
+        else:
+            write_gguf(shape, f16, None)
+        quantize_gguf(f16, quantized, quantize, llama_cpp_python)
         f16.unlink()
+    shutil.rmtree(checkpoint, ignore_errors=True)
     return model_dir, quantized
 
 
-if __name__ == "__main__":
-    args = sys.argv[1:]
-    quantize = None
-    if "--quantize" in args:
-        at = args.index("--quantize")
-        quantize = args[at + 1] if at + 1 < len(args) else None
-        args = args[:at] + args[at + 2:]
-    if len(args) != 2 or args[0] not in SHAPES or ("--quantize" in sys.argv and not quantize):
-        sys.exit(__doc__ + "\nshapes: " + ", ".join(SHAPES))
-    out = Path(args[1])
-    if out.suffix == ".gguf":
-        write_gguf(args[0], out, quantize)
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="shapes: " + ", ".join(SHAPES))
+    parser.add_argument("shape", choices=SHAPES, metavar="SHAPE")
+    parser.add_argument("out", type=Path, help="a checkpoint directory, or OUT.gguf")
+    parser.add_argument("--quantize", metavar="TYPE", help="also llama.cpp's quantization of the GGUF (Q4_K_M, …)")
+    parser.add_argument("--from", dest="checkpoint", type=Path, help="the checkpoint of SHAPE llama.cpp's converter reads")
+    parser.add_argument("--convert-hf-to-gguf", type=Path, metavar="SCRIPT", help="llama.cpp's convert_hf_to_gguf.py")
+    parser.add_argument("--llama-cpp", default=sys.executable, metavar="PYTHON",
+                        help="an interpreter with llama-cpp-python, which quantizes (default: this one)")
+    args = parser.parse_args()
+    if args.out.suffix != ".gguf":
+        write_checkpoint(args.shape, args.out)
+    elif SHAPES[args.shape].gguf_arch is not None:
+        f16 = write_gguf(args.shape, args.out, None)
+        if args.quantize:
+            quantize_gguf(f16, f16.with_suffix(f".{args.quantize}.gguf"), args.quantize, args.llama_cpp)
+    elif args.checkpoint is None or args.convert_hf_to_gguf is None:
+        parser.error(f"{args.shape}'s GGUF is llama.cpp's converter's: give --from CHECKPOINT and --convert-hf-to-gguf SCRIPT")
     else:
-        write_checkpoint(args[0], out)
+        f16 = llama_cpp_gguf(args.checkpoint, args.out, args.convert_hf_to_gguf)
+        if args.quantize:
+            quantize_gguf(f16, f16.with_suffix(f".{args.quantize}.gguf"), args.quantize, args.llama_cpp)
+
+
+if __name__ == "__main__":
+    main()

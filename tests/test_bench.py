@@ -157,6 +157,54 @@ def test_synthetic_configs_state_their_shapes():
         assert (args.hidden_size, args.num_hidden_layers, args.intermediate_size, args.num_attention_heads,
                 args.num_key_value_heads, args.head_dim, args.vocab_size) == (
             spec.hidden, spec.layers, spec.ffn, spec.heads, spec.kv_heads, spec.head_dim, spec.vocab), name
+        if hasattr(spec, "experts"):
+            assert (args.num_experts, args.num_experts_per_tok) == (spec.experts, spec.experts_per_token), name
+
+
+def test_a_token_reads_k_of_the_e_experts(converted):
+    """bench.py's bytes per token on a mixture of experts (Qwen3-MoE, int4): every matrix's constants once —
+    attention, routers, the dense MLP, lm_head — but the stacked experts' at k/E; the untied embedding not."""
+    import openvino as ov
+
+    from convert.compress import weight_bytes, weight_layers
+    from checkpoints import VARIANTS
+
+    sys.path.insert(0, str(BENCHMARKS))
+    import bench
+
+    model_dir = converted("qwen3_moe", "int4")
+    config = VARIANTS["qwen3_moe"][1]
+    share = config["num_experts_per_tok"] / config["num_experts"]
+    layers = {name: weight for name, weight in weight_layers(ov.Core().read_model(model_dir / "openvino_model.xml")).items()
+              if not name.startswith("model.embed_tokens")}
+    experts = [w for w in layers.values() if w.get_output_partial_shape(0).rank.get_length() == 3]
+    assert experts and share < 1
+    expected = sum(weight_bytes(w) for w in layers.values()) - (1 - share) * sum(weight_bytes(w) for w in experts)
+    assert bench.weight_bytes_per_token(model_dir / "openvino_model.xml") == round(expected)
+
+
+def test_a_gguf_token_reads_k_of_the_e_experts(tmp_path):
+    """The same for llama.cpp's file: `*_exps` tensors at expert_used_count / expert_count of their bytes."""
+    import gguf
+    import numpy as np
+
+    sys.path.insert(0, str(BENCHMARKS))
+    import bench
+
+    path = tmp_path / "moe.gguf"
+    writer = gguf.GGUFWriter(path, "qwen3moe")
+    writer.add_expert_count(8)
+    writer.add_expert_used_count(2)
+    tensors = {"token_embd.weight": (16, 4), "output.weight": (16, 4), "blk.0.attn_q.weight": (4, 4),
+               "blk.0.ffn_gate_inp.weight": (8, 4), "blk.0.ffn_up_exps.weight": (8, 6, 4)}
+    for name, dims in tensors.items():
+        writer.add_tensor(name, np.zeros(dims, np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    # untied: the embedding is looked up, not read whole
+    assert bench.gguf_bytes_per_token(str(path)) == 4 * (16 * 4 + 4 * 4 + 8 * 4 + 2 * 6 * 4)
 
 
 @pytest.mark.parametrize("shape", ["tiny", "tiny-qwen3.5", "tiny-lfm2", "tiny-gemma4"])
