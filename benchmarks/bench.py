@@ -8,7 +8,10 @@ the memory-bandwidth roofline.
 
 --synthetic SHAPE (benchmarks/synthetic.py's shapes) builds, once, into the user's cache directory: a
 random-weight checkpoint of those shapes, its `ovchat convert` default int4 IR, and the same weights as an
-F16 GGUF quantized to Q4_K_M by llama.cpp itself for the llama.cpp peer; then measures them.
+F16 GGUF quantized to Q4_K_M by llama.cpp itself for the llama.cpp peer; then measures them. The F16
+GGUF of a mixture of experts or a Mamba-2 hybrid is llama.cpp's convert_hf_to_gguf.py's (--convert-hf-to-gguf
+SCRIPT). --llama-cpp PYTHON: an interpreter with llama-cpp-python (its own venv) that runs the llama.cpp peer
+and the quantization.
 
 Every measurement runs in a fresh process, the systems alternate within each repetition (so drift
 hits all alike), and every request gets a prompt of its own (so prefix caching cannot flatter TTFT).
@@ -16,7 +19,7 @@ Systems:
   ovchat          this runtime's defaults (ovgenai_chat.engine.open_pipeline), in the precision of
                   --precision (default auto, as `ovchat run`)
   genai-default   openvino_genai.LLMPipeline with OpenVINO's defaults
-  llama.cpp       llama-cpp-python on the model's GGUF
+  llama.cpp       llama-cpp-python on the model's GGUF, in --llama-cpp's interpreter
   optimum-intel   the notebook's path: OVModelForCausalLM.generate with the transformers tokenizer,
                   run by the interpreter of --optimum-python (benchmarks/install_peers.sh makes one)
 A system that is not installed is skipped with a one-line note; one whose process fails (say, llama.cpp
