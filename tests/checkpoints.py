@@ -40,6 +40,8 @@ QWEN3_5 = dict(head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4, li
 
 QWEN3_MOE = dict(head_dim=16, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32)
 GEMMA4 = dict(head_dim=16, global_head_dim=32, sliding_window=12, hidden_size_per_layer_input=8)
+GEMMA4_MOE = dict(GEMMA4, enable_moe_block=True, num_experts=8, top_k_experts=2, moe_intermediate_size=32,
+                  hidden_size_per_layer_input=0, attention_k_eq_v=True, num_global_key_value_heads=1)
 MINISTRAL3_ROPE = dict(rope_type="yarn", rope_theta=1_000_000.0, factor=4.0, original_max_position_embeddings=16,
                       beta_fast=32.0, beta_slow=1.0, mscale=1.0, mscale_all_dim=1.0, llama_4_scaling_beta=0.5)
 
@@ -174,10 +176,20 @@ VARIANTS = {
     # dense (mlp_only_layers).
     "qwen3_moe": ("Qwen3MoeConfig", dict(QWEN3_MOE, norm_topk_prob=True, mlp_only_layers=[1]), torch.bfloat16, False),
     "qwen3_moe-fp32": ("Qwen3MoeConfig", dict(QWEN3_MOE, tie_word_embeddings=True), torch.float32, False),
+    # Gemma 4 26B-A4B-like: in every layer a dense MLP and beside it 8 experts of width 32, 2 per token; no per-layer
+    # embeddings (the 26B has none), full layers with keys as values; logits soft-capped.
+    "gemma4-moe": ("Gemma4TextConfig", dict(GEMMA4_MOE, layer_types=["sliding_attention", "full_attention"],
+                                            final_logit_softcapping=30.0), torch.bfloat16, False),
+    # As Google ships it, the language model of a multimodal checkpoint; 3 experts per token, and with per-layer
+    # embeddings too.
+    "gemma4-moe-multimodal": ("Gemma4Config", dict(GEMMA4_MOE, num_hidden_layers=3, top_k_experts=3,
+                                                   hidden_size_per_layer_input=8,
+                                                   layer_types=["sliding_attention", "sliding_attention",
+                                                                "full_attention"]), torch.float32, False),
 }
 # Mixture-of-experts variants → (layers with experts, GatherMatmul nodes per such layer: gate, up, down; gpt-oss's
 # fused gate_up and down): what the CPU plugin must compute sparsely (tests/test_experts.py).
-EXPERT_LAYERS = {"qwen3_moe": (1, 3), "qwen3_moe-fp32": (2, 3)}
+EXPERT_LAYERS = {"qwen3_moe": (1, 3), "qwen3_moe-fp32": (2, 3), "gemma4-moe": (2, 3), "gemma4-moe-multimodal": (3, 3)}
 TINY_VISION = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=28,
                    patch_size=14)
 TINY_PIXTRAL = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, head_dim=8,
@@ -200,6 +212,17 @@ def to_v4_config(config_file: Path) -> None:
     rope_type = rope.pop("rope_type")
     config["rope_scaling"] = None if rope_type == "default" else {"type": rope_type, **rope}
     config_file.write_text(json.dumps(config, indent=2))
+
+
+def randomize_moe_scales(model) -> None:
+    """A Gemma 4 mixture's norm weights and router scales random about one in the language model: transformers
+    initialises them to one, which would not tell which norm or scale feeds what."""
+    if not getattr(getattr(model.config, "text_config", model.config), "enable_moe_block", False):
+        return
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if ".layers." in name and "vision" not in name and param.dim() == 1 and ("norm" in name or ".router." in name):
+                param.normal_(1.0, 0.2)
 
 
 def make_checkpoint(name: str, out: Path, tokenizer) -> Path:
@@ -228,6 +251,7 @@ def make_checkpoint(name: str, out: Path, tokenizer) -> Path:
             for module in model.modules():
                 if isinstance(module, torch.nn.Linear) and module.bias is not None:
                     module.bias.normal_(0, 0.2)
+    randomize_moe_scales(model)
     # "sharded": several safetensors files and their index, as large checkpoints ship.
     model.save_pretrained(out, max_shard_size="1MB" if "sharded" in name else "50GB")
     assert ("sharded" in name) == (out / "model.safetensors.index.json").exists()
