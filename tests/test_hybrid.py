@@ -17,7 +17,7 @@ import pytest
 from checkpoints import VARIANTS
 from test_parity import EXACT, GREEDY, PROMPTS, reference_greedy, reference_model, templated_ids
 
-HYBRIDS = [name for name in VARIANTS if name.split("-")[0] in ("qwen3_5", "lfm2")]
+HYBRIDS = [name for name in VARIANTS if name.split("-")[0] in ("qwen3_5", "qwen3_5_moe", "lfm2", "lfm2_moe")]
 
 
 def state_kinds(model: ov.Model) -> collections.Counter:
