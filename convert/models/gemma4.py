@@ -20,10 +20,10 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-from ..experts import router_logits, routed_experts, softmax_top_k, split_fused_gate_up
+from ..experts import router_logits, routed_experts, softmax_top_k, stacked_experts
 from ..graph import apply_rope, attend, cached_kv, embedding, gated_mlp, linear, rms_norm, scalar, split_heads, vector
 from ..vision.gemma4 import gemma4_vision
-from . import base, gemma3
+from . import base, gemma3, qwen3_moe
 from .base import UnsupportedModel, make_rope
 
 # Gemma4TextConfig's defaults, for keys a hub config leaves out.
@@ -121,11 +121,9 @@ def sanitize(weights, args: ModelArgs) -> None:
     for layer in range(args.first_shared, args.num_hidden_layers):
         for name in ("k_proj.weight", "v_proj.weight", "k_norm.weight"):
             weights.discard(f"model.layers.{layer}.self_attn.{name}")
-    if args.enable_moe_block:  # the experts stacked, as transformers saves them: gate_up_proj [E, 2I, H], down_proj [E, H, I]
+    if args.enable_moe_block:  # stored stacked as transformers saves them (gate_up_proj [E, 2I, H]), or per expert
         for layer in range(args.num_hidden_layers):
-            experts = f"model.layers.{layer}.experts"
-            split_fused_gate_up(weights, f"{experts}.gate_up_proj", experts)
-        weights.rename({"experts.down_proj": "experts.down_proj.weight"})
+            stacked_experts(weights, f"model.layers.{layer}.experts", args.num_experts, qwen3_moe.EXPERT_NAMES)
 
 
 def vision_models(config: dict, weights, compress) -> dict:
