@@ -16,8 +16,12 @@ config.json, and how llama.cpp's converter writes it (metadata, tensor names, th
   Qwen35  Qwen3.5's text model: Gated DeltaNet layers and gated full attention, three to one
   Lfm2    LFM2: gated short-convolution layers and attention layers
   Gemma4  Gemma 4 E2B / E4B's text model: per-layer embeddings, shared-KV layers, two head sizes
-Projections are N(0, 0.02); norms are the identity (1; 0 for Qwen3.5's norms, which scale by 1 + w,
-but 1 for its gated norm); Qwen3.5's A_log = log U(1, 16) and dt_bias 1; convolution taps N(0, 0.02).
+  Qwen3Moe       Qwen3-MoE: Qwen3's attention, softmax-routed experts in every layer
+  Lfm2Moe        LFM2-MoE: LFM2's layers, dense MLPs first, then sigmoid-routed experts
+Projections are N(0, 0.02) (routers too, so a token's experts are as good as random: a decoded token
+reads k different experts per layer, as a trained model's mostly do); norms are the identity (1; 0 for
+Qwen3.5's norms, which scale by 1 + w, but 1 for its gated norm); Qwen3.5's and Mamba-2's A_log =
+log U(1, 16), dt_bias 1 (Mamba-2's D 1, its convolution bias 0); convolution taps N(0, 0.02).
 
 A .gguf is written tensor by tensor (a 4 B model never sits in memory whole) as llama.cpp's
 convert_hf_to_gguf.py --outtype f16 writes the architecture: projections and embeddings F16, 1-D
@@ -25,7 +29,11 @@ tensors and convolution taps F32 (the taps squeezed to [C, K]), and the values c
 them (llama's q/k rows interleaved per head; Qwen3.5's (1 + w) norms stored as 1 + w, A = −exp(A_log),
 the DeltaNet value heads in llama.cpp's tiled order). With --quantize it is then quantized by
 llama.cpp itself (llama-cpp-python's llama_model_quantize) into OUT.TYPE.gguf: the file people
-download, for comparing import and runtimes on one set of weights.
+download, for comparing import and runtimes on one set of weights. The mixtures of experts and Mamba-2
+hybrids are left to llama.cpp's own convert_hf_to_gguf.py (`--from CHECKPOINT --convert-hf-to-gguf
+SCRIPT`; it stacks the per-expert tensors, splits Granite's fused ones, reorders Mamba-2's), run by
+this interpreter (it needs torch); quantizing needs llama-cpp-python, in this interpreter or
+`--llama-cpp PYTHON`'s.
 
 Vocabularies larger than the tokenizer. The hybrids keep their real vocabulary sizes (their tied
 embedding is a large share of the bytes read per token) under SmolLM2's 49152 tokens, and a random
@@ -540,6 +548,53 @@ class Qwen3Moe(Llama):
         }
 
 
+@dataclass(frozen=True)
+class Lfm2Moe(Lfm2):
+    """LFM2-MoE (Lfm2MoeForCausalLM, llama.cpp's lfm2moe): LFM2's layers, the first `dense_layers` with a
+    dense SwiGLU MLP `ffn` wide (config.json's intermediate_size as it is: no ⅔ rule here), the others with
+    `experts` SwiGLU experts `expert_ffn` wide of which a sigmoid router with a load-balancing bias picks
+    `experts_per_token`, renormalised. One tensor per expert and projection, as the hub stores them; the
+    expert bias 0. Its GGUF is llama.cpp's converter's."""
+
+    experts: int = 32
+    experts_per_token: int = 4
+    expert_ffn: int = 1792
+    dense_layers: int = 2
+
+    gguf_arch = None  # written by llama.cpp's converter, not by write_gguf
+
+    def __post_init__(self):
+        assert self.head_dim * self.heads == self.hidden, "LFM2's head dim is hidden / heads"
+
+    def mlp(self, p: str):
+        if int(p.split(".")[2]) < self.dense_layers:
+            yield from super().mlp(p)
+            return
+        yield p + "feed_forward.gate.weight", (self.experts, self.hidden)
+        yield p + "feed_forward.expert_bias", (self.experts,)
+        for e in range(self.experts):
+            yield from Qwen3Moe.expert(self, f"{p}feed_forward.experts.{e}.", ("w1", "w3", "w2"))
+
+    def initial(self, name, dims, rng):
+        if name.endswith(".expert_bias"):
+            return np.zeros(dims, BF16)
+        return super().initial(name, dims, rng)
+
+    def config(self) -> dict:
+        return {
+            "architectures": ["Lfm2MoeForCausalLM"], "model_type": "lfm2_moe", "hidden_size": self.hidden,
+            "num_hidden_layers": self.layers, "layer_types": self.layer_types(), "intermediate_size": self.ffn,
+            "moe_intermediate_size": self.expert_ffn, "num_dense_layers": self.dense_layers,
+            "num_experts": self.experts, "num_experts_per_tok": self.experts_per_token, "norm_topk_prob": True,
+            "use_expert_bias": True, "routed_scaling_factor": 1.0, "num_attention_heads": self.heads,
+            "num_key_value_heads": self.kv_heads, "conv_L_cache": self.conv_cache, "conv_bias": False,
+            "norm_eps": 1e-5, "max_position_embeddings": self.context,
+            "rope_parameters": {"rope_type": "default", "rope_theta": self.rope_theta},
+            "vocab_size": self.vocab, "tie_word_embeddings": True, "bos_token_id": 1, "eos_token_id": 2,
+            "pad_token_id": 0, "torch_dtype": "bfloat16",
+        }
+
+
 # name → the architecture at the compute shapes of the model the name says:
 # (hidden, layers, FFN, heads, KV heads, head dim, …)
 SHAPES = {
@@ -557,6 +612,7 @@ SHAPES = {
     "gemma-4-e2b": Gemma4(1536, 35, 6144, 8, 1, 256, vocab=262144),
     # Qwen3-30B-A3B with 12 of its 48 layers (every layer alike), all else as published
     "qwen3-30b-a3b-12l": Qwen3Moe(2048, 12, 6144, 32, 4, 128, vocab=151936),
+    "lfm2-8b-a1b": Lfm2Moe(2048, 24, 7168, 32, 8, 64, vocab=65536, attention_layers=(2, 6, 10, 14, 18, 21)),
     # for the tests; the hybrids' vocabularies outgrow the tokenizer, as the real ones do
     "tiny": Llama(64, 2, 128, 4, 2, 32),
     "tiny-qwen3.5": Qwen35(64, 4, 128, 4, 2, 32, vocab=VOCAB + 64, linear_key_heads=2, linear_value_heads=4,
@@ -564,6 +620,8 @@ SHAPES = {
     "tiny-lfm2": Lfm2(64, 3, 256, 4, 2, 16, vocab=VOCAB + 64, attention_layers=(1,), context=4096),
     "tiny-qwen3-moe": Qwen3Moe(64, 2, 128, 4, 2, 32, vocab=VOCAB + 64, experts=8, experts_per_token=2, expert_ffn=32,
                                context=4096),
+    "tiny-lfm2-moe": Lfm2Moe(64, 4, 256, 4, 2, 16, vocab=VOCAB + 64, attention_layers=(2,), experts=8, experts_per_token=2,
+                             expert_ffn=32, context=4096),
     "tiny-gemma4": Gemma4(64, 5, 128, 4, 2, 32, vocab=VOCAB + 64, global_head_dim=64, per_layer=32, shared_layers=2,
                           full_every=3, sliding_window=16, context=4096),
 }

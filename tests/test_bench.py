@@ -161,6 +161,28 @@ def test_synthetic_configs_state_their_shapes():
             assert (args.num_experts, args.num_experts_per_tok) == (spec.experts, spec.experts_per_token), name
 
 
+@pytest.mark.parametrize("shape", ["tiny-qwen3-moe", "tiny-lfm2-moe"])
+def test_synthetic_experts_are_the_architectures_own(shape, tmp_path):
+    """synthetic.py's mixtures of experts (tensors as the hub names them, one per expert; config.json as
+    published) are the architectures transformers runs: its fp32 logits are the converter's."""
+    import numpy as np
+    import openvino as ov
+    import torch
+    import transformers
+
+    from convert import convert
+
+    checkpoint = _synthetic().write_checkpoint(shape, tmp_path / "checkpoint")
+    ids = [1, 504, 2891, 30, 2]
+    reference = transformers.AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
+    expected = reference(torch.tensor([ids])).logits[0].detach().numpy()
+    out = convert(checkpoint, tmp_path / "fp32", weight_format="fp32")
+    compiled = ov.Core().compile_model(out / "openvino_model.xml", "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    logits = compiled({"input_ids": np.array([ids]), "attention_mask": np.ones((1, 5), np.int64),
+                       "position_ids": np.arange(5)[None], "beam_idx": np.zeros(1, np.int32)})["logits"][0]
+    assert np.abs(logits - expected).max() <= 1e-4 * np.abs(expected).max()
+
+
 def test_a_token_reads_k_of_the_e_experts(converted):
     """bench.py's bytes per token on a mixture of experts (Qwen3-MoE, int4): every matrix's constants once —
     attention, routers, the dense MLP, lm_head — but the stacked experts' at k/E; the untied embedding not."""
