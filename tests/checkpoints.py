@@ -40,7 +40,8 @@ QWEN3_5 = dict(head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4, li
 
 QWEN3_MOE = dict(head_dim=16, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32)
 GEMMA4 = dict(head_dim=16, global_head_dim=32, sliding_window=12, hidden_size_per_layer_input=8)
-GPT_OSS = dict(head_dim=16, num_local_experts=8, num_experts_per_tok=2, intermediate_size=32)
+# gpt-oss's YaRN stretches 4096 positions 32 times.
+GPT_OSS = dict(head_dim=16, num_local_experts=8, num_experts_per_tok=2, intermediate_size=32, max_position_embeddings=131072)
 MINISTRAL3_ROPE = dict(rope_type="yarn", rope_theta=1_000_000.0, factor=4.0, original_max_position_embeddings=16,
                       beta_fast=32.0, beta_slow=1.0, mscale=1.0, mscale_all_dim=1.0, llama_4_scaling_beta=0.5)
 
@@ -182,8 +183,8 @@ VARIANTS = {
     "gpt_oss": ("GptOssConfig", dict(GPT_OSS, sliding_window=12), torch.bfloat16, False),
     "gpt_oss-fp32-tied": ("GptOssConfig", dict(
         GPT_OSS, sliding_window=8, layer_types=["full_attention", "sliding_attention"], tie_word_embeddings=True,
-        swiglu_limit=1.0, swiglu_alpha=2.5, rope_parameters=dict(rope_type="yarn", rope_theta=10_000.0, factor=4.0,
-                                                                  original_max_position_embeddings=64)),
+        swiglu_limit=1.0, swiglu_alpha=2.5, max_position_embeddings=512,
+        rope_parameters=dict(rope_type="yarn", rope_theta=10_000.0, factor=8.0, original_max_position_embeddings=64)),
         torch.float32, False),
     "gpt_oss-mxfp4": ("GptOssConfig", dict(GPT_OSS, sliding_window=12), torch.bfloat16, False),
 }

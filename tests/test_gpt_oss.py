@@ -71,5 +71,4 @@ def test_generation_stops_on_each_end_token(stop, tmp_path, checkpoint, converte
     (path / "generation_config.json").write_text(json.dumps({**generation, "eos_token_id": ends}))
     pipe = openvino_genai.LLMPipeline(path, "CPU", ATTENTION_BACKEND="SDPA", **EXACT)
     tokens = list(pipe.generate(ov.Tensor(np.array([ids], np.int64)), max_new_tokens=32).tokens[0])
-    assert tokens[:firsts[0]] == greedy[:firsts[0]]
-    assert len(tokens) in (firsts[0], firsts[0] + 1) and len(tokens) < 32, (tokens, greedy, firsts)
+    assert tokens == greedy[:firsts[0] + 1]  # the reply up to its first end token, which GenAI keeps
