@@ -245,6 +245,8 @@ def make_checkpoint(name: str, out: Path, tokenizer) -> Path:
             for parameter_name, parameter in model.named_parameters():
                 if parameter_name.endswith("_proj_bias"):  # gpt-oss's experts' [E, N] biases
                     parameter.normal_(0, 0.2)
+                elif parameter_name.endswith("self_attn.sinks"):  # large enough to change the greedy tokens
+                    parameter.normal_(0, 2.0)
     # "sharded": several safetensors files and their index, as large checkpoints ship.
     model.save_pretrained(out, max_shard_size="1MB" if "sharded" in name else "50GB")
     assert ("sharded" in name) == (out / "model.safetensors.index.json").exists()

@@ -72,3 +72,18 @@ def test_generation_stops_on_each_end_token(stop, tmp_path, checkpoint, converte
     pipe = openvino_genai.LLMPipeline(path, "CPU", ATTENTION_BACKEND="SDPA", **EXACT)
     tokens = list(pipe.generate(ov.Tensor(np.array([ids], np.int64)), max_new_tokens=32).tokens[0])
     assert tokens == greedy[:firsts[0] + 1]  # the reply up to its first end token, which GenAI keeps
+
+
+def test_paged_attention_takes_each_layers_sinks(checkpoint, converted):
+    """GenAI's paged conversion hands each layer's sink constant to PagedAttention (its input 20, `sinks`); the
+    tiny checkpoints' sinks are large enough that greedy tokens change without them (test_parity's PA runs)."""
+    from openvino._offline_transformations import paged_attention_transformation
+
+    model = ov.Core().read_model(converted("gpt_oss", "fp32") / "openvino_model.xml")
+    paged_attention_transformation(model, True, True)
+    paged = [op for op in model.get_ordered_ops() if op.get_type_name() == "PagedAttentionExtension"]
+    layers = reference_model(checkpoint("gpt_oss")).model.layers
+    assert len(paged) == len(layers)
+    for op, layer in zip(paged, layers):
+        sinks = _constant(op.input_value(20)).data
+        np.testing.assert_array_equal(sinks.ravel(), layer.self_attn.sinks.detach().numpy())
