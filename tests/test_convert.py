@@ -96,6 +96,7 @@ def whole_model_nncf(source: Path, weight_format: str, sym: bool) -> ov.Model:
     # three experts (the last band two).
     ("qwen3_moe", "int4", True, None),
     ("qwen3_moe", "int8", False, 3 * 32 * 64),
+    ("gpt_oss", "int4", True, None),  # gate and up interleaved in one stacked weight, biases, sinks
 ])
 def test_compressing_weight_by_weight_stores_what_whole_model_nncf_stores(converted, checkpoint, tmp_path, monkeypatch,
                                                                             name, weight_format, sym, band_weights):
