@@ -8,7 +8,8 @@ MXFP4 (`*_blocks`: 32 e2m1 values per group, two to a byte, low nibble first; `*
 exponent per group, bias 127), already [E, out, in/32, ·]. The CPU computes experts sparsely only from integer
 weights (f4e2m1 ones are expanded to f32 there), so the blocks are repacked without loss as i8 groups of 32:
 twice an e2m1 value is one of 0, ±1, ±2, ±3, ±4, ±6, ±8, ±12, and the group's scale is 2^(e − 127) / 2. They
-are kept so whatever the weight format; the other weights (bf16 in those checkpoints) are compressed as asked."""
+are kept so whatever the weight format (int4 cannot hold ±1 and ±12 in one group exactly; f32 would only spell out
+the same values); the other weights (bf16 in those checkpoints) are compressed as asked."""
 
 from dataclasses import dataclass
 
@@ -38,9 +39,8 @@ class ModelArgs(base.ModelArgs):
         if method not in (None, "mxfp4"):
             raise UnsupportedModel(f"gpt_oss: {method} quantized checkpoints are not supported (bf16 and MXFP4 ones are)")
         # What GptOssConfig assumes where config.json is silent: its rope, every other layer sliding.
-        layers = config["num_hidden_layers"]
-        defaults = {"rope_theta": 150000.0, "sliding_window": 128,
-                    "layer_types": ["full_attention" if i % 2 else "sliding_attention" for i in range(layers)]}
+        defaults = {"rope_theta": 150000.0, "sliding_window": 128, "layer_types": [
+            "full_attention" if i % 2 else "sliding_attention" for i in range(config.get("num_hidden_layers", 0))]}
         if not (config.get("rope_parameters") or config.get("rope_scaling")):
             defaults["rope_parameters"] = {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
                                            "truncate": False, "original_max_position_embeddings": 4096}
