@@ -333,8 +333,8 @@ def read_state(name: str, ctx: Context, shape: list[int]) -> ov.Output:
 
 
 def write_state(value, name: str, ctx: Context) -> None:
-    if isinstance(value, ov.Output) and value.get_index():  # Python's Assign takes a node's first output only
-        value = ops.convert(value, value.get_element_type())  # a no-op the plugin removes
+    if isinstance(value, ov.Output):  # Python's Assign takes a node, and of it the first output only
+        value = value.get_node() if value.get_index() == 0 else ops.convert(value, value.get_element_type())  # a no-op the plugin removes
     ctx.sinks.append(ops.assign(value, name))
 
 
