@@ -138,10 +138,10 @@ def test_third_chat_turn_matches_transformers(name, backend, checkpoint, convert
 SERVED_PROMPTS = [PROMPTS[0], PROMPTS[1], PROMPTS[2], "Tell me about lighthouses and the people who kept them."]
 
 
-@pytest.mark.parametrize("name", ["qwen3_5-text", "lfm2", "qwen3_moe"])
+@pytest.mark.parametrize("name", ["qwen3_5-text", "lfm2", "qwen3_moe", "granitemoehybrid-mamba-moe"])
 def test_the_server_batches_four_streams_of_a_hybrid_each_as_if_alone(name, converted, tmp_path):
-    """ContinuousBatchingPipeline rewrites the convolution and DeltaNet states into paged per-sequence
-    tables (PagedCausalConv1D, PagedGatedDeltaNet): four concurrent greedy streams, then a second turn
+    """ContinuousBatchingPipeline rewrites the convolution, DeltaNet and Mamba-2 states into paged per-sequence
+    tables (PagedCausalConv1D, PagedGatedDeltaNet, PagedSelectiveSSM): four concurrent greedy streams, then a second turn
     of each that extends its first (prefix caching over linear state), each reply equal to LLMPipeline's
     for that conversation alone. Mixed-up state between sequences would show as a different reply; so
     would, in a mixture of experts, tokens of one sequence routed by another's (qwen3_moe)."""
