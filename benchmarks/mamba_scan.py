@@ -29,7 +29,13 @@ HEADS, HEAD_DIM, STATE, GROUPS = 48, 64, 128, 1
 def chunked_selective_scan(x, dt, a, b, c, state, chunk: int = 64):
     """The same scan in chunks of `chunk` tokens (state space duality, Dao & Gu 2024; transformers' torch_forward
     and llama.cpp prefill this way): within a chunk a masked, decayed C·Bᵀ product, across chunks through the
-    states at their ends. GenAI's paged conversion does not know this form, so it is measured here only."""
+    states at their ends. It is exact (the first count's y below), but the converter cannot emit it beside the
+    Loop: a graph scanning one token (decoding, and every row of paged attention, which feeds tokens as batch
+    rows of length 1) with the Loop and longer inputs with these chunks, the state passed from one to the other,
+    matches transformers under SDPA, yet GenAI's PagedSelectiveSSMFusion rewires whatever reads the Loop's state
+    output to the state's Gather(ReadValue, beam_idx), expecting only the Assign it then drops; the chunks keep
+    beam_idx in use and the paged model fails validation ("Model references undeclared parameters: beam_idx").
+    Running these chunks on the SDPA backend would take rewriting the IR as it is loaded."""
     import openvino.opset13 as ops
 
     from convert.graph import INT_MAX, scalar, vector
