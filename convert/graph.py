@@ -436,7 +436,7 @@ def gated_delta_rule(q, k, v, g, beta, state, heads_tiled: bool = False) -> tupl
     return outputs.output(0), loop.get_iter_value(s.output(0), -1)
 
 
-def selective_scan(x, dt, a, b, c, state) -> tuple[ov.Output, ov.Output]:
+def selective_scan(x, dt, a, b, c, state, name: str = "selective_scan") -> tuple[ov.Output, ov.Output]:
     """Mamba-2's selective state-space scan (Dao & Gu, 2024) token by token: for each t,
     S ← S·exp(A·dt_t) + dt_t · x_t ⊗ B_t and y_t = S·C_t (the D skip is the caller's).
 
@@ -445,7 +445,8 @@ def selective_scan(x, dt, a, b, c, state) -> tuple[ov.Output, ov.Output]:
     Written as the Loop GenAI's paged conversion replaces with PagedSelectiveSSM (openvino's FuseSSMLoop):
     exp(A·dt), dt·B ⊗ x and C per head computed for every token before the Loop, which slices them along
     time; its body [timestep, dA, dBx, C, S, output buffer] returns the condition, S and the buffer the
-    step's y is scattered into. Outside paged attention the CPU runs it as a TensorIterator."""
+    step's y is scattered into. Outside paged attention the CPU runs it as a TensorIterator, slowly (a
+    runtime that finds a Loop `name`d …selective_scan runs the model on paged attention)."""
     heads, head_dim = (x.get_partial_shape()[i].get_length() for i in (2, 3))
     groups, state_size = (b.get_partial_shape()[i].get_length() for i in (2, 3))
 
@@ -473,6 +474,7 @@ def selective_scan(x, dt, a, b, c, state) -> tuple[ov.Output, ov.Output]:
                     [t, decay_t, dbx_t, c_t, s_prev, out_prev], "selective_scan_step")
 
     loop = ops.loop(steps, ops.constant(np.array([True])))
+    loop.set_friendly_name(name)
     loop.set_function(body)
     loop.set_special_body_ports([0, 0])
     for param, value in ((decay_t, decay), (dbx_t, dbx), (c_t, c5)):
@@ -503,7 +505,8 @@ def mamba2(x, w: "LayerWeights", ctx: Context, heads: int, head_dim: int, groups
         dt = ops.clamp(dt, low, high)
     a = -np.exp(np.asarray(w[f"{prefix}.A_log"], np.float32))
     state_name = f"cache_params.past.ssm.{w.layer}"
-    y, state = selective_scan(xs, dt.output(0), a, b, c, read_state(state_name, ctx, [heads, head_dim, state_size]))
+    y, state = selective_scan(xs, dt.output(0), a, b, c, read_state(state_name, ctx, [heads, head_dim, state_size]),
+                              name=w._key(f"{prefix}.selective_scan"))
     write_state(state, state_name, ctx)
 
     skip = ops.constant(np.asarray(w[f"{prefix}.D"], np.float32).reshape(heads, 1))

@@ -181,7 +181,18 @@ def test_the_server_batches_four_streams_of_a_hybrid_each_as_if_alone(name, conv
         assert served.stop() == 0, "".join(served.log)
 
 
-@pytest.mark.parametrize("name", ["qwen3_5-multimodal", "lfm2-fp32-attn-idxs", "qwen3_moe-fp32"])
+@pytest.mark.parametrize("name", MAMBA)
+def test_ovchat_runs_mamba2_on_paged_attention(name, converted):
+    """The stateful SDPA path leaves Mamba-2's scan a TensorIterator (slow); ovchat picks paged attention for
+    such a model, and SDPA for the rest."""
+    from ovgenai_chat.engine import attention_backend
+
+    assert attention_backend(converted(name, "int4")) == "PA"
+    assert attention_backend(converted("qwen3_5-text", "fp32")) == "SDPA"
+
+
+@pytest.mark.parametrize("name", ["qwen3_5-multimodal", "lfm2-fp32-attn-idxs", "qwen3_moe-fp32",
+                                  "granitemoehybrid-mamba-fp32"])
 def test_second_turn_through_the_python_api_matches_transformers(name, checkpoint, converted, tokenizer_of):
     """ovgenai_chat's Chat (SDPA backend, accurate precision) on its second turn: transformers' greedy
     reply to the whole templated history, the first reply in it as Chat keeps it."""
