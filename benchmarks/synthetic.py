@@ -18,6 +18,7 @@ config.json, and how llama.cpp's converter writes it (metadata, tensor names, th
   Gemma4  Gemma 4 E2B / E4B's text model: per-layer embeddings, shared-KV layers, two head sizes
   Qwen3Moe       Qwen3-MoE: Qwen3's attention, softmax-routed experts in every layer
   Lfm2Moe        LFM2-MoE: LFM2's layers, dense MLPs first, then sigmoid-routed experts
+  GraniteHybrid  Granite 4.0 -H: Mamba-2 and NoPE attention layers, routed experts beside a shared MLP
 Projections are N(0, 0.02) (routers too, so a token's experts are as good as random: a decoded token
 reads k different experts per layer, as a trained model's mostly do); norms are the identity (1; 0 for
 Qwen3.5's norms, which scale by 1 + w, but 1 for its gated norm); Qwen3.5's and Mamba-2's A_log =
@@ -595,6 +596,84 @@ class Lfm2Moe(Lfm2):
         }
 
 
+@dataclass(frozen=True)
+class GraniteHybrid(Llama):
+    """Granite 4.0 -H with experts (GraniteMoeHybridForCausalLM, llama.cpp's granitehybrid): Mamba-2 layers
+    and, at `attention_layers`, attention without rope (NoPE); in every layer `experts` SwiGLU experts
+    `ffn` wide (config.json's intermediate_size), gate and up fused per expert as the hub stores them
+    (`input_linear` [E, 2·ffn, H]), of which a softmax over the top `experts_per_token` router logits picks,
+    beside a shared SwiGLU MLP `shared_ffn` wide (fused `input_linear` too); Granite's multipliers;
+    embeddings tied. The Mamba-2 mixer: in_proj to the gate z, x, B, C (`groups` groups of `state`) and one
+    dt per head, a causal convolution of `conv_kernel` taps (with bias) over x, B, C, `mamba_heads` heads
+    of `mamba_head_dim`, a gated RMSNorm, out_proj. A = exp(A_log) in U(1, 16), D and dt_bias 1 (as
+    transformers initialises them), the convolution's bias 0. Its GGUF is llama.cpp's converter's."""
+
+    attention_layers: tuple = ()
+    experts: int = 64
+    experts_per_token: int = 6
+    shared_ffn: int = 1024
+    mamba_heads: int = 48
+    mamba_head_dim: int = 64
+    state: int = 128
+    groups: int = 1
+    conv_kernel: int = 4
+    context: int = 131072
+
+    gguf_arch = None  # written by llama.cpp's converter, not by write_gguf
+    TIED = True
+
+    def layer_types(self) -> list[str]:
+        return ["attention" if i in self.attention_layers else "mamba" for i in range(self.layers)]
+
+    def mixer(self, p: str, kind: str):
+        if kind == "attention":
+            yield from self.attention(p, self.heads * self.head_dim)
+            return
+        inner, conv = self.mamba_heads * self.mamba_head_dim, self.mamba_heads * self.mamba_head_dim + 2 * self.groups * self.state
+        p += "mamba."
+        yield p + "in_proj.weight", (inner + conv + self.mamba_heads, self.hidden)  # z, then x B C, then dt
+        yield p + "conv1d.weight", (conv, 1, self.conv_kernel)
+        yield p + "conv1d.bias", (conv,)
+        yield p + "dt_bias", (self.mamba_heads,)
+        yield p + "A_log", (self.mamba_heads,)
+        yield p + "D", (self.mamba_heads,)
+        yield p + "norm.weight", (inner,)
+        yield p + "out_proj.weight", (self.hidden, inner)
+
+    def mlp(self, p: str):
+        yield p + "block_sparse_moe.router.layer.weight", (self.experts, self.hidden)
+        yield p + "block_sparse_moe.input_linear.weight", (self.experts, 2 * self.ffn, self.hidden)
+        yield p + "block_sparse_moe.output_linear.weight", (self.experts, self.hidden, self.ffn)
+        yield p + "shared_mlp.input_linear.weight", (2 * self.shared_ffn, self.hidden)
+        yield p + "shared_mlp.output_linear.weight", (self.hidden, self.shared_ffn)
+
+    def initial(self, name, dims, rng):
+        if name.endswith(".A_log"):
+            return np.log(rng.uniform(1, 16, dims)).astype(BF16)
+        if name.endswith(".conv1d.bias"):
+            return np.zeros(dims, BF16)
+        if name.endswith(".conv1d.weight") or len(dims) > 1:
+            return normal(dims, rng)
+        return np.ones(dims, BF16)  # norms, D, dt_bias
+
+    def config(self) -> dict:
+        return {
+            "architectures": ["GraniteMoeHybridForCausalLM"], "model_type": "granitemoehybrid", "hidden_size": self.hidden,
+            "num_hidden_layers": self.layers, "layer_types": self.layer_types(), "intermediate_size": self.ffn,
+            "shared_intermediate_size": self.shared_ffn, "num_local_experts": self.experts,
+            "num_experts_per_tok": self.experts_per_token, "num_attention_heads": self.heads,
+            "num_key_value_heads": self.kv_heads, "attention_bias": False, "hidden_act": "silu",
+            "position_embedding_type": "nope", "rope_theta": 10000.0, "max_position_embeddings": self.context,
+            "mamba_n_heads": self.mamba_heads, "mamba_d_head": self.mamba_head_dim, "mamba_d_state": self.state,
+            "mamba_n_groups": self.groups, "mamba_d_conv": self.conv_kernel, "mamba_expand": 2,
+            "mamba_chunk_size": 256, "mamba_conv_bias": True, "mamba_proj_bias": False,
+            "embedding_multiplier": 12.0, "attention_multiplier": 0.0078125, "residual_multiplier": 0.22,
+            "logits_scaling": 6.0, "rms_norm_eps": 1e-5, "normalization_function": "rmsnorm",
+            "vocab_size": self.vocab, "tie_word_embeddings": True, "bos_token_id": 1, "eos_token_id": 2,
+            "pad_token_id": 0, "torch_dtype": "bfloat16",
+        }
+
+
 # name → the architecture at the compute shapes of the model the name says:
 # (hidden, layers, FFN, heads, KV heads, head dim, …)
 SHAPES = {
@@ -613,6 +692,7 @@ SHAPES = {
     # Qwen3-30B-A3B with 12 of its 48 layers (every layer alike), all else as published
     "qwen3-30b-a3b-12l": Qwen3Moe(2048, 12, 6144, 32, 4, 128, vocab=151936),
     "lfm2-8b-a1b": Lfm2Moe(2048, 24, 7168, 32, 8, 64, vocab=65536, attention_layers=(2, 6, 10, 14, 18, 21)),
+    "granite-4.0-h-tiny": GraniteHybrid(1536, 40, 512, 12, 4, 128, vocab=100352, attention_layers=(5, 15, 25, 35)),
     # for the tests; the hybrids' vocabularies outgrow the tokenizer, as the real ones do
     "tiny": Llama(64, 2, 128, 4, 2, 32),
     "tiny-qwen3.5": Qwen35(64, 4, 128, 4, 2, 32, vocab=VOCAB + 64, linear_key_heads=2, linear_value_heads=4,
@@ -622,6 +702,8 @@ SHAPES = {
                                context=4096),
     "tiny-lfm2-moe": Lfm2Moe(64, 4, 256, 4, 2, 16, vocab=VOCAB + 64, attention_layers=(2,), experts=8, experts_per_token=2,
                              expert_ffn=32, context=4096),
+    "tiny-granite-h": GraniteHybrid(64, 3, 32, 4, 2, 16, vocab=VOCAB + 64, attention_layers=(1,), experts=8, experts_per_token=2,
+                                    shared_ffn=64, mamba_heads=8, mamba_head_dim=16, state=16, context=4096),
     "tiny-gemma4": Gemma4(64, 5, 128, 4, 2, 32, vocab=VOCAB + 64, global_head_dim=64, per_layer=32, shared_layers=2,
                           full_every=3, sliding_window=16, context=4096),
 }

@@ -157,14 +157,15 @@ def test_synthetic_configs_state_their_shapes():
         assert (args.hidden_size, args.num_hidden_layers, args.intermediate_size, args.num_attention_heads,
                 args.num_key_value_heads, args.head_dim, args.vocab_size) == (
             spec.hidden, spec.layers, spec.ffn, spec.heads, spec.kv_heads, spec.head_dim, spec.vocab), name
-        if hasattr(spec, "experts"):
-            assert (args.num_experts, args.num_experts_per_tok) == (spec.experts, spec.experts_per_token), name
+        if hasattr(spec, "experts"):  # Granite's config names them num_local_experts
+            experts = getattr(args, "num_experts", None) or args.num_local_experts
+            assert (experts, args.num_experts_per_tok) == (spec.experts, spec.experts_per_token), name
 
 
-@pytest.mark.parametrize("shape", ["tiny-qwen3-moe", "tiny-lfm2-moe"])
+@pytest.mark.parametrize("shape", ["tiny-qwen3-moe", "tiny-lfm2-moe", "tiny-granite-h"])
 def test_synthetic_experts_are_the_architectures_own(shape, tmp_path):
-    """synthetic.py's mixtures of experts (tensors as the hub names them, one per expert; config.json as
-    published) are the architectures transformers runs: its fp32 logits are the converter's."""
+    """synthetic.py's mixtures of experts (tensors as the hub names them; config.json as published; Granite's
+    Mamba-2 layers) are the architectures transformers runs: its fp32 logits are the converter's."""
     import numpy as np
     import openvino as ov
     import torch
