@@ -30,6 +30,8 @@ def stack_experts(weights, prefix: str, num_experts: int, names: dict[str, str])
     """Per-expert tensors `{prefix}.{e}.{old}.weight` (as Qwen3-MoE, LFM2-MoE checkpoints store them) become one
     stacked tensor `{prefix}.{new}.weight` [E, N, K] per `names` {old: new}, read when taken."""
     for old, new in names.items():
+        if f"{prefix}.{new}.weight" in weights:  # stacked in the file already (a GGUF's ffn_*_exps)
+            continue
         weights.stack([f"{prefix}.{e}.{old}.weight" for e in range(num_experts)], f"{prefix}.{new}.weight")
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from .sources import SourceError, Weights
 
 SUPPORTED_ARCHITECTURES = ("gemma2", "gemma3", "gemma4", "glm4", "granite", "granitehybrid", "lfm2", "llama", "mistral3",
-                           "olmo2", "phi3", "qwen2", "qwen3", "qwen35")
+                           "olmo2", "phi3", "qwen2", "qwen3", "qwen35", "qwen3moe")
 FLOATS = ("F32", "F16", "BF16")
 
 # GGUF tensor name → HF (llama layout) name; {} is the layer number.
@@ -45,6 +45,12 @@ NAMES = {
 GEMMA_NORMS = {"blk.{}.post_attention_norm.weight": "model.layers.{}.post_attention_layernorm.weight",
                "blk.{}.ffn_norm.weight": "model.layers.{}.pre_feedforward_layernorm.weight",
                "blk.{}.post_ffw_norm.weight": "model.layers.{}.post_feedforward_layernorm.weight"}
+# A mixture of experts' router and stacked experts [E, N, K] (ffn_*_exps), under the names convert/experts.py
+# takes; {} is the layer.
+EXPERTS = {"blk.{}.ffn_gate_inp.weight": "model.layers.{}.mlp.gate.weight",
+           "blk.{}.ffn_gate_exps.weight": "model.layers.{}.mlp.experts.gate_proj.weight",
+           "blk.{}.ffn_up_exps.weight": "model.layers.{}.mlp.experts.up_proj.weight",
+           "blk.{}.ffn_down_exps.weight": "model.layers.{}.mlp.experts.down_proj.weight"}
 # Where an architecture's tensors differ. Phi-3 keeps q, k, v in one tensor and gate and up in ffn_up
 # (split by models/phi3.py as HF's are), as GLM-4 does gate and up.
 ARCH_NAMES = {
@@ -76,6 +82,7 @@ ARCH_NAMES = {
                "blk.{}.ssm_a": "model.layers.{}.linear_attn.A",
                "blk.{}.ssm_norm.weight": "model.layers.{}.linear_attn.norm.weight",
                "blk.{}.ssm_out.weight": "model.layers.{}.linear_attn.out_proj.weight"},
+    "qwen3moe": EXPERTS,
     # LFM2's short convolutions; its embedding_norm (the final norm) is token_embd_norm.
     "lfm2": {"token_embd_norm.weight": "model.norm.weight",
              "blk.{}.shortconv.in_proj.weight": "model.layers.{}.conv.in_proj.weight",
@@ -94,11 +101,12 @@ ROPE_TENSORS = ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_s
 
 @dataclass
 class BlockQuantized:
-    """Weights [rows, cols] stored in groups of `group` weights: w = scale · q − offset.
+    """Weights [rows, cols] (or a mixture's stacked experts [E, rows, cols]) stored in groups of `group`
+    weights: w = scale · q − offset.
 
     `values` are packed two per byte (u4/i4, low nibble first, as OpenVINO packs them) or one per
-    byte (u8/i8), shaped [rows, cols/group, group (or group/2 packed)]. The scale is kept as the
-    factors the file stores, each [rows, super-blocks, 1 or groups per super-block, 1]: an f16 d per
+    byte (u8/i8), shaped [(E,) rows, cols/group, group (or group/2 packed)]. The scale is kept as the
+    factors the file stores, each [(E,) rows, super-blocks, 1 or groups per super-block, 1]: an f16 d per
     block, times a 6- or 8-bit integer per group for K-quants. Their product is exact in f32 (an
     f16 has 11 significant bits, a K-quant scale d·sc needs up to 17) and the factors take no more
     room than in the GGUF."""
@@ -106,9 +114,9 @@ class BlockQuantized:
     element_type: str  # "u4", "i4", "u8" or "i8"
     values: np.ndarray
     scale_factors: tuple[np.ndarray, ...]
-    shape: tuple[int, int]
+    shape: tuple[int, ...]
     group: int
-    # The offset per group as weights [rows, cols/group] of their own (f16, or blocks for K-quants):
+    # The offset per group as weights [(E,) rows, cols/group] of their own (f16, or blocks for K-quants):
     # what graph.linear multiplies the group sums of x with.
     offset: "np.ndarray | BlockQuantized | None" = None
 
@@ -210,22 +218,25 @@ def _pack_nibbles(values: np.ndarray) -> np.ndarray:
     return values[..., 0::2] | (values[..., 1::2] << 4)
 
 
-def _decode_blocks(kind: str, raw: np.ndarray, rows: int, cols: int) -> BlockQuantized:
+def _decode_blocks(kind: str, raw: np.ndarray, shape: tuple[int, ...]) -> BlockQuantized:
+    """The blocks of a tensor `shape` [rows, cols] or [E, rows, cols] (stacked experts): each row's blocks
+    decoded alike, the leading axes kept."""
     block, group, element_type, decode = KEPT_BLOCKS[kind]
-    q, scale_factors, offset = decode(np.asarray(raw, np.uint8).reshape(rows * cols // block, -1))
+    lead, cols = shape[:-1], shape[-1]
+    q, scale_factors, offset = decode(np.asarray(raw, np.uint8).reshape(int(np.prod(shape)) // block, -1))
     blocks_per_row = cols // block
 
-    def per_block(factor):  # [n, 1 or groups per block] → [rows, blocks per row, 1 or groups per block, 1]
-        return factor.reshape(rows, blocks_per_row, -1, 1)
+    def per_block(factor):  # [n, 1 or groups per block] → [*lead, blocks per row, 1 or groups per block, 1]
+        return factor.reshape(*lead, blocks_per_row, -1, 1)
 
     if isinstance(offset, tuple):  # K-quants: the 6-bit m per group times dmin per 8 groups, as stored
         dmin, m = offset
-        offset = BlockQuantized("u8", m.reshape(rows, -1, 8), (per_block(dmin),), (rows, cols // group), 8)
+        offset = BlockQuantized("u8", m.reshape(*lead, -1, 8), (per_block(dmin),), (*lead, cols // group), 8)
     elif offset is not None:  # Q4_1 / Q5_1: an f16 per group
-        offset = offset.reshape(rows, -1)
-    q = q.reshape(rows, cols // group, group)
+        offset = offset.reshape(*lead, -1)
+    q = q.reshape(*lead, cols // group, group)
     values = _pack_nibbles(q) if element_type in ("u4", "i4") else q.astype(np.uint8 if element_type == "u8" else np.int8)
-    return BlockQuantized(element_type, values, tuple(per_block(f) for f in scale_factors), (rows, cols), group, offset)
+    return BlockQuantized(element_type, values, tuple(per_block(f) for f in scale_factors), shape, group, offset)
 
 
 def _unpermute(rows: int, n_heads: int) -> np.ndarray:
@@ -254,9 +265,9 @@ class GGUFTensorRef:
         tensor = self.reader.tensors[self.index]
         kind = tensor.tensor_type.name
         shape = tuple(int(n) for n in reversed(tensor.shape.tolist()))  # GGUF lists the fastest axis first
-        keep_blocks = kind in KEPT_BLOCKS and not self.dequantize and len(shape) == 2
+        keep_blocks = kind in KEPT_BLOCKS and not self.dequantize and len(shape) in (2, 3)
         if keep_blocks:
-            array = _decode_blocks(kind, np.asarray(tensor.data), *shape)
+            array = _decode_blocks(kind, np.asarray(tensor.data), shape)
         elif kind in ("F32", "F16"):
             array = np.asarray(tensor.data).reshape(shape)
         elif kind == "BF16":
@@ -563,10 +574,25 @@ def _qwen35_config(reader, config: dict) -> None:
                   value_heads_tiled=True)
 
 
+def _experts_config(reader, config: dict) -> None:
+    """A mixture of experts' sizes: expert_count experts of width expert_feed_forward_length, of which
+    expert_used_count per token."""
+    arch = config["model_type"]
+    config.update(num_experts=int(_field(reader, f"{arch}.expert_count")),
+                  num_experts_per_tok=int(_field(reader, f"{arch}.expert_used_count")),
+                  moe_intermediate_size=int(_field(reader, f"{arch}.expert_feed_forward_length")))
+
+
+def _qwen3moe_config(reader, config: dict) -> None:
+    """Qwen3-MoE as llama.cpp runs it: experts in every layer, their top-k weights always renormalised."""
+    _experts_config(reader, config)
+    config.update(model_type="qwen3_moe", norm_topk_prob=True)
+
+
 # general.architecture → what it adds to or changes in the config read above.
 ARCH_CONFIG = {"gemma2": _gemma2_config, "gemma3": _gemma3_config, "gemma4": _gemma4_config, "granite": _granite_config,
                "granitehybrid": _granite_config, "mistral3": _mistral3_config, "olmo2": _olmo2_config,
-               "qwen35": _qwen35_config}
+               "qwen35": _qwen35_config, "qwen3moe": _qwen3moe_config}
 
 
 def _rows(reader, name: str) -> int:

@@ -37,6 +37,8 @@ def weight(array) -> ov.Output:
     if isinstance(array, ov.Output):
         return array
     if isinstance(array, BlockQuantized):
+        if has_offset(array) and len(array.shape) == 3:
+            return _zero_point_experts(array)
         if has_offset(array):
             raise ValueError("GGUF blocks with an offset are used through linear() or embedding()")
         return _scaled_blocks(array)
@@ -58,49 +60,72 @@ def has_offset(w) -> bool:
 
 
 def _scaled_blocks(blocks: BlockQuantized, zero_point: np.ndarray | None = None) -> ov.Output:
-    """scale · q per group (or scale · (q − zero_point)), reshaped to [rows, cols]: the decompression
-    chain the plugins fuse.
+    """scale · q per group (or scale · (q − zero_point)), reshaped to [rows, cols] (or stacked experts'
+    [E, rows, cols]): the decompression chain the plugins fuse.
 
     The scale is built from the factors the GGUF stores (f16 d, times an integer per group for
     K-quants); OpenVINO folds them into one f32 constant per layer when it compiles the model, so
     the product is exact while the IR stays as small as the file."""
-    rows, cols = blocks.shape
+    lead, cols = list(blocks.shape[:-1]), blocks.shape[-1]
     groups = cols // blocks.group
     raw = np.ascontiguousarray(blocks.values).view(np.uint8)  # the bytes, typed by ov.Type below
-    values = ov.op.Constant(ov.Tensor(raw, [rows, groups, blocks.group], getattr(ov.Type, blocks.element_type)),
+    values = ov.op.Constant(ov.Tensor(raw, [*lead, groups, blocks.group], getattr(ov.Type, blocks.element_type)),
                             shared_memory=False)
     scale = None
     for factor in blocks.scale_factors:
         factor = ops.convert(ops.constant(np.ascontiguousarray(factor)), F32)
         scale = factor if scale is None else ops.multiply(scale, factor)
-    scale = ops.reshape(scale, vector([rows, groups, 1]), special_zero=False)
+    scale = ops.reshape(scale, vector([*lead, groups, 1]), special_zero=False)
     x = ops.convert(values, F32)
     if zero_point is not None:
-        x = ops.subtract(x, ops.constant(zero_point.reshape(rows, groups, 1)))
+        x = ops.subtract(x, ops.constant(zero_point.reshape(*lead, groups, 1)))
     x = ops.multiply(x, scale)
-    return ops.reshape(x, vector([rows, cols]), special_zero=False).output(0)
+    return ops.reshape(x, vector(list(blocks.shape)), special_zero=False).output(0)
 
 
 def _group_scales(blocks: BlockQuantized) -> np.ndarray:
-    """The product of the scale's factors in f32, [rows, groups]."""
+    """The product of the scale's factors in f32, [(E,) rows, groups]."""
     scales = np.float32(1)
     for factor in blocks.scale_factors:
         scales = scales * factor.astype(np.float32)
-    return scales.reshape(blocks.shape[0], -1)
+    return scales.reshape(*blocks.shape[:-1], -1)
+
+
+def _group_offsets(blocks: BlockQuantized) -> np.ndarray:
+    """The offset per group in f32, [(E,) rows, groups]: K-quants' 8-bit m per group times dmin per 8 groups."""
+    offsets = blocks.offset
+    if isinstance(offsets, BlockQuantized):
+        m = offsets.values.reshape(*offsets.shape[:-1], -1, offsets.group).astype(np.float32)
+        return (m * _group_scales(offsets)[..., None]).reshape(offsets.shape)
+    return offsets.astype(np.float32)
 
 
 def _zero_points(blocks: BlockQuantized) -> np.ndarray | None:
-    """offset / scale per group [rows, groups] in f32, with which scale · (q − zero point) is the block's
+    """offset / scale per group [(E,) rows, groups] in f32, with which scale · (q − zero point) is the block's
     w = scale · q − offset to f32 rounding; None if some group has a zero scale but an offset (its
     weights are all −offset, which no zero point gives)."""
-    scales, offsets = _group_scales(blocks), blocks.offset
-    if isinstance(offsets, BlockQuantized):  # K-quants: an 8-bit m per group times dmin per 8 groups
-        m = offsets.values.reshape(offsets.shape[0], -1, offsets.group).astype(np.float32)
-        offsets = (m * _group_scales(offsets)[..., None]).reshape(offsets.shape)
-    offsets = offsets.astype(np.float32)
+    scales, offsets = _group_scales(blocks), _group_offsets(blocks)
     if np.any((scales == 0) & (offsets != 0)):
         return None
     return np.divide(offsets, scales, out=np.zeros_like(offsets), where=scales != 0)
+
+
+def _zero_point_experts(blocks: BlockQuantized) -> ov.Output:
+    """Stacked expert blocks with an offset (Q4_1, Q5_1, Q4_K, Q5_K) as scale · (q − zero point), the one
+    offset form GatherMatmul keeps compressed (the bsums form is a second product over all experts).
+    A group with a zero scale but an offset holds −offset in every weight: it becomes q = 0, scale =
+    offset, zero point 1, the same weights, with the scales then stored as one f32 per group."""
+    zero_points = _zero_points(blocks)
+    if zero_points is None:
+        scales, offsets = _group_scales(blocks), _group_offsets(blocks)
+        constant = (scales == 0) & (offsets != 0)
+        values = blocks.values.copy()
+        values[constant] = 0
+        scales = np.where(constant, offsets, scales)
+        zero_points = np.where(constant, np.float32(1), np.divide(offsets, scales, out=np.zeros_like(offsets),
+                                                                   where=scales != 0))
+        blocks = BlockQuantized(blocks.element_type, values, (scales[..., None],), blocks.shape, blocks.group)
+    return _scaled_blocks(blocks, zero_points)
 
 
 def scalar(value, dtype=np.int64) -> ov.Output:

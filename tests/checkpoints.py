@@ -174,10 +174,14 @@ VARIANTS = {
     # dense (mlp_only_layers).
     "qwen3_moe": ("Qwen3MoeConfig", dict(QWEN3_MOE, norm_topk_prob=True, mlp_only_layers=[1]), torch.bfloat16, False),
     "qwen3_moe-fp32": ("Qwen3MoeConfig", dict(QWEN3_MOE, tie_word_embeddings=True), torch.float32, False),
+    # GGUF imports of mixtures. Qwen3-MoE as llama.cpp runs it (experts in every layer, renormalised), 256 wide
+    # for K-quants (super-blocks of 256 weights per row of every expert projection).
+    "qwen3_moe-256": ("Qwen3MoeConfig", dict(QWEN3_MOE, hidden_size=256, moe_intermediate_size=256, norm_topk_prob=True),
+                      torch.float32, False),
 }
 # Mixture-of-experts variants → (layers with experts, GatherMatmul nodes per such layer: gate, up, down; gpt-oss's
 # fused gate_up and down): what the CPU plugin must compute sparsely (tests/test_experts.py).
-EXPERT_LAYERS = {"qwen3_moe": (1, 3), "qwen3_moe-fp32": (2, 3)}
+EXPERT_LAYERS = {"qwen3_moe": (1, 3), "qwen3_moe-fp32": (2, 3), "qwen3_moe-256": (2, 3)}
 TINY_VISION = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=28,
                    patch_size=14)
 TINY_PIXTRAL = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, head_dim=8,

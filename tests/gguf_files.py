@@ -68,6 +68,11 @@ GGUF_NAMES = {
     "model.layers.{}.per_layer_projection.weight": "blk.{}.proj.weight",
     "model.layers.{}.post_per_layer_input_norm.weight": "blk.{}.post_norm.weight",
     "model.layers.{}.layer_scalar": "blk.{}.layer_output_scale.weight",
+    # A mixture's router and its experts, stacked [E, N, K] (stack_experts)
+    "model.layers.{}.mlp.gate.weight": "blk.{}.ffn_gate_inp.weight",
+    "model.layers.{}.mlp.experts.gate_proj.weight": "blk.{}.ffn_gate_exps.weight",
+    "model.layers.{}.mlp.experts.up_proj.weight": "blk.{}.ffn_up_exps.weight",
+    "model.layers.{}.mlp.experts.down_proj.weight": "blk.{}.ffn_down_exps.weight",
 }
 
 # Every block type the import keeps, plus plain float tensors.
@@ -94,14 +99,14 @@ def _permute(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, 2, w.shape[0] // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def random_k_blocks(kind: str, shape: tuple[int, int], std: float, rng: np.random.Generator) -> np.ndarray:
-    """Valid K-quant blocks for a [rows, cols] tensor: random bits for the packed quants, sub-block
+def random_k_blocks(kind: str, shape: tuple[int, ...], std: float, rng: np.random.Generator) -> np.ndarray:
+    """Valid K-quant blocks for a [rows, cols] tensor (or stacked experts [E, rows, cols]): random bits for the packed quants, sub-block
     scales and mins, then d (and dmin) set so the weights have about `std`. gguf-py cannot write
     K-quants, and any bit pattern of those fields is a block llama.cpp reads. The first
     super-block has d = 0: its groups are constants −dmin·m."""
     qtype = gguf.GGMLQuantizationType[kind]
     block, size = gguf.GGML_QUANT_SIZES[qtype]
-    rows, cols = shape
+    rows, cols = int(np.prod(shape[:-1])), shape[-1]
     raw = rng.integers(0, 256, (rows, cols // block, size), dtype=np.uint8)
     at, dmin_at, mean = K_FIELDS[kind]
 
@@ -117,12 +122,33 @@ def random_k_blocks(kind: str, shape: tuple[int, int], std: float, rng: np.rando
     set_f16(at, d)
     if dmin_at is not None:
         set_f16(dmin_at, np.abs(rng.normal(1.0, 0.3, raw.shape[:2])) * mean * std / unit)
-    return raw.reshape(rows, -1)
+    return raw.reshape(*shape[:-1], -1)
+
+
+def stack_experts(tensors: dict) -> dict:
+    """Per-expert tensors `….mlp.experts.{e}.{proj}.weight` stacked [E, N, K] as `….mlp.experts.{proj}.weight`,
+    as llama.cpp's converter writes them (ffn_*_exps)."""
+    stacked, experts = {}, {}
+    for name, tensor in tensors.items():
+        prefix, found, rest = name.partition(".mlp.experts.")
+        index, _, proj = rest.partition(".")
+        if found and index.isdigit():
+            experts.setdefault(f"{prefix}.mlp.experts.{proj}", {})[int(index)] = tensor
+        else:
+            stacked[name] = tensor
+    for name, by_index in experts.items():
+        stacked[name] = np.stack([by_index[e] for e in range(len(by_index))])
+    return stacked
 
 
 # model_type → general.architecture, where they differ (dense Granite 4.0 is written as granite)
 GGUF_ARCH = {"gemma3_text": "gemma3", "gemma4_text": "gemma4", "qwen3_5_text": "qwen35", "olmo3": "olmo2",
-             "granitemoehybrid": "granite", "ministral3": "mistral3"}
+             "granitemoehybrid": "granite", "ministral3": "mistral3", "qwen3_moe": "qwen3moe"}
+# A reference's fused tensor → the GGUF tensors it is made of, joined along their rows (axis −2).
+FUSED_IN_REFERENCE = {"shared_mlp.input_linear": ("mlp.gate_proj", "mlp.up_proj"),  # Granite 4.0's shared MLP
+                      "shared_mlp.output_linear": ("mlp.down_proj",),
+                      "mlp.experts.gate_up_proj": ("mlp.experts.gate_proj", "mlp.experts.up_proj"),  # transformers 5's
+                      "mlp.experts.down_proj": ("mlp.experts.down_proj",)}
 # Where llama.cpp stores an RMSNorm that scales by (1 + w) as 1 + w: every norm but these.
 PLUS_ONE_NORMS = {"gemma2": (), "gemma3": (), "qwen35": (".linear_attn.norm.",)}
 # Architectures whose q and k rows llama.cpp's converter interleaves for its NORM rope.
@@ -175,14 +201,15 @@ def dequantized_reference(checkpoint: Path, path: Path):
     stored = {tensor.name: tensor for tensor in gguf.GGUFReader(path).tensors}
     state = model.state_dict()
     for name, value in state.items():
-        # Granite 4.0's fused shared MLP is ffn_gate and ffn_up in the file
-        parts = ([name.replace("shared_mlp.input_linear", f"mlp.{p}_proj") for p in ("gate", "up")]
-                 if "shared_mlp.input_linear" in name else [name.replace("shared_mlp.output_linear", "mlp.down_proj")])
+        fused = next((f for f in FUSED_IN_REFERENCE if f".{f}" in name), None)
+        parts = [name.replace(fused, part) + ("" if name.endswith(".weight") else ".weight")
+                 for part in FUSED_IN_REFERENCE[fused]] if fused else [name]
         tensors = [stored.get(to_gguf_name(part, arch)) for part in parts]
         if any(t is None or t.tensor_type.name in ("F32", "F16", "BF16") for t in tensors):
             continue
-        w = np.concatenate([gguf.quants.dequantize(t.data, t.tensor_type).reshape(-1, value.shape[-1]) for t in tensors])
-        w = w.reshape(value.shape)
+        shapes = [tuple(int(n) for n in reversed(t.shape.tolist())) for t in tensors]
+        w = np.concatenate([gguf.quants.dequantize(t.data, t.tensor_type).reshape(shape)
+                            for t, shape in zip(tensors, shapes)], axis=-2).reshape(value.shape)
         if arch == "qwen35":
             w = value_head_order(name, w, model.config.to_dict(), to_gguf=False)
         if arch in PERMUTED_QK and (".self_attn.q_proj." in name or ".self_attn.k_proj." in name):
@@ -262,7 +289,8 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
                 tensors[f"{layer}.mlp.gate_proj.weight"], tensors[f"{layer}.mlp.up_proj.weight"] = np.split(tensor, 2)
             else:
                 tensors[f"{layer}.mlp.down_proj.weight"] = tensor
-    tensors = {name: tensor[:, 0] if tensor.ndim == 3 else tensor for name, tensor in tensors.items()}  # conv taps [C, K]
+    tensors = {name: tensor[:, 0] if tensor.ndim == 3 and tensor.shape[1] == 1 else tensor  # conv taps [C, K]
+               for name, tensor in stack_experts(tensors).items()}
 
     rng = np.random.default_rng(0)
     writer = gguf.GGUFWriter(out, arch)
@@ -285,6 +313,10 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
         if arch != "gemma4":  # per layer there (gemma4_metadata)
             writer.add_head_count_kv(config["num_key_value_heads"])
         writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    if "num_experts" in config or "num_local_experts" in config:
+        writer.add_expert_count(config.get("num_experts", config.get("num_local_experts")))
+        writer.add_expert_used_count(config["num_experts_per_tok"])
+        writer.add_expert_feed_forward_length(config["moe_intermediate_size"])
     if arch == "qwen35":
         writer.add_ssm_conv_kernel(config["linear_conv_kernel_dim"])
         writer.add_ssm_state_size(config["linear_key_head_dim"])
@@ -361,7 +393,7 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
             tensor = _permute(tensor, config["num_attention_heads"])
         elif arch in PERMUTED_QK and gguf_name.endswith(("attn_k.weight", "attn_k.bias")):
             tensor = _permute(tensor, config["num_key_value_heads"])
-        kind = block_types.get(gguf_name.split(".")[-2], "F32") if tensor.ndim == 2 else "F32"
+        kind = block_types.get(gguf_name.split(".")[-2], "F32") if tensor.ndim >= 2 else "F32"
         qtype = gguf.GGMLQuantizationType[kind]
         if kind in K_FIELDS:
             data = random_k_blocks(kind, tensor.shape, float(tensor.std()), rng)

@@ -17,9 +17,11 @@ import torch
 import transformers
 
 import smollm2
+from checkpoints import EXPERT_LAYERS
 from gguf_files import BLOCK_TYPES, K_QUANT_TYPES, dequantized_reference, write_gguf
 from conftest import run_ovchat
 from test_convert import TOKENIZER_SAMPLES, ask, assert_clean_failure
+from test_experts import expert_nodes, runtime_kinds
 from test_parity import EXACT, PROMPTS, ir_logits, reference_greedy, reference_model, templated_ids
 
 
@@ -240,6 +242,8 @@ GGUF_FAMILIES_2026 = [
     ("lfm2", {**SMALL_BLOCKS, "in_proj": "Q4_0", "out_proj": "Q8_0"}),
     ("lfm2-fp32-attn-idxs", {"in_proj": "Q5_1", "ffn_up": "Q8_0"}),
     *GGUF_FAMILIES_2026,
+    # Mixtures: stacked experts [E, N, K] in blocks without and with an offset (the router stays F32, as llama.cpp keeps it).
+    ("qwen3_moe-256", {**SMALL_BLOCKS, "ffn_gate_exps": "Q4_0", "ffn_up_exps": "Q8_0", "ffn_down_exps": "Q4_1"}),
 ])
 def test_gguf_architectures_match_transformers(name, block_types, checkpoint, tokenizer_of, tmp_path, gguf_file):
     """Each architecture's GGUF file, its blocks kept, against transformers on the checkpoint with
@@ -251,6 +255,7 @@ def test_gguf_architectures_match_transformers(name, block_types, checkpoint, to
     reference = dequantized_reference(checkpoint(name), path)
     tokenizer = tokenizer_of(name)  # the file's (transformers' GGUF loader knows only some architectures)
     compiled = ov.Core().compile_model(out / "openvino_model.xml", "CPU", EXACT)
+    assert_experts_stay_compressed(name, compiled)
     worst = 0.0
     for prompt in PROMPTS:
         ids = templated_ids(tokenizer, [{"role": "user", "content": prompt}])
@@ -267,6 +272,18 @@ def test_gguf_architectures_match_transformers(name, block_types, checkpoint, to
 
 
 @pytest.mark.parametrize("name", [name for name, _ in GGUF_FAMILIES_2026])
+def assert_experts_stay_compressed(name: str, compiled: ov.CompiledModel) -> None:
+    """A mixture's expert blocks reach the CPU's GatherMatmul as the file's integers (only the routed experts
+    computed, their weights never widened to f32)."""
+    if name not in EXPERT_LAYERS:
+        return
+    layers, per_layer = EXPERT_LAYERS[name]
+    assert runtime_kinds(compiled)["GatherMatmul"] == layers * per_layer
+    nodes = expert_nodes(compiled)
+    assert {op.get_rt_info()["layerType"].astype(str) for op in nodes} == {"GatherMatmul"}
+    assert {op.input(1).get_element_type().get_type_name() for op in nodes} <= {"i4", "u4", "i8", "u8"}
+
+
 def test_gguf_families_match_llama_cpp(name, checkpoint, tokenizer_of, tmp_path, gguf_file):
     """The same files in F32, run by llama.cpp itself (f32 KV cache): its reading of the metadata is the
     reference. Logits within 2e-3 of the largest, 2e-2 for Gemma 4, whose GELUs ggml takes from an f16
@@ -349,14 +366,18 @@ def test_k_quants_and_q5_blocks_are_kept_exactly(checkpoint, tmp_path, gguf_file
 # llama.cpp's fallback for rows shorter than a super-block (Qwen3.5's 64-wide attention output here): Q5_0.
 HYBRID_K_QUANTS = {"attn_qkv": "Q4_K", "attn_gate": "Q5_K", "ssm_out": "Q6_K", "in_proj": "Q4_K", "out_proj": "Q5_K",
                    "attn_q": "Q4_K", "attn_k": "Q6_K", "attn_v": "Q6_K", "attn_output": "Q5_0", "ffn_gate": "Q4_K",
-                   "ffn_up": "Q4_K", "ffn_down": "Q6_K", "token_embd": "Q6_K", "output": "Q6_K"}
+                   "ffn_up": "Q4_K", "ffn_down": "Q6_K", "token_embd": "Q6_K", "output": "Q6_K",
+                   "ffn_gate_exps": "Q4_K", "ffn_up_exps": "Q5_K", "ffn_down_exps": "Q6_K"}
+# Weight layers left in F32 by HYBRID_K_QUANTS: Qwen3.5's in_proj_b / a, a mixture's routers (as llama.cpp keeps them).
+F32_LAYERS = {"qwen3_5-256": 2, "qwen3_moe-256": 2}
 
 
-@pytest.mark.parametrize("name", ["qwen3_5-256", "lfm2-256"])
+@pytest.mark.parametrize("name", ["qwen3_5-256", "lfm2-256", "qwen3_moe-256"])
 def test_hybrid_k_quants_are_kept_exactly(name, checkpoint, tmp_path, gguf_file):
-    """A Q4_K_M-like mix of K-quants in a hybrid's file, the DeltaNet's and short convolutions' projections
-    among them: kept as integers (no float weight layer left), logits within 1e-3 of transformers on gguf-py's
-    dequantization of the same blocks, the same greedy tokens."""
+    """A Q4_K_M-like mix of K-quants in a hybrid's or a mixture's file, the DeltaNet's and short convolutions'
+    projections and the stacked experts among them: kept as integers (no float weight layer left), logits within
+    1e-3 of transformers on gguf-py's dequantization of the same blocks, the same greedy tokens. Experts with
+    offsets (Q4_K, Q5_K) go to GatherMatmul in the zero-point form, a d = 0 super-block's constant groups too."""
     from convert import convert
 
     path = write_gguf(checkpoint(name), tmp_path / f"{name}.gguf", gguf_file, HYBRID_K_QUANTS)
@@ -364,10 +385,11 @@ def test_hybrid_k_quants_are_kept_exactly(name, checkpoint, tmp_path, gguf_file)
     model = ov.Core().read_model(out / "openvino_model.xml")
     layers = json.loads(model.get_rt_info(["ovgenai_chat", "layers"]).astype(str))
     assert set(layers) <= {"int4_asym_g32", "int8_asym_g32", "int8_sym_g16", "int8_sym_g32", "f32"}, layers
-    assert layers.get("f32", 0) == (2 if name.startswith("qwen3_5") else 0), layers  # in_proj_b / a stay F32 here
+    assert layers.get("f32", 0) == F32_LAYERS.get(name, 0), layers
     reference = dequantized_reference(checkpoint(name), path)
     tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file=path.name)
     compiled = ov.Core().compile_model(out / "openvino_model.xml", "CPU", EXACT)
+    assert_experts_stay_compressed(name, compiled)
     ids = templated_ids(tokenizer, [{"role": "user", "content": PROMPTS[1]}])
     with torch.no_grad():
         expected = reference(torch.tensor([ids])).logits[0].numpy()
