@@ -88,9 +88,10 @@ def sigmoid_top_k(logits, k: int, bias=None, normalize: bool = True, scale: floa
 
 
 def router_logits(x2d, w, name: str) -> ov.Output:
-    """The router's linear layer, kept in full precision: a few thousand weights that decide everything."""
+    """The router's linear layer `name`, kept in full precision as llama.cpp keeps it (a few thousand weights
+    that decide which experts run); its MatMul is named `….router_logits`."""
     bias = w.weights.pop(w._key(f"{name}.bias"), None)
-    return linear(x2d, w[f"{name}.weight"], bias, name=w._key(name))
+    return linear(x2d, w[f"{name}.weight"], bias, name=f"{w._key(name)}.router_logits")
 
 
 def routed_experts(x, w, prefix: str, num_experts: int, route, activation: str = "silu") -> ov.Output:

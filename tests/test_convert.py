@@ -73,12 +73,14 @@ def whole_model_nncf(source: Path, weight_format: str, sym: bool) -> ov.Model:
     weights = source.weights()
     models.sanitize(source.config, args, weights)
     model = graph.build_model(models.architecture(source.config), args, weights)
+    # Routers stay in full precision (convert.experts.router_logits), as llama.cpp keeps them.
+    routers = nncf.IgnoredScope(patterns=[r".*\.router_logits"], validate=False)
     if weight_format == "int8":
         mode = nncf.CompressWeightsMode.INT8_SYM if sym else nncf.CompressWeightsMode.INT8_ASYM
-        return nncf.compress_weights(model, mode=mode)
+        return nncf.compress_weights(model, mode=mode, ignored_scope=routers)
     return nncf.compress_weights(
         model, mode=nncf.CompressWeightsMode.INT4_SYM if sym else nncf.CompressWeightsMode.INT4_ASYM, group_size=128,
-        ratio=0.6, advanced_parameters=nncf.AdvancedCompressionParameters(
+        ratio=0.6, ignored_scope=routers, advanced_parameters=nncf.AdvancedCompressionParameters(
             group_size_fallback_mode=nncf.GroupSizeFallbackMode.ADJUST))
 
 
@@ -90,6 +92,10 @@ def whole_model_nncf(source: Path, weight_format: str, sym: bool) -> ov.Model:
     # Every weight compressed in bands of 40 rows or fewer (as Gemma 4's 2.35 G-weight per-layer table is, in
     # bands of 128 M weights), the last band shorter: joined, the bands are what one NNCF call writes.
     ("llama-bf16-llama3-rope", "int4", True, 40 * 128),
+    # Stacked experts [E, N, K]: one weight each for the ratio, compressed expert by expert; and in bands of
+    # three experts (the last band two).
+    ("qwen3_moe", "int4", True, None),
+    ("qwen3_moe", "int8", False, 3 * 32 * 64),
 ])
 def test_compressing_weight_by_weight_stores_what_whole_model_nncf_stores(converted, checkpoint, tmp_path, monkeypatch,
                                                                             name, weight_format, sym, band_weights):

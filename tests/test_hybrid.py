@@ -117,12 +117,13 @@ def test_third_chat_turn_matches_transformers(name, backend, checkpoint, convert
 SERVED_PROMPTS = [PROMPTS[0], PROMPTS[1], PROMPTS[2], "Tell me about lighthouses and the people who kept them."]
 
 
-@pytest.mark.parametrize("name", ["qwen3_5-text", "lfm2"])
+@pytest.mark.parametrize("name", ["qwen3_5-text", "lfm2", "qwen3_moe"])
 def test_the_server_batches_four_streams_of_a_hybrid_each_as_if_alone(name, converted, tmp_path):
     """ContinuousBatchingPipeline rewrites the convolution and DeltaNet states into paged per-sequence
     tables (PagedCausalConv1D, PagedGatedDeltaNet): four concurrent greedy streams, then a second turn
     of each that extends its first (prefix caching over linear state), each reply equal to LLMPipeline's
-    for that conversation alone. Mixed-up state between sequences would show as a different reply."""
+    for that conversation alone. Mixed-up state between sequences would show as a different reply; so
+    would, in a mixture of experts, tokens of one sequence routed by another's (qwen3_moe)."""
     from test_serve import Served
 
     path = converted(name, "fp32")
@@ -157,7 +158,7 @@ def test_the_server_batches_four_streams_of_a_hybrid_each_as_if_alone(name, conv
         assert served.stop() == 0, "".join(served.log)
 
 
-@pytest.mark.parametrize("name", ["qwen3_5-multimodal", "lfm2-fp32-attn-idxs"])
+@pytest.mark.parametrize("name", ["qwen3_5-multimodal", "lfm2-fp32-attn-idxs", "qwen3_moe-fp32"])
 def test_second_turn_through_the_python_api_matches_transformers(name, checkpoint, converted, tokenizer_of):
     """ovgenai_chat's Chat (SDPA backend, accurate precision) on its second turn: transformers' greedy
     reply to the whole templated history, the first reply in it as Chat keeps it."""
