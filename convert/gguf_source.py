@@ -18,7 +18,7 @@ import numpy as np
 from .sources import SourceError, Weights
 
 SUPPORTED_ARCHITECTURES = ("gemma2", "gemma3", "gemma4", "glm4", "granite", "granitehybrid", "lfm2", "llama", "mistral3",
-                           "olmo2", "phi3", "qwen2", "qwen3", "qwen35", "qwen3moe")
+                           "olmo2", "phi3", "qwen2", "qwen3", "qwen35", "qwen35moe", "qwen3moe", "lfm2moe")
 FLOATS = ("F32", "F16", "BF16")
 
 # GGUF tensor name → HF (llama layout) name; {} is the layer number.
@@ -89,9 +89,18 @@ ARCH_NAMES = {
              "blk.{}.shortconv.conv.weight": "model.layers.{}.conv.conv.weight",
              "blk.{}.shortconv.out_proj.weight": "model.layers.{}.conv.out_proj.weight"},
 }
+# Mixtures on the hybrids above: Qwen3.5-MoE's shared expert and its sigmoid gate; LFM2-MoE's expert bias
+# (added to the router's scores to choose experts).
+ARCH_NAMES.update(
+    qwen35moe={**ARCH_NAMES["qwen35"], **EXPERTS,
+               "blk.{}.ffn_gate_inp_shexp.weight": "model.layers.{}.mlp.shared_expert_gate.weight",
+               "blk.{}.ffn_gate_shexp.weight": "model.layers.{}.mlp.shared_expert.gate_proj.weight",
+               "blk.{}.ffn_up_shexp.weight": "model.layers.{}.mlp.shared_expert.up_proj.weight",
+               "blk.{}.ffn_down_shexp.weight": "model.layers.{}.mlp.shared_expert.down_proj.weight"},
+    lfm2moe={**ARCH_NAMES["lfm2"], **EXPERTS, "blk.{}.exp_probs_b.bias": "model.layers.{}.mlp.expert_bias"})
 # Architectures whose RMSNorms scale by (1 + w), which llama.cpp stores as 1 + w (Qwen3.5's gated norm
 # inside its DeltaNet layers excepted).
-PLUS_ONE_NORMS = {"gemma2": (), "gemma3": (), "qwen35": ("blk.{}.ssm_norm.weight",)}
+PLUS_ONE_NORMS = {"gemma2": (), "gemma3": (), "qwen35": ("blk.{}.ssm_norm.weight",), "qwen35moe": ("blk.{}.ssm_norm.weight",)}
 # Architectures whose q and k rows llama.cpp's converter interleaves (the rotary halves of each head
 # into pairs, for its NORM rope), which the import undoes.
 PERMUTED_QK = ("llama", "granite", "granitehybrid", "mistral3")
@@ -205,11 +214,22 @@ def _q6_k(b):
     return q.reshape(n, 16, 16), (_f16(b[:, 208:210]), b[:, 192:208].view(np.int8)), None
 
 
+# 2 × each e2m1 code (sign bit, 2 exponent bits, 1 mantissa bit): 0, 0.5, 1, 1.5, 2, 3, 4, 6 and their negatives.
+E2M1_DOUBLED = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], np.int16)
+
+
+def _mxfp4(b):
+    """gpt-oss's MXFP4 (32 e2m1 values after an e8m0 exponent, nibbles as Q4_0's) as integers 2·e2m1 with the
+    scale 2^(e − 127) / 2 in f32: the same weights, in a type GatherMatmul keeps compressed (f4e2m1 it widens)."""
+    scale = np.ldexp(np.float32(0.5), b[:, 0:1].astype(np.int32) - 127).astype(np.float32)
+    return E2M1_DOUBLED[_nibbles(b[:, None, 1:17])], (scale,), None
+
+
 # GGUF type → (weights per block, weights per group, storage type, decoder)
 KEPT_BLOCKS = {
     "Q4_0": (32, 32, "i4", _q4_0), "Q4_1": (32, 32, "u4", _q4_1), "Q5_0": (32, 32, "i8", _q5_0),
     "Q5_1": (32, 32, "u8", _q5_1), "Q8_0": (32, 32, "i8", _q8_0), "Q4_K": (256, 32, "u4", _q4_k),
-    "Q5_K": (256, 32, "u8", _q5_k), "Q6_K": (256, 16, "i8", _q6_k),
+    "Q5_K": (256, 32, "u8", _q5_k), "Q6_K": (256, 16, "i8", _q6_k), "MXFP4": (32, 32, "i8", _mxfp4),
 }
 
 
@@ -390,6 +410,7 @@ def read_gguf(path: Path) -> GGUFCheckpoint:
     kv_heads = max(kv_heads_per_layer) if kv_heads_per_layer else int(kv_heads)
     hidden = int(_field(reader, f"{arch}.embedding_length"))
     tokens = _field(reader, "tokenizer.ggml.tokens") or []
+    tensor_names = {t.name for t in reader.tensors}
     ffn = _field(reader, f"{arch}.feed_forward_length")  # per layer in Gemma 4 files with double-wide MLPs
     config = {
         "model_type": arch,
@@ -412,11 +433,12 @@ def read_gguf(path: Path) -> GGUFCheckpoint:
         config["use_sliding_window"] = False
     if arch in ARCH_CONFIG:
         ARCH_CONFIG[arch](reader, config)
-    if arch == "lfm2":
-        config.update(model_type="lfm2", conv_L_cache=int(_field(reader, "lfm2.shortconv.l_cache")),
+    if arch in ("lfm2", "lfm2moe"):
+        config.update(conv_L_cache=int(_field(reader, f"{arch}.shortconv.l_cache")),
                       layer_types=["full_attention" if n else "conv" for n in kv_heads_per_layer],
                       # the MLP's width as llama.cpp runs it: the tensors', Liquid's rule already applied
-                      intermediate_size=_rows(reader, "blk.0.ffn_gate.weight"), block_auto_adjust_ff_dim=False)
+                      intermediate_size=_rows(reader, "blk.0.ffn_gate.weight") if "blk.0.ffn_gate.weight" in tensor_names
+                      else config["intermediate_size"], block_auto_adjust_ff_dim=False)
 
     head_dim, rotary_dim = config["head_dim"], _field(reader, f"{arch}.rope.dimension_count")
     if rotary_dim and arch != "gemma4":  # Phi-4-mini rotates 3/4 of each head, Qwen3.5 a quarter, GLM-4 half
@@ -564,23 +586,43 @@ def _gemma3_config(reader, config: dict) -> None:
 def _qwen35_config(reader, config: dict) -> None:
     """Qwen3.5's text model as llama.cpp runs it: every full_attention_interval-th layer full attention,
     the rest Gated DeltaNet, with its value heads in llama.cpp's order (ModelArgs.value_heads_tiled)."""
-    value_heads = int(_field(reader, "qwen35.ssm.time_step_rank"))
-    config.update(model_type="qwen3_5_text", full_attention_interval=int(_field(reader, "qwen35.full_attention_interval", 4)),
-                  linear_conv_kernel_dim=int(_field(reader, "qwen35.ssm.conv_kernel")),
-                  linear_key_head_dim=int(_field(reader, "qwen35.ssm.state_size")),
-                  linear_num_key_heads=int(_field(reader, "qwen35.ssm.group_count")),
+    arch = config["model_type"]
+    value_heads = int(_field(reader, f"{arch}.ssm.time_step_rank"))
+    config.update(model_type="qwen3_5_text", full_attention_interval=int(_field(reader, f"{arch}.full_attention_interval", 4)),
+                  linear_conv_kernel_dim=int(_field(reader, f"{arch}.ssm.conv_kernel")),
+                  linear_key_head_dim=int(_field(reader, f"{arch}.ssm.state_size")),
+                  linear_num_key_heads=int(_field(reader, f"{arch}.ssm.group_count")),
                   linear_num_value_heads=value_heads,
-                  linear_value_head_dim=int(_field(reader, "qwen35.ssm.inner_size")) // value_heads,
+                  linear_value_head_dim=int(_field(reader, f"{arch}.ssm.inner_size")) // value_heads,
                   value_heads_tiled=True)
 
 
 def _experts_config(reader, config: dict) -> None:
     """A mixture of experts' sizes: expert_count experts of width expert_feed_forward_length, of which
-    expert_used_count per token."""
+    expert_used_count per token, and the shared expert's width where there is one."""
     arch = config["model_type"]
     config.update(num_experts=int(_field(reader, f"{arch}.expert_count")),
                   num_experts_per_tok=int(_field(reader, f"{arch}.expert_used_count")),
                   moe_intermediate_size=int(_field(reader, f"{arch}.expert_feed_forward_length")))
+    shared = _field(reader, f"{arch}.expert_shared_feed_forward_length")
+    if shared:
+        config["shared_expert_intermediate_size"] = int(shared)
+
+
+def _qwen35moe_config(reader, config: dict) -> None:
+    """Qwen3.5-MoE: Qwen3.5's hybrid (_qwen35_config), every layer's MLP experts and a gated shared expert."""
+    _experts_config(reader, config)
+    _qwen35_config(reader, config)
+    config["model_type"] = "qwen3_5_moe_text"
+
+
+def _lfm2moe_config(reader, config: dict) -> None:
+    """LFM2-MoE as llama.cpp runs it: leading_dense_block_count dense layers, then experts chosen by sigmoid
+    score + expert bias, renormalised, times expert_weights_scale (1 where the file has none)."""
+    _experts_config(reader, config)
+    config.update(model_type="lfm2_moe", num_dense_layers=int(_field(reader, "lfm2moe.leading_dense_block_count", 0)),
+                  use_expert_bias=any(t.name.endswith(".exp_probs_b.bias") for t in reader.tensors),
+                  norm_topk_prob=True, routed_scaling_factor=float(_field(reader, "lfm2moe.expert_weights_scale", 0.0) or 1.0))
 
 
 def _qwen3moe_config(reader, config: dict) -> None:
@@ -592,7 +634,8 @@ def _qwen3moe_config(reader, config: dict) -> None:
 # general.architecture → what it adds to or changes in the config read above.
 ARCH_CONFIG = {"gemma2": _gemma2_config, "gemma3": _gemma3_config, "gemma4": _gemma4_config, "granite": _granite_config,
                "granitehybrid": _granite_config, "mistral3": _mistral3_config, "olmo2": _olmo2_config,
-               "qwen35": _qwen35_config, "qwen3moe": _qwen3moe_config}
+               "qwen35": _qwen35_config, "qwen35moe": _qwen35moe_config, "qwen3moe": _qwen3moe_config,
+               "lfm2": lambda reader, config: config.update(model_type="lfm2"), "lfm2moe": _lfm2moe_config}
 
 
 def _rows(reader, name: str) -> int:

@@ -73,6 +73,20 @@ GGUF_NAMES = {
     "model.layers.{}.mlp.experts.gate_proj.weight": "blk.{}.ffn_gate_exps.weight",
     "model.layers.{}.mlp.experts.up_proj.weight": "blk.{}.ffn_up_exps.weight",
     "model.layers.{}.mlp.experts.down_proj.weight": "blk.{}.ffn_down_exps.weight",
+    # Qwen3.5-MoE's shared expert and its gate
+    "model.layers.{}.mlp.shared_expert.gate_proj.weight": "blk.{}.ffn_gate_shexp.weight",
+    "model.layers.{}.mlp.shared_expert.up_proj.weight": "blk.{}.ffn_up_shexp.weight",
+    "model.layers.{}.mlp.shared_expert.down_proj.weight": "blk.{}.ffn_down_shexp.weight",
+    "model.layers.{}.mlp.shared_expert_gate.weight": "blk.{}.ffn_gate_inp_shexp.weight",
+    # LFM2-MoE's router, expert bias and experts (its file's names, and transformers' fused ones)
+    "model.layers.{}.feed_forward.gate.weight": "blk.{}.ffn_gate_inp.weight",
+    "model.layers.{}.feed_forward.expert_bias": "blk.{}.exp_probs_b.bias",
+    "model.layers.{}.feed_forward.experts.w1.weight": "blk.{}.ffn_gate_exps.weight",
+    "model.layers.{}.feed_forward.experts.w3.weight": "blk.{}.ffn_up_exps.weight",
+    "model.layers.{}.feed_forward.experts.w2.weight": "blk.{}.ffn_down_exps.weight",
+    "model.layers.{}.feed_forward.experts.gate_proj.weight": "blk.{}.ffn_gate_exps.weight",
+    "model.layers.{}.feed_forward.experts.up_proj.weight": "blk.{}.ffn_up_exps.weight",
+    "model.layers.{}.feed_forward.experts.down_proj.weight": "blk.{}.ffn_down_exps.weight",
 }
 
 # Every block type the import keeps, plus plain float tensors.
@@ -130,10 +144,10 @@ def stack_experts(tensors: dict) -> dict:
     as llama.cpp's converter writes them (ffn_*_exps)."""
     stacked, experts = {}, {}
     for name, tensor in tensors.items():
-        prefix, found, rest = name.partition(".mlp.experts.")
+        prefix, found, rest = name.partition(".experts.")
         index, _, proj = rest.partition(".")
         if found and index.isdigit():
-            experts.setdefault(f"{prefix}.mlp.experts.{proj}", {})[int(index)] = tensor
+            experts.setdefault(f"{prefix}.experts.{proj}", {})[int(index)] = tensor
         else:
             stacked[name] = tensor
     for name, by_index in experts.items():
@@ -143,14 +157,18 @@ def stack_experts(tensors: dict) -> dict:
 
 # model_type → general.architecture, where they differ (dense Granite 4.0 is written as granite)
 GGUF_ARCH = {"gemma3_text": "gemma3", "gemma4_text": "gemma4", "qwen3_5_text": "qwen35", "olmo3": "olmo2",
-             "granitemoehybrid": "granite", "ministral3": "mistral3", "qwen3_moe": "qwen3moe"}
+             "granitemoehybrid": "granite", "ministral3": "mistral3", "qwen3_moe": "qwen3moe", "qwen3_5_moe_text": "qwen35moe",
+             "qwen3_5_moe": "qwen35moe", "lfm2_moe": "lfm2moe"}
+# The architectures built on Qwen3.5's and LFM2's hybrids, written as those are.
+QWEN35 = ("qwen35", "qwen35moe")
+LFM2 = ("lfm2", "lfm2moe")
 # A reference's fused tensor → the GGUF tensors it is made of, joined along their rows (axis −2).
 FUSED_IN_REFERENCE = {"shared_mlp.input_linear": ("mlp.gate_proj", "mlp.up_proj"),  # Granite 4.0's shared MLP
                       "shared_mlp.output_linear": ("mlp.down_proj",),
-                      "mlp.experts.gate_up_proj": ("mlp.experts.gate_proj", "mlp.experts.up_proj"),  # transformers 5's
-                      "mlp.experts.down_proj": ("mlp.experts.down_proj",)}
+                      "experts.gate_up_proj": ("experts.gate_proj", "experts.up_proj"),  # transformers 5's
+                      "experts.down_proj": ("experts.down_proj",)}
 # Where llama.cpp stores an RMSNorm that scales by (1 + w) as 1 + w: every norm but these.
-PLUS_ONE_NORMS = {"gemma2": (), "gemma3": (), "qwen35": (".linear_attn.norm.",)}
+PLUS_ONE_NORMS = {"gemma2": (), "gemma3": (), "qwen35": (".linear_attn.norm.",), "qwen35moe": (".linear_attn.norm.",)}
 # Architectures whose q and k rows llama.cpp's converter interleaves for its NORM rope.
 PERMUTED_QK = ("llama", "granite", "mistral3")
 # Qwen3.5's tensors whose value heads llama.cpp reorders, and the axis and band of them that holds the heads.
@@ -163,6 +181,7 @@ GEMMA_NORMS = {"post_attention_layernorm": "post_attention_norm", "pre_feedforwa
 RENAMES = {
     "gemma2": GEMMA_NORMS, "gemma3": GEMMA_NORMS, "gemma4": GEMMA_NORMS,
     "qwen35": {"post_attention_layernorm": "post_attention_norm"},
+    "qwen35moe": {"post_attention_layernorm": "post_attention_norm"},
     "olmo2": {"post_attention_layernorm": "post_attention_norm", "post_feedforward_layernorm": "post_ffw_norm"},
     "glm4": {"post_self_attn_layernorm": "post_attention_norm", "post_mlp_layernorm": "post_ffw_norm"},
 }
@@ -210,7 +229,7 @@ def dequantized_reference(checkpoint: Path, path: Path):
         shapes = [tuple(int(n) for n in reversed(t.shape.tolist())) for t in tensors]
         w = np.concatenate([gguf.quants.dequantize(t.data, t.tensor_type).reshape(shape)
                             for t, shape in zip(tensors, shapes)], axis=-2).reshape(value.shape)
-        if arch == "qwen35":
+        if arch in QWEN35:
             w = value_head_order(name, w, model.config.to_dict(), to_gguf=False)
         if arch in PERMUTED_QK and (".self_attn.q_proj." in name or ".self_attn.k_proj." in name):
             heads = model.config.num_attention_heads if "q_proj" in name else model.config.num_key_value_heads
@@ -279,7 +298,7 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
     if arch in PLUS_ONE_NORMS:  # llama.cpp stores (1 + w) norms as 1 + w
         tensors = {name: tensor + 1 if name.endswith("norm.weight") and not any(n in name for n in PLUS_ONE_NORMS[arch])
                    else tensor for name, tensor in tensors.items()}
-    if arch == "qwen35":  # the decay rate A = −exp(A_log) itself, value heads in llama.cpp's order
+    if arch in QWEN35:  # the decay rate A = −exp(A_log) itself, value heads in llama.cpp's order
         tensors = {name: -np.exp(tensor) if name.endswith("A_log") else tensor for name, tensor in tensors.items()}
         tensors = {name: value_head_order(name, tensor, config, to_gguf=True) for name, tensor in tensors.items()}
     if arch == "granite":  # Granite 4.0's fused shared MLP as llama's three projections
@@ -297,17 +316,19 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
     writer.add_block_count(config["num_hidden_layers"])
     writer.add_context_length(config["max_position_embeddings"])
     writer.add_embedding_length(config["hidden_size"])
-    if arch == "lfm2":
+    if arch in LFM2:
         writer.add_feed_forward_length(int(tensors["model.layers.0.feed_forward.w1.weight"].shape[0]))
     elif arch == "granite":
         writer.add_feed_forward_length(config["shared_intermediate_size"])
     elif arch != "gemma4":
         writer.add_feed_forward_length(config["intermediate_size"])
     writer.add_head_count(config["num_attention_heads"])
-    if arch == "lfm2":  # per layer, 0 for a convolution layer; the MLP's width as its tensors have it
+    if arch in LFM2:  # per layer, 0 for a convolution layer; the MLP's width as its tensors have it
         layer_types = config["layer_types"]
         writer.add_head_count_kv([config["num_key_value_heads"] if t == "full_attention" else 0 for t in layer_types])
-        writer.add_uint32("lfm2.shortconv.l_cache", config["conv_L_cache"])
+        writer.add_uint32(f"{arch}.shortconv.l_cache", config["conv_L_cache"])
+        if arch == "lfm2moe":
+            writer.add_leading_dense_block_count(config["num_dense_layers"])
         writer.add_layer_norm_rms_eps(config["norm_eps"])
     else:
         if arch != "gemma4":  # per layer there (gemma4_metadata)
@@ -317,7 +338,9 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
         writer.add_expert_count(config.get("num_experts", config.get("num_local_experts")))
         writer.add_expert_used_count(config["num_experts_per_tok"])
         writer.add_expert_feed_forward_length(config["moe_intermediate_size"])
-    if arch == "qwen35":
+        if config.get("shared_expert_intermediate_size"):
+            writer.add_expert_shared_feed_forward_length(config["shared_expert_intermediate_size"])
+    if arch in QWEN35:
         writer.add_ssm_conv_kernel(config["linear_conv_kernel_dim"])
         writer.add_ssm_state_size(config["linear_key_head_dim"])
         writer.add_ssm_group_count(config["linear_num_key_heads"])
