@@ -329,6 +329,7 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
         writer.add_uint32(f"{arch}.shortconv.l_cache", config["conv_L_cache"])
         if arch == "lfm2moe":
             writer.add_leading_dense_block_count(config["num_dense_layers"])
+            writer.add_expert_gating_func(gguf.ExpertGatingFuncType.SIGMOID)
         writer.add_layer_norm_rms_eps(config["norm_eps"])
     else:
         if arch != "gemma4":  # per layer there (gemma4_metadata)

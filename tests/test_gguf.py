@@ -216,6 +216,10 @@ SMALL_BLOCKS = {"attn_q": "Q4_0", "attn_k": "Q4_1", "attn_v": "Q5_0", "attn_outp
                 "ffn_up": "Q4_1", "ffn_down": "Q5_0", "token_embd": "Q8_0", "output": "Q4_0"}
 
 
+# A mixture's stacked experts in blocks without and with an offset (GatherMatmul's zero-point form).
+EXPERT_BLOCKS = {"ffn_gate_exps": "Q4_0", "ffn_up_exps": "Q8_0", "ffn_down_exps": "Q4_1"}
+
+
 # The families llama.cpp writes as gemma2, olmo2 (OLMo 3: a sliding-window pattern), glm4 (fused gate and up),
 # granite (dense Granite 4.0, q/k interleaved), mistral3 (YaRN and attention temperature, q/k interleaved)
 # and gemma4 (per-layer embeddings, head sizes and KV heads per layer kind, shared-KV layers, rope_freqs).
@@ -243,7 +247,7 @@ GGUF_FAMILIES_2026 = [
     ("lfm2-fp32-attn-idxs", {"in_proj": "Q5_1", "ffn_up": "Q8_0"}),
     *GGUF_FAMILIES_2026,
     # Mixtures: stacked experts [E, N, K] in blocks without and with an offset (the router stays F32, as llama.cpp keeps it).
-    ("qwen3_moe-256", {**SMALL_BLOCKS, "ffn_gate_exps": "Q4_0", "ffn_up_exps": "Q8_0", "ffn_down_exps": "Q4_1"}),
+    ("qwen3_moe-256", {**SMALL_BLOCKS, **EXPERT_BLOCKS}),
 ])
 def test_gguf_architectures_match_transformers(name, block_types, checkpoint, tokenizer_of, tmp_path, gguf_file):
     """Each architecture's GGUF file, its blocks kept, against transformers on the checkpoint with
