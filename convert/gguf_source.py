@@ -130,10 +130,21 @@ class BlockQuantized:
     offset: "np.ndarray | BlockQuantized | None" = None
 
     def take_rows(self, order: np.ndarray) -> "BlockQuantized":
+        """The rows `order` (of each expert, for stacked experts): every array has the rows on the same axis."""
+        axis = len(self.shape) - 2
         offset = self.offset
-        offset = None if offset is None else offset.take_rows(order) if isinstance(offset, BlockQuantized) else offset[order]
-        return BlockQuantized(self.element_type, self.values[order], tuple(f[order] for f in self.scale_factors),
-                              (len(order), self.shape[1]), self.group, offset)
+        offset = (None if offset is None else offset.take_rows(order) if isinstance(offset, BlockQuantized)
+                  else offset.take(order, axis))
+        shape = (*self.shape[:axis], len(order), self.shape[-1])
+        return BlockQuantized(self.element_type, self.values.take(order, axis),
+                              tuple(f.take(order, axis) for f in self.scale_factors), shape, self.group, offset)
+
+
+def take_rows(w, start: int, stop: int):
+    """Rows start…stop of a weight [(E,) rows, cols], array or GGUF blocks (a fused gate_up's halves)."""
+    if isinstance(w, BlockQuantized):
+        return w.take_rows(np.arange(start, stop))
+    return w[..., start:stop, :]
 
 
 # Each decoder takes the blocks as bytes [n, block bytes] and returns integers q [n, groups, group],
