@@ -140,6 +140,27 @@ class BlockQuantized:
                               tuple(f.take(order, axis) for f in self.scale_factors), shape, self.group, offset)
 
 
+def interleave_rows(a, b):
+    """Weights [(E,) rows, cols] whose rows alternate a's and b's (gpt-oss's gate_up from a GGUF's gate and up
+    experts), arrays or GGUF blocks of one type."""
+    if not isinstance(a, BlockQuantized):
+        return np.stack([a, b], axis=-2).reshape(*a.shape[:-2], -1, a.shape[-1])
+    if (a.element_type, a.group, len(a.scale_factors), a.offset is None) != (b.element_type, b.group, len(b.scale_factors),
+                                                                              b.offset is None):
+        raise SourceError("gate and up experts in different block types are not supported")
+    axis = len(a.shape) - 2
+
+    def alternate(x, y):
+        both = np.stack([x, y], axis=axis + 1)
+        return both.reshape(*both.shape[:axis], -1, *both.shape[axis + 2:])
+
+    offset = None if a.offset is None else (interleave_rows(a.offset, b.offset) if isinstance(a.offset, BlockQuantized)
+                                            else alternate(a.offset, b.offset))
+    return BlockQuantized(a.element_type, alternate(a.values, b.values),
+                          tuple(alternate(x, y) for x, y in zip(a.scale_factors, b.scale_factors)),
+                          (*a.shape[:axis], 2 * a.shape[axis], a.shape[-1]), a.group, offset)
+
+
 def take_rows(w, start: int, stop: int):
     """Rows start…stop of a weight [(E,) rows, cols], array or GGUF blocks (a fused gate_up's halves)."""
     if isinstance(w, BlockQuantized):
