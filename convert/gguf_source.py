@@ -18,7 +18,7 @@ import numpy as np
 from .sources import SourceError, Weights
 
 SUPPORTED_ARCHITECTURES = ("gemma2", "gemma3", "gemma4", "glm4", "granite", "granitehybrid", "lfm2", "llama", "mistral3",
-                           "olmo2", "phi3", "qwen2", "qwen3", "qwen35", "qwen35moe", "qwen3moe", "lfm2moe")
+                           "olmo2", "phi3", "qwen2", "qwen3", "qwen35", "qwen35moe", "qwen3moe", "lfm2moe", "gpt-oss")
 FLOATS = ("F32", "F16", "BF16")
 
 # GGUF tensor name → HF (llama layout) name; {} is the layer number.
@@ -98,6 +98,15 @@ ARCH_NAMES.update(
                "blk.{}.ffn_up_shexp.weight": "model.layers.{}.mlp.shared_expert.up_proj.weight",
                "blk.{}.ffn_down_shexp.weight": "model.layers.{}.mlp.shared_expert.down_proj.weight"},
     lfm2moe={**ARCH_NAMES["lfm2"], **EXPERTS, "blk.{}.exp_probs_b.bias": "model.layers.{}.mlp.expert_bias"})
+# gpt-oss: biased attention with sinks; a biased router and biased experts, gate and up apart (models/gpt_oss.py
+# interleaves them into its gate_up).
+ARCH_NAMES["gpt-oss"] = {
+    "blk.{}.post_attention_norm.weight": "model.layers.{}.post_attention_layernorm.weight",
+    "blk.{}.attn_output.bias": "model.layers.{}.self_attn.o_proj.bias",
+    "blk.{}.attn_sinks.weight": "model.layers.{}.self_attn.sinks",
+    **{f"blk.{{}}.ffn_gate_inp.{part}": f"model.layers.{{}}.mlp.router.{part}" for part in ("weight", "bias")},
+    **{f"blk.{{}}.ffn_{proj}_exps.{part}": f"model.layers.{{}}.mlp.experts.{proj}_proj.{part}"
+       for proj in ("gate", "up", "down") for part in ("weight", "bias")}}
 # Architectures whose RMSNorms scale by (1 + w), which llama.cpp stores as 1 + w (Qwen3.5's gated norm
 # inside its DeltaNet layers excepted).
 PLUS_ONE_NORMS = {"gemma2": (), "gemma3": (), "qwen35": ("blk.{}.ssm_norm.weight",), "qwen35moe": ("blk.{}.ssm_norm.weight",)}
@@ -663,11 +672,24 @@ def _qwen3moe_config(reader, config: dict) -> None:
     config.update(model_type="qwen3_moe", norm_topk_prob=True)
 
 
+def _gpt_oss_config(reader, config: dict) -> None:
+    """gpt-oss: its experts' count and width, a sliding window on every other layer from the first (llama.cpp's
+    pattern), and its YaRN, whose correction range gpt-oss does not round to whole dimensions (truncate false)."""
+    _experts_config(reader, config)
+    config.update(model_type="gpt_oss", num_local_experts=config.pop("num_experts"),
+                  intermediate_size=config.pop("moe_intermediate_size"),
+                  sliding_window=int(_field(reader, "gpt-oss.attention.sliding_window")),
+                  layer_types=_sliding_layers(reader, "gpt-oss", 2))
+    if config["rope_parameters"]["rope_type"] == "yarn":
+        config["rope_parameters"]["truncate"] = False
+
+
 # general.architecture → what it adds to or changes in the config read above.
 ARCH_CONFIG = {"gemma2": _gemma2_config, "gemma3": _gemma3_config, "gemma4": _gemma4_config, "granite": _granite_config,
                "granitehybrid": _granite_config, "mistral3": _mistral3_config, "olmo2": _olmo2_config,
                "qwen35": _qwen35_config, "qwen35moe": _qwen35moe_config, "qwen3moe": _qwen3moe_config,
-               "lfm2": lambda reader, config: config.update(model_type="lfm2"), "lfm2moe": _lfm2moe_config}
+               "lfm2": lambda reader, config: config.update(model_type="lfm2"), "lfm2moe": _lfm2moe_config,
+               "gpt-oss": _gpt_oss_config}
 
 
 def _rows(reader, name: str) -> int:

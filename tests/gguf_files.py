@@ -87,6 +87,14 @@ GGUF_NAMES = {
     "model.layers.{}.feed_forward.experts.gate_proj.weight": "blk.{}.ffn_gate_exps.weight",
     "model.layers.{}.feed_forward.experts.up_proj.weight": "blk.{}.ffn_up_exps.weight",
     "model.layers.{}.feed_forward.experts.down_proj.weight": "blk.{}.ffn_down_exps.weight",
+    # gpt-oss's sinks, output bias, router bias and expert biases
+    "model.layers.{}.self_attn.sinks": "blk.{}.attn_sinks.weight",
+    "model.layers.{}.self_attn.o_proj.bias": "blk.{}.attn_output.bias",
+    "model.layers.{}.mlp.router.weight": "blk.{}.ffn_gate_inp.weight",
+    "model.layers.{}.mlp.router.bias": "blk.{}.ffn_gate_inp.bias",
+    "model.layers.{}.mlp.experts.gate_proj.bias": "blk.{}.ffn_gate_exps.bias",
+    "model.layers.{}.mlp.experts.up_proj.bias": "blk.{}.ffn_up_exps.bias",
+    "model.layers.{}.mlp.experts.down_proj.bias": "blk.{}.ffn_down_exps.bias",
 }
 
 # Every block type the import keeps, plus plain float tensors.
@@ -158,15 +166,18 @@ def stack_experts(tensors: dict) -> dict:
 # model_type → general.architecture, where they differ (dense Granite 4.0 is written as granite)
 GGUF_ARCH = {"gemma3_text": "gemma3", "gemma4_text": "gemma4", "qwen3_5_text": "qwen35", "olmo3": "olmo2",
              "granitemoehybrid": "granite", "ministral3": "mistral3", "qwen3_moe": "qwen3moe", "qwen3_5_moe_text": "qwen35moe",
-             "qwen3_5_moe": "qwen35moe", "lfm2_moe": "lfm2moe"}
+             "qwen3_5_moe": "qwen35moe", "lfm2_moe": "lfm2moe", "gpt_oss": "gpt-oss"}
 # The architectures built on Qwen3.5's and LFM2's hybrids, written as those are.
 QWEN35 = ("qwen35", "qwen35moe")
 LFM2 = ("lfm2", "lfm2moe")
-# A reference's fused tensor → the GGUF tensors it is made of, joined along their rows (axis −2).
-FUSED_IN_REFERENCE = {"shared_mlp.input_linear": ("mlp.gate_proj", "mlp.up_proj"),  # Granite 4.0's shared MLP
-                      "shared_mlp.output_linear": ("mlp.down_proj",),
-                      "experts.gate_up_proj": ("experts.gate_proj", "experts.up_proj"),  # transformers 5's
-                      "experts.down_proj": ("experts.down_proj",)}
+# The end of a reference's fused tensor's name → the GGUF tensors it is made of, joined along their rows (axis −2;
+# gpt-oss's alternate, in [E, in, out]).
+FUSED_IN_REFERENCE = {"shared_mlp.input_linear.weight": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),  # Granite 4.0's
+                      "shared_mlp.output_linear.weight": ("mlp.down_proj.weight",),
+                      "experts.gate_up_proj": ("experts.gate_proj.weight", "experts.up_proj.weight"),  # transformers 5's
+                      "experts.down_proj": ("experts.down_proj.weight",),
+                      "experts.gate_up_proj_bias": ("experts.gate_proj.bias", "experts.up_proj.bias"),  # gpt-oss's
+                      "experts.down_proj_bias": ("experts.down_proj.bias",)}
 # Where llama.cpp stores an RMSNorm that scales by (1 + w) as 1 + w: every norm but these.
 PLUS_ONE_NORMS = {"gemma2": (), "gemma3": (), "qwen35": (".linear_attn.norm.",), "qwen35moe": (".linear_attn.norm.",)}
 # Architectures whose q and k rows llama.cpp's converter interleaves for its NORM rope.
@@ -182,6 +193,7 @@ RENAMES = {
     "gemma2": GEMMA_NORMS, "gemma3": GEMMA_NORMS, "gemma4": GEMMA_NORMS,
     "qwen35": {"post_attention_layernorm": "post_attention_norm"},
     "qwen35moe": {"post_attention_layernorm": "post_attention_norm"},
+    "gpt-oss": {"post_attention_layernorm": "post_attention_norm"},
     "olmo2": {"post_attention_layernorm": "post_attention_norm", "post_feedforward_layernorm": "post_ffw_norm"},
     "glm4": {"post_self_attn_layernorm": "post_attention_norm", "post_mlp_layernorm": "post_ffw_norm"},
 }
@@ -220,15 +232,18 @@ def dequantized_reference(checkpoint: Path, path: Path):
     stored = {tensor.name: tensor for tensor in gguf.GGUFReader(path).tensors}
     state = model.state_dict()
     for name, value in state.items():
-        fused = next((f for f in FUSED_IN_REFERENCE if f".{f}" in name), None)
-        parts = [name.replace(fused, part) + ("" if name.endswith(".weight") else ".weight")
-                 for part in FUSED_IN_REFERENCE[fused]] if fused else [name]
+        fused = next((f for f in FUSED_IN_REFERENCE if name.endswith(f".{f}")), None)
+        parts = [name[:-len(fused)] + part for part in FUSED_IN_REFERENCE[fused]] if fused else [name]
         tensors = [stored.get(to_gguf_name(part, arch)) for part in parts]
         if any(t is None or t.tensor_type.name in ("F32", "F16", "BF16") for t in tensors):
             continue
         shapes = [tuple(int(n) for n in reversed(t.shape.tolist())) for t in tensors]
-        w = np.concatenate([gguf.quants.dequantize(t.data, t.tensor_type).reshape(shape)
-                            for t, shape in zip(tensors, shapes)], axis=-2).reshape(value.shape)
+        parts = [gguf.quants.dequantize(t.data, t.tensor_type).reshape(shape) for t, shape in zip(tensors, shapes)]
+        if arch == "gpt-oss" and fused:  # experts [E, in, out], gate and up columns alternating
+            w = np.swapaxes(np.stack(parts, axis=-2).reshape(*parts[0].shape[:-2], -1, parts[0].shape[-1]), -1, -2)
+        else:
+            w = np.concatenate(parts, axis=-2)
+        w = w.reshape(value.shape)
         if arch in QWEN35:
             w = value_head_order(name, w, model.config.to_dict(), to_gguf=False)
         if arch in PERMUTED_QK and (".self_attn.q_proj." in name or ".self_attn.k_proj." in name):
@@ -308,6 +323,18 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
                 tensors[f"{layer}.mlp.gate_proj.weight"], tensors[f"{layer}.mlp.up_proj.weight"] = np.split(tensor, 2)
             else:
                 tensors[f"{layer}.mlp.down_proj.weight"] = tensor
+    if arch == "gpt-oss":  # experts [E, out, in], gate and up apart (the checkpoint's alternate in [E, in, out])
+        for name in [n for n in tensors if ".mlp.experts." in n]:
+            tensor, experts = tensors.pop(name), name.split(".mlp.experts.")[0] + ".mlp.experts"
+            if name.endswith("gate_up_proj"):
+                gate_up = np.swapaxes(tensor, 1, 2)
+                tensors[f"{experts}.gate_proj.weight"], tensors[f"{experts}.up_proj.weight"] = gate_up[:, 0::2], gate_up[:, 1::2]
+            elif name.endswith("gate_up_proj_bias"):
+                tensors[f"{experts}.gate_proj.bias"], tensors[f"{experts}.up_proj.bias"] = tensor[:, 0::2], tensor[:, 1::2]
+            elif name.endswith("down_proj"):
+                tensors[f"{experts}.down_proj.weight"] = np.swapaxes(tensor, 1, 2)
+            else:
+                tensors[f"{experts}.down_proj.bias"] = tensor
     tensors = {name: tensor[:, 0] if tensor.ndim == 3 and tensor.shape[1] == 1 else tensor  # conv taps [C, K]
                for name, tensor in stack_experts(tensors).items()}
 
@@ -338,7 +365,7 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
     if "num_experts" in config or "num_local_experts" in config:
         writer.add_expert_count(config.get("num_experts", config.get("num_local_experts")))
         writer.add_expert_used_count(config["num_experts_per_tok"])
-        writer.add_expert_feed_forward_length(config["moe_intermediate_size"])
+        writer.add_expert_feed_forward_length(config.get("moe_intermediate_size") or config["intermediate_size"])
         if config.get("shared_expert_intermediate_size"):
             writer.add_expert_shared_feed_forward_length(config["shared_expert_intermediate_size"])
     if arch in QWEN35:
@@ -358,7 +385,7 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
         if arch != "gemma3":  # llama.cpp fixes Gemma 3's sliding layers' base at 10 000
             writer.add_rope_freq_base_swa(rope["sliding_attention"]["rope_theta"])
         rope = rope["full_attention"]
-    if "sliding_window" in config and arch in ("gemma2", "gemma3", "gemma4", "olmo2"):
+    if "sliding_window" in config and arch in ("gemma2", "gemma3", "gemma4", "olmo2", "gpt-oss"):
         writer.add_sliding_window(config["sliding_window"])
         if arch != "gemma3":  # Gemma 3's is every 6th layer full, which llama.cpp assumes
             writer.add_sliding_window_pattern([t == "sliding_attention" for t in config["layer_types"]])
@@ -417,7 +444,7 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
             tensor = _permute(tensor, config["num_attention_heads"])
         elif arch in PERMUTED_QK and gguf_name.endswith(("attn_k.weight", "attn_k.bias")):
             tensor = _permute(tensor, config["num_key_value_heads"])
-        kind = block_types.get(gguf_name.split(".")[-2], "F32") if tensor.ndim >= 2 else "F32"
+        kind = block_types.get(gguf_name.split(".")[-2], "F32") if tensor.ndim >= 2 and name.endswith("weight") else "F32"
         qtype = gguf.GGMLQuantizationType[kind]
         if kind in K_FIELDS:
             data = random_k_blocks(kind, tensor.shape, float(tensor.std()), rng)
