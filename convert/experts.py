@@ -10,8 +10,8 @@ expert; the plugin does not. What silently stops the rewrite (../shared/research
 a second (beta) input in the three-matrix form.
 
 Expert weights arrive stacked under llama-like names, `{prefix}.gate_proj.weight` [E, I, H],
-`{prefix}.up_proj.weight` [E, I, H], `{prefix}.down_proj.weight` [E, H, I] (`stack_experts` makes them
-from a checkpoint's per-expert tensors), and pass through the compress hook with role "experts".
+`{prefix}.up_proj.weight` [E, I, H], `{prefix}.down_proj.weight` [E, H, I] (`stacked_experts` makes them
+from a checkpoint's per-expert or fused tensors), and pass through the compress hook with role "experts".
 """
 
 from __future__ import annotations
@@ -42,6 +42,18 @@ def split_fused_gate_up(weights, name: str, prefix: str) -> None:
     weights.derive(name, {f"{prefix}.gate_proj.weight": lambda gate_up: take_rows(gate_up, 0, gate_up.shape[1] // 2),
                           f"{prefix}.up_proj.weight": lambda gate_up: take_rows(gate_up, gate_up.shape[1] // 2,
                                                                                 gate_up.shape[1])})
+
+
+def stacked_experts(weights, prefix: str, num_experts: int, names: dict[str, str]) -> None:
+    """A layer's experts as stacked [E, N, K] tensors under the llama-like names, from either form a
+    checkpoint stores them in: one tensor per expert (`stack_experts`, `names` {old: new}), or already
+    stacked as transformers 5 holds them, `{prefix}.gate_up_proj` [E, 2I, H] and `{prefix}.down_proj`
+    [E, H, I] (Qwen3.5-MoE's hub checkpoints)."""
+    if f"{prefix}.gate_up_proj" in weights:
+        split_fused_gate_up(weights, f"{prefix}.gate_up_proj", prefix)
+        weights.transform(f"{prefix}.down_proj", f"{prefix}.down_proj.weight", lambda down: down)
+    else:
+        stack_experts(weights, prefix, num_experts, names)
 
 
 def silu(x) -> ov.Output:
@@ -76,14 +88,15 @@ def top_k_softmax(logits, k: int):
 
 def sigmoid_top_k(logits, k: int, bias=None, normalize: bool = True, scale: float = 1.0):
     """σ(logits) per expert; the k experts chosen by σ + `bias` (the load-balancing bias, DeepSeek-V3 style),
-    weighted by σ alone, renormalised where `normalize`, times `scale` (LFM2-MoE)."""
+    weighted by σ alone, renormalised where `normalize` (over their sum + 1e-6, as Lfm2MoeTopKRouter),
+    times `scale` (LFM2-MoE's routed_scaling_factor)."""
     scores = ops.sigmoid(logits)
     choice = scores if bias is None else ops.add(scores, weight(np.asarray(bias, np.float32)))
     top = ops.topk(choice, scalar(k), axis=-1, mode="max", sort="value", index_element_type=ov.Type.i64)
     weights = ops.gather_elements(scores, top.output(1), -1)
     if normalize:
         weights = ops.divide(weights, ops.add(ops.reduce_sum(weights, vector([-1]), keep_dims=True),
-                                              scalar(1e-20, np.float32)))
+                                              scalar(1e-6, np.float32)))
     if scale != 1.0:
         weights = ops.multiply(weights, scalar(scale, np.float32))
     return top.output(1), _output(weights)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import safetensors.torch
 import torch
 import transformers
 
@@ -39,6 +40,8 @@ QWEN3_5 = dict(head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4, li
                linear_value_head_dim=8, linear_conv_kernel_dim=4)
 
 QWEN3_MOE = dict(head_dim=16, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32)
+QWEN3_5_MOE = dict(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=48)
+LFM2_MOE = dict(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32)
 GEMMA4 = dict(head_dim=16, global_head_dim=32, sliding_window=12, hidden_size_per_layer_input=8)
 MINISTRAL3_ROPE = dict(rope_type="yarn", rope_theta=1_000_000.0, factor=4.0, original_max_position_embeddings=16,
                       beta_fast=32.0, beta_slow=1.0, mscale=1.0, mscale_all_dim=1.0, llama_4_scaling_beta=0.5)
@@ -174,6 +177,24 @@ VARIANTS = {
     # dense (mlp_only_layers).
     "qwen3_moe": ("Qwen3MoeConfig", dict(QWEN3_MOE, norm_topk_prob=True, mlp_only_layers=[1]), torch.bfloat16, False),
     "qwen3_moe-fp32": ("Qwen3MoeConfig", dict(QWEN3_MOE, tie_word_embeddings=True), torch.float32, False),
+    # Qwen3.5-MoE: Qwen3.5's hybrid with every MLP a mixture of 8 experts of width 32, 2 per token, beside a
+    # shared expert scaled by its sigmoid gate; a DeltaNet layer and an attention layer each.
+    "qwen3_5_moe-text": ("Qwen3_5MoeTextConfig", dict(QWEN3_5, **QWEN3_5_MOE, layer_types=["linear_attention",
+                                                                                       "full_attention"]),
+                         torch.bfloat16, False),
+    # What Qwen ships: the language model of a vision-language checkpoint, its experts stored fused
+    # (mlp.experts.gate_up_proj [E, 2I, H], mlp.experts.down_proj [E, H, I]).
+    "qwen3_5_moe-multimodal-fused-experts": ("Qwen3_5MoeConfig", dict(QWEN3_5, **QWEN3_5_MOE, layer_types=[
+        "full_attention", "linear_attention"]), torch.float32, False),
+    # LFM2-MoE: a dense convolution layer, then an attention layer and a convolution layer with 8 experts of
+    # width 32, 2 per token by sigmoid scores, chosen with a (random) expert bias.
+    "lfm2_moe-expert-bias": ("Lfm2MoeConfig", dict(LFM2_MOE, num_hidden_layers=3, num_dense_layers=1,
+                                                   layer_types=["conv", "full_attention", "conv"]), torch.bfloat16, False),
+    # A dense attention layer, then a convolution layer with experts: no expert bias, weights not
+    # renormalised but scaled.
+    "lfm2_moe-fp32": ("Lfm2MoeConfig", dict(LFM2_MOE, num_dense_layers=1, layer_types=["full_attention", "conv"],
+                                            use_expert_bias=False, norm_topk_prob=False, routed_scaling_factor=2.5,
+                                            tie_word_embeddings=False), torch.float32, False),
     # GGUF imports of mixtures. Qwen3-MoE as llama.cpp runs it (experts in every layer, renormalised), 256 wide
     # for K-quants (super-blocks of 256 weights per row of every expert projection).
     "qwen3_moe-256": ("Qwen3MoeConfig", dict(QWEN3_MOE, hidden_size=256, moe_intermediate_size=256, norm_topk_prob=True),
@@ -181,7 +202,9 @@ VARIANTS = {
 }
 # Mixture-of-experts variants → (layers with experts, GatherMatmul nodes per such layer: gate, up, down; gpt-oss's
 # fused gate_up and down): what the CPU plugin must compute sparsely (tests/test_experts.py).
-EXPERT_LAYERS = {"qwen3_moe": (1, 3), "qwen3_moe-fp32": (2, 3), "qwen3_moe-256": (2, 3)}
+EXPERT_LAYERS = {"qwen3_moe": (1, 3), "qwen3_moe-fp32": (2, 3), "qwen3_5_moe-text": (2, 3),
+                 "qwen3_5_moe-multimodal-fused-experts": (2, 3), "lfm2_moe-expert-bias": (2, 3), "lfm2_moe-fp32": (1, 3),
+                 "qwen3_moe-256": (2, 3)}
 TINY_VISION = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=28,
                    patch_size=14)
 TINY_PIXTRAL = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, head_dim=8,
@@ -206,6 +229,25 @@ def to_v4_config(config_file: Path) -> None:
     config_file.write_text(json.dumps(config, indent=2))
 
 
+def fuse_experts(file: Path) -> None:
+    """Per-expert `….experts.{e}.{gate,up,down}_proj.weight` (as transformers saves them) rewritten as the
+    stacked `….experts.gate_up_proj` [E, 2I, H] (gate rows, then up rows) and `….experts.down_proj` [E, H, I]
+    Qwen3.5-MoE's hub checkpoints store."""
+    tensors = safetensors.torch.load_file(file)
+    fused = {}
+    for name in sorted(tensors):
+        prefix, dot, rest = name.partition(".experts.")
+        if not dot:
+            fused[name] = tensors[name]
+        elif rest.startswith("0.gate_proj."):
+            count = sum(1 for n in tensors if n.startswith(f"{prefix}.experts.") and n.endswith(".gate_proj.weight"))
+            expert = [f"{prefix}.experts.{e}" for e in range(count)]
+            fused[f"{prefix}.experts.gate_up_proj"] = torch.stack([torch.cat(
+                [tensors[f"{e}.gate_proj.weight"], tensors[f"{e}.up_proj.weight"]]) for e in expert])
+            fused[f"{prefix}.experts.down_proj"] = torch.stack([tensors[f"{e}.down_proj.weight"] for e in expert])
+    safetensors.torch.save_file(fused, file, metadata={"format": "pt"})
+
+
 def make_checkpoint(name: str, out: Path, tokenizer) -> Path:
     """The tiny checkpoint `name` in `out`, with SmolLM2's tokenizer and its family's chat template."""
     config_class, overrides, dtype, v4_config = VARIANTS[name]
@@ -213,8 +255,8 @@ def make_checkpoint(name: str, out: Path, tokenizer) -> Path:
             "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
     if config_class.startswith("Gemma4"):  # the per-layer embedding's table has a row per token too
         text["vocab_size_per_layer_input"] = len(tokenizer)
-    if config_class == "Qwen3_5Config":
-        config = transformers.Qwen3_5Config(text_config=text, vision_config=TINY_QWEN3_5_VISION)
+    if config_class in ("Qwen3_5Config", "Qwen3_5MoeConfig"):
+        config = getattr(transformers, config_class)(text_config=text, vision_config=TINY_QWEN3_5_VISION)
     elif config_class == "Gemma3Config":
         config = transformers.Gemma3Config(text_config=text, vision_config=TINY_VISION, mm_tokens_per_image=4,
                                            image_token_index=len(tokenizer) - 1)
@@ -232,9 +274,14 @@ def make_checkpoint(name: str, out: Path, tokenizer) -> Path:
             for module in model.modules():
                 if isinstance(module, torch.nn.Linear) and module.bias is not None:
                     module.bias.normal_(0, 0.2)
+            for buffer_name, buffer in model.named_buffers():
+                if buffer_name.endswith("expert_bias"):  # of the order of the sigmoid scores it is added to
+                    buffer.normal_(0, 0.5)
     # "sharded": several safetensors files and their index, as large checkpoints ship.
     model.save_pretrained(out, max_shard_size="1MB" if "sharded" in name else "50GB")
     assert ("sharded" in name) == (out / "model.safetensors.index.json").exists()
+    if "fused-experts" in name:
+        fuse_experts(out / "model.safetensors")
     tokenizer.save_pretrained(out)
     if template := family_template(name):
         (out / "chat_template.jinja").write_text(template)

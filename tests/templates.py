@@ -173,8 +173,8 @@ LLAMA3_TOOLS = tools_template(
     '{"name": "{{ call.function.name }}", "parameters": {{ call.function.arguments | tojson }}}',
     "<|im_start|>ipython\n{{ message.content }}")
 
-BY_FAMILY = {"qwen3": QWEN3, "qwen3_moe": QWEN3, "qwen3_5": QWEN3_5, "lfm2": LFM2, "gemma2": GEMMA3, "gemma3": GEMMA3, "gemma4": GEMMA3, "smollm3": SMOLLM3, "mistral": NO_SYSTEM_ROLE}
-THINKING = ("qwen3", "qwen3_moe", "qwen3_5", "smollm3")  # families whose template reads enable_thinking
+BY_FAMILY = {"qwen3": QWEN3, "qwen3_moe": QWEN3, "qwen3_5": QWEN3_5, "qwen3_5_moe": QWEN3_5, "lfm2": LFM2, "lfm2_moe": LFM2, "gemma2": GEMMA3, "gemma3": GEMMA3, "gemma4": GEMMA3, "smollm3": SMOLLM3, "mistral": NO_SYSTEM_ROLE}
+THINKING = ("qwen3", "qwen3_moe", "qwen3_5", "qwen3_5_moe", "smollm3")  # families whose template reads enable_thinking
 
 
 def family_template(variant: str) -> str | None:

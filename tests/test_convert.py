@@ -332,7 +332,7 @@ def test_the_cli_starts_no_thread_before_it_blocks_signals():
 
 
 @pytest.mark.parametrize("source", ["llama", "gguf", "qwen3_5-multimodal", "lfm2", "gemma3-vision", "gemma4-vision",
-                                    "qwen3_vl-vision"])
+                                    "qwen3_vl-vision", "qwen3_5_moe-vision", "lfm2_moe-expert-bias"])
 def test_conversion_never_imports_torch(tmp_path, checkpoint, vlm_checkpoint, source):
     """The convert extra has no torch: a conversion must not need it (here it cannot import it), vision towers
     included."""

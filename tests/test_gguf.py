@@ -248,6 +248,10 @@ GGUF_FAMILIES_2026 = [
     *GGUF_FAMILIES_2026,
     # Mixtures: stacked experts [E, N, K] in blocks without and with an offset (the router stays F32, as llama.cpp keeps it).
     ("qwen3_moe-256", {**SMALL_BLOCKS, **EXPERT_BLOCKS}),
+    # LFM2-MoE (a dense first layer, an expert bias) and Qwen3.5-MoE (a gated shared expert beside the experts)
+    ("lfm2_moe-expert-bias", {**SMALL_BLOCKS, "in_proj": "Q4_0", "out_proj": "Q8_0", **EXPERT_BLOCKS}),
+    ("qwen3_5_moe-text", {**SMALL_BLOCKS, "attn_qkv": "Q4_1", "attn_gate": "Q8_0", "ssm_out": "Q5_0",
+                          "ffn_gate_shexp": "Q8_0", "ffn_up_shexp": "Q4_0", **EXPERT_BLOCKS}),
 ])
 def test_gguf_architectures_match_transformers(name, block_types, checkpoint, tokenizer_of, tmp_path, gguf_file):
     """Each architecture's GGUF file, its blocks kept, against transformers on the checkpoint with
@@ -287,9 +291,9 @@ def assert_experts_stay_compressed(name: str, compiled: ov.CompiledModel) -> Non
     assert {op.input(1).get_element_type().get_type_name() for op in nodes} <= {"i4", "u4", "i8", "u8"}
 
 
-# llama.cpp reads these files as the import does: the families above and a mixture (the F32 qwen3moe file: llama.cpp
+# llama.cpp reads these files as the import does: the families above and mixtures (F32 files: llama.cpp
 # computes quantized layers with int8 activations, which moves these tiny peaky models' logits by whole units).
-@pytest.mark.parametrize("name", [*(name for name, _ in GGUF_FAMILIES_2026), "qwen3_moe-fp32"])
+@pytest.mark.parametrize("name", [*(name for name, _ in GGUF_FAMILIES_2026), "qwen3_moe-fp32", "lfm2_moe-expert-bias"])
 def test_gguf_families_match_llama_cpp(name, checkpoint, tokenizer_of, tmp_path, gguf_file):
     """The same files in F32, run by llama.cpp itself (f32 KV cache): its reading of the metadata is the
     reference. Logits within 2e-3 of the largest, 2e-2 for Gemma 4, whose GELUs ggml takes from an f16

@@ -17,7 +17,7 @@ import pytest
 from checkpoints import VARIANTS
 from test_parity import EXACT, GREEDY, PROMPTS, reference_greedy, reference_model, templated_ids
 
-HYBRIDS = [name for name in VARIANTS if name.split("-")[0] in ("qwen3_5", "lfm2")]
+HYBRIDS = [name for name in VARIANTS if name.split("-")[0] in ("qwen3_5", "qwen3_5_moe", "lfm2", "lfm2_moe")]
 
 
 def state_kinds(model: ov.Model) -> collections.Counter:
@@ -117,13 +117,14 @@ def test_third_chat_turn_matches_transformers(name, backend, checkpoint, convert
 SERVED_PROMPTS = [PROMPTS[0], PROMPTS[1], PROMPTS[2], "Tell me about lighthouses and the people who kept them."]
 
 
-@pytest.mark.parametrize("name", ["qwen3_5-text", "lfm2", "qwen3_moe"])
+@pytest.mark.parametrize("name", ["qwen3_5-text", "lfm2", "qwen3_moe", "qwen3_5_moe-text", "lfm2_moe-expert-bias"])
 def test_the_server_batches_four_streams_of_a_hybrid_each_as_if_alone(name, converted, tmp_path):
     """ContinuousBatchingPipeline rewrites the convolution and DeltaNet states into paged per-sequence
     tables (PagedCausalConv1D, PagedGatedDeltaNet): four concurrent greedy streams, then a second turn
     of each that extends its first (prefix caching over linear state), each reply equal to LLMPipeline's
     for that conversation alone. Mixed-up state between sequences would show as a different reply; so
-    would, in a mixture of experts, tokens of one sequence routed by another's (qwen3_moe)."""
+    would, in a mixture of experts, tokens of one sequence routed by another's (qwen3_moe, and the hybrids
+    qwen3_5_moe and lfm2_moe)."""
     from test_serve import Served
 
     path = converted(name, "fp32")

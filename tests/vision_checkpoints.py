@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 import transformers
 
-from checkpoints import QWEN3_5, SMALL
+from checkpoints import QWEN3_5, QWEN3_5_MOE, SMALL
 
 # Each family's image tokens, as its tokenizer names them (transformers' extra_special_tokens), and the
 # text its chat template writes for an image item of a message.
@@ -87,9 +87,10 @@ def _qwen(model_type: str):
                "vision_start_token_id": tokenizer.convert_tokens_to_ids(QWEN_TOKENS["vision_bos_token"]),
                "vision_end_token_id": tokenizer.convert_tokens_to_ids(QWEN_TOKENS["vision_eos_token"])}
         text = dict(SMALL, head_dim=16, vocab_size=len(tokenizer))
-        if model_type == "qwen3_5":
-            config = transformers.Qwen3_5Config(
-                text_config=dict(text, **QWEN3_5, layer_types=["linear_attention", "full_attention"]),
+        if model_type in ("qwen3_5", "qwen3_5_moe"):
+            experts = QWEN3_5_MOE if model_type == "qwen3_5_moe" else {}
+            config = transformers.AutoConfig.for_model(
+                model_type, text_config=dict(text, **QWEN3_5, **experts, layer_types=["linear_attention", "full_attention"]),
                 vision_config=dict(QWEN_VISION, patch_size=16, num_position_embeddings=64), **ids)
         else:
             config = transformers.Qwen3VLConfig(
@@ -111,6 +112,7 @@ VLM_VARIANTS = {  # name → (config and processor maker, image tokens, chat tem
     "gemma3-vision": (_gemma3, GEMMA3_TOKENS, GEMMA3_TEMPLATE),
     "gemma4-vision": (_gemma4, GEMMA4_TOKENS, GEMMA4_TEMPLATE),
     "qwen3_5-vision": (_qwen("qwen3_5"), QWEN_TOKENS, QWEN_TEMPLATE),
+    "qwen3_5_moe-vision": (_qwen("qwen3_5_moe"), QWEN_TOKENS, QWEN_TEMPLATE),
     "qwen3_vl-vision": (_qwen("qwen3_vl"), QWEN_TOKENS, QWEN_TEMPLATE),
 }
 

@@ -70,7 +70,8 @@ def gated_short_conv(x, w, args: ModelArgs, ctx) -> ov.Output:
     return w.linear(h, "conv.out_proj")
 
 
-def decoder_layer(x, w, args, ctx):
+def decoder_layer(x, w, args, ctx, mlp=None):
+    """`mlp`: in place of the gated MLP (lfm2_moe's mixture of experts)."""
     if args.layer_types[w.layer] == "full_attention":
-        return transformer_block(x, w, args, ctx, args.rope, qk_norm="rms")
-    return pre_norm_block(x, w, args, lambda h: gated_short_conv(h, w, args, ctx))
+        return transformer_block(x, w, args, ctx, args.rope, qk_norm="rms", mlp=mlp)
+    return pre_norm_block(x, w, args, lambda h: gated_short_conv(h, w, args, ctx), mlp)

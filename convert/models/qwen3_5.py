@@ -59,8 +59,6 @@ class ModelArgs(base.ModelArgs):
         if "text_config" in config:  # a multimodal qwen3_5 checkpoint: its language model
             tied = {k: config[k] for k in ("tie_word_embeddings",) if k in config}
             config = {**config["text_config"], **tied, "model_type": config["model_type"]}
-        if "num_experts" in config:
-            raise UnsupportedModel("Qwen3.5's mixture-of-experts models (qwen3_5_moe) are not supported")
         return super().from_config({**DEFAULTS, **config})
 
 
@@ -102,7 +100,8 @@ def gated_delta_net(x, w, args: ModelArgs, ctx) -> ov.Output:
     return w.linear(ops.reshape(out, vector([0, 0, value_heads * value_dim]), special_zero=True), "linear_attn.out_proj")
 
 
-def decoder_layer(x, w, args, ctx):
+def decoder_layer(x, w, args, ctx, mlp=None):
+    """`mlp`: in place of the gated MLP (qwen3_5_moe's mixture of experts)."""
     if args.layer_types[w.layer] == "linear_attention":
-        return pre_norm_block(x, w, args, lambda h: gated_delta_net(h, w, args, ctx))
-    return transformer_block(x, w, args, ctx, args.rope, qk_norm="rms+1", output_gate=True)
+        return pre_norm_block(x, w, args, lambda h: gated_delta_net(h, w, args, ctx), mlp)
+    return transformer_block(x, w, args, ctx, args.rope, qk_norm="rms+1", output_gate=True, mlp=mlp)

@@ -1,4 +1,4 @@
-"""The vision tower of Qwen3-VL (`qwen3_vl`) and Qwen3.5 (`qwen3_5`), as the three models GenAI's
+"""The vision tower of Qwen3-VL (`qwen3_vl`) and Qwen3.5 (`qwen3_5`, `qwen3_5_moe`), as the three models GenAI's
 VLMPipeline runs around its own C++ (visual_language/qwen2vl, qwen3_vl, qwen3_5 classes.cpp):
 
 - vision_embeddings: the patch embedding. One parameter `hidden_states` [N, 3·T·p²], each row a patch
@@ -31,7 +31,7 @@ from .blocks import TowerWeights, activation, encoder_attention, layer_norm
 DEFAULTS = dict(depth=27, hidden_size=1152, hidden_act="gelu_pytorch_tanh", intermediate_size=4304, num_heads=16,
                 in_channels=3, patch_size=16, spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=3584,
                 num_position_embeddings=2304)
-DEEPSTACK_DEFAULT = {"qwen3_vl": [8, 16, 24], "qwen3_5": []}
+DEEPSTACK_DEFAULT = {"qwen3_vl": [8, 16, 24], "qwen3_5": [], "qwen3_5_moe": []}
 PREFIX = "model.visual."
 NORM_EPS = 1e-6  # every LayerNorm of the tower (nn.LayerNorm(..., eps=1e-6))
 GENAI_ROPE_THETA = 10000.0  # get_rotary_pos_emb in qwen2vl/classes.cpp
