@@ -43,6 +43,8 @@ QWEN3_MOE = dict(head_dim=16, num_experts=8, num_experts_per_tok=2, moe_intermed
 QWEN3_5_MOE = dict(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=48)
 LFM2_MOE = dict(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32)
 GEMMA4 = dict(head_dim=16, global_head_dim=32, sliding_window=12, hidden_size_per_layer_input=8)
+GEMMA4_MOE = dict(GEMMA4, enable_moe_block=True, num_experts=8, top_k_experts=2, moe_intermediate_size=32,
+                  hidden_size_per_layer_input=0, attention_k_eq_v=True, num_global_key_value_heads=1)
 MINISTRAL3_ROPE = dict(rope_type="yarn", rope_theta=1_000_000.0, factor=4.0, original_max_position_embeddings=16,
                       beta_fast=32.0, beta_slow=1.0, mscale=1.0, mscale_all_dim=1.0, llama_4_scaling_beta=0.5)
 
@@ -195,6 +197,16 @@ VARIANTS = {
     "lfm2_moe-fp32": ("Lfm2MoeConfig", dict(LFM2_MOE, num_dense_layers=1, layer_types=["full_attention", "conv"],
                                             use_expert_bias=False, norm_topk_prob=False, routed_scaling_factor=2.5,
                                             tie_word_embeddings=False), torch.float32, False),
+    # Gemma 4 26B-A4B-like: in every layer a dense MLP and beside it 8 experts of width 32, 2 per token; no per-layer
+    # embeddings (the 26B has none), full layers with keys as values; logits soft-capped.
+    "gemma4-moe": ("Gemma4TextConfig", dict(GEMMA4_MOE, layer_types=["sliding_attention", "full_attention"],
+                                            final_logit_softcapping=30.0), torch.bfloat16, False),
+    # As Google ships it, the language model of a multimodal checkpoint; 3 experts per token, and with per-layer
+    # embeddings too.
+    "gemma4-moe-multimodal": ("Gemma4Config", dict(GEMMA4_MOE, num_hidden_layers=3, top_k_experts=3,
+                                                   hidden_size_per_layer_input=8,
+                                                   layer_types=["sliding_attention", "sliding_attention",
+                                                                "full_attention"]), torch.float32, False),
     # GGUF imports of mixtures. Qwen3-MoE as llama.cpp runs it (experts in every layer, renormalised), 256 wide
     # for K-quants (super-blocks of 256 weights per row of every expert projection).
     "qwen3_moe-256": ("Qwen3MoeConfig", dict(QWEN3_MOE, hidden_size=256, moe_intermediate_size=256, norm_topk_prob=True),
@@ -204,6 +216,7 @@ VARIANTS = {
 # fused gate_up and down): what the CPU plugin must compute sparsely (tests/test_experts.py).
 EXPERT_LAYERS = {"qwen3_moe": (1, 3), "qwen3_moe-fp32": (2, 3), "qwen3_5_moe-text": (2, 3),
                  "qwen3_5_moe-multimodal-fused-experts": (2, 3), "lfm2_moe-expert-bias": (2, 3), "lfm2_moe-fp32": (1, 3),
+                 "gemma4-moe": (2, 3), "gemma4-moe-multimodal": (3, 3),
                  "qwen3_moe-256": (2, 3)}
 TINY_VISION = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=28,
                    patch_size=14)
@@ -227,6 +240,17 @@ def to_v4_config(config_file: Path) -> None:
     rope_type = rope.pop("rope_type")
     config["rope_scaling"] = None if rope_type == "default" else {"type": rope_type, **rope}
     config_file.write_text(json.dumps(config, indent=2))
+
+
+def randomize_moe_scales(model) -> None:
+    """A Gemma 4 mixture's norm weights and router scales random about one in the language model: transformers
+    initialises them to one, which would not tell which norm or scale feeds what."""
+    if not getattr(getattr(model.config, "text_config", model.config), "enable_moe_block", False):
+        return
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if ".layers." in name and "vision" not in name and param.dim() == 1 and ("norm" in name or ".router." in name):
+                param.normal_(1.0, 0.2)
 
 
 def fuse_experts(file: Path) -> None:
@@ -277,6 +301,7 @@ def make_checkpoint(name: str, out: Path, tokenizer) -> Path:
             for buffer_name, buffer in model.named_buffers():
                 if buffer_name.endswith("expert_bias"):  # of the order of the sigmoid scores it is added to
                     buffer.normal_(0, 0.5)
+    randomize_moe_scales(model)
     # "sharded": several safetensors files and their index, as large checkpoints ship.
     model.save_pretrained(out, max_shard_size="1MB" if "sharded" in name else "50GB")
     assert ("sharded" in name) == (out / "model.safetensors.index.json").exists()

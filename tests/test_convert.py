@@ -218,7 +218,6 @@ def test_unsupported_model_type(tmp_path, checkpoint):
      "granitemoehybrid: Mamba-2 layers (a Granite 4.0 -H model) are not supported yet; its dense models are"),
     ("granitemoehybrid", {"num_local_experts": 4},
      "granitemoehybrid: mixture-of-experts layers (4 experts) are not supported yet; its dense models are"),
-    ("gemma4-text", {"enable_moe_block": True}, "gemma4: the mixture-of-experts block (26B-A4B) is not supported yet"),
 ])
 def test_the_families_unbuilt_variants_are_refused_by_name(name, change, message, tmp_path, checkpoint):
     src = copy_checkpoint(checkpoint(name), tmp_path / name)
@@ -332,7 +331,7 @@ def test_the_cli_starts_no_thread_before_it_blocks_signals():
 
 
 @pytest.mark.parametrize("source", ["llama", "gguf", "qwen3_5-multimodal", "lfm2", "gemma3-vision", "gemma4-vision",
-                                    "qwen3_vl-vision", "qwen3_5_moe-vision", "lfm2_moe-expert-bias"])
+                                    "qwen3_vl-vision", "qwen3_5_moe-vision", "lfm2_moe-expert-bias", "gemma4-moe"])
 def test_conversion_never_imports_torch(tmp_path, checkpoint, vlm_checkpoint, source):
     """The convert extra has no torch: a conversion must not need it (here it cannot import it), vision towers
     included."""

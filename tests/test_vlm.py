@@ -21,7 +21,8 @@ EXACT = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "DYNAMI
 NEW_TOKENS = 24
 # Sizes the image processors keep as they are (GenAI's resizers are not PIL's, so a resized picture
 # would differ by interpolation alone): Gemma 3's 56 px square; multiples of Qwen's patch · merge.
-IMAGE_SIZES = {"gemma3-vision": [(56, 56), (56, 56)], "gemma4-vision": [(288, 480), (336, 336)], "qwen3_5-vision": [(96, 128), (64, 64)],
+IMAGE_SIZES = {"gemma3-vision": [(56, 56), (56, 56)], "gemma4-vision": [(288, 480), (336, 336)],
+               "gemma4-moe-vision": [(288, 480), (336, 336)], "qwen3_5-vision": [(96, 128), (64, 64)],
                "qwen3_5_moe-vision": [(96, 128), (64, 64)],
                "qwen3_vl-vision": [(84, 112), (56, 56)]}
 # The placeholder a template writes for an image, which the processor repeats once per soft token.

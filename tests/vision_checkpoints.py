@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 import transformers
 
-from checkpoints import QWEN3_5, QWEN3_5_MOE, SMALL
+from checkpoints import GEMMA4_MOE, QWEN3_5, QWEN3_5_MOE, SMALL, randomize_moe_scales
 
 # Each family's image tokens, as its tokenizer names them (transformers' extra_special_tokens), and the
 # text its chat template writes for an image item of a message.
@@ -61,23 +61,26 @@ def _gemma3(tokenizer):
     return config, processor
 
 
-def _gemma4(tokenizer):
+def _gemma4(text: dict):
     """Gemma 4 E2B-like: per-layer embeddings, a vision tower of 16-px patches pooled 3 × 3 into at most
     70 soft tokens; the images attended both ways (use_bidirectional_attention "vision", as the larger
     models do) in a sliding window longer than a picture, as Gemma 4's (512, 1024) are than its 280 tokens:
-    GenAI's paged attention departs from transformers when one picture's tokens outnumber the window."""
-    ids = {f"{kind}_id": tokenizer.convert_tokens_to_ids(GEMMA4_TOKENS[kind])
-           for kind in ("boi_token", "eoi_token", "image_token", "video_token", "audio_token")}
-    config = transformers.Gemma4Config(
-        text_config=dict(SMALL, head_dim=16, global_head_dim=32, hidden_size_per_layer_input=8, sliding_window=96,
-                         vocab_size=len(tokenizer), vocab_size_per_layer_input=len(tokenizer),
-                         layer_types=["sliding_attention", "full_attention"], use_bidirectional_attention="vision"),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           num_key_value_heads=2, head_dim=16, patch_size=16, pooling_kernel_size=3,
-                           position_embedding_size=64, standardize=True, initializer_range=0.2),
-        audio_config=None, **ids)
-    # Gemma4Processor cannot be made without torchvision (its video processor): the image processor.
-    return config, transformers.Gemma4ImageProcessorPil(patch_size=16, pooling_kernel_size=3, max_soft_tokens=70)
+    GenAI's paged attention departs from transformers when one picture's tokens outnumber the window.
+    `text`: what the language model has otherwise (26B-A4B's mixture of experts)."""
+    def make(tokenizer):
+        ids = {f"{kind}_id": tokenizer.convert_tokens_to_ids(GEMMA4_TOKENS[kind])
+               for kind in ("boi_token", "eoi_token", "image_token", "video_token", "audio_token")}
+        config = transformers.Gemma4Config(
+            text_config={**SMALL, "head_dim": 16, "global_head_dim": 32, "hidden_size_per_layer_input": 8, **text,
+                         "sliding_window": 96, "vocab_size": len(tokenizer), "vocab_size_per_layer_input": len(tokenizer),
+                         "layer_types": ["sliding_attention", "full_attention"], "use_bidirectional_attention": "vision"},
+            vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                               num_key_value_heads=2, head_dim=16, patch_size=16, pooling_kernel_size=3,
+                               position_embedding_size=64, standardize=True, initializer_range=0.2),
+            audio_config=None, **ids)
+        # Gemma4Processor cannot be made without torchvision (its video processor): the image processor.
+        return config, transformers.Gemma4ImageProcessorPil(patch_size=16, pooling_kernel_size=3, max_soft_tokens=70)
+    return make
 
 
 def _qwen(model_type: str):
@@ -110,7 +113,9 @@ def _qwen(model_type: str):
 
 VLM_VARIANTS = {  # name → (config and processor maker, image tokens, chat template)
     "gemma3-vision": (_gemma3, GEMMA3_TOKENS, GEMMA3_TEMPLATE),
-    "gemma4-vision": (_gemma4, GEMMA4_TOKENS, GEMMA4_TEMPLATE),
+    "gemma4-vision": (_gemma4({}), GEMMA4_TOKENS, GEMMA4_TEMPLATE),
+    # Gemma 4 26B-A4B-like: a mixture of experts beside each layer's MLP, no per-layer embeddings.
+    "gemma4-moe-vision": (_gemma4(GEMMA4_MOE), GEMMA4_TOKENS, GEMMA4_TEMPLATE),
     "qwen3_5-vision": (_qwen("qwen3_5"), QWEN_TOKENS, QWEN_TEMPLATE),
     "qwen3_5_moe-vision": (_qwen("qwen3_5_moe"), QWEN_TOKENS, QWEN_TEMPLATE),
     "qwen3_vl-vision": (_qwen("qwen3_vl"), QWEN_TOKENS, QWEN_TEMPLATE),
@@ -143,6 +148,7 @@ def make_vlm_checkpoint(name: str, out: Path, smollm2_dir: Path) -> Path:
     torch.manual_seed(sum(map(ord, name)))
     model = transformers.AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
     randomize_tower(model)
+    randomize_moe_scales(model)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     processor.save_pretrained(out)

@@ -9,6 +9,8 @@ cache of their own; with use_double_wide_mlp their MLP is twice as wide. Per-lay
 a second table gives each token hidden_size_per_layer_input numbers for every layer, mixed with a
 projection of the token's embedding; each layer gates its slice by its own output, projects it back,
 norms it and adds it. Every layer's output is scaled by its layer_scalar; the logits may be soft-capped.
+With enable_moe_block (26B-A4B) every layer has, beside its dense MLP, a mixture of num_experts GeGLU
+experts of width moe_intermediate_size, top_k_experts of them per token (see `feed_forward`).
 """
 
 from dataclasses import dataclass, field
@@ -18,9 +20,10 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
+from ..experts import router_logits, routed_experts, softmax_top_k, stacked_experts
 from ..graph import apply_rope, attend, cached_kv, embedding, gated_mlp, linear, rms_norm, scalar, split_heads, vector
 from ..vision.gemma4 import gemma4_vision
-from . import base, gemma3
+from . import base, gemma3, qwen3_moe
 from .base import UnsupportedModel, make_rope
 
 # Gemma4TextConfig's defaults, for keys a hub config leaves out.
@@ -44,6 +47,8 @@ class ModelArgs(base.ModelArgs):
     num_kv_shared_layers: int = 0
     use_double_wide_mlp: bool = False
     enable_moe_block: bool = False
+    num_experts: int | None = None
+    top_k_experts: int | None = None
     use_bidirectional_attention: str | None = None
     global_head_dim: int | None = None
     num_global_key_value_heads: int | None = None
@@ -55,8 +60,8 @@ class ModelArgs(base.ModelArgs):
     def __post_init__(self):
         super().__post_init__()
         self.embed_scale = self.hidden_size**0.5
-        if self.enable_moe_block:
-            raise UnsupportedModel("gemma4: the mixture-of-experts block (26B-A4B) is not supported yet")
+        if self.enable_moe_block and not (self.num_experts and self.top_k_experts):
+            raise UnsupportedModel("gemma4: enable_moe_block without num_experts and top_k_experts")
         if self.use_bidirectional_attention not in (None, "vision"):
             raise UnsupportedModel("gemma4: bidirectional attention is not a chat model's")
         if self.layer_types is None:
@@ -116,6 +121,9 @@ def sanitize(weights, args: ModelArgs) -> None:
     for layer in range(args.first_shared, args.num_hidden_layers):
         for name in ("k_proj.weight", "v_proj.weight", "k_norm.weight"):
             weights.discard(f"model.layers.{layer}.self_attn.{name}")
+    if args.enable_moe_block:  # stored stacked as transformers saves them (gate_up_proj [E, 2I, H]), or per expert
+        for layer in range(args.num_hidden_layers):
+            stacked_experts(weights, f"model.layers.{layer}.experts", args.num_experts, qwen3_moe.EXPERT_NAMES)
 
 
 def vision_models(config: dict, weights, compress) -> dict:
@@ -200,6 +208,28 @@ def attention(x, w, args: ModelArgs, ctx):
     return w.linear(out, "self_attn.o_proj")
 
 
+def feed_forward(h, w, args: ModelArgs, norm):
+    """The dense GeGLU MLP of the normed residual stream h; with the mixture of experts beside it, each
+    branch normed on its way in and out, their sum."""
+    mlp = gated_mlp(norm(h, "pre_feedforward_layernorm"), w, activation="gelu_tanh")
+    if not args.enable_moe_block:
+        return mlp
+    hidden = args.hidden_size
+
+    def route(_experts_input):
+        # The router reads the residual stream itself, not the experts' normed input: normed without a
+        # weight, scaled by router.scale · hidden^-½; a softmax's top k, renormalised, each weight times
+        # its expert's per_expert_scale.
+        x2d = rms_norm(ops.reshape(h, vector([-1, hidden]), special_zero=False), None, args.rms_norm_eps)
+        scale = np.asarray(w["router.scale"], np.float32) * np.float32(hidden**-0.5)
+        logits = router_logits(ops.multiply(x2d, ops.constant(scale)), w, "router.proj")
+        return softmax_top_k(logits, args.top_k_experts, expert_scale=w["router.per_expert_scale"])
+
+    experts = routed_experts(norm(h, "pre_feedforward_layernorm_2"), w, "experts", args.num_experts, route,
+                             activation="gelu_pytorch_tanh")
+    return ops.add(norm(mlp, "post_feedforward_layernorm_1"), norm(experts, "post_feedforward_layernorm_2")).output(0)
+
+
 def decoder_layer(x, w, args: ModelArgs, ctx):
     def norm(h, name: str):
         return rms_norm(h, w[f"{name}.weight"], args.rms_norm_eps)
@@ -208,8 +238,7 @@ def decoder_layer(x, w, args: ModelArgs, ctx):
     if args.hidden_size_per_layer_input:  # built at layer 0, whose input is the scaled embedding
         ple = ctx.shared("per_layer_inputs", lambda: per_layer_inputs(x, ctx, w.weights, args, w.compress))
     h = ops.add(x, norm(attention(norm(x, "input_layernorm"), w, args, ctx), "post_attention_layernorm"))
-    mlp = gated_mlp(norm(h, "pre_feedforward_layernorm"), w, activation="gelu_tanh")
-    h = ops.add(h, norm(mlp, "post_feedforward_layernorm"))
+    h = ops.add(h, norm(feed_forward(h, w, args, norm), "post_feedforward_layernorm"))
     if ple is not None:
         mine = ops.gather(ple, scalar(w.layer), scalar(2))
         gated = ops.multiply(ops.gelu(w.linear(h, "per_layer_input_gate"), approximation_mode="tanh"), mine)
