@@ -63,7 +63,17 @@ ARCH_NAMES = {
                "blk.{}.layer_output_scale.weight": "model.layers.{}.layer_scalar",
                "blk.{}.inp_gate.weight": "model.layers.{}.per_layer_input_gate.weight",
                "blk.{}.proj.weight": "model.layers.{}.per_layer_projection.weight",
-               "blk.{}.post_norm.weight": "model.layers.{}.post_per_layer_input_norm.weight"},
+               "blk.{}.post_norm.weight": "model.layers.{}.post_per_layer_input_norm.weight",
+               # the 26B-A4B's experts beside the dense MLP: a router with its scale, stacked gate_up and down
+               # (with each expert's scale), a norm into the experts and one out of each branch
+               "blk.{}.ffn_gate_inp.weight": "model.layers.{}.router.proj.weight",
+               "blk.{}.ffn_gate_inp.scale": "model.layers.{}.router.scale",
+               "blk.{}.ffn_gate_up_exps.weight": "model.layers.{}.experts.gate_up_proj",
+               "blk.{}.ffn_down_exps.weight": "model.layers.{}.experts.down_proj",
+               "blk.{}.ffn_down_exps.scale": "model.layers.{}.router.per_expert_scale",
+               "blk.{}.pre_ffw_norm_2.weight": "model.layers.{}.pre_feedforward_layernorm_2.weight",
+               "blk.{}.post_ffw_norm_1.weight": "model.layers.{}.post_feedforward_layernorm_1.weight",
+               "blk.{}.post_ffw_norm_2.weight": "model.layers.{}.post_feedforward_layernorm_2.weight"},
     "glm4": {"blk.{}.post_attention_norm.weight": "model.layers.{}.post_self_attn_layernorm.weight",
              "blk.{}.ffn_up.weight": "model.layers.{}.mlp.gate_up_proj.weight",
              "blk.{}.post_ffw_norm.weight": "model.layers.{}.post_mlp_layernorm.weight"},
@@ -602,6 +612,10 @@ def _gemma4_config(reader, config: dict) -> None:
                                                "rope_theta": float(field("gemma4.rope.freq_base_swa", 1e4))}})
     if isinstance(kv_heads, list) and full:
         config["num_global_key_value_heads"] = int(kv_heads[full[0]])
+    if field("gemma4.expert_count"):  # the 26B-A4B's experts beside each dense MLP
+        config.update(enable_moe_block=True, num_experts=int(field("gemma4.expert_count")),
+                      top_k_experts=int(field("gemma4.expert_used_count")),
+                      moe_intermediate_size=int(field("gemma4.expert_feed_forward_length")))
     if per_layer:
         config["vocab_size_per_layer_input"] = _rows(reader, "per_layer_token_embd.weight")
     softcap = field("gemma4.final_logit_softcapping")

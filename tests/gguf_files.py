@@ -68,6 +68,15 @@ GGUF_NAMES = {
     "model.layers.{}.per_layer_projection.weight": "blk.{}.proj.weight",
     "model.layers.{}.post_per_layer_input_norm.weight": "blk.{}.post_norm.weight",
     "model.layers.{}.layer_scalar": "blk.{}.layer_output_scale.weight",
+    # Gemma 4 26B-A4B's router, experts (stacked as the checkpoint has them) and the norms around them
+    "model.layers.{}.router.proj.weight": "blk.{}.ffn_gate_inp.weight",
+    "model.layers.{}.router.scale": "blk.{}.ffn_gate_inp.scale",
+    "model.layers.{}.router.per_expert_scale": "blk.{}.ffn_down_exps.scale",
+    "model.layers.{}.experts.gate_up_proj": "blk.{}.ffn_gate_up_exps.weight",
+    "model.layers.{}.experts.down_proj": "blk.{}.ffn_down_exps.weight",
+    "model.layers.{}.pre_feedforward_layernorm_2.weight": "blk.{}.pre_ffw_norm_2.weight",
+    "model.layers.{}.post_feedforward_layernorm_1.weight": "blk.{}.post_ffw_norm_1.weight",
+    "model.layers.{}.post_feedforward_layernorm_2.weight": "blk.{}.post_ffw_norm_2.weight",
     # A mixture's router and its experts, stacked [E, N, K] (stack_experts)
     "model.layers.{}.mlp.gate.weight": "blk.{}.ffn_gate_inp.weight",
     "model.layers.{}.mlp.experts.gate_proj.weight": "blk.{}.ffn_gate_exps.weight",
@@ -207,6 +216,14 @@ def to_gguf_name(name: str, arch: str) -> str:
     return GGUF_NAMES[name.replace(f".{layer}.", ".{}.", 1) if layer else name].format(layer)
 
 
+def stored_as(name: str, arch: str) -> str | None:
+    """The GGUF name of the HF tensor `name`, None where the file has no tensor of that name."""
+    try:
+        return to_gguf_name(name, arch)
+    except KeyError:
+        return None
+
+
 def value_head_order(name: str, tensor: np.ndarray, config: dict, to_gguf: bool) -> np.ndarray:
     """Qwen3.5's value heads in llama.cpp's order (to_gguf) or back: Qwen groups the value heads by the key
     head they read ([Hk, Hv/Hk] heads), llama.cpp tiles them ([Hv/Hk, Hk])."""
@@ -233,7 +250,10 @@ def dequantized_reference(checkpoint: Path, path: Path):
     state = model.state_dict()
     for name, value in state.items():
         fused = next((f for f in FUSED_IN_REFERENCE if name.endswith(f".{f}")), None)
-        parts = [name[:-len(fused)] + part for part in FUSED_IN_REFERENCE[fused]] if fused else [name]
+        if fused and stored_as(name, arch) not in stored:  # apart in the file (Gemma 4's experts are as they are)
+            parts = [name[:-len(fused)] + part for part in FUSED_IN_REFERENCE[fused]]
+        else:
+            fused, parts = None, [name]
         tensors = [stored.get(to_gguf_name(part, arch)) for part in parts]
         if any(t is None or t.tensor_type.name in ("F32", "F16", "BF16") for t in tensors):
             continue
@@ -362,9 +382,9 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
         if arch != "gemma4":  # per layer there (gemma4_metadata)
             writer.add_head_count_kv(config["num_key_value_heads"])
         writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
-    if "num_experts" in config or "num_local_experts" in config:
+    if config.get("num_experts") or config.get("num_local_experts"):
         writer.add_expert_count(config.get("num_experts", config.get("num_local_experts")))
-        writer.add_expert_used_count(config["num_experts_per_tok"])
+        writer.add_expert_used_count(config.get("num_experts_per_tok") or config["top_k_experts"])
         writer.add_expert_feed_forward_length(config.get("moe_intermediate_size") or config["intermediate_size"])
         if config.get("shared_expert_intermediate_size"):
             writer.add_expert_shared_feed_forward_length(config["shared_expert_intermediate_size"])
@@ -444,7 +464,7 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
             tensor = _permute(tensor, config["num_attention_heads"])
         elif arch in PERMUTED_QK and gguf_name.endswith(("attn_k.weight", "attn_k.bias")):
             tensor = _permute(tensor, config["num_key_value_heads"])
-        kind = block_types.get(gguf_name.split(".")[-2], "F32") if tensor.ndim >= 2 and name.endswith("weight") else "F32"
+        kind = block_types.get(gguf_name.split(".")[-2], "F32") if tensor.ndim >= 2 and not name.endswith("bias") else "F32"
         qtype = gguf.GGMLQuantizationType[kind]
         if kind in K_FIELDS:
             data = random_k_blocks(kind, tensor.shape, float(tensor.std()), rng)

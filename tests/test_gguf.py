@@ -252,6 +252,8 @@ GGUF_FAMILIES_2026 = [
     ("lfm2_moe-expert-bias", {**SMALL_BLOCKS, "in_proj": "Q4_0", "out_proj": "Q8_0", **EXPERT_BLOCKS}),
     ("qwen3_5_moe-text", {**SMALL_BLOCKS, "attn_qkv": "Q4_1", "attn_gate": "Q8_0", "ssm_out": "Q5_0",
                           "ffn_gate_shexp": "Q8_0", "ffn_up_shexp": "Q4_0", **EXPERT_BLOCKS}),
+    # Gemma 4 26B-A4B's experts beside the dense MLP, gate and up stacked in one tensor (split exactly: Q4_1's offsets)
+    ("gemma4-moe", {**SMALL_BLOCKS, "ffn_gate_up_exps": "Q4_1", "ffn_down_exps": "Q8_0"}),
 ])
 def test_gguf_architectures_match_transformers(name, block_types, checkpoint, tokenizer_of, tmp_path, gguf_file):
     """Each architecture's GGUF file, its blocks kept, against transformers on the checkpoint with
@@ -293,7 +295,8 @@ def assert_experts_stay_compressed(name: str, compiled: ov.CompiledModel) -> Non
 
 # llama.cpp reads these files as the import does: the families above and mixtures (F32 files: llama.cpp
 # computes quantized layers with int8 activations, which moves these tiny peaky models' logits by whole units).
-@pytest.mark.parametrize("name", [*(name for name, _ in GGUF_FAMILIES_2026), "qwen3_moe-fp32", "lfm2_moe-expert-bias"])
+@pytest.mark.parametrize("name", [*(name for name, _ in GGUF_FAMILIES_2026), "qwen3_moe-fp32", "lfm2_moe-expert-bias",
+                                  "gemma4-moe"])
 def test_gguf_families_match_llama_cpp(name, checkpoint, tokenizer_of, tmp_path, gguf_file):
     """The same files in F32, run by llama.cpp itself (f32 KV cache): its reading of the metadata is the
     reference. Logits within 2e-3 of the largest, 2e-2 for Gemma 4, whose GELUs ggml takes from an f16
