@@ -22,6 +22,8 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
+from .gguf_source import BlockQuantized
+
 WEIGHT_FORMATS = ("int4", "int8", "fp16", "fp32")
 
 
@@ -51,13 +53,14 @@ class WeightCompression:
 
     def _takes_int4(self, name: str, tensor, role: str) -> bool:
         """NNCF's ratio-defining weights: the decoder's projections whose input dimension has a group size."""
-        if role not in ("linear", "experts") or not self._targets(name):
+        if role not in ("linear", "experts") or not self._targets(name, tensor):
             return False
         columns = tensor.shape[-1]
         return self.group_size == -1 or columns % self.group_size == 0 or columns & -columns >= self.min_group_size
 
-    def _targets(self, name: str) -> bool:
-        return self.only is None or name in self.only
+    def _targets(self, name: str, tensor) -> bool:
+        """Not blocks that arrive quantized (an MXFP4 checkpoint's experts, repacked exactly): they are kept."""
+        return not isinstance(tensor, BlockQuantized) and (self.only is None or name in self.only)
 
     def score(self, name: str, tensor, role: str):
         """First pass: NNCF's data-free sensitivity of each int4 candidate, 1 / (eps + the worst row's mean
@@ -91,7 +94,7 @@ class WeightCompression:
         """Second pass: the weight's compressed form (an ov.Output of NNCF's decompression chain), or the
         tensor as it is when it is not compressed."""
         nncf = self.nncf
-        if not self._targets(name):
+        if not self._targets(name, tensor):
             return tensor
         options = {}
         if self.weight_format == "int8":

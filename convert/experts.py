@@ -22,7 +22,7 @@ import openvino.opset13 as ops
 from openvino.utils.node_factory import NodeFactory
 
 from .gguf_source import take_rows
-from .graph import linear, scalar, vector, weight
+from .graph import INT_MAX, linear, scalar, vector, weight
 
 _OPSET4 = NodeFactory("opset4")
 
@@ -113,41 +113,47 @@ def routed_experts(x, w, prefix: str, num_experts: int, route, activation: str =
     """Σ over the top-k experts e of weight_e · down_e(act(gate_e(x)) · up_e(x)), x [B, T, H] → [B, T, H].
 
     `route(x2d)` gives the token's expert indices and weights [T, k] (softmax_top_k & co. on router_logits)."""
-    hidden = x.get_partial_shape()[2].get_length()
-    x2d = ops.reshape(x, vector([-1, hidden]), special_zero=False)
+    x2d, tiled = _tokens_tiled(x, num_experts)
     indices, top_weights = route(x2d)
-    tiled = ops.reshape(ops.tile(x2d, vector([num_experts, 1])), vector([num_experts, -1, hidden]), special_zero=False)
-
-    def project(h, name: str):
-        return ops.matmul(h, w.experts(f"{prefix}.{name}"), transpose_a=False, transpose_b=True,
-                          name=w._key(f"{prefix}.{name}"))
-
+    project = lambda h, name: _project(h, w, f"{prefix}.{name}")
     h = ops.multiply(ACTIVATIONS[activation](project(tiled, "gate_proj")), project(tiled, "up_proj"))
     return _weighted_sum(project(h, "down_proj"), x2d, indices, top_weights, num_experts, x)
 
 
 def clamped_swiglu_experts(x, w, prefix: str, num_experts: int, route, alpha: float, limit: float) -> ov.Output:
     """gpt-oss's experts: biased projections and a clamped SwiGLU, (clamp(up, ±limit) + 1) · g·σ(alpha·g) with
-    g = min(gate, limit), in the plugin's two-matrix form (one gate_up weight [E, 2I, H], gate and up the
-    even and odd rows, its bias added before the slices)."""
-    hidden = x.get_partial_shape()[2].get_length()
-    x2d = ops.reshape(x, vector([-1, hidden]), special_zero=False)
+    g = min(gate, limit), in the plugin's two-matrix form: one `gate_up_proj` weight [E, 2I, H] whose even rows
+    are the gate's and odd rows the up projection's (as gpt-oss interleaves them), its bias [E, 2I] added
+    before the two strided slices, then `down_proj` [E, H, I] and its bias [E, H]. The plugin's match asks
+    for constant biases, a two-input Swish (the beta), Minimum on the gate and Clamp on the up branch. Biases
+    that are all zero (±0.0 alike) are simplified away when the model compiles, and the block then runs
+    densely over all E experts (checked on 2026.4.1; trained gpt-oss biases are not zero)."""
+    x2d, tiled = _tokens_tiled(x, num_experts)
     indices, top_weights = route(x2d)
-    x2d = ops.reshape(x2d, vector([-1, hidden]), special_zero=False)  # the Tile's input must be a Reshape
-    tiled = ops.reshape(ops.tile(x2d, vector([num_experts, 1])), vector([num_experts, -1, hidden]), special_zero=False)
 
     def project(h, name: str):
-        y = ops.matmul(h, w.experts(f"{prefix}.{name}"), transpose_a=False, transpose_b=True,
-                       name=w._key(f"{prefix}.{name}"))
         bias = np.asarray(w[f"{prefix}.{name}.bias"], np.float32)
-        return ops.add(y, ops.constant(bias[:, None, :]))
+        return ops.add(_project(h, w, f"{prefix}.{name}"), ops.constant(bias[:, None, :]))
 
     gate_up = project(tiled, "gate_up_proj")
-    gate = ops.slice(gate_up, vector([0]), vector([np.iinfo(np.int64).max]), vector([2]), vector([2]))
-    up = ops.slice(gate_up, vector([1]), vector([np.iinfo(np.int64).max]), vector([2]), vector([2]))
+    gate, up = (ops.slice(gate_up, vector([start]), vector([INT_MAX]), vector([2]), vector([2])) for start in (0, 1))
     up = ops.add(ops.clamp(up, -limit, limit), scalar(1.0, np.float32))
     gate = ops.swish(ops.minimum(gate, scalar(limit, np.float32)), scalar(alpha, np.float32))
     return _weighted_sum(project(ops.multiply(up, gate), "down_proj"), x2d, indices, top_weights, num_experts, x)
+
+
+def _tokens_tiled(x, num_experts: int):
+    """x [B, T, H] as tokens [T', H] (a Reshape, which the two-matrix match needs as the Tile's input) and
+    those tokens once per expert, [E, T', H]."""
+    hidden = x.get_partial_shape()[2].get_length()
+    x2d = ops.reshape(x, vector([-1, hidden]), special_zero=False)
+    tiled = ops.reshape(ops.tile(x2d, vector([num_experts, 1])), vector([num_experts, -1, hidden]), special_zero=False)
+    return x2d.output(0), tiled.output(0)
+
+
+def _project(h, w, name: str) -> ov.Output:
+    """h [E, T, K] by each expert's weight `name` [E, N, K] (transpose_b: the only layout the plugin makes sparse)."""
+    return ops.matmul(h, w.experts(name), transpose_a=False, transpose_b=True, name=w._key(name)).output(0)
 
 
 def _weighted_sum(per_expert, x2d, indices, top_weights, num_experts: int, x) -> ov.Output:

@@ -137,7 +137,8 @@ class BlockQuantized:
     factors the file stores, each [(E,) rows, super-blocks, 1 or groups per super-block, 1]: an f16 d per
     block, times a 6- or 8-bit integer per group for K-quants. Their product is exact in f32 (an
     f16 has 11 significant bits, a K-quant scale d·sc needs up to 17) and the factors take no more
-    room than in the GGUF."""
+    room than in the GGUF. Stacked experts [E, rows, cols] have one more leading axis throughout
+    (MXFP4 checkpoints' experts, repacked losslessly: models/gpt_oss.py)."""
 
     element_type: str  # "u4", "i4", "u8" or "i8"
     values: np.ndarray

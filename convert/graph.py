@@ -14,6 +14,7 @@ import ml_dtypes
 import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
+from openvino.utils.node_factory import NodeFactory
 
 from .gguf_source import BlockQuantized
 from .models.base import ModelArgs, Rope
@@ -24,6 +25,7 @@ F32 = ov.Type.f32
 # minimum would turn a row with nothing to attend to into NaN.
 MASKED = -65504.0
 INT_MAX = np.iinfo(np.int64).max
+_OPSET13 = NodeFactory("opset13")
 
 
 def weight(array) -> ov.Output:
@@ -66,21 +68,23 @@ def _scaled_blocks(blocks: BlockQuantized, zero_point: np.ndarray | None = None)
     The scale is built from the factors the GGUF stores (f16 d, times an integer per group for
     K-quants); OpenVINO folds them into one f32 constant per layer when it compiles the model, so
     the product is exact while the IR stays as small as the file."""
-    lead, cols = list(blocks.shape[:-1]), blocks.shape[-1]
+    *rows, cols = blocks.shape
     groups = cols // blocks.group
     raw = np.ascontiguousarray(blocks.values).view(np.uint8)  # the bytes, typed by ov.Type below
-    values = ov.op.Constant(ov.Tensor(raw, [*lead, groups, blocks.group], getattr(ov.Type, blocks.element_type)),
+    values = ov.op.Constant(ov.Tensor(raw, [*rows, groups, blocks.group], getattr(ov.Type, blocks.element_type)),
                             shared_memory=False)
     scale = None
     for factor in blocks.scale_factors:
-        factor = ops.convert(ops.constant(np.ascontiguousarray(factor)), F32)
+        factor = ops.constant(np.ascontiguousarray(factor))
+        factor = factor if factor.get_element_type() == F32 else ops.convert(factor, F32)
         scale = factor if scale is None else ops.multiply(scale, factor)
-    scale = ops.reshape(scale, vector([*lead, groups, 1]), special_zero=False)
+    if list(scale.get_output_shape(0)) != [*rows, groups, 1]:
+        scale = ops.reshape(scale, vector([*rows, groups, 1]), special_zero=False)
     x = ops.convert(values, F32)
     if zero_point is not None:
-        x = ops.subtract(x, ops.constant(zero_point.reshape(*lead, groups, 1)))
+        x = ops.subtract(x, ops.constant(zero_point.reshape(*rows, groups, 1)))
     x = ops.multiply(x, scale)
-    return ops.reshape(x, vector(list(blocks.shape)), special_zero=False).output(0)
+    return ops.reshape(x, vector([*rows, cols]), special_zero=False).output(0)
 
 
 def _group_scales(blocks: BlockQuantized) -> np.ndarray:
@@ -487,14 +491,22 @@ def cached_kv(k, v, layer: int, ctx: Context) -> tuple[ov.Output, ov.Output]:
             kv_cache(v, f"past_key_values.{layer}.valuepresent.{layer}.value", ctx, kv_heads, d))
 
 
-def attend(q, k, v, mask, scale: float | None = None, softcap: float | None = None) -> ov.Output:
+def attend(q, k, v, mask, scale: float | None = None, softcap: float | None = None, sinks=None) -> ov.Output:
     """Each query head's attention over the keys and values of its KV head: q [B, H, T, D], k and v
-    [B, Hkv, S, D] → [B, T, H·D]. `scale` None: 1/√D; `softcap`: soft_capped_attention."""
+    [B, Hkv, S, D] → [B, T, H·D]. `scale` None: 1/√D; `softcap`: soft_capped_attention; `sinks` [H]:
+    attention sinks (gpt-oss), one learned logit per head that joins every row's softmax and takes its
+    share of the probability but adds no value."""
     heads, d = (q.get_partial_shape()[i].get_length() for i in (1, 3))
     kv_heads = k.get_partial_shape()[1].get_length()
     k, v = repeat_kv(k, heads // kv_heads, kv_heads, d), repeat_kv(v, heads // kv_heads, kv_heads, d)
     if softcap:
         out = soft_capped_attention(q, k, v, mask, scale or d**-0.5, softcap)
+    elif sinks is not None:
+        # SDPA's sixth input (opset13's Python helper has no parameter for it): a Constant of q's rank,
+        # which the CPU plugin requires and GenAI's paged conversion hands to PagedAttention's `sinks`.
+        sink = ops.constant(np.asarray(sinks, np.float32).reshape(1, heads, 1, 1))
+        out = _OPSET13.create("ScaledDotProductAttention", [q, k, v, mask, scalar(scale or d**-0.5, np.float32), sink],
+                              {"causal": False})
     elif scale is None:
         out = ops.scaled_dot_product_attention(q, k, v, mask, causal=False)
     else:
@@ -504,7 +516,7 @@ def attend(q, k, v, mask, scale: float | None = None, softcap: float | None = No
 
 def attention(x, w: "LayerWeights", args: ModelArgs, ctx: Context, rope: Rope | None,
               sliding_window: int | None = None, qk_norm: str | None = None, scale: float | None = None,
-              output_gate: bool = False, softcap: float | None = None, query_scale=None) -> ov.Output:
+              output_gate: bool = False, softcap: float | None = None, query_scale=None, sinks: bool = False) -> ov.Output:
     """Multi-head attention with grouped KV heads and a stateful KV cache (Vaswani et al., 2017).
 
     `rope` None is a NoPE layer (no positional rotation); `qk_norm` "rms" or "rms+1" normalises each
@@ -512,7 +524,8 @@ def attention(x, w: "LayerWeights", args: ModelArgs, ctx: Context, rope: Rope | 
     (OLMo 2); `scale` replaces 1/√head_dim. `output_gate`: q_proj gives each head's query and then
     as many gate values, and the heads' output is multiplied by σ(gate) (gated attention, Qwen3-Next).
     `softcap`: scores soft-capped (soft_capped_attention); `query_scale` [B, 1, T, 1]: multiplies the
-    rotated queries, position by position (Llama 4's attention temperature)."""
+    rotated queries, position by position (Llama 4's attention temperature); `sinks`: the layer's
+    `self_attn.sinks` [H] join each head's softmax (attend)."""
     heads, kv_heads, d = args.num_attention_heads, args.num_key_value_heads, args.head_dim
     q, k, v = (w.linear(x, f"self_attn.{name}_proj") for name in ("q", "k", "v"))
     if qk_norm == "rms_across_heads":
@@ -535,7 +548,7 @@ def attention(x, w: "LayerWeights", args: ModelArgs, ctx: Context, rope: Rope | 
     if query_scale is not None:
         q = ops.multiply(q, query_scale).output(0)
     k, v = cached_kv(k, v, w.layer, ctx)
-    out = attend(q, k, v, ctx.mask(sliding_window), scale, softcap)
+    out = attend(q, k, v, ctx.mask(sliding_window), scale, softcap, w["self_attn.sinks"] if sinks else None)
     if output_gate:
         out = ops.multiply(out, ops.sigmoid(gate))
     return w.linear(out, "self_attn.o_proj")

@@ -127,6 +127,15 @@ class _Transformed:
 
 
 @dataclass(frozen=True)
+class _Combined:
+    refs: tuple
+    function: object
+
+    def load(self):
+        return self.function(*(ref.load() for ref in self.refs))
+
+
+@dataclass(frozen=True)
 class _Stacked:
     refs: tuple
 
@@ -164,7 +173,8 @@ class Weights:
                 raise KeyError(f"checkpoint has no tensor {name}")
             return default
         array = self._refs.pop(name).load()
-        return array if self._dtype is None else array.astype(self._dtype)
+        # Blocks that arrive quantized (graph.BlockQuantized) stay as they are.
+        return array if self._dtype is None or not isinstance(array, np.ndarray) else array.astype(self._dtype)
 
     def discard(self, name: str) -> None:
         self._refs.pop(name, None)
@@ -187,6 +197,11 @@ class Weights:
     def transform(self, name: str, new_name: str, function) -> None:
         """The tensor `name` is read as `function` of it, under `new_name`."""
         self._refs[new_name] = _Transformed(self._refs.pop(name), function)
+
+    def combine(self, names: list[str], new_name: str, function) -> None:
+        """The tensors `names` are read as one, `function` of them all, under `new_name` (quantized blocks
+        and their scales as one weight)."""
+        self._refs[new_name] = _Combined(tuple(self._refs.pop(name) for name in names), function)
 
     def stack(self, names: list[str], new_name: str) -> None:
         """The tensors `names` (of one shape) are read as one, stacked along a new first axis, under `new_name`

@@ -45,6 +45,8 @@ LFM2_MOE = dict(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32)
 GEMMA4 = dict(head_dim=16, global_head_dim=32, sliding_window=12, hidden_size_per_layer_input=8)
 GEMMA4_MOE = dict(GEMMA4, enable_moe_block=True, num_experts=8, top_k_experts=2, moe_intermediate_size=32,
                   hidden_size_per_layer_input=0, attention_k_eq_v=True, num_global_key_value_heads=1)
+# gpt-oss's YaRN stretches 4096 positions 32 times.
+GPT_OSS = dict(head_dim=16, num_local_experts=8, num_experts_per_tok=2, intermediate_size=32, max_position_embeddings=131072)
 MINISTRAL3_ROPE = dict(rope_type="yarn", rope_theta=1_000_000.0, factor=4.0, original_max_position_embeddings=16,
                       beta_fast=32.0, beta_slow=1.0, mscale=1.0, mscale_all_dim=1.0, llama_4_scaling_beta=0.5)
 
@@ -207,6 +209,17 @@ VARIANTS = {
                                                    hidden_size_per_layer_input=8,
                                                    layer_types=["sliding_attention", "sliding_attention",
                                                                 "full_attention"]), torch.float32, False),
+    # gpt-oss: 8 biased clamped-SwiGLU experts of width 32, 2 per token; attention sinks; a sliding layer (window
+    # 12, shorter than every test prompt), then a full one; gpt-oss's own YaRN (truncate: false). The fp32 one
+    # tied, with a clamp at 1 that most gate and up values reach, another alpha, window and YaRN; the MXFP4 one
+    # stores its experts as OpenAI ships them (mxfp4_experts), transformers dequantizing them as the reference.
+    "gpt_oss": ("GptOssConfig", dict(GPT_OSS, sliding_window=12), torch.bfloat16, False),
+    "gpt_oss-fp32-tied": ("GptOssConfig", dict(
+        GPT_OSS, sliding_window=8, layer_types=["full_attention", "sliding_attention"], tie_word_embeddings=True,
+        swiglu_limit=1.0, swiglu_alpha=2.5, max_position_embeddings=512,
+        rope_parameters=dict(rope_type="yarn", rope_theta=10_000.0, factor=8.0, original_max_position_embeddings=64)),
+        torch.float32, False),
+    "gpt_oss-mxfp4": ("GptOssConfig", dict(GPT_OSS, sliding_window=12), torch.bfloat16, False),
     # GGUF imports of mixtures. Qwen3-MoE as llama.cpp runs it (experts in every layer, renormalised), 256 wide
     # for K-quants (super-blocks of 256 weights per row of every expert projection).
     "qwen3_moe-256": ("Qwen3MoeConfig", dict(QWEN3_MOE, hidden_size=256, moe_intermediate_size=256, norm_topk_prob=True),
@@ -217,6 +230,7 @@ VARIANTS = {
 EXPERT_LAYERS = {"qwen3_moe": (1, 3), "qwen3_moe-fp32": (2, 3), "qwen3_5_moe-text": (2, 3),
                  "qwen3_5_moe-multimodal-fused-experts": (2, 3), "lfm2_moe-expert-bias": (2, 3), "lfm2_moe-fp32": (1, 3),
                  "gemma4-moe": (2, 3), "gemma4-moe-multimodal": (3, 3),
+                 "gpt_oss": (2, 2), "gpt_oss-fp32-tied": (2, 2), "gpt_oss-mxfp4": (2, 2),
                  "qwen3_moe-256": (2, 3)}
 TINY_VISION = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=28,
                    patch_size=14)
@@ -293,11 +307,16 @@ def make_checkpoint(name: str, out: Path, tokenizer) -> Path:
         config = getattr(transformers, config_class)(**text)
     torch.manual_seed(sum(map(ord, name)))
     model = auto_model_class(config.model_type).from_config(config, dtype=dtype)
-    if "bias" in name:
+    if "bias" in name or config.model_type == "gpt_oss":
         with torch.no_grad():  # transformers initialises biases to zero, which would test nothing
             for module in model.modules():
                 if isinstance(module, torch.nn.Linear) and module.bias is not None:
                     module.bias.normal_(0, 0.2)
+            for parameter_name, parameter in model.named_parameters():
+                if parameter_name.endswith("_proj_bias"):  # gpt-oss's experts' [E, N] biases
+                    parameter.normal_(0, 0.2)
+                elif parameter_name.endswith("self_attn.sinks"):  # large enough to change the greedy tokens
+                    parameter.normal_(0, 2.0)
             for buffer_name, buffer in model.named_buffers():
                 if buffer_name.endswith("expert_bias"):  # of the order of the sigmoid scores it is added to
                     buffer.normal_(0, 0.5)
@@ -312,4 +331,28 @@ def make_checkpoint(name: str, out: Path, tokenizer) -> Path:
         (out / "chat_template.jinja").write_text(template)
     if v4_config:
         to_v4_config(out / "config.json")
+    if "mxfp4" in name:
+        mxfp4_experts(out)
     return out
+
+
+def mxfp4_experts(out: Path) -> None:
+    """A gpt-oss checkpoint's experts rewritten as OpenAI ships them: MXFP4 `{proj}_blocks` [E, out, in/32, 16]
+    (32 e2m1 values per group, two to a byte, the even one in the low nibble) and `{proj}_scales` [E, out, in/32]
+    (the group's power of two as an e8m0 exponent, bias 127), each weight rounded to the nearest value its group's
+    scale gives; config.json says quant_method mxfp4, as theirs does."""
+    e2m1 = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0])
+    tensors = safetensors.torch.load_file(out / "model.safetensors")
+    for name in [n for n in tensors if n.endswith(("experts.gate_up_proj", "experts.down_proj"))]:
+        weight = tensors.pop(name).float().transpose(1, 2)  # [E, in, out] → [E, out, in]
+        groups = weight.reshape(*weight.shape[:2], -1, 32)
+        largest = groups.abs().amax(-1, keepdim=True).clamp(min=2.0**-100)
+        exponent = torch.ceil(torch.log2(largest / 6.0))  # the group's largest value fits under 6 · 2^e
+        codes = (groups / 2.0**exponent).unsqueeze(-1).sub(e2m1).abs().argmin(-1).to(torch.uint8)
+        tensors[f"{name}_blocks"] = codes[..., 0::2] | (codes[..., 1::2] << 4)
+        tensors[f"{name}_scales"] = (exponent.squeeze(-1) + 127).to(torch.uint8)
+    safetensors.torch.save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((out / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": [
+        "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]}
+    (out / "config.json").write_text(json.dumps(config, indent=2))

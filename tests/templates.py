@@ -134,6 +134,46 @@ NO_SYSTEM_ROLE = """\
 {%- endfor -%}
 """
 
+# gpt-oss: OpenAI's harmony format. A system message (identity, knowledge cutoff, today's date, the reasoning
+# level from `reasoning_effort`, the valid channels), the system or developer prompt as a developer message, each
+# turn <|start|>{role}<|channel|>{channel}<|message|>{text}<|end|>; the model writes its reasoning in the analysis
+# channel and its answer in the final one, which it ends with <|return|>. Earlier turns keep only their final
+# answer. Written here (the shipped template is not copied) with the constructs it uses: `is defined` defaults,
+# strftime_now, a leading system/developer message sliced off, substring tests and raise_exception, loop.last
+# against add_generation_prompt; its tool and builtin-tool rendering is left out.
+HARMONY = """\
+{%- set effort = reasoning_effort if reasoning_effort is defined else 'medium' -%}
+{{- '<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\\n' -}}
+{{- 'Knowledge cutoff: 2024-06\\nCurrent date: ' + strftime_now('%Y-%m-%d') + '\\n\\n' -}}
+{{- 'Reasoning: ' + effort + '\\n\\n# Valid channels: analysis, commentary, final. Channel must be included for every message.<|end|>' -}}
+{%- if messages[0].role == 'system' or messages[0].role == 'developer' -%}
+    {{- '<|start|>developer<|message|># Instructions\\n\\n' + messages[0].content + '\\n\\n<|end|>' -}}
+    {%- set turns = messages[1:] -%}
+{%- else -%}
+    {%- set turns = messages -%}
+{%- endif -%}
+{%- for message in turns -%}
+    {%- if message.role == 'user' -%}
+        {{- '<|start|>user<|message|>' + message.content + '<|end|>' -}}
+    {%- elif message.role == 'assistant' -%}
+        {%- if '<|channel|>' in message.content -%}
+            {{- raise_exception('Pass the reasoning in the thinking field, not as <|channel|> tags in the content') -}}
+        {%- endif -%}
+        {%- if loop.last and not add_generation_prompt -%}
+            {%- if message.thinking is defined -%}
+                {{- '<|start|>assistant<|channel|>analysis<|message|>' + message.thinking + '<|end|>' -}}
+            {%- endif -%}
+            {{- '<|start|>assistant<|channel|>final<|message|>' + message.content + '<|return|>' -}}
+        {%- else -%}
+            {{- '<|start|>assistant<|channel|>final<|message|>' + message.content + '<|end|>' -}}
+        {%- endif -%}
+    {%- endif -%}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{- '<|start|>assistant' -}}
+{%- endif -%}
+"""
+
 # The family of a tiny checkpoint is the first word of its variant name.
 def tools_template(how_to_call: str, call: str, tool_result: str) -> str:
     """A ChatML template that takes tools: the system turn says `how_to_call` and lists them, an assistant turn
@@ -173,7 +213,8 @@ LLAMA3_TOOLS = tools_template(
     '{"name": "{{ call.function.name }}", "parameters": {{ call.function.arguments | tojson }}}',
     "<|im_start|>ipython\n{{ message.content }}")
 
-BY_FAMILY = {"qwen3": QWEN3, "qwen3_moe": QWEN3, "qwen3_5": QWEN3_5, "qwen3_5_moe": QWEN3_5, "lfm2": LFM2, "lfm2_moe": LFM2, "gemma2": GEMMA3, "gemma3": GEMMA3, "gemma4": GEMMA3, "smollm3": SMOLLM3, "mistral": NO_SYSTEM_ROLE}
+BY_FAMILY = {"qwen3": QWEN3, "qwen3_moe": QWEN3, "qwen3_5": QWEN3_5, "qwen3_5_moe": QWEN3_5, "lfm2": LFM2, "lfm2_moe": LFM2, "gemma2": GEMMA3, "gemma3": GEMMA3, "gemma4": GEMMA3, "smollm3": SMOLLM3, "mistral": NO_SYSTEM_ROLE,
+             "gpt_oss": HARMONY}
 THINKING = ("qwen3", "qwen3_moe", "qwen3_5", "qwen3_5_moe", "smollm3")  # families whose template reads enable_thinking
 
 

@@ -96,6 +96,7 @@ def whole_model_nncf(source: Path, weight_format: str, sym: bool) -> ov.Model:
     # three experts (the last band two).
     ("qwen3_moe", "int4", True, None),
     ("qwen3_moe", "int8", False, 3 * 32 * 64),
+    ("gpt_oss", "int4", True, None),  # gate and up interleaved in one stacked weight, biases, sinks
 ])
 def test_compressing_weight_by_weight_stores_what_whole_model_nncf_stores(converted, checkpoint, tmp_path, monkeypatch,
                                                                             name, weight_format, sym, band_weights):
@@ -218,6 +219,8 @@ def test_unsupported_model_type(tmp_path, checkpoint):
      "granitemoehybrid: Mamba-2 layers (a Granite 4.0 -H model) are not supported yet; its dense models are"),
     ("granitemoehybrid", {"num_local_experts": 4},
      "granitemoehybrid: mixture-of-experts layers (4 experts) are not supported yet; its dense models are"),
+    ("gpt_oss", {"quantization_config": {"quant_method": "bitsandbytes"}},
+     "gpt_oss: bitsandbytes quantized checkpoints are not supported (bf16 and MXFP4 ones are)"),
 ])
 def test_the_families_unbuilt_variants_are_refused_by_name(name, change, message, tmp_path, checkpoint):
     src = copy_checkpoint(checkpoint(name), tmp_path / name)
@@ -332,6 +335,7 @@ def test_the_cli_starts_no_thread_before_it_blocks_signals():
 
 @pytest.mark.parametrize("source", ["llama", "gguf", "qwen3_5-multimodal", "lfm2", "gemma3-vision", "gemma4-vision",
                                     "qwen3_vl-vision", "qwen3_5_moe-vision", "lfm2_moe-expert-bias", "gemma4-moe",
+                                    "gpt_oss-mxfp4",
                                     "qwen3_moe-256-gguf"])
 def test_conversion_never_imports_torch(tmp_path, checkpoint, vlm_checkpoint, source):
     """The convert extra has no torch: a conversion must not need it (here it cannot import it), vision towers

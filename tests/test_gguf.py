@@ -254,6 +254,8 @@ GGUF_FAMILIES_2026 = [
                           "ffn_gate_shexp": "Q8_0", "ffn_up_shexp": "Q4_0", **EXPERT_BLOCKS}),
     # Gemma 4 26B-A4B's experts beside the dense MLP, gate and up stacked in one tensor (split exactly: Q4_1's offsets)
     ("gemma4-moe", {**SMALL_BLOCKS, "ffn_gate_up_exps": "Q4_1", "ffn_down_exps": "Q8_0"}),
+    # gpt-oss: sinks, biases, MXFP4 experts (repacked as i8 groups), gate and up interleaved into one gate_up
+    ("gpt_oss", {**SMALL_BLOCKS, "ffn_gate_exps": "MXFP4", "ffn_up_exps": "MXFP4", "ffn_down_exps": "MXFP4"}),
 ])
 def test_gguf_architectures_match_transformers(name, block_types, checkpoint, tokenizer_of, tmp_path, gguf_file):
     """Each architecture's GGUF file, its blocks kept, against transformers on the checkpoint with

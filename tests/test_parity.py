@@ -139,7 +139,8 @@ def family_variants(families) -> list[str]:
     return [name for name in VARIANTS if name.split("-")[0] in families]
 
 
-@pytest.mark.parametrize("name", ["smollm2", *family_variants(("qwen3", "qwen3_5", "lfm2", "gemma3", "smollm3", "mistral"))])
+@pytest.mark.parametrize("name", ["smollm2", *family_variants(("qwen3", "qwen3_5", "lfm2", "gemma3", "smollm3", "mistral",
+                                                                      "gpt_oss"))])
 def test_chat_template_renders_as_in_transformers(name, converted, tokenizer_of):
     """The family's template, from the tokenizer IR's rt_info through GenAI's template engine, gives
     the prompt jinja2 gives, with and without enable_thinking. A template without a system role
