@@ -3,8 +3,9 @@
 The quantized blocks llama.cpp writes (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the K-quants Q4_K, Q5_K,
 Q6_K that make up a Q4_K_M file) are kept exactly: their integers become OpenVINO u4/i4/u8/i8
 constants with a scale (and offset) per group of 16 or 32 weights, each stored as the file stores it,
-so the model computes with the very weights llama.cpp does. Other block types (IQ*, TQ*, Q2_K, Q3_K) are dequantized and
-compressed like any checkpoint.
+so the model computes with the very weights llama.cpp does; gpt-oss's MXFP4 as i8 (2·e2m1) with its power-of-two
+scale, exactly. A mixture's stacked experts [E, N, K] keep their blocks the same way. Other block types (IQ*, TQ*,
+Q2_K, Q3_K) are dequantized and compressed like any checkpoint.
 """
 
 from __future__ import annotations
