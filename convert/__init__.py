@@ -18,7 +18,7 @@ import openvino as ov
 
 from . import graph, models
 from .calibration import CalibrationError, DataAware, compress_with_data
-from .compress import WEIGHT_FORMATS, WeightCompression, layer_precisions
+from .compress import WEIGHT_FORMATS, SpillFile, WeightCompression, layer_precisions
 from .models import UnsupportedModel
 from .sources import Checkpoint, SourceError, open_source
 from .tokenizer import TokenizerError, convert_tokenizer
@@ -127,6 +127,7 @@ def _convert_into(staging: Path, source, weight_format: str | None, group_size: 
         return weights
 
     weights = read_weights(np.float32 if weight_format in ("fp32", "fp16") else None)
+    spill = SpillFile(staging)  # holds the compressed weights' memory until the model is saved
     vision = {}
     if multimodal:
         vision_weight_format = vision_weight_format or ("int8" if weight_format in ("int4", "int8") else weight_format)
@@ -144,7 +145,7 @@ def _convert_into(staging: Path, source, weight_format: str | None, group_size: 
         _say(f"Compressed with {how}")
     else:
         model = _build_compressed_as_read(build, arch, args, checkpoint, read_weights, weights, weight_format,
-                                          group_size, ratio, sym)
+                                          group_size, ratio, sym, spill)
     if weights:
         raise ConversionError(
             f"the checkpoint has tensors this {args.model_type} graph does not use: {', '.join(sorted(weights)[:3])}"
@@ -208,12 +209,13 @@ def _build_vision(arch, checkpoint: Checkpoint, weight_format: str, group_size: 
 
 
 def _build_compressed_as_read(build, arch, args, checkpoint, read_weights, weights, weight_format, group_size,
-                              ratio, sym):
+                              ratio, sym, spill: SpillFile):
     """The model's graph (`build`: graph.build_model, or build_multimodal's models) with each weight
-    compressed as it is read (compress.py): all of them, or only a GGUF's dequantized ones."""
+    compressed as it is read (compress.py): all of them, or only a GGUF's dequantized ones; the compressed
+    constants moved to `spill` as they are made."""
     compression = None
     if weight_format in ("int4", "int8") and weights.to_compress != set():
-        compression = WeightCompression(weight_format, group_size, ratio, sym, weights.to_compress)
+        compression = WeightCompression(weight_format, group_size, ratio, sym, weights.to_compress, spill)
         details = f", group {group_size}, ratio {ratio}" if weight_format == "int4" else ""
         what = "each weight" if weights.to_compress is None else "each dequantized GGUF weight"
         _say(f"Compressing {what} to {weight_format} as it is read ({'sym' if sym else 'asym'}{details})")

@@ -362,8 +362,8 @@ def read_state(name: str, ctx: Context, shape: list[int]) -> ov.Output:
 
 
 def write_state(value, name: str, ctx: Context) -> None:
-    if isinstance(value, ov.Output) and value.get_index():  # Python's Assign takes a node's first output only
-        value = ops.convert(value, value.get_element_type())  # a no-op the plugin removes
+    if isinstance(value, ov.Output):  # Python's Assign takes a node, and of it the first output only
+        value = value.get_node() if value.get_index() == 0 else ops.convert(value, value.get_element_type())  # a no-op the plugin removes
     ctx.sinks.append(ops.assign(value, name))
 
 
@@ -374,9 +374,10 @@ def kv_cache(new, name: str, ctx: Context, num_kv_heads: int, head_dim: int) -> 
     return present.output(0)
 
 
-def short_conv(x, kernel: np.ndarray, layer: int, ctx: Context) -> ov.Output:
+def short_conv(x, kernel: np.ndarray, layer: int, ctx: Context, bias: np.ndarray | None = None) -> ov.Output:
     """Causal depthwise convolution over time, [B, C, T] → [B, C, T], each channel with its own K taps
-    (kernel [C, K], or [C, 1, K] as checkpoints store it; H3 and Mamba's short convolution). The last K
+    (kernel [C, K], or [C, 1, K] as checkpoints store it; H3 and Mamba's short convolution) and, where
+    given, its bias [C] (added after the Slice, outside the form below). The last K
     inputs are carried as the layer's state [B, C, K], `cache_params.past.conv.{layer}`:
     Concat(state, x) → GroupConvolution (no padding) → Slice off the first output is the form GenAI's
     PagedCausalConv1DFusion rewrites for paged attention; the oldest column only keeps that form."""
@@ -387,7 +388,10 @@ def short_conv(x, kernel: np.ndarray, layer: int, ctx: Context) -> ov.Output:
     write_state(ops.slice(window, vector([-taps]), vector([INT_MAX]), vector([1]), vector([2])), name, ctx)
     filters = ops.reshape(weight(kernel), vector([channels, 1, 1, taps]), special_zero=False)
     y = ops.group_convolution(window, filters, strides=[1], pads_begin=[0], pads_end=[0], dilations=[1])
-    return ops.slice(y, vector([1]), vector([INT_MAX]), vector([1]), vector([2])).output(0)
+    y = ops.slice(y, vector([1]), vector([INT_MAX]), vector([1]), vector([2]))
+    if bias is not None:
+        y = ops.add(y, ops.unsqueeze(weight(bias), vector([-1])))
+    return y.output(0)
 
 
 def l2_normalize(x, eps: float = 1e-6) -> ov.Output:
@@ -455,6 +459,86 @@ def gated_delta_rule(q, k, v, g, beta, state, heads_tiled: bool = False) -> tupl
     loop.set_merged_input(out_prev, ops.broadcast(scalar(0.0, np.float32), v_shape).output(0), out.output(0))
     outputs = ops.transpose(loop.get_iter_value(out.output(0), -1), heads_first)
     return outputs.output(0), loop.get_iter_value(s.output(0), -1)
+
+
+def selective_scan(x, dt, a, b, c, state, name: str = "selective_scan") -> tuple[ov.Output, ov.Output]:
+    """Mamba-2's selective state-space scan (Dao & Gu, 2024) token by token: for each t,
+    S ← S·exp(A·dt_t) + dt_t · x_t ⊗ B_t and y_t = S·C_t (the D skip is the caller's).
+
+    x [B, T, H, P], dt [B, T, H] (after softplus and clamp), `a` [H] (A = −exp(A_log)), b and c
+    [B, T, G, N] (head h reads group h // (H/G)), state [B, H, P, N] → (y [B, T, H, P], the last S).
+    Written as the Loop GenAI's paged conversion replaces with PagedSelectiveSSM (openvino's FuseSSMLoop):
+    exp(A·dt), dt·B ⊗ x and C per head computed for every token before the Loop, which slices them along
+    time; its body [timestep, dA, dBx, C, S, output buffer] returns the condition, S and the buffer the
+    step's y is scattered into. Outside paged attention the CPU runs it as a TensorIterator, slowly (a
+    runtime that finds a Loop `name`d …selective_scan runs the model on paged attention)."""
+    heads, head_dim = (x.get_partial_shape()[i].get_length() for i in (2, 3))
+    groups, state_size = (b.get_partial_shape()[i].get_length() for i in (2, 3))
+
+    def per_head(v):  # [B, T, G, N] → [B, T, H, N], each group repeated for its heads in place
+        tiled = ops.tile(ops.unsqueeze(v, scalar(3)), vector([1, 1, 1, heads // groups, 1]))
+        return ops.reshape(tiled, vector([0, 0, -1, state_size]), special_zero=True)
+
+    decay = ops.reshape(ops.exp(ops.multiply(ops.constant(a), dt)), vector([0, 0, 0, 1, 1]), special_zero=True)
+    db = ops.multiply(ops.unsqueeze(dt, scalar(-1)), per_head(b))
+    dbx = ops.multiply(ops.unsqueeze(db, scalar(-2)), ops.unsqueeze(x, scalar(-1)))  # [B, T, H, P, N]
+    c5 = ops.unsqueeze(per_head(c), scalar(-2))  # [B, T, H, 1, N]
+    steps = ops.convert(ops.gather(ops.shape_of(x), scalar(1), scalar(0)), ov.Type.i32)
+
+    t = ops.parameter([], ov.Type.i32, name="timestep")
+    decay_t = ops.parameter([-1, 1, heads, 1, 1], F32, name="decay_t")
+    dbx_t = ops.parameter([-1, 1, heads, head_dim, state_size], F32, name="dbx_t")
+    c_t = ops.parameter([-1, 1, heads, 1, state_size], F32, name="c_t")
+    s_prev = ops.parameter([-1, heads, head_dim, state_size], F32, name="state")
+    out_prev = ops.parameter([-1, -1, heads, head_dim], F32, name="output")
+    time_axis = scalar(1)
+    s = ops.add(ops.multiply(s_prev, ops.squeeze(decay_t, time_axis)), ops.squeeze(dbx_t, time_axis))
+    y = ops.unsqueeze(ops.reduce_sum(ops.multiply(s, ops.squeeze(c_t, time_axis)), scalar(-1), keep_dims=False), time_axis)
+    out = ops.scatter_update(out_prev, ops.unsqueeze(t, scalar(0)), y, time_axis)
+    body = ov.Model([ops.constant(np.array([True])).output(0), s.output(0), out.output(0)],
+                    [t, decay_t, dbx_t, c_t, s_prev, out_prev], "selective_scan_step")
+
+    loop = ops.loop(steps, ops.constant(np.array([True])))
+    loop.set_friendly_name(name)
+    loop.set_function(body)
+    loop.set_special_body_ports([0, 0])
+    for param, value in ((decay_t, decay), (dbx_t, dbx), (c_t, c5)):
+        loop.set_sliced_input(param, value.output(0), 0, 1, 1, -1, 1)
+    loop.set_merged_input(s_prev, state, s.output(0))
+    loop.set_merged_input(out_prev, ops.broadcast(scalar(0.0, np.float32), ops.shape_of(x)).output(0), out.output(0))
+    return loop.get_iter_value(out.output(0), -1), loop.get_iter_value(s.output(0), -1)
+
+
+def mamba2(x, w: "LayerWeights", ctx: Context, heads: int, head_dim: int, groups: int, state_size: int, eps: float,
+           time_step_limit=(0.0, float("inf")), prefix: str = "mamba") -> ov.Output:
+    """A Mamba-2 mixer (Dao & Gu, 2024) under transformers' names (Mamba2, Bamba, Granite 4.0-H):
+    in_proj → gate z, xBC, dt; a causal depthwise convolution over xBC (short_conv, with its bias) and
+    SiLU; x, B, C split off; dt = softplus(dt + dt_bias) clamped to time_step_limit; the selective scan
+    with state `cache_params.past.ssm.{layer}` [B, H, P, N]; y + D·x; an RMSNorm of y·SiLU(z) in each of
+    the `groups` groups of channels, scaled by norm.weight; out_proj."""
+    inner, bc = heads * head_dim, groups * state_size
+    z, xbc, dt = ops.variadic_split(w.linear(x, f"{prefix}.in_proj"), scalar(-1), vector([inner, inner + 2 * bc, heads])).outputs()
+    conv_bias = w.weights.pop(w._key(f"{prefix}.conv1d.bias"), None)
+    xbc = short_conv(ops.transpose(xbc, vector([0, 2, 1])), w[f"{prefix}.conv1d.weight"], w.layer, ctx, conv_bias)
+    xs, b, c = ops.variadic_split(ops.transpose(ops.swish(xbc), vector([0, 2, 1])), scalar(-1), vector([inner, bc, bc])).outputs()
+    xs = split_heads(xs, heads, head_dim)
+    b, c = split_heads(b, groups, state_size), split_heads(c, groups, state_size)
+
+    dt = ops.softplus(ops.add(dt, ops.constant(np.asarray(w[f"{prefix}.dt_bias"], np.float32))))
+    low, high = time_step_limit
+    if (low, high) != (0.0, float("inf")):  # softplus is never negative: the default limit clamps nothing
+        dt = ops.clamp(dt, low, high)
+    a = -np.exp(np.asarray(w[f"{prefix}.A_log"], np.float32))
+    state_name = f"cache_params.past.ssm.{w.layer}"
+    y, state = selective_scan(xs, dt.output(0), a, b, c, read_state(state_name, ctx, [heads, head_dim, state_size]),
+                              name=w._key(f"{prefix}.selective_scan"))
+    write_state(state, state_name, ctx)
+
+    skip = ops.constant(np.asarray(w[f"{prefix}.D"], np.float32).reshape(heads, 1))
+    y = ops.reshape(ops.add(y, ops.multiply(xs, skip)), vector([0, 0, inner]), special_zero=True)
+    gated = split_heads(ops.multiply(y, ops.swish(z)), groups, inner // groups)
+    normed = ops.reshape(rms_norm(gated, None, eps), vector([0, 0, inner]), special_zero=True)
+    return w.linear(ops.multiply(normed, weight(w[f"{prefix}.norm.weight"])), f"{prefix}.out_proj")
 
 
 def repeat_kv(x, n_rep: int, num_kv_heads: int, head_dim: int) -> ov.Output:

@@ -328,6 +328,14 @@ def model_precision(requested: str, device: str, model_dir: Path) -> Precision:
 # SDPA equals transformers for every family, while paged attention departs from it on a Gemma 4 picture longer
 # than the sliding window (docs/vision.md).
 PIPELINE_PROPERTIES = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "ATTENTION_BACKEND": "SDPA"}
+# Mamba-2's selective scan (Granite 4.0-H) is a token-by-token Loop that only GenAI's paged-attention
+# conversion turns into a kernel (PagedSelectiveSSM); on SDPA the CPU runs it as a TensorIterator whose cost
+# grows faster than the prompt (benchmarks/mamba_scan.py). Such a model runs on paged attention.
+MAMBA_SCAN = '.selective_scan" type="Loop"'
+
+
+def attention_backend(model_dir: Path) -> str:
+    return "PA" if MAMBA_SCAN in language_model(model_dir).read_text(errors="replace") else "SDPA"
 
 
 def open_pipeline(model_dir, device: str = "auto", use_cache: bool = True, precision: str = "auto"):
@@ -344,7 +352,7 @@ def open_pipeline(model_dir, device: str = "auto", use_cache: bool = True, preci
         print(notice, file=sys.stderr)
     chosen = model_precision(precision, device, path)
     vision = sees_images(path)
-    properties = {**PIPELINE_PROPERTIES, **chosen.properties}
+    properties = {**PIPELINE_PROPERTIES, "ATTENTION_BACKEND": attention_backend(path), **chosen.properties}
     if use_cache:
         cache = cache_dir() / "compiled"
         cache.mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,9 @@ def longrope(original_max_position_embeddings: int) -> dict:
 QWEN3_5 = dict(head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
                linear_value_head_dim=8, linear_conv_kernel_dim=4)
 
+GRANITE_H = dict(num_local_experts=4, num_experts_per_tok=2, intermediate_size=32, shared_intermediate_size=48,
+                 mamba_n_heads=8, mamba_d_head=16, mamba_d_state=16, mamba_d_conv=4, embedding_multiplier=12.0,
+                 residual_multiplier=0.22, attention_multiplier=0.0625, logits_scaling=4.0)
 QWEN3_MOE = dict(head_dim=16, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32)
 QWEN3_5_MOE = dict(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=48)
 LFM2_MOE = dict(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32)
@@ -220,6 +223,20 @@ VARIANTS = {
         rope_parameters=dict(rope_type="yarn", rope_theta=10_000.0, factor=8.0, original_max_position_embeddings=64)),
         torch.float32, False),
     "gpt_oss-mxfp4": ("GptOssConfig", dict(GPT_OSS, sliding_window=12), torch.bfloat16, False),
+    # Granite 4.0-H: Mamba-2 layers (8 heads of 16 = 2 × hidden, states of 16) beside attention, Granite's
+    # multipliers, a shared MLP and, with experts, 4 experts of width 32, 2 per token. D and dt_bias are drawn
+    # at random ("mamba" in the name). A Mamba layer then NoPE attention, with experts:
+    "granitemoehybrid-mamba-moe": ("GraniteMoeHybridConfig", dict(GRANITE_H, layer_types=["mamba", "attention"]),
+                                   torch.bfloat16, False),
+    # Like Granite 4.0-H Micro: no experts; two Mamba layers first, their B and C in 2 groups, and transformers'
+    # reference scanning in chunks of 8 tokens (every prompt crosses several).
+    "granitemoehybrid-mamba-fp32": ("GraniteMoeHybridConfig", dict(
+        GRANITE_H, num_hidden_layers=3, layer_types=["mamba", "mamba", "attention"], num_local_experts=0,
+        mamba_n_groups=2, mamba_chunk_size=8), torch.float32, False),
+    # Rope attention first, then Mamba with biased projections; experts.
+    "granitemoehybrid-mamba-rope-bias": ("GraniteMoeHybridConfig", dict(
+        GRANITE_H, layer_types=["attention", "mamba"], position_embedding_type="rope", mamba_proj_bias=True,
+        attention_bias=True, tie_word_embeddings=True), torch.bfloat16, False),
     # GGUF imports of mixtures. Qwen3-MoE as llama.cpp runs it (experts in every layer, renormalised), 256 wide
     # for K-quants (super-blocks of 256 weights per row of every expert projection).
     "qwen3_moe-256": ("Qwen3MoeConfig", dict(QWEN3_MOE, hidden_size=256, moe_intermediate_size=256, norm_topk_prob=True),
@@ -231,6 +248,7 @@ EXPERT_LAYERS = {"qwen3_moe": (1, 3), "qwen3_moe-fp32": (2, 3), "qwen3_5_moe-tex
                  "qwen3_5_moe-multimodal-fused-experts": (2, 3), "lfm2_moe-expert-bias": (2, 3), "lfm2_moe-fp32": (1, 3),
                  "gemma4-moe": (2, 3), "gemma4-moe-multimodal": (3, 3),
                  "gpt_oss": (2, 2), "gpt_oss-fp32-tied": (2, 2), "gpt_oss-mxfp4": (2, 2),
+                 "granitemoehybrid-mamba-moe": (2, 3), "granitemoehybrid-mamba-rope-bias": (2, 3),
                  "qwen3_moe-256": (2, 3)}
 TINY_VISION = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=28,
                    patch_size=14)
@@ -321,6 +339,12 @@ def make_checkpoint(name: str, out: Path, tokenizer) -> Path:
                 if buffer_name.endswith("expert_bias"):  # of the order of the sigmoid scores it is added to
                     buffer.normal_(0, 0.5)
     randomize_moe_scales(model)
+    if "mamba" in name:  # transformers initialises D and dt_bias to ones, which would test less
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(getattr(module, "dt_bias", None), torch.nn.Parameter):
+                    module.D.normal_(1.0, 0.5)
+                    module.dt_bias.normal_(0.0, 1.0)
     # "sharded": several safetensors files and their index, as large checkpoints ship.
     model.save_pretrained(out, max_shard_size="1MB" if "sharded" in name else "50GB")
     assert ("sharded" in name) == (out / "model.safetensors.index.json").exists()

@@ -215,10 +215,8 @@ def test_unsupported_model_type(tmp_path, checkpoint):
 
 
 @pytest.mark.parametrize("name, change, message", [
-    ("granitemoehybrid", {"layer_types": ["mamba", "attention"]},
-     "granitemoehybrid: Mamba-2 layers (a Granite 4.0 -H model) are not supported yet; its dense models are"),
-    ("granitemoehybrid", {"num_local_experts": 4},
-     "granitemoehybrid: mixture-of-experts layers (4 experts) are not supported yet; its dense models are"),
+    ("granitemoehybrid", {"layer_types": ["mamba", "cross_attention"]},
+     "granitemoehybrid: layer type 'cross_attention' is not supported (mamba, attention are)"),
     ("gpt_oss", {"quantization_config": {"quant_method": "bitsandbytes"}},
      "gpt_oss: bitsandbytes quantized checkpoints are not supported (bf16 and MXFP4 ones are)"),
 ])
@@ -336,6 +334,7 @@ def test_the_cli_starts_no_thread_before_it_blocks_signals():
 @pytest.mark.parametrize("source", ["llama", "gguf", "qwen3_5-multimodal", "lfm2", "gemma3-vision", "gemma4-vision",
                                     "qwen3_vl-vision", "qwen3_5_moe-vision", "lfm2_moe-expert-bias", "gemma4-moe",
                                     "gpt_oss-mxfp4",
+                                    "granitemoehybrid-mamba-moe",
                                     "qwen3_moe-256-gguf"])
 def test_conversion_never_imports_torch(tmp_path, checkpoint, vlm_checkpoint, source):
     """The convert extra has no torch: a conversion must not need it (here it cannot import it), vision towers

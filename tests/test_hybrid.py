@@ -1,6 +1,7 @@
-"""What is particular to hybrid models (Qwen3.5's Gated DeltaNet, LFM2's short convolutions): their
-state beside the KV cache in the shapes GenAI tells apart, the CPU's fused GatedDeltaNet, several chat
-turns through that state, and int4 leaving the recurrence's own parameters in full precision. Their
+"""What is particular to hybrid models (Qwen3.5's Gated DeltaNet, LFM2's short convolutions, Granite
+4.0-H's Mamba-2): their state beside the KV cache in the shapes GenAI tells apart, the CPU's fused
+GatedDeltaNet, paged attention's PagedSelectiveSSM, several chat turns through that state, and int4
+leaving the recurrence's own parameters in full precision. Their
 logits and greedy tokens go through the shared runner in test_parity.py."""
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import pytest
 from checkpoints import VARIANTS
 from test_parity import EXACT, GREEDY, PROMPTS, reference_greedy, reference_model, templated_ids
 
-HYBRIDS = [name for name in VARIANTS if name.split("-")[0] in ("qwen3_5", "qwen3_5_moe", "lfm2", "lfm2_moe")]
+MAMBA = [name for name in VARIANTS if name.startswith("granitemoehybrid-mamba")]
+HYBRIDS = [name for name in VARIANTS if name.split("-")[0] in ("qwen3_5", "qwen3_5_moe", "lfm2", "lfm2_moe")] + MAMBA
 
 
 def state_kinds(model: ov.Model) -> collections.Counter:
@@ -44,7 +46,7 @@ def test_each_layer_carries_the_state_its_kind_needs(name, converted):
     attention = layer_types.count("full_attention")
     other = len(layer_types) - attention
     expected = {"kv": 2 * attention, "conv": other}
-    if name.startswith("qwen3_5"):
+    if name.startswith(("qwen3_5", "granitemoehybrid")):
         expected["recurrent"] = other
     assert state_kinds(ov.Core().read_model(path / "openvino_model.xml")) == collections.Counter(expected)
 
@@ -61,6 +63,25 @@ def test_the_cpu_runs_gated_deltanet_as_one_fused_op(name, properties, converted
     kinds = collections.Counter(op.get_rt_info()["layerType"].astype(str) for op in compiled.get_runtime_model().get_ops())
     assert kinds["GatedDeltaNet"] == deltanet_layers
     assert kinds["Loop"] == kinds["TensorIterator"] == 0
+
+
+@pytest.mark.parametrize("name", MAMBA)
+def test_paged_attention_runs_mamba2_as_paged_selective_ssm(name, converted):
+    """GenAI's paged conversion (the one ContinuousBatchingPipeline and ATTENTION_BACKEND="PA" apply) turns
+    each Mamba-2 layer's scan Loop into PagedSelectiveSSM and its convolution into PagedCausalConv1D, both
+    reading per-sequence state tables; no Loop left for the CPU to run token by token."""
+    from openvino._offline_transformations import paged_attention_transformation
+
+    path = converted(name, "fp32")
+    config = json.loads((path / "config.json").read_text())
+    mamba_layers = config["layer_types"].count("linear_attention")
+    model = ov.Core().read_model(path / "openvino_model.xml")
+    paged_attention_transformation(model, True)
+    compiled = ov.Core().compile_model(model, "CPU", EXACT)
+    kinds = collections.Counter(op.get_rt_info()["layerType"].astype(str) for op in compiled.get_runtime_model().get_ops())
+    assert kinds["PagedSelectiveSSM"] == kinds["PagedCausalConv1D"] == mamba_layers
+    assert kinds["Loop"] == kinds["TensorIterator"] == 0
+    assert sum(p.get_friendly_name().startswith("selective_ssm_state_table.") for p in model.get_parameters()) == mamba_layers
 
 
 @pytest.mark.parametrize("name", [*VARIANTS, "smollm2"])
@@ -94,7 +115,7 @@ def test_int4_keeps_the_recurrence_parameters_in_full_precision(name, converted)
 
 
 @pytest.mark.parametrize("backend", ["PA", "SDPA"])
-@pytest.mark.parametrize("name", ["qwen3_5-text", "lfm2"])
+@pytest.mark.parametrize("name", ["qwen3_5-text", "lfm2", "granitemoehybrid-mamba-moe"])
 def test_third_chat_turn_matches_transformers(name, backend, checkpoint, converted, tokenizer_of):
     """Turns two and three, which GenAI either continues from the kept state or, where the templated
     history differs from what the state saw, recomputes from a reset state: each equals transformers'
@@ -117,10 +138,11 @@ def test_third_chat_turn_matches_transformers(name, backend, checkpoint, convert
 SERVED_PROMPTS = [PROMPTS[0], PROMPTS[1], PROMPTS[2], "Tell me about lighthouses and the people who kept them."]
 
 
-@pytest.mark.parametrize("name", ["qwen3_5-text", "lfm2", "qwen3_moe", "qwen3_5_moe-text", "lfm2_moe-expert-bias"])
+@pytest.mark.parametrize("name", ["qwen3_5-text", "lfm2", "qwen3_moe", "qwen3_5_moe-text", "lfm2_moe-expert-bias",
+                                  "granitemoehybrid-mamba-moe"])
 def test_the_server_batches_four_streams_of_a_hybrid_each_as_if_alone(name, converted, tmp_path):
-    """ContinuousBatchingPipeline rewrites the convolution and DeltaNet states into paged per-sequence
-    tables (PagedCausalConv1D, PagedGatedDeltaNet): four concurrent greedy streams, then a second turn
+    """ContinuousBatchingPipeline rewrites the convolution, DeltaNet and Mamba-2 states into paged per-sequence
+    tables (PagedCausalConv1D, PagedGatedDeltaNet, PagedSelectiveSSM): four concurrent greedy streams, then a second turn
     of each that extends its first (prefix caching over linear state), each reply equal to LLMPipeline's
     for that conversation alone. Mixed-up state between sequences would show as a different reply; so
     would, in a mixture of experts, tokens of one sequence routed by another's (qwen3_moe, and the hybrids
@@ -159,7 +181,18 @@ def test_the_server_batches_four_streams_of_a_hybrid_each_as_if_alone(name, conv
         assert served.stop() == 0, "".join(served.log)
 
 
-@pytest.mark.parametrize("name", ["qwen3_5-multimodal", "lfm2-fp32-attn-idxs", "qwen3_moe-fp32"])
+@pytest.mark.parametrize("name", MAMBA)
+def test_ovchat_runs_mamba2_on_paged_attention(name, converted):
+    """The stateful SDPA path leaves Mamba-2's scan a TensorIterator (slow); ovchat picks paged attention for
+    such a model, and SDPA for the rest."""
+    from ovgenai_chat.engine import attention_backend
+
+    assert attention_backend(converted(name, "int4")) == "PA"
+    assert attention_backend(converted("qwen3_5-text", "fp32")) == "SDPA"
+
+
+@pytest.mark.parametrize("name", ["qwen3_5-multimodal", "lfm2-fp32-attn-idxs", "qwen3_moe-fp32",
+                                  "granitemoehybrid-mamba-fp32"])
 def test_second_turn_through_the_python_api_matches_transformers(name, checkpoint, converted, tokenizer_of):
     """ovgenai_chat's Chat (SDPA backend, accurate precision) on its second turn: transformers' greedy
     reply to the whole templated history, the first reply in it as Chat keeps it."""

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 import numpy as np
 import openvino.opset13 as ops
 
-from ..graph import attention, gated_mlp, rms_norm, scalar
+from ..graph import attention, gated_mlp, scalar
 from . import base
+from .llama import pre_norm_block
 
 
 @dataclass
@@ -23,11 +24,12 @@ class ModelArgs(base.ModelArgs):
         self.logits_scale = None if self.logits_scaling == 1.0 else 1.0 / self.logits_scaling
 
 
-def decoder_layer(x, w, args, ctx):
-    def residual(h, branch):
-        return ops.add(h, ops.multiply(branch, scalar(args.residual_multiplier, np.float32))).output(0)
+def decoder_layer(x, w, args, ctx, mix=None, mlp=None):
+    """llama's pre-norm layer with each residual branch scaled; `mix` (by default attention) and `mlp`
+    (by default the gated MLP) as in llama.pre_norm_block (Granite 4.0's Mamba-2 layers and experts)."""
+    def scaled(branch):
+        return lambda h: ops.multiply(branch(h), scalar(args.residual_multiplier, np.float32)).output(0)
 
-    attended = attention(rms_norm(x, w["input_layernorm.weight"], args.rms_norm_eps), w, args, ctx, args.layer_rope(w.layer),
-                         args.window(w.layer), scale=args.attention_multiplier)
-    h = residual(x, attended)
-    return residual(h, gated_mlp(rms_norm(h, w["post_attention_layernorm.weight"], args.rms_norm_eps), w))
+    mix = mix or (lambda h: attention(h, w, args, ctx, args.layer_rope(w.layer), args.window(w.layer),
+                                      scale=args.attention_multiplier))
+    return pre_norm_block(x, w, args, scaled(mix), scaled(mlp or (lambda h: gated_mlp(h, w))))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import openvino as ov
 import openvino.opset13 as ops
 
-from ..graph import short_conv, vector, weight
+from ..graph import short_conv, vector
 from . import base
 from .base import UnsupportedModel
 from .llama import pre_norm_block, transformer_block
@@ -63,9 +63,7 @@ def gated_short_conv(x, w, args: ModelArgs, ctx) -> ov.Output:
     """out(C · conv(B · x̃)) with B, C, x̃ the three thirds of in_proj(x)."""
     gate_in, gate_out, h = ops.split(w.linear(x, "conv.in_proj"), -1, 3).outputs()
     h = ops.transpose(ops.multiply(gate_in, h), vector([0, 2, 1]))  # [B, C, T]: time last for the convolution
-    h = short_conv(h, w["conv.conv.weight"], w.layer, ctx)
-    if args.conv_bias:
-        h = ops.add(h, ops.unsqueeze(weight(w["conv.conv.bias"]), vector([-1])))
+    h = short_conv(h, w["conv.conv.weight"], w.layer, ctx, w["conv.conv.bias"] if args.conv_bias else None)
     h = ops.multiply(gate_out, ops.transpose(h, vector([0, 2, 1])))
     return w.linear(h, "conv.out_proj")
 
