@@ -109,6 +109,16 @@ ARCH_NAMES.update(
                "blk.{}.ffn_up_shexp.weight": "model.layers.{}.mlp.shared_expert.up_proj.weight",
                "blk.{}.ffn_down_shexp.weight": "model.layers.{}.mlp.shared_expert.down_proj.weight"},
     lfm2moe={**ARCH_NAMES["lfm2"], **EXPERTS, "blk.{}.exp_probs_b.bias": "model.layers.{}.mlp.expert_bias"})
+# Granite 4.0-H: Mamba-2 mixers (A itself, D [H, 1], the norm [groups, inner / groups]), a router and experts, the
+# shared MLP as a shared expert where there are experts.
+ARCH_NAMES["granitehybrid"] = {
+    **{f"blk.{{}}.ssm_{gguf_name}": f"model.layers.{{}}.mamba.{name}" for gguf_name, name in (
+        ("in.weight", "in_proj.weight"), ("conv1d.weight", "conv1d.weight"), ("conv1d.bias", "conv1d.bias"),
+        ("dt.bias", "dt_bias"), ("a", "A"), ("d", "D"), ("norm.weight", "norm.weight"), ("out.weight", "out_proj.weight"))},
+    "blk.{}.ffn_gate_inp.weight": "model.layers.{}.block_sparse_moe.router.weight",
+    **{f"blk.{{}}.ffn_{proj}_exps.weight": f"model.layers.{{}}.block_sparse_moe.experts.{proj}_proj.weight"
+       for proj in ("gate", "up", "down")},
+    **{f"blk.{{}}.ffn_{proj}_shexp.weight": f"model.layers.{{}}.mlp.{proj}_proj.weight" for proj in ("gate", "up", "down")}}
 # gpt-oss: biased attention with sinks; a biased router and biased experts, gate and up apart (models/gpt_oss.py
 # interleaves them into its gate_up).
 ARCH_NAMES["gpt-oss"] = {
@@ -552,18 +562,41 @@ def _olmo2_config(reader, config: dict) -> None:
 
 
 def _granite_config(reader, config: dict) -> None:
-    """Granite 3 and the dense Granite 4.0 (which llama.cpp writes as granite): its four multipliers.
-    A granitehybrid file's layers with no KV heads are Mamba-2 layers."""
+    """Granite 3 and the dense Granite 4.0 (which llama.cpp writes as granite): its four multipliers."""
     arch = config["model_type"]
-    kv_heads = _field(reader, f"{arch}.attention.head_count_kv")
-    if isinstance(kv_heads, list) and 0 in kv_heads:
-        raise SourceError(f"{arch}: Mamba-2 layers (a Granite 4.0 -H model) are not supported yet; its dense models are")
     if _field(reader, f"{arch}.rope.scaling.finetuned") is False:
         raise SourceError(f"{arch}: a model without rotary position embeddings (NoPE) is supported from its HF checkpoint only")
     config.update(model_type="granite", embedding_multiplier=float(_field(reader, f"{arch}.embedding_scale", 1.0)),
                   residual_multiplier=float(_field(reader, f"{arch}.residual_scale", 1.0)),
                   attention_multiplier=float(_field(reader, f"{arch}.attention.scale", 0.0)) or config["head_dim"]**-0.5,
                   logits_scaling=float(_field(reader, f"{arch}.logit_scale", 1.0)))
+
+
+def _granitehybrid_config(reader, config: dict) -> None:
+    """Granite 4.0-H: Granite's multipliers; the layers with no KV heads Mamba-2 mixers of ssm.time_step_rank heads
+    (ssm.inner_size wide, states of ssm.state_size in ssm.group_count groups), the others attention, rotary unless
+    rope.scaling.finetuned is false (llama.cpp's NoPE switch); where expert_count > 0, experts feed_forward_length
+    wide beside a shared MLP of expert_shared_feed_forward_length, else the shared MLP feed_forward_length wide."""
+    field = functools.partial(_field, reader)
+    kv_heads = field("granitehybrid.attention.head_count_kv")
+    kv_heads = kv_heads if isinstance(kv_heads, list) else [kv_heads] * config["num_hidden_layers"]
+    heads, experts = int(field("granitehybrid.ssm.time_step_rank", 0)), int(field("granitehybrid.expert_count", 0))
+    rope = field("granitehybrid.rope.scaling.finetuned") is not False
+    config.update(
+        model_type="granitemoehybrid", layer_types=["attention" if n else "mamba" for n in kv_heads],
+        position_embedding_type="rope" if rope else None,
+        embedding_multiplier=float(field("granitehybrid.embedding_scale", 1.0)),
+        residual_multiplier=float(field("granitehybrid.residual_scale", 1.0)),
+        attention_multiplier=float(field("granitehybrid.attention.scale", 0.0)) or config["head_dim"]**-0.5,
+        logits_scaling=float(field("granitehybrid.logit_scale", 1.0)),
+        num_local_experts=experts, num_experts_per_tok=int(field("granitehybrid.expert_used_count", 0)),
+        shared_intermediate_size=int(field("granitehybrid.expert_shared_feed_forward_length") if experts
+                                     else config["intermediate_size"]))
+    if heads:
+        inner = int(field("granitehybrid.ssm.inner_size"))
+        config.update(mamba_n_heads=heads, mamba_d_head=inner // heads, mamba_n_groups=int(field("granitehybrid.ssm.group_count")),
+                      mamba_d_state=int(field("granitehybrid.ssm.state_size")), mamba_d_conv=int(field("granitehybrid.ssm.conv_kernel")),
+                      mamba_expand=inner // config["hidden_size"])
 
 
 def _mistral3_config(reader, config: dict) -> None:
@@ -702,7 +735,7 @@ def _gpt_oss_config(reader, config: dict) -> None:
 
 # general.architecture → what it adds to or changes in the config read above.
 ARCH_CONFIG = {"gemma2": _gemma2_config, "gemma3": _gemma3_config, "gemma4": _gemma4_config, "granite": _granite_config,
-               "granitehybrid": _granite_config, "mistral3": _mistral3_config, "olmo2": _olmo2_config,
+               "granitehybrid": _granitehybrid_config, "mistral3": _mistral3_config, "olmo2": _olmo2_config,
                "qwen35": _qwen35_config, "qwen35moe": _qwen35moe_config, "qwen3moe": _qwen3moe_config,
                "lfm2": lambda reader, config: config.update(model_type="lfm2"), "lfm2moe": _lfm2moe_config,
                "gpt-oss": _gpt_oss_config}

@@ -528,7 +528,10 @@ def mamba2(x, w: "LayerWeights", ctx: Context, heads: int, head_dim: int, groups
     low, high = time_step_limit
     if (low, high) != (0.0, float("inf")):  # softplus is never negative: the default limit clamps nothing
         dt = ops.clamp(dt, low, high)
-    a = -np.exp(np.asarray(w[f"{prefix}.A_log"], np.float32))
+    if f"{prefix}.A" in w:  # a GGUF file stores A itself, [H, 1]
+        a = np.asarray(w[f"{prefix}.A"], np.float32).reshape(-1)
+    else:
+        a = -np.exp(np.asarray(w[f"{prefix}.A_log"], np.float32))
     state_name = f"cache_params.past.ssm.{w.layer}"
     y, state = selective_scan(xs, dt.output(0), a, b, c, read_state(state_name, ctx, [heads, head_dim, state_size]),
                               name=w._key(f"{prefix}.selective_scan"))
@@ -538,7 +541,8 @@ def mamba2(x, w: "LayerWeights", ctx: Context, heads: int, head_dim: int, groups
     y = ops.reshape(ops.add(y, ops.multiply(xs, skip)), vector([0, 0, inner]), special_zero=True)
     gated = split_heads(ops.multiply(y, ops.swish(z)), groups, inner // groups)
     normed = ops.reshape(rms_norm(gated, None, eps), vector([0, 0, inner]), special_zero=True)
-    return w.linear(ops.multiply(normed, weight(w[f"{prefix}.norm.weight"])), f"{prefix}.out_proj")
+    scale = w[f"{prefix}.norm.weight"]  # [inner]; a GGUF file's is [groups, inner / groups]
+    return w.linear(ops.multiply(normed, weight(scale.reshape(-1))), f"{prefix}.out_proj")
 
 
 def repeat_kv(x, n_rep: int, num_kv_heads: int, head_dim: int) -> ov.Output:

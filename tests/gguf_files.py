@@ -104,6 +104,13 @@ GGUF_NAMES = {
     "model.layers.{}.mlp.experts.gate_proj.bias": "blk.{}.ffn_gate_exps.bias",
     "model.layers.{}.mlp.experts.up_proj.bias": "blk.{}.ffn_up_exps.bias",
     "model.layers.{}.mlp.experts.down_proj.bias": "blk.{}.ffn_down_exps.bias",
+    # Granite 4.0-H's Mamba-2 mixers (A_log as A itself), router and experts
+    **{f"model.layers.{{}}.mamba.{name}": f"blk.{{}}.ssm_{gguf_name}" for name, gguf_name in (
+        ("in_proj.weight", "in.weight"), ("conv1d.weight", "conv1d.weight"), ("conv1d.bias", "conv1d.bias"),
+        ("dt_bias", "dt.bias"), ("A_log", "a"), ("D", "d"), ("norm.weight", "norm.weight"), ("out_proj.weight", "out.weight"))},
+    "model.layers.{}.block_sparse_moe.router.weight": "blk.{}.ffn_gate_inp.weight",
+    **{f"model.layers.{{}}.block_sparse_moe.experts.{proj}_proj.weight": f"blk.{{}}.ffn_{proj}_exps.weight"
+       for proj in ("gate", "up", "down")},
 }
 
 # Every block type the import keeps, plus plain float tensors.
@@ -190,7 +197,9 @@ FUSED_IN_REFERENCE = {"shared_mlp.input_linear.weight": ("mlp.gate_proj.weight",
 # Where llama.cpp stores an RMSNorm that scales by (1 + w) as 1 + w: every norm but these.
 PLUS_ONE_NORMS = {"gemma2": (), "gemma3": (), "qwen35": (".linear_attn.norm.",), "qwen35moe": (".linear_attn.norm.",)}
 # Architectures whose q and k rows llama.cpp's converter interleaves for its NORM rope.
-PERMUTED_QK = ("llama", "granite", "mistral3")
+PERMUTED_QK = ("llama", "granite", "granitehybrid", "mistral3")
+# Granite 4.0's names for a Mamba-2 layer (transformers 5 saves the second)
+MAMBA_LAYERS = {"mamba", "linear_attention"}
 # Qwen3.5's tensors whose value heads llama.cpp reorders, and the axis and band of them that holds the heads.
 VALUE_HEAD_AXES = {"in_proj_qkv": 0, "in_proj_z": 0, "in_proj_b": 0, "in_proj_a": 0, "conv1d": 0, "dt_bias": 0,
                    "A_log": 0, "out_proj": 1}
@@ -206,6 +215,14 @@ RENAMES = {
     "olmo2": {"post_attention_layernorm": "post_attention_norm", "post_feedforward_layernorm": "post_ffw_norm"},
     "glm4": {"post_self_attn_layernorm": "post_attention_norm", "post_mlp_layernorm": "post_ffw_norm"},
 }
+
+
+def gguf_arch(config: dict) -> str:
+    """general.architecture for a checkpoint's config: Granite 4.0 with Mamba-2 layers or experts is granitehybrid."""
+    model_type = config["model_type"]
+    if model_type == "granitemoehybrid" and (config.get("num_local_experts") or set(config.get("layer_types") or []) & MAMBA_LAYERS):
+        return "granitehybrid"
+    return GGUF_ARCH.get(model_type, model_type)
 
 
 def to_gguf_name(name: str, arch: str) -> str:
@@ -245,7 +262,7 @@ def dequantized_reference(checkpoint: Path, path: Path):
     import transformers
 
     model = transformers.AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
-    arch = GGUF_ARCH.get(model.config.model_type, model.config.model_type)
+    arch = gguf_arch(model.config.to_dict())
     stored = {tensor.name: tensor for tensor in gguf.GGUFReader(path).tensors}
     state = model.state_dict()
     for name, value in state.items():
@@ -329,20 +346,39 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
     for file in sorted(checkpoint.glob("*.safetensors")):
         tensors.update({k: v.astype(np.float32) for k, v in load_file(file).items()})
 
-    arch = GGUF_ARCH.get(arch, arch)
+    arch = gguf_arch(config)
     if arch in PLUS_ONE_NORMS:  # llama.cpp stores (1 + w) norms as 1 + w
         tensors = {name: tensor + 1 if name.endswith("norm.weight") and not any(n in name for n in PLUS_ONE_NORMS[arch])
                    else tensor for name, tensor in tensors.items()}
     if arch in QWEN35:  # the decay rate A = −exp(A_log) itself, value heads in llama.cpp's order
         tensors = {name: -np.exp(tensor) if name.endswith("A_log") else tensor for name, tensor in tensors.items()}
         tensors = {name: value_head_order(name, tensor, config, to_gguf=True) for name, tensor in tensors.items()}
-    if arch == "granite":  # Granite 4.0's fused shared MLP as llama's three projections
+    if arch in ("granite", "granitehybrid"):  # Granite 4.0's fused shared MLP as three projections (a shared expert's
+        shared = "mlp.shared_expert" if config.get("num_local_experts") else "mlp"  # where there are experts)
         for name in [n for n in tensors if ".shared_mlp." in n]:
             tensor, layer = tensors.pop(name), name.split(".shared_mlp.")[0]
             if name.endswith("input_linear.weight"):
-                tensors[f"{layer}.mlp.gate_proj.weight"], tensors[f"{layer}.mlp.up_proj.weight"] = np.split(tensor, 2)
+                tensors[f"{layer}.{shared}.gate_proj.weight"], tensors[f"{layer}.{shared}.up_proj.weight"] = np.split(tensor, 2)
             else:
-                tensors[f"{layer}.mlp.down_proj.weight"] = tensor
+                tensors[f"{layer}.{shared}.down_proj.weight"] = tensor
+    if arch == "granitehybrid":  # experts' gate and up apart; Mamba-2's A itself, D [H, 1], its norm [groups, inner / groups]
+        groups = config.get("mamba_n_groups", 1)
+        for name in list(tensors):
+            layer = name.split(".block_sparse_moe.")[0].split(".mamba.")[0]
+            if name.endswith("block_sparse_moe.input_linear.weight"):
+                gate, up = np.split(tensors.pop(name), 2, axis=1)
+                tensors[f"{layer}.block_sparse_moe.experts.gate_proj.weight"] = gate
+                tensors[f"{layer}.block_sparse_moe.experts.up_proj.weight"] = up
+            elif name.endswith("block_sparse_moe.output_linear.weight"):
+                tensors[f"{layer}.block_sparse_moe.experts.down_proj.weight"] = tensors.pop(name)
+            elif name.endswith("block_sparse_moe.router.layer.weight"):
+                tensors[f"{layer}.block_sparse_moe.router.weight"] = tensors.pop(name)
+            elif name.endswith("mamba.A_log"):
+                tensors[name] = -np.exp(tensors[name])[:, None]
+            elif name.endswith("mamba.D"):
+                tensors[name] = tensors[name][:, None]
+            elif name.endswith("mamba.norm.weight"):
+                tensors[name] = tensors[name].reshape(groups, -1)
     if arch == "gpt-oss":  # experts [E, out, in], gate and up apart (the checkpoint's alternate in [E, in, out])
         for name in [n for n in tensors if ".mlp.experts." in n]:
             tensor, experts = tensors.pop(name), name.split(".mlp.experts.")[0] + ".mlp.experts"
@@ -365,7 +401,7 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
     writer.add_embedding_length(config["hidden_size"])
     if arch in LFM2:
         writer.add_feed_forward_length(int(tensors["model.layers.0.feed_forward.w1.weight"].shape[0]))
-    elif arch == "granite":
+    elif arch == "granite" or arch == "granitehybrid" and not config.get("num_local_experts"):
         writer.add_feed_forward_length(config["shared_intermediate_size"])
     elif arch != "gemma4":
         writer.add_feed_forward_length(config["intermediate_size"])
@@ -379,13 +415,14 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
             writer.add_expert_gating_func(gguf.ExpertGatingFuncType.SIGMOID)
         writer.add_layer_norm_rms_eps(config["norm_eps"])
     else:
-        if arch != "gemma4":  # per layer there (gemma4_metadata)
+        if arch not in ("gemma4", "granitehybrid"):  # per layer there (gemma4_metadata, below)
             writer.add_head_count_kv(config["num_key_value_heads"])
         writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
     if config.get("num_experts") or config.get("num_local_experts"):
         writer.add_expert_count(config.get("num_experts", config.get("num_local_experts")))
         writer.add_expert_used_count(config.get("num_experts_per_tok") or config["top_k_experts"])
-        writer.add_expert_feed_forward_length(config.get("moe_intermediate_size") or config["intermediate_size"])
+        if arch != "granitehybrid":  # whose experts are feed_forward_length wide
+            writer.add_expert_feed_forward_length(config.get("moe_intermediate_size") or config["intermediate_size"])
         if config.get("shared_expert_intermediate_size"):
             writer.add_expert_shared_feed_forward_length(config["shared_expert_intermediate_size"])
     if arch in QWEN35:
@@ -427,7 +464,18 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
         writer.add_attn_logit_softcapping(config["attn_logit_softcapping"])
     if config.get("final_logit_softcapping"):
         writer.add_final_logit_softcapping(config["final_logit_softcapping"])
-    if arch == "granite":
+    if arch == "granitehybrid":  # a Mamba-2 layer has no KV heads; NoPE as llama.cpp's converter marks it
+        writer.add_head_count_kv([0 if t in MAMBA_LAYERS else config["num_key_value_heads"] for t in config["layer_types"]])
+        inner = config["mamba_n_heads"] * config["mamba_d_head"]
+        writer.add_ssm_conv_kernel(config["mamba_d_conv"])
+        writer.add_ssm_state_size(config["mamba_d_state"])
+        writer.add_ssm_group_count(config["mamba_n_groups"])
+        writer.add_ssm_inner_size(inner)
+        writer.add_ssm_time_step_rank(config["mamba_n_heads"])
+        writer.add_rope_scaling_finetuned(config.get("position_embedding_type") == "rope")
+        if config.get("num_local_experts"):
+            writer.add_expert_shared_feed_forward_length(config["shared_intermediate_size"])
+    if arch in ("granite", "granitehybrid"):
         writer.add_embedding_scale(config["embedding_multiplier"])
         writer.add_residual_scale(config["residual_multiplier"])
         writer.add_attention_scale(config["attention_multiplier"])

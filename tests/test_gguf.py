@@ -254,6 +254,10 @@ GGUF_FAMILIES_2026 = [
                           "ffn_gate_shexp": "Q8_0", "ffn_up_shexp": "Q4_0", **EXPERT_BLOCKS}),
     # Gemma 4 26B-A4B's experts beside the dense MLP, gate and up stacked in one tensor (split exactly: Q4_1's offsets)
     ("gemma4-moe", {**SMALL_BLOCKS, "ffn_gate_up_exps": "Q4_1", "ffn_down_exps": "Q8_0"}),
+    # Granite 4.0-H: Mamba-2 mixers (A, D and the grouped norm as llama.cpp stores them) beside NoPE attention, with
+    # experts and a shared expert, or a dense shared MLP (48 wide: its down projection stays F32)
+    ("granitemoehybrid-mamba-moe", {**SMALL_BLOCKS, "ssm_in": "Q8_0", "ssm_out": "Q4_1", **EXPERT_BLOCKS}),
+    ("granitemoehybrid-mamba-fp32", {**SMALL_BLOCKS, "ssm_in": "Q4_0", "ssm_out": "Q8_0", "ffn_down": "F32"}),
     # gpt-oss: sinks, biases, MXFP4 experts (repacked as i8 groups), gate and up interleaved into one gate_up
     ("gpt_oss", {**SMALL_BLOCKS, "ffn_gate_exps": "MXFP4", "ffn_up_exps": "MXFP4", "ffn_down_exps": "MXFP4"}),
 ])
@@ -298,7 +302,7 @@ def assert_experts_stay_compressed(name: str, compiled: ov.CompiledModel) -> Non
 # llama.cpp reads these files as the import does: the families above and mixtures (F32 files: llama.cpp
 # computes quantized layers with int8 activations, which moves these tiny peaky models' logits by whole units).
 @pytest.mark.parametrize("name", [*(name for name, _ in GGUF_FAMILIES_2026), "qwen3_moe-fp32", "lfm2_moe-expert-bias",
-                                  "gemma4-moe"])
+                                  "gemma4-moe", "granitemoehybrid-mamba-moe", "granitemoehybrid-mamba-fp32"])
 def test_gguf_families_match_llama_cpp(name, checkpoint, tokenizer_of, tmp_path, gguf_file):
     """The same files in F32, run by llama.cpp itself (f32 KV cache): its reading of the metadata is the
     reference. Logits within 2e-3 of the largest, 2e-2 for Gemma 4, whose GELUs ggml takes from an f16
@@ -322,25 +326,6 @@ def test_gguf_families_match_llama_cpp(name, checkpoint, tokenizer_of, tmp_path,
         disagree += int((ours.argmax(-1) != theirs.argmax(-1)).sum())
     print(f"{name} GGUF vs llama.cpp: max |logits difference| = {worst:.2e} of {scale:.1f}, {disagree} argmax apart")
     assert worst <= (2e-2 if name.startswith("gemma4") else 2e-3) * scale and disagree <= 1
-
-
-def test_granite_hybrid_mamba_layers_are_refused_in_one_line(tmp_path):
-    path = tmp_path / "granite-h.gguf"
-    writer = gguf.GGUFWriter(path, "granitehybrid")
-    for key, value in (("block_count", 2), ("embedding_length", 64), ("feed_forward_length", 128),
-                       ("attention.head_count", 4), ("context_length", 64)):
-        writer.add_uint32(f"granitehybrid.{key}", value)
-    writer.add_array("granitehybrid.attention.head_count_kv", [0, 2])  # a Mamba-2 layer, then attention
-    writer.add_float32("granitehybrid.attention.layer_norm_rms_epsilon", 1e-5)
-    writer.add_tensor("token_embd.weight", np.zeros((8, 64), np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    result = run_ovchat("convert", path, "-o", tmp_path / "out")
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "Mamba-2 layers (a Granite 4.0 -H model) are not supported yet" in result.stderr.strip().splitlines()[-1]
-    assert not (tmp_path / "out").exists()
 
 
 def test_k_quants_and_q5_blocks_are_kept_exactly(checkpoint, tmp_path, gguf_file):
