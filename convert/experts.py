@@ -21,6 +21,7 @@ import openvino as ov
 import openvino.opset13 as ops
 from openvino.utils.node_factory import NodeFactory
 
+from .gguf_source import take_rows
 from .graph import INT_MAX, linear, scalar, vector, weight
 
 _OPSET4 = NodeFactory("opset4")
@@ -30,14 +31,17 @@ def stack_experts(weights, prefix: str, num_experts: int, names: dict[str, str])
     """Per-expert tensors `{prefix}.{e}.{old}.weight` (as Qwen3-MoE, LFM2-MoE checkpoints store them) become one
     stacked tensor `{prefix}.{new}.weight` [E, N, K] per `names` {old: new}, read when taken."""
     for old, new in names.items():
+        if f"{prefix}.{new}.weight" in weights:  # stacked in the file already (a GGUF's ffn_*_exps)
+            continue
         weights.stack([f"{prefix}.{e}.{old}.weight" for e in range(num_experts)], f"{prefix}.{new}.weight")
 
 
 def split_fused_gate_up(weights, name: str, prefix: str) -> None:
     """A fused `name` [E, 2I, H] (gate rows, then up rows) as `{prefix}.gate_proj.weight` and `.up_proj.weight`:
     the fused MatMul + Split form is not one the plugin makes sparse."""
-    weights.derive(name, {f"{prefix}.gate_proj.weight": lambda gate_up: gate_up[:, : gate_up.shape[1] // 2],
-                          f"{prefix}.up_proj.weight": lambda gate_up: gate_up[:, gate_up.shape[1] // 2:]})
+    weights.derive(name, {f"{prefix}.gate_proj.weight": lambda gate_up: take_rows(gate_up, 0, gate_up.shape[1] // 2),
+                          f"{prefix}.up_proj.weight": lambda gate_up: take_rows(gate_up, gate_up.shape[1] // 2,
+                                                                                gate_up.shape[1])})
 
 
 def stacked_experts(weights, prefix: str, num_experts: int, names: dict[str, str]) -> None:

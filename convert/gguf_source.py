@@ -3,8 +3,9 @@
 The quantized blocks llama.cpp writes (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the K-quants Q4_K, Q5_K,
 Q6_K that make up a Q4_K_M file) are kept exactly: their integers become OpenVINO u4/i4/u8/i8
 constants with a scale (and offset) per group of 16 or 32 weights, each stored as the file stores it,
-so the model computes with the very weights llama.cpp does. Other block types (IQ*, TQ*, Q2_K, Q3_K) are dequantized and
-compressed like any checkpoint.
+so the model computes with the very weights llama.cpp does; gpt-oss's MXFP4 as i8 (2·e2m1) with its power-of-two
+scale, exactly. A mixture's stacked experts [E, N, K] keep their blocks the same way. Other block types (IQ*, TQ*,
+Q2_K, Q3_K) are dequantized and compressed like any checkpoint.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from .sources import SourceError, Weights
 
 SUPPORTED_ARCHITECTURES = ("gemma2", "gemma3", "gemma4", "glm4", "granite", "granitehybrid", "lfm2", "llama", "mistral3",
-                           "olmo2", "phi3", "qwen2", "qwen3", "qwen35")
+                           "olmo2", "phi3", "qwen2", "qwen3", "qwen35", "qwen35moe", "qwen3moe", "lfm2moe", "gpt-oss")
 FLOATS = ("F32", "F16", "BF16")
 
 # GGUF tensor name → HF (llama layout) name; {} is the layer number.
@@ -45,6 +46,12 @@ NAMES = {
 GEMMA_NORMS = {"blk.{}.post_attention_norm.weight": "model.layers.{}.post_attention_layernorm.weight",
                "blk.{}.ffn_norm.weight": "model.layers.{}.pre_feedforward_layernorm.weight",
                "blk.{}.post_ffw_norm.weight": "model.layers.{}.post_feedforward_layernorm.weight"}
+# A mixture of experts' router and stacked experts [E, N, K] (ffn_*_exps), under the names convert/experts.py
+# takes; {} is the layer.
+EXPERTS = {"blk.{}.ffn_gate_inp.weight": "model.layers.{}.mlp.gate.weight",
+           "blk.{}.ffn_gate_exps.weight": "model.layers.{}.mlp.experts.gate_proj.weight",
+           "blk.{}.ffn_up_exps.weight": "model.layers.{}.mlp.experts.up_proj.weight",
+           "blk.{}.ffn_down_exps.weight": "model.layers.{}.mlp.experts.down_proj.weight"}
 # Where an architecture's tensors differ. Phi-3 keeps q, k, v in one tensor and gate and up in ffn_up
 # (split by models/phi3.py as HF's are), as GLM-4 does gate and up.
 ARCH_NAMES = {
@@ -57,7 +64,17 @@ ARCH_NAMES = {
                "blk.{}.layer_output_scale.weight": "model.layers.{}.layer_scalar",
                "blk.{}.inp_gate.weight": "model.layers.{}.per_layer_input_gate.weight",
                "blk.{}.proj.weight": "model.layers.{}.per_layer_projection.weight",
-               "blk.{}.post_norm.weight": "model.layers.{}.post_per_layer_input_norm.weight"},
+               "blk.{}.post_norm.weight": "model.layers.{}.post_per_layer_input_norm.weight",
+               # the 26B-A4B's experts beside the dense MLP: a router with its scale, stacked gate_up and down
+               # (with each expert's scale), a norm into the experts and one out of each branch
+               "blk.{}.ffn_gate_inp.weight": "model.layers.{}.router.proj.weight",
+               "blk.{}.ffn_gate_inp.scale": "model.layers.{}.router.scale",
+               "blk.{}.ffn_gate_up_exps.weight": "model.layers.{}.experts.gate_up_proj",
+               "blk.{}.ffn_down_exps.weight": "model.layers.{}.experts.down_proj",
+               "blk.{}.ffn_down_exps.scale": "model.layers.{}.router.per_expert_scale",
+               "blk.{}.pre_ffw_norm_2.weight": "model.layers.{}.pre_feedforward_layernorm_2.weight",
+               "blk.{}.post_ffw_norm_1.weight": "model.layers.{}.post_feedforward_layernorm_1.weight",
+               "blk.{}.post_ffw_norm_2.weight": "model.layers.{}.post_feedforward_layernorm_2.weight"},
     "glm4": {"blk.{}.post_attention_norm.weight": "model.layers.{}.post_self_attn_layernorm.weight",
              "blk.{}.ffn_up.weight": "model.layers.{}.mlp.gate_up_proj.weight",
              "blk.{}.post_ffw_norm.weight": "model.layers.{}.post_mlp_layernorm.weight"},
@@ -76,15 +93,44 @@ ARCH_NAMES = {
                "blk.{}.ssm_a": "model.layers.{}.linear_attn.A",
                "blk.{}.ssm_norm.weight": "model.layers.{}.linear_attn.norm.weight",
                "blk.{}.ssm_out.weight": "model.layers.{}.linear_attn.out_proj.weight"},
+    "qwen3moe": EXPERTS,
     # LFM2's short convolutions; its embedding_norm (the final norm) is token_embd_norm.
     "lfm2": {"token_embd_norm.weight": "model.norm.weight",
              "blk.{}.shortconv.in_proj.weight": "model.layers.{}.conv.in_proj.weight",
              "blk.{}.shortconv.conv.weight": "model.layers.{}.conv.conv.weight",
              "blk.{}.shortconv.out_proj.weight": "model.layers.{}.conv.out_proj.weight"},
 }
+# Mixtures on the hybrids above: Qwen3.5-MoE's shared expert and its sigmoid gate; LFM2-MoE's expert bias
+# (added to the router's scores to choose experts).
+ARCH_NAMES.update(
+    qwen35moe={**ARCH_NAMES["qwen35"], **EXPERTS,
+               "blk.{}.ffn_gate_inp_shexp.weight": "model.layers.{}.mlp.shared_expert_gate.weight",
+               "blk.{}.ffn_gate_shexp.weight": "model.layers.{}.mlp.shared_expert.gate_proj.weight",
+               "blk.{}.ffn_up_shexp.weight": "model.layers.{}.mlp.shared_expert.up_proj.weight",
+               "blk.{}.ffn_down_shexp.weight": "model.layers.{}.mlp.shared_expert.down_proj.weight"},
+    lfm2moe={**ARCH_NAMES["lfm2"], **EXPERTS, "blk.{}.exp_probs_b.bias": "model.layers.{}.mlp.expert_bias"})
+# Granite 4.0-H: Mamba-2 mixers (A itself, D [H, 1], the norm [groups, inner / groups]), a router and experts, the
+# shared MLP as a shared expert where there are experts.
+ARCH_NAMES["granitehybrid"] = {
+    **{f"blk.{{}}.ssm_{gguf_name}": f"model.layers.{{}}.mamba.{name}" for gguf_name, name in (
+        ("in.weight", "in_proj.weight"), ("conv1d.weight", "conv1d.weight"), ("conv1d.bias", "conv1d.bias"),
+        ("dt.bias", "dt_bias"), ("a", "A"), ("d", "D"), ("norm.weight", "norm.weight"), ("out.weight", "out_proj.weight"))},
+    "blk.{}.ffn_gate_inp.weight": "model.layers.{}.block_sparse_moe.router.weight",
+    **{f"blk.{{}}.ffn_{proj}_exps.weight": f"model.layers.{{}}.block_sparse_moe.experts.{proj}_proj.weight"
+       for proj in ("gate", "up", "down")},
+    **{f"blk.{{}}.ffn_{proj}_shexp.weight": f"model.layers.{{}}.mlp.{proj}_proj.weight" for proj in ("gate", "up", "down")}}
+# gpt-oss: biased attention with sinks; a biased router and biased experts, gate and up apart (models/gpt_oss.py
+# interleaves them into its gate_up).
+ARCH_NAMES["gpt-oss"] = {
+    "blk.{}.post_attention_norm.weight": "model.layers.{}.post_attention_layernorm.weight",
+    "blk.{}.attn_output.bias": "model.layers.{}.self_attn.o_proj.bias",
+    "blk.{}.attn_sinks.weight": "model.layers.{}.self_attn.sinks",
+    **{f"blk.{{}}.ffn_gate_inp.{part}": f"model.layers.{{}}.mlp.router.{part}" for part in ("weight", "bias")},
+    **{f"blk.{{}}.ffn_{proj}_exps.{part}": f"model.layers.{{}}.mlp.experts.{proj}_proj.{part}"
+       for proj in ("gate", "up", "down") for part in ("weight", "bias")}}
 # Architectures whose RMSNorms scale by (1 + w), which llama.cpp stores as 1 + w (Qwen3.5's gated norm
 # inside its DeltaNet layers excepted).
-PLUS_ONE_NORMS = {"gemma2": (), "gemma3": (), "qwen35": ("blk.{}.ssm_norm.weight",)}
+PLUS_ONE_NORMS = {"gemma2": (), "gemma3": (), "qwen35": ("blk.{}.ssm_norm.weight",), "qwen35moe": ("blk.{}.ssm_norm.weight",)}
 # Architectures whose q and k rows llama.cpp's converter interleaves (the rotary halves of each head
 # into pairs, for its NORM rope), which the import undoes.
 PERMUTED_QK = ("llama", "granite", "granitehybrid", "mistral3")
@@ -94,11 +140,12 @@ ROPE_TENSORS = ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_s
 
 @dataclass
 class BlockQuantized:
-    """Weights [rows, cols] stored in groups of `group` weights: w = scale · q − offset.
+    """Weights [rows, cols] (or a mixture's stacked experts [E, rows, cols]) stored in groups of `group`
+    weights: w = scale · q − offset.
 
     `values` are packed two per byte (u4/i4, low nibble first, as OpenVINO packs them) or one per
-    byte (u8/i8), shaped [rows, cols/group, group (or group/2 packed)]. The scale is kept as the
-    factors the file stores, each [rows, super-blocks, 1 or groups per super-block, 1]: an f16 d per
+    byte (u8/i8), shaped [(E,) rows, cols/group, group (or group/2 packed)]. The scale is kept as the
+    factors the file stores, each [(E,) rows, super-blocks, 1 or groups per super-block, 1]: an f16 d per
     block, times a 6- or 8-bit integer per group for K-quants. Their product is exact in f32 (an
     f16 has 11 significant bits, a K-quant scale d·sc needs up to 17) and the factors take no more
     room than in the GGUF. Stacked experts [E, rows, cols] have one more leading axis throughout
@@ -109,15 +156,47 @@ class BlockQuantized:
     scale_factors: tuple[np.ndarray, ...]
     shape: tuple[int, ...]
     group: int
-    # The offset per group as weights [rows, cols/group] of their own (f16, or blocks for K-quants):
+    # The offset per group as weights [(E,) rows, cols/group] of their own (f16, or blocks for K-quants):
     # what graph.linear multiplies the group sums of x with.
     offset: "np.ndarray | BlockQuantized | None" = None
 
     def take_rows(self, order: np.ndarray) -> "BlockQuantized":
+        """The rows `order` (of each expert, for stacked experts): every array has the rows on the same axis."""
+        axis = len(self.shape) - 2
         offset = self.offset
-        offset = None if offset is None else offset.take_rows(order) if isinstance(offset, BlockQuantized) else offset[order]
-        return BlockQuantized(self.element_type, self.values[order], tuple(f[order] for f in self.scale_factors),
-                              (len(order), self.shape[1]), self.group, offset)
+        offset = (None if offset is None else offset.take_rows(order) if isinstance(offset, BlockQuantized)
+                  else offset.take(order, axis))
+        shape = (*self.shape[:axis], len(order), self.shape[-1])
+        return BlockQuantized(self.element_type, self.values.take(order, axis),
+                              tuple(f.take(order, axis) for f in self.scale_factors), shape, self.group, offset)
+
+
+def interleave_rows(a, b):
+    """Weights [(E,) rows, cols] whose rows alternate a's and b's (gpt-oss's gate_up from a GGUF's gate and up
+    experts), arrays or GGUF blocks of one type."""
+    if not isinstance(a, BlockQuantized):
+        return np.stack([a, b], axis=-2).reshape(*a.shape[:-2], -1, a.shape[-1])
+    if (a.element_type, a.group, len(a.scale_factors), a.offset is None) != (b.element_type, b.group, len(b.scale_factors),
+                                                                              b.offset is None):
+        raise SourceError("gate and up experts in different block types are not supported")
+    axis = len(a.shape) - 2
+
+    def alternate(x, y):
+        both = np.stack([x, y], axis=axis + 1)
+        return both.reshape(*both.shape[:axis], -1, *both.shape[axis + 2:])
+
+    offset = None if a.offset is None else (interleave_rows(a.offset, b.offset) if isinstance(a.offset, BlockQuantized)
+                                            else alternate(a.offset, b.offset))
+    return BlockQuantized(a.element_type, alternate(a.values, b.values),
+                          tuple(alternate(x, y) for x, y in zip(a.scale_factors, b.scale_factors)),
+                          (*a.shape[:axis], 2 * a.shape[axis], a.shape[-1]), a.group, offset)
+
+
+def take_rows(w, start: int, stop: int):
+    """Rows start…stop of a weight [(E,) rows, cols], array or GGUF blocks (a fused gate_up's halves)."""
+    if isinstance(w, BlockQuantized):
+        return w.take_rows(np.arange(start, stop))
+    return w[..., start:stop, :]
 
 
 # Each decoder takes the blocks as bytes [n, block bytes] and returns integers q [n, groups, group],
@@ -198,11 +277,22 @@ def _q6_k(b):
     return q.reshape(n, 16, 16), (_f16(b[:, 208:210]), b[:, 192:208].view(np.int8)), None
 
 
+# 2 × each e2m1 code (sign bit, 2 exponent bits, 1 mantissa bit): 0, 0.5, 1, 1.5, 2, 3, 4, 6 and their negatives.
+E2M1_DOUBLED = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], np.int16)
+
+
+def _mxfp4(b):
+    """gpt-oss's MXFP4 (32 e2m1 values after an e8m0 exponent, nibbles as Q4_0's) as integers 2·e2m1 with the
+    scale 2^(e − 127) / 2 in f32: the same weights, in a type GatherMatmul keeps compressed (f4e2m1 it widens)."""
+    scale = np.ldexp(np.float32(0.5), b[:, 0:1].astype(np.int32) - 127).astype(np.float32)
+    return E2M1_DOUBLED[_nibbles(b[:, None, 1:17])], (scale,), None
+
+
 # GGUF type → (weights per block, weights per group, storage type, decoder)
 KEPT_BLOCKS = {
     "Q4_0": (32, 32, "i4", _q4_0), "Q4_1": (32, 32, "u4", _q4_1), "Q5_0": (32, 32, "i8", _q5_0),
     "Q5_1": (32, 32, "u8", _q5_1), "Q8_0": (32, 32, "i8", _q8_0), "Q4_K": (256, 32, "u4", _q4_k),
-    "Q5_K": (256, 32, "u8", _q5_k), "Q6_K": (256, 16, "i8", _q6_k),
+    "Q5_K": (256, 32, "u8", _q5_k), "Q6_K": (256, 16, "i8", _q6_k), "MXFP4": (32, 32, "i8", _mxfp4),
 }
 
 
@@ -211,22 +301,25 @@ def _pack_nibbles(values: np.ndarray) -> np.ndarray:
     return values[..., 0::2] | (values[..., 1::2] << 4)
 
 
-def _decode_blocks(kind: str, raw: np.ndarray, rows: int, cols: int) -> BlockQuantized:
+def _decode_blocks(kind: str, raw: np.ndarray, shape: tuple[int, ...]) -> BlockQuantized:
+    """The blocks of a tensor `shape` [rows, cols] or [E, rows, cols] (stacked experts): each row's blocks
+    decoded alike, the leading axes kept."""
     block, group, element_type, decode = KEPT_BLOCKS[kind]
-    q, scale_factors, offset = decode(np.asarray(raw, np.uint8).reshape(rows * cols // block, -1))
+    lead, cols = shape[:-1], shape[-1]
+    q, scale_factors, offset = decode(np.asarray(raw, np.uint8).reshape(int(np.prod(shape)) // block, -1))
     blocks_per_row = cols // block
 
-    def per_block(factor):  # [n, 1 or groups per block] → [rows, blocks per row, 1 or groups per block, 1]
-        return factor.reshape(rows, blocks_per_row, -1, 1)
+    def per_block(factor):  # [n, 1 or groups per block] → [*lead, blocks per row, 1 or groups per block, 1]
+        return factor.reshape(*lead, blocks_per_row, -1, 1)
 
     if isinstance(offset, tuple):  # K-quants: the 6-bit m per group times dmin per 8 groups, as stored
         dmin, m = offset
-        offset = BlockQuantized("u8", m.reshape(rows, -1, 8), (per_block(dmin),), (rows, cols // group), 8)
+        offset = BlockQuantized("u8", m.reshape(*lead, -1, 8), (per_block(dmin),), (*lead, cols // group), 8)
     elif offset is not None:  # Q4_1 / Q5_1: an f16 per group
-        offset = offset.reshape(rows, -1)
-    q = q.reshape(rows, cols // group, group)
+        offset = offset.reshape(*lead, -1)
+    q = q.reshape(*lead, cols // group, group)
     values = _pack_nibbles(q) if element_type in ("u4", "i4") else q.astype(np.uint8 if element_type == "u8" else np.int8)
-    return BlockQuantized(element_type, values, tuple(per_block(f) for f in scale_factors), (rows, cols), group, offset)
+    return BlockQuantized(element_type, values, tuple(per_block(f) for f in scale_factors), shape, group, offset)
 
 
 def _unpermute(rows: int, n_heads: int) -> np.ndarray:
@@ -255,9 +348,9 @@ class GGUFTensorRef:
         tensor = self.reader.tensors[self.index]
         kind = tensor.tensor_type.name
         shape = tuple(int(n) for n in reversed(tensor.shape.tolist()))  # GGUF lists the fastest axis first
-        keep_blocks = kind in KEPT_BLOCKS and not self.dequantize and len(shape) == 2
+        keep_blocks = kind in KEPT_BLOCKS and not self.dequantize and len(shape) in (2, 3)
         if keep_blocks:
-            array = _decode_blocks(kind, np.asarray(tensor.data), *shape)
+            array = _decode_blocks(kind, np.asarray(tensor.data), shape)
         elif kind in ("F32", "F16"):
             array = np.asarray(tensor.data).reshape(shape)
         elif kind == "BF16":
@@ -380,6 +473,7 @@ def read_gguf(path: Path) -> GGUFCheckpoint:
     kv_heads = max(kv_heads_per_layer) if kv_heads_per_layer else int(kv_heads)
     hidden = int(_field(reader, f"{arch}.embedding_length"))
     tokens = _field(reader, "tokenizer.ggml.tokens") or []
+    tensor_names = {t.name for t in reader.tensors}
     ffn = _field(reader, f"{arch}.feed_forward_length")  # per layer in Gemma 4 files with double-wide MLPs
     config = {
         "model_type": arch,
@@ -402,11 +496,12 @@ def read_gguf(path: Path) -> GGUFCheckpoint:
         config["use_sliding_window"] = False
     if arch in ARCH_CONFIG:
         ARCH_CONFIG[arch](reader, config)
-    if arch == "lfm2":
-        config.update(model_type="lfm2", conv_L_cache=int(_field(reader, "lfm2.shortconv.l_cache")),
+    if arch in ("lfm2", "lfm2moe"):
+        config.update(conv_L_cache=int(_field(reader, f"{arch}.shortconv.l_cache")),
                       layer_types=["full_attention" if n else "conv" for n in kv_heads_per_layer],
                       # the MLP's width as llama.cpp runs it: the tensors', Liquid's rule already applied
-                      intermediate_size=_rows(reader, "blk.0.ffn_gate.weight"), block_auto_adjust_ff_dim=False)
+                      intermediate_size=_rows(reader, "blk.0.ffn_gate.weight") if "blk.0.ffn_gate.weight" in tensor_names
+                      else config["intermediate_size"], block_auto_adjust_ff_dim=False)
 
     head_dim, rotary_dim = config["head_dim"], _field(reader, f"{arch}.rope.dimension_count")
     if rotary_dim and arch != "gemma4":  # Phi-4-mini rotates 3/4 of each head, Qwen3.5 a quarter, GLM-4 half
@@ -467,18 +562,41 @@ def _olmo2_config(reader, config: dict) -> None:
 
 
 def _granite_config(reader, config: dict) -> None:
-    """Granite 3 and the dense Granite 4.0 (which llama.cpp writes as granite): its four multipliers.
-    A granitehybrid file's layers with no KV heads are Mamba-2 layers."""
+    """Granite 3 and the dense Granite 4.0 (which llama.cpp writes as granite): its four multipliers."""
     arch = config["model_type"]
-    kv_heads = _field(reader, f"{arch}.attention.head_count_kv")
-    if isinstance(kv_heads, list) and 0 in kv_heads:
-        raise SourceError(f"{arch}: Mamba-2 layers (a Granite 4.0 -H model) are not supported yet; its dense models are")
     if _field(reader, f"{arch}.rope.scaling.finetuned") is False:
         raise SourceError(f"{arch}: a model without rotary position embeddings (NoPE) is supported from its HF checkpoint only")
     config.update(model_type="granite", embedding_multiplier=float(_field(reader, f"{arch}.embedding_scale", 1.0)),
                   residual_multiplier=float(_field(reader, f"{arch}.residual_scale", 1.0)),
                   attention_multiplier=float(_field(reader, f"{arch}.attention.scale", 0.0)) or config["head_dim"]**-0.5,
                   logits_scaling=float(_field(reader, f"{arch}.logit_scale", 1.0)))
+
+
+def _granitehybrid_config(reader, config: dict) -> None:
+    """Granite 4.0-H: Granite's multipliers; the layers with no KV heads Mamba-2 mixers of ssm.time_step_rank heads
+    (ssm.inner_size wide, states of ssm.state_size in ssm.group_count groups), the others attention, rotary unless
+    rope.scaling.finetuned is false (llama.cpp's NoPE switch); where expert_count > 0, experts feed_forward_length
+    wide beside a shared MLP of expert_shared_feed_forward_length, else the shared MLP feed_forward_length wide."""
+    field = functools.partial(_field, reader)
+    kv_heads = field("granitehybrid.attention.head_count_kv")
+    kv_heads = kv_heads if isinstance(kv_heads, list) else [kv_heads] * config["num_hidden_layers"]
+    heads, experts = int(field("granitehybrid.ssm.time_step_rank", 0)), int(field("granitehybrid.expert_count", 0))
+    rope = field("granitehybrid.rope.scaling.finetuned") is not False
+    config.update(
+        model_type="granitemoehybrid", layer_types=["attention" if n else "mamba" for n in kv_heads],
+        position_embedding_type="rope" if rope else None,
+        embedding_multiplier=float(field("granitehybrid.embedding_scale", 1.0)),
+        residual_multiplier=float(field("granitehybrid.residual_scale", 1.0)),
+        attention_multiplier=float(field("granitehybrid.attention.scale", 0.0)) or config["head_dim"]**-0.5,
+        logits_scaling=float(field("granitehybrid.logit_scale", 1.0)),
+        num_local_experts=experts, num_experts_per_tok=int(field("granitehybrid.expert_used_count", 0)),
+        shared_intermediate_size=int(field("granitehybrid.expert_shared_feed_forward_length") if experts
+                                     else config["intermediate_size"]))
+    if heads:
+        inner = int(field("granitehybrid.ssm.inner_size"))
+        config.update(mamba_n_heads=heads, mamba_d_head=inner // heads, mamba_n_groups=int(field("granitehybrid.ssm.group_count")),
+                      mamba_d_state=int(field("granitehybrid.ssm.state_size")), mamba_d_conv=int(field("granitehybrid.ssm.conv_kernel")),
+                      mamba_expand=inner // config["hidden_size"])
 
 
 def _mistral3_config(reader, config: dict) -> None:
@@ -529,6 +647,10 @@ def _gemma4_config(reader, config: dict) -> None:
                                                "rope_theta": float(field("gemma4.rope.freq_base_swa", 1e4))}})
     if isinstance(kv_heads, list) and full:
         config["num_global_key_value_heads"] = int(kv_heads[full[0]])
+    if field("gemma4.expert_count"):  # the 26B-A4B's experts beside each dense MLP
+        config.update(enable_moe_block=True, num_experts=int(field("gemma4.expert_count")),
+                      top_k_experts=int(field("gemma4.expert_used_count")),
+                      moe_intermediate_size=int(field("gemma4.expert_feed_forward_length")))
     if per_layer:
         config["vocab_size_per_layer_input"] = _rows(reader, "per_layer_token_embd.weight")
     softcap = field("gemma4.final_logit_softcapping")
@@ -554,20 +676,69 @@ def _gemma3_config(reader, config: dict) -> None:
 def _qwen35_config(reader, config: dict) -> None:
     """Qwen3.5's text model as llama.cpp runs it: every full_attention_interval-th layer full attention,
     the rest Gated DeltaNet, with its value heads in llama.cpp's order (ModelArgs.value_heads_tiled)."""
-    value_heads = int(_field(reader, "qwen35.ssm.time_step_rank"))
-    config.update(model_type="qwen3_5_text", full_attention_interval=int(_field(reader, "qwen35.full_attention_interval", 4)),
-                  linear_conv_kernel_dim=int(_field(reader, "qwen35.ssm.conv_kernel")),
-                  linear_key_head_dim=int(_field(reader, "qwen35.ssm.state_size")),
-                  linear_num_key_heads=int(_field(reader, "qwen35.ssm.group_count")),
+    arch = config["model_type"]
+    value_heads = int(_field(reader, f"{arch}.ssm.time_step_rank"))
+    config.update(model_type="qwen3_5_text", full_attention_interval=int(_field(reader, f"{arch}.full_attention_interval", 4)),
+                  linear_conv_kernel_dim=int(_field(reader, f"{arch}.ssm.conv_kernel")),
+                  linear_key_head_dim=int(_field(reader, f"{arch}.ssm.state_size")),
+                  linear_num_key_heads=int(_field(reader, f"{arch}.ssm.group_count")),
                   linear_num_value_heads=value_heads,
-                  linear_value_head_dim=int(_field(reader, "qwen35.ssm.inner_size")) // value_heads,
+                  linear_value_head_dim=int(_field(reader, f"{arch}.ssm.inner_size")) // value_heads,
                   value_heads_tiled=True)
+
+
+def _experts_config(reader, config: dict) -> None:
+    """A mixture of experts' sizes: expert_count experts of width expert_feed_forward_length, of which
+    expert_used_count per token, and the shared expert's width where there is one."""
+    arch = config["model_type"]
+    config.update(num_experts=int(_field(reader, f"{arch}.expert_count")),
+                  num_experts_per_tok=int(_field(reader, f"{arch}.expert_used_count")),
+                  moe_intermediate_size=int(_field(reader, f"{arch}.expert_feed_forward_length")))
+    shared = _field(reader, f"{arch}.expert_shared_feed_forward_length")
+    if shared:
+        config["shared_expert_intermediate_size"] = int(shared)
+
+
+def _qwen35moe_config(reader, config: dict) -> None:
+    """Qwen3.5-MoE: Qwen3.5's hybrid (_qwen35_config), every layer's MLP experts and a gated shared expert."""
+    _experts_config(reader, config)
+    _qwen35_config(reader, config)
+    config["model_type"] = "qwen3_5_moe_text"
+
+
+def _lfm2moe_config(reader, config: dict) -> None:
+    """LFM2-MoE as llama.cpp runs it: leading_dense_block_count dense layers, then experts chosen by sigmoid
+    score + expert bias, renormalised, times expert_weights_scale (1 where the file has none)."""
+    _experts_config(reader, config)
+    config.update(model_type="lfm2_moe", num_dense_layers=int(_field(reader, "lfm2moe.leading_dense_block_count", 0)),
+                  use_expert_bias=any(t.name.endswith(".exp_probs_b.bias") for t in reader.tensors),
+                  norm_topk_prob=True, routed_scaling_factor=float(_field(reader, "lfm2moe.expert_weights_scale", 0.0) or 1.0))
+
+
+def _qwen3moe_config(reader, config: dict) -> None:
+    """Qwen3-MoE as llama.cpp runs it: experts in every layer, their top-k weights always renormalised."""
+    _experts_config(reader, config)
+    config.update(model_type="qwen3_moe", norm_topk_prob=True)
+
+
+def _gpt_oss_config(reader, config: dict) -> None:
+    """gpt-oss: its experts' count and width, a sliding window on every other layer from the first (llama.cpp's
+    pattern), and its YaRN, whose correction range gpt-oss does not round to whole dimensions (truncate false)."""
+    _experts_config(reader, config)
+    config.update(model_type="gpt_oss", num_local_experts=config.pop("num_experts"),
+                  intermediate_size=config.pop("moe_intermediate_size"),
+                  sliding_window=int(_field(reader, "gpt-oss.attention.sliding_window")),
+                  layer_types=_sliding_layers(reader, "gpt-oss", 2))
+    if config["rope_parameters"]["rope_type"] == "yarn":
+        config["rope_parameters"]["truncate"] = False
 
 
 # general.architecture → what it adds to or changes in the config read above.
 ARCH_CONFIG = {"gemma2": _gemma2_config, "gemma3": _gemma3_config, "gemma4": _gemma4_config, "granite": _granite_config,
-               "granitehybrid": _granite_config, "mistral3": _mistral3_config, "olmo2": _olmo2_config,
-               "qwen35": _qwen35_config}
+               "granitehybrid": _granitehybrid_config, "mistral3": _mistral3_config, "olmo2": _olmo2_config,
+               "qwen35": _qwen35_config, "qwen35moe": _qwen35moe_config, "qwen3moe": _qwen3moe_config,
+               "lfm2": lambda reader, config: config.update(model_type="lfm2"), "lfm2moe": _lfm2moe_config,
+               "gpt-oss": _gpt_oss_config}
 
 
 def _rows(reader, name: str) -> int:

@@ -39,6 +39,8 @@ def weight(array) -> ov.Output:
     if isinstance(array, ov.Output):
         return array
     if isinstance(array, BlockQuantized):
+        if has_offset(array) and len(array.shape) == 3:
+            return _zero_point_experts(array)
         if has_offset(array):
             raise ValueError("GGUF blocks with an offset are used through linear() or embedding()")
         return _scaled_blocks(array)
@@ -86,25 +88,48 @@ def _scaled_blocks(blocks: BlockQuantized, zero_point: np.ndarray | None = None)
 
 
 def _group_scales(blocks: BlockQuantized) -> np.ndarray:
-    """The product of the scale's factors in f32, [rows, groups]."""
+    """The product of the scale's factors in f32, [(E,) rows, groups]."""
     scales = np.float32(1)
     for factor in blocks.scale_factors:
         scales = scales * factor.astype(np.float32)
-    return scales.reshape(blocks.shape[0], -1)
+    return scales.reshape(*blocks.shape[:-1], -1)
+
+
+def _group_offsets(blocks: BlockQuantized) -> np.ndarray:
+    """The offset per group in f32, [(E,) rows, groups]: K-quants' 8-bit m per group times dmin per 8 groups."""
+    offsets = blocks.offset
+    if isinstance(offsets, BlockQuantized):
+        m = offsets.values.reshape(*offsets.shape[:-1], -1, offsets.group).astype(np.float32)
+        return (m * _group_scales(offsets)[..., None]).reshape(offsets.shape)
+    return offsets.astype(np.float32)
 
 
 def _zero_points(blocks: BlockQuantized) -> np.ndarray | None:
-    """offset / scale per group [rows, groups] in f32, with which scale · (q − zero point) is the block's
+    """offset / scale per group [(E,) rows, groups] in f32, with which scale · (q − zero point) is the block's
     w = scale · q − offset to f32 rounding; None if some group has a zero scale but an offset (its
     weights are all −offset, which no zero point gives)."""
-    scales, offsets = _group_scales(blocks), blocks.offset
-    if isinstance(offsets, BlockQuantized):  # K-quants: an 8-bit m per group times dmin per 8 groups
-        m = offsets.values.reshape(offsets.shape[0], -1, offsets.group).astype(np.float32)
-        offsets = (m * _group_scales(offsets)[..., None]).reshape(offsets.shape)
-    offsets = offsets.astype(np.float32)
+    scales, offsets = _group_scales(blocks), _group_offsets(blocks)
     if np.any((scales == 0) & (offsets != 0)):
         return None
     return np.divide(offsets, scales, out=np.zeros_like(offsets), where=scales != 0)
+
+
+def _zero_point_experts(blocks: BlockQuantized) -> ov.Output:
+    """Stacked expert blocks with an offset (Q4_1, Q5_1, Q4_K, Q5_K) as scale · (q − zero point), the one
+    offset form GatherMatmul keeps compressed (the bsums form is a second product over all experts).
+    A group with a zero scale but an offset holds −offset in every weight: it becomes q = 0, scale =
+    offset, zero point 1, the same weights, with the scales then stored as one f32 per group."""
+    zero_points = _zero_points(blocks)
+    if zero_points is None:
+        scales, offsets = _group_scales(blocks), _group_offsets(blocks)
+        constant = (scales == 0) & (offsets != 0)
+        values = blocks.values.copy()
+        values[constant] = 0
+        scales = np.where(constant, offsets, scales)
+        zero_points = np.where(constant, np.float32(1), np.divide(offsets, scales, out=np.zeros_like(offsets),
+                                                                   where=scales != 0))
+        blocks = BlockQuantized(blocks.element_type, values, (scales[..., None],), blocks.shape, blocks.group)
+    return _scaled_blocks(blocks, zero_points)
 
 
 def scalar(value, dtype=np.int64) -> ov.Output:
@@ -503,7 +528,10 @@ def mamba2(x, w: "LayerWeights", ctx: Context, heads: int, head_dim: int, groups
     low, high = time_step_limit
     if (low, high) != (0.0, float("inf")):  # softplus is never negative: the default limit clamps nothing
         dt = ops.clamp(dt, low, high)
-    a = -np.exp(np.asarray(w[f"{prefix}.A_log"], np.float32))
+    if f"{prefix}.A" in w:  # a GGUF file stores A itself, [H, 1]
+        a = np.asarray(w[f"{prefix}.A"], np.float32).reshape(-1)
+    else:
+        a = -np.exp(np.asarray(w[f"{prefix}.A_log"], np.float32))
     state_name = f"cache_params.past.ssm.{w.layer}"
     y, state = selective_scan(xs, dt.output(0), a, b, c, read_state(state_name, ctx, [heads, head_dim, state_size]),
                               name=w._key(f"{prefix}.selective_scan"))
@@ -513,7 +541,8 @@ def mamba2(x, w: "LayerWeights", ctx: Context, heads: int, head_dim: int, groups
     y = ops.reshape(ops.add(y, ops.multiply(xs, skip)), vector([0, 0, inner]), special_zero=True)
     gated = split_heads(ops.multiply(y, ops.swish(z)), groups, inner // groups)
     normed = ops.reshape(rms_norm(gated, None, eps), vector([0, 0, inner]), special_zero=True)
-    return w.linear(ops.multiply(normed, weight(w[f"{prefix}.norm.weight"])), f"{prefix}.out_proj")
+    scale = w[f"{prefix}.norm.weight"]  # [inner]; a GGUF file's is [groups, inner / groups]
+    return w.linear(ops.multiply(normed, weight(scale.reshape(-1))), f"{prefix}.out_proj")
 
 
 def repeat_kv(x, n_rep: int, num_kv_heads: int, head_dim: int) -> ov.Output:

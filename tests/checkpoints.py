@@ -237,6 +237,10 @@ VARIANTS = {
     "granitemoehybrid-mamba-rope-bias": ("GraniteMoeHybridConfig", dict(
         GRANITE_H, layer_types=["attention", "mamba"], position_embedding_type="rope", mamba_proj_bias=True,
         attention_bias=True, tie_word_embeddings=True), torch.bfloat16, False),
+    # GGUF imports of mixtures. Qwen3-MoE as llama.cpp runs it (experts in every layer, renormalised), 256 wide
+    # for K-quants (super-blocks of 256 weights per row of every expert projection).
+    "qwen3_moe-256": ("Qwen3MoeConfig", dict(QWEN3_MOE, hidden_size=256, moe_intermediate_size=256, norm_topk_prob=True),
+                      torch.float32, False),
 }
 # Mixture-of-experts variants → (layers with experts, GatherMatmul nodes per such layer: gate, up, down; gpt-oss's
 # fused gate_up and down): what the CPU plugin must compute sparsely (tests/test_experts.py).
@@ -244,7 +248,8 @@ EXPERT_LAYERS = {"qwen3_moe": (1, 3), "qwen3_moe-fp32": (2, 3), "qwen3_5_moe-tex
                  "qwen3_5_moe-multimodal-fused-experts": (2, 3), "lfm2_moe-expert-bias": (2, 3), "lfm2_moe-fp32": (1, 3),
                  "gemma4-moe": (2, 3), "gemma4-moe-multimodal": (3, 3),
                  "gpt_oss": (2, 2), "gpt_oss-fp32-tied": (2, 2), "gpt_oss-mxfp4": (2, 2),
-                 "granitemoehybrid-mamba-moe": (2, 3), "granitemoehybrid-mamba-rope-bias": (2, 3)}
+                 "granitemoehybrid-mamba-moe": (2, 3), "granitemoehybrid-mamba-rope-bias": (2, 3),
+                 "qwen3_moe-256": (2, 3)}
 TINY_VISION = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=28,
                    patch_size=14)
 TINY_PIXTRAL = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, head_dim=8,

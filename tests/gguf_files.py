@@ -68,6 +68,49 @@ GGUF_NAMES = {
     "model.layers.{}.per_layer_projection.weight": "blk.{}.proj.weight",
     "model.layers.{}.post_per_layer_input_norm.weight": "blk.{}.post_norm.weight",
     "model.layers.{}.layer_scalar": "blk.{}.layer_output_scale.weight",
+    # Gemma 4 26B-A4B's router, experts (stacked as the checkpoint has them) and the norms around them
+    "model.layers.{}.router.proj.weight": "blk.{}.ffn_gate_inp.weight",
+    "model.layers.{}.router.scale": "blk.{}.ffn_gate_inp.scale",
+    "model.layers.{}.router.per_expert_scale": "blk.{}.ffn_down_exps.scale",
+    "model.layers.{}.experts.gate_up_proj": "blk.{}.ffn_gate_up_exps.weight",
+    "model.layers.{}.experts.down_proj": "blk.{}.ffn_down_exps.weight",
+    "model.layers.{}.pre_feedforward_layernorm_2.weight": "blk.{}.pre_ffw_norm_2.weight",
+    "model.layers.{}.post_feedforward_layernorm_1.weight": "blk.{}.post_ffw_norm_1.weight",
+    "model.layers.{}.post_feedforward_layernorm_2.weight": "blk.{}.post_ffw_norm_2.weight",
+    # A mixture's router and its experts, stacked [E, N, K] (stack_experts)
+    "model.layers.{}.mlp.gate.weight": "blk.{}.ffn_gate_inp.weight",
+    "model.layers.{}.mlp.experts.gate_proj.weight": "blk.{}.ffn_gate_exps.weight",
+    "model.layers.{}.mlp.experts.up_proj.weight": "blk.{}.ffn_up_exps.weight",
+    "model.layers.{}.mlp.experts.down_proj.weight": "blk.{}.ffn_down_exps.weight",
+    # Qwen3.5-MoE's shared expert and its gate
+    "model.layers.{}.mlp.shared_expert.gate_proj.weight": "blk.{}.ffn_gate_shexp.weight",
+    "model.layers.{}.mlp.shared_expert.up_proj.weight": "blk.{}.ffn_up_shexp.weight",
+    "model.layers.{}.mlp.shared_expert.down_proj.weight": "blk.{}.ffn_down_shexp.weight",
+    "model.layers.{}.mlp.shared_expert_gate.weight": "blk.{}.ffn_gate_inp_shexp.weight",
+    # LFM2-MoE's router, expert bias and experts (its file's names, and transformers' fused ones)
+    "model.layers.{}.feed_forward.gate.weight": "blk.{}.ffn_gate_inp.weight",
+    "model.layers.{}.feed_forward.expert_bias": "blk.{}.exp_probs_b.bias",
+    "model.layers.{}.feed_forward.experts.w1.weight": "blk.{}.ffn_gate_exps.weight",
+    "model.layers.{}.feed_forward.experts.w3.weight": "blk.{}.ffn_up_exps.weight",
+    "model.layers.{}.feed_forward.experts.w2.weight": "blk.{}.ffn_down_exps.weight",
+    "model.layers.{}.feed_forward.experts.gate_proj.weight": "blk.{}.ffn_gate_exps.weight",
+    "model.layers.{}.feed_forward.experts.up_proj.weight": "blk.{}.ffn_up_exps.weight",
+    "model.layers.{}.feed_forward.experts.down_proj.weight": "blk.{}.ffn_down_exps.weight",
+    # gpt-oss's sinks, output bias, router bias and expert biases
+    "model.layers.{}.self_attn.sinks": "blk.{}.attn_sinks.weight",
+    "model.layers.{}.self_attn.o_proj.bias": "blk.{}.attn_output.bias",
+    "model.layers.{}.mlp.router.weight": "blk.{}.ffn_gate_inp.weight",
+    "model.layers.{}.mlp.router.bias": "blk.{}.ffn_gate_inp.bias",
+    "model.layers.{}.mlp.experts.gate_proj.bias": "blk.{}.ffn_gate_exps.bias",
+    "model.layers.{}.mlp.experts.up_proj.bias": "blk.{}.ffn_up_exps.bias",
+    "model.layers.{}.mlp.experts.down_proj.bias": "blk.{}.ffn_down_exps.bias",
+    # Granite 4.0-H's Mamba-2 mixers (A_log as A itself), router and experts
+    **{f"model.layers.{{}}.mamba.{name}": f"blk.{{}}.ssm_{gguf_name}" for name, gguf_name in (
+        ("in_proj.weight", "in.weight"), ("conv1d.weight", "conv1d.weight"), ("conv1d.bias", "conv1d.bias"),
+        ("dt_bias", "dt.bias"), ("A_log", "a"), ("D", "d"), ("norm.weight", "norm.weight"), ("out_proj.weight", "out.weight"))},
+    "model.layers.{}.block_sparse_moe.router.weight": "blk.{}.ffn_gate_inp.weight",
+    **{f"model.layers.{{}}.block_sparse_moe.experts.{proj}_proj.weight": f"blk.{{}}.ffn_{proj}_exps.weight"
+       for proj in ("gate", "up", "down")},
 }
 
 # Every block type the import keeps, plus plain float tensors.
@@ -94,14 +137,14 @@ def _permute(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, 2, w.shape[0] // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def random_k_blocks(kind: str, shape: tuple[int, int], std: float, rng: np.random.Generator) -> np.ndarray:
-    """Valid K-quant blocks for a [rows, cols] tensor: random bits for the packed quants, sub-block
+def random_k_blocks(kind: str, shape: tuple[int, ...], std: float, rng: np.random.Generator) -> np.ndarray:
+    """Valid K-quant blocks for a [rows, cols] tensor (or stacked experts [E, rows, cols]): random bits for the packed quants, sub-block
     scales and mins, then d (and dmin) set so the weights have about `std`. gguf-py cannot write
     K-quants, and any bit pattern of those fields is a block llama.cpp reads. The first
     super-block has d = 0: its groups are constants −dmin·m."""
     qtype = gguf.GGMLQuantizationType[kind]
     block, size = gguf.GGML_QUANT_SIZES[qtype]
-    rows, cols = shape
+    rows, cols = int(np.prod(shape[:-1])), shape[-1]
     raw = rng.integers(0, 256, (rows, cols // block, size), dtype=np.uint8)
     at, dmin_at, mean = K_FIELDS[kind]
 
@@ -117,16 +160,46 @@ def random_k_blocks(kind: str, shape: tuple[int, int], std: float, rng: np.rando
     set_f16(at, d)
     if dmin_at is not None:
         set_f16(dmin_at, np.abs(rng.normal(1.0, 0.3, raw.shape[:2])) * mean * std / unit)
-    return raw.reshape(rows, -1)
+    return raw.reshape(*shape[:-1], -1)
+
+
+def stack_experts(tensors: dict) -> dict:
+    """Per-expert tensors `….mlp.experts.{e}.{proj}.weight` stacked [E, N, K] as `….mlp.experts.{proj}.weight`,
+    as llama.cpp's converter writes them (ffn_*_exps)."""
+    stacked, experts = {}, {}
+    for name, tensor in tensors.items():
+        prefix, found, rest = name.partition(".experts.")
+        index, _, proj = rest.partition(".")
+        if found and index.isdigit():
+            experts.setdefault(f"{prefix}.experts.{proj}", {})[int(index)] = tensor
+        else:
+            stacked[name] = tensor
+    for name, by_index in experts.items():
+        stacked[name] = np.stack([by_index[e] for e in range(len(by_index))])
+    return stacked
 
 
 # model_type → general.architecture, where they differ (dense Granite 4.0 is written as granite)
 GGUF_ARCH = {"gemma3_text": "gemma3", "gemma4_text": "gemma4", "qwen3_5_text": "qwen35", "olmo3": "olmo2",
-             "granitemoehybrid": "granite", "ministral3": "mistral3"}
+             "granitemoehybrid": "granite", "ministral3": "mistral3", "qwen3_moe": "qwen3moe", "qwen3_5_moe_text": "qwen35moe",
+             "qwen3_5_moe": "qwen35moe", "lfm2_moe": "lfm2moe", "gpt_oss": "gpt-oss"}
+# The architectures built on Qwen3.5's and LFM2's hybrids, written as those are.
+QWEN35 = ("qwen35", "qwen35moe")
+LFM2 = ("lfm2", "lfm2moe")
+# The end of a reference's fused tensor's name → the GGUF tensors it is made of, joined along their rows (axis −2;
+# gpt-oss's alternate, in [E, in, out]).
+FUSED_IN_REFERENCE = {"shared_mlp.input_linear.weight": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),  # Granite 4.0's
+                      "shared_mlp.output_linear.weight": ("mlp.down_proj.weight",),
+                      "experts.gate_up_proj": ("experts.gate_proj.weight", "experts.up_proj.weight"),  # transformers 5's
+                      "experts.down_proj": ("experts.down_proj.weight",),
+                      "experts.gate_up_proj_bias": ("experts.gate_proj.bias", "experts.up_proj.bias"),  # gpt-oss's
+                      "experts.down_proj_bias": ("experts.down_proj.bias",)}
 # Where llama.cpp stores an RMSNorm that scales by (1 + w) as 1 + w: every norm but these.
-PLUS_ONE_NORMS = {"gemma2": (), "gemma3": (), "qwen35": (".linear_attn.norm.",)}
+PLUS_ONE_NORMS = {"gemma2": (), "gemma3": (), "qwen35": (".linear_attn.norm.",), "qwen35moe": (".linear_attn.norm.",)}
 # Architectures whose q and k rows llama.cpp's converter interleaves for its NORM rope.
-PERMUTED_QK = ("llama", "granite", "mistral3")
+PERMUTED_QK = ("llama", "granite", "granitehybrid", "mistral3")
+# Granite 4.0's names for a Mamba-2 layer (transformers 5 saves the second)
+MAMBA_LAYERS = {"mamba", "linear_attention"}
 # Qwen3.5's tensors whose value heads llama.cpp reorders, and the axis and band of them that holds the heads.
 VALUE_HEAD_AXES = {"in_proj_qkv": 0, "in_proj_z": 0, "in_proj_b": 0, "in_proj_a": 0, "conv1d": 0, "dt_bias": 0,
                    "A_log": 0, "out_proj": 1}
@@ -137,9 +210,19 @@ GEMMA_NORMS = {"post_attention_layernorm": "post_attention_norm", "pre_feedforwa
 RENAMES = {
     "gemma2": GEMMA_NORMS, "gemma3": GEMMA_NORMS, "gemma4": GEMMA_NORMS,
     "qwen35": {"post_attention_layernorm": "post_attention_norm"},
+    "qwen35moe": {"post_attention_layernorm": "post_attention_norm"},
+    "gpt-oss": {"post_attention_layernorm": "post_attention_norm"},
     "olmo2": {"post_attention_layernorm": "post_attention_norm", "post_feedforward_layernorm": "post_ffw_norm"},
     "glm4": {"post_self_attn_layernorm": "post_attention_norm", "post_mlp_layernorm": "post_ffw_norm"},
 }
+
+
+def gguf_arch(config: dict) -> str:
+    """general.architecture for a checkpoint's config: Granite 4.0 with Mamba-2 layers or experts is granitehybrid."""
+    model_type = config["model_type"]
+    if model_type == "granitemoehybrid" and (config.get("num_local_experts") or set(config.get("layer_types") or []) & MAMBA_LAYERS):
+        return "granitehybrid"
+    return GGUF_ARCH.get(model_type, model_type)
 
 
 def to_gguf_name(name: str, arch: str) -> str:
@@ -148,6 +231,14 @@ def to_gguf_name(name: str, arch: str) -> str:
     for old, new in RENAMES.get(arch, {}).items():
         name = name.replace(f".{old}.", f".{new}.")
     return GGUF_NAMES[name.replace(f".{layer}.", ".{}.", 1) if layer else name].format(layer)
+
+
+def stored_as(name: str, arch: str) -> str | None:
+    """The GGUF name of the HF tensor `name`, None where the file has no tensor of that name."""
+    try:
+        return to_gguf_name(name, arch)
+    except KeyError:
+        return None
 
 
 def value_head_order(name: str, tensor: np.ndarray, config: dict, to_gguf: bool) -> np.ndarray:
@@ -171,19 +262,26 @@ def dequantized_reference(checkpoint: Path, path: Path):
     import transformers
 
     model = transformers.AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
-    arch = GGUF_ARCH.get(model.config.model_type, model.config.model_type)
+    arch = gguf_arch(model.config.to_dict())
     stored = {tensor.name: tensor for tensor in gguf.GGUFReader(path).tensors}
     state = model.state_dict()
     for name, value in state.items():
-        # Granite 4.0's fused shared MLP is ffn_gate and ffn_up in the file
-        parts = ([name.replace("shared_mlp.input_linear", f"mlp.{p}_proj") for p in ("gate", "up")]
-                 if "shared_mlp.input_linear" in name else [name.replace("shared_mlp.output_linear", "mlp.down_proj")])
+        fused = next((f for f in FUSED_IN_REFERENCE if name.endswith(f".{f}")), None)
+        if fused and stored_as(name, arch) not in stored:  # apart in the file (Gemma 4's experts are as they are)
+            parts = [name[:-len(fused)] + part for part in FUSED_IN_REFERENCE[fused]]
+        else:
+            fused, parts = None, [name]
         tensors = [stored.get(to_gguf_name(part, arch)) for part in parts]
         if any(t is None or t.tensor_type.name in ("F32", "F16", "BF16") for t in tensors):
             continue
-        w = np.concatenate([gguf.quants.dequantize(t.data, t.tensor_type).reshape(-1, value.shape[-1]) for t in tensors])
+        shapes = [tuple(int(n) for n in reversed(t.shape.tolist())) for t in tensors]
+        parts = [gguf.quants.dequantize(t.data, t.tensor_type).reshape(shape) for t, shape in zip(tensors, shapes)]
+        if arch == "gpt-oss" and fused:  # experts [E, in, out], gate and up columns alternating
+            w = np.swapaxes(np.stack(parts, axis=-2).reshape(*parts[0].shape[:-2], -1, parts[0].shape[-1]), -1, -2)
+        else:
+            w = np.concatenate(parts, axis=-2)
         w = w.reshape(value.shape)
-        if arch == "qwen35":
+        if arch in QWEN35:
             w = value_head_order(name, w, model.config.to_dict(), to_gguf=False)
         if arch in PERMUTED_QK and (".self_attn.q_proj." in name or ".self_attn.k_proj." in name):
             heads = model.config.num_attention_heads if "q_proj" in name else model.config.num_key_value_heads
@@ -248,44 +346,86 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
     for file in sorted(checkpoint.glob("*.safetensors")):
         tensors.update({k: v.astype(np.float32) for k, v in load_file(file).items()})
 
-    arch = GGUF_ARCH.get(arch, arch)
+    arch = gguf_arch(config)
     if arch in PLUS_ONE_NORMS:  # llama.cpp stores (1 + w) norms as 1 + w
         tensors = {name: tensor + 1 if name.endswith("norm.weight") and not any(n in name for n in PLUS_ONE_NORMS[arch])
                    else tensor for name, tensor in tensors.items()}
-    if arch == "qwen35":  # the decay rate A = −exp(A_log) itself, value heads in llama.cpp's order
+    if arch in QWEN35:  # the decay rate A = −exp(A_log) itself, value heads in llama.cpp's order
         tensors = {name: -np.exp(tensor) if name.endswith("A_log") else tensor for name, tensor in tensors.items()}
         tensors = {name: value_head_order(name, tensor, config, to_gguf=True) for name, tensor in tensors.items()}
-    if arch == "granite":  # Granite 4.0's fused shared MLP as llama's three projections
+    if arch in ("granite", "granitehybrid"):  # Granite 4.0's fused shared MLP as three projections (a shared expert's
+        shared = "mlp.shared_expert" if config.get("num_local_experts") else "mlp"  # where there are experts)
         for name in [n for n in tensors if ".shared_mlp." in n]:
             tensor, layer = tensors.pop(name), name.split(".shared_mlp.")[0]
             if name.endswith("input_linear.weight"):
-                tensors[f"{layer}.mlp.gate_proj.weight"], tensors[f"{layer}.mlp.up_proj.weight"] = np.split(tensor, 2)
+                tensors[f"{layer}.{shared}.gate_proj.weight"], tensors[f"{layer}.{shared}.up_proj.weight"] = np.split(tensor, 2)
             else:
-                tensors[f"{layer}.mlp.down_proj.weight"] = tensor
-    tensors = {name: tensor[:, 0] if tensor.ndim == 3 else tensor for name, tensor in tensors.items()}  # conv taps [C, K]
+                tensors[f"{layer}.{shared}.down_proj.weight"] = tensor
+    if arch == "granitehybrid":  # experts' gate and up apart; Mamba-2's A itself, D [H, 1], its norm [groups, inner / groups]
+        groups = config.get("mamba_n_groups", 1)
+        for name in list(tensors):
+            layer = name.split(".block_sparse_moe.")[0].split(".mamba.")[0]
+            if name.endswith("block_sparse_moe.input_linear.weight"):
+                gate, up = np.split(tensors.pop(name), 2, axis=1)
+                tensors[f"{layer}.block_sparse_moe.experts.gate_proj.weight"] = gate
+                tensors[f"{layer}.block_sparse_moe.experts.up_proj.weight"] = up
+            elif name.endswith("block_sparse_moe.output_linear.weight"):
+                tensors[f"{layer}.block_sparse_moe.experts.down_proj.weight"] = tensors.pop(name)
+            elif name.endswith("block_sparse_moe.router.layer.weight"):
+                tensors[f"{layer}.block_sparse_moe.router.weight"] = tensors.pop(name)
+            elif name.endswith("mamba.A_log"):
+                tensors[name] = -np.exp(tensors[name])[:, None]
+            elif name.endswith("mamba.D"):
+                tensors[name] = tensors[name][:, None]
+            elif name.endswith("mamba.norm.weight"):
+                tensors[name] = tensors[name].reshape(groups, -1)
+    if arch == "gpt-oss":  # experts [E, out, in], gate and up apart (the checkpoint's alternate in [E, in, out])
+        for name in [n for n in tensors if ".mlp.experts." in n]:
+            tensor, experts = tensors.pop(name), name.split(".mlp.experts.")[0] + ".mlp.experts"
+            if name.endswith("gate_up_proj"):
+                gate_up = np.swapaxes(tensor, 1, 2)
+                tensors[f"{experts}.gate_proj.weight"], tensors[f"{experts}.up_proj.weight"] = gate_up[:, 0::2], gate_up[:, 1::2]
+            elif name.endswith("gate_up_proj_bias"):
+                tensors[f"{experts}.gate_proj.bias"], tensors[f"{experts}.up_proj.bias"] = tensor[:, 0::2], tensor[:, 1::2]
+            elif name.endswith("down_proj"):
+                tensors[f"{experts}.down_proj.weight"] = np.swapaxes(tensor, 1, 2)
+            else:
+                tensors[f"{experts}.down_proj.bias"] = tensor
+    tensors = {name: tensor[:, 0] if tensor.ndim == 3 and tensor.shape[1] == 1 else tensor  # conv taps [C, K]
+               for name, tensor in stack_experts(tensors).items()}
 
     rng = np.random.default_rng(0)
     writer = gguf.GGUFWriter(out, arch)
     writer.add_block_count(config["num_hidden_layers"])
     writer.add_context_length(config["max_position_embeddings"])
     writer.add_embedding_length(config["hidden_size"])
-    if arch == "lfm2":
+    if arch in LFM2:
         writer.add_feed_forward_length(int(tensors["model.layers.0.feed_forward.w1.weight"].shape[0]))
-    elif arch == "granite":
+    elif arch == "granite" or arch == "granitehybrid" and not config.get("num_local_experts"):
         writer.add_feed_forward_length(config["shared_intermediate_size"])
     elif arch != "gemma4":
         writer.add_feed_forward_length(config["intermediate_size"])
     writer.add_head_count(config["num_attention_heads"])
-    if arch == "lfm2":  # per layer, 0 for a convolution layer; the MLP's width as its tensors have it
+    if arch in LFM2:  # per layer, 0 for a convolution layer; the MLP's width as its tensors have it
         layer_types = config["layer_types"]
         writer.add_head_count_kv([config["num_key_value_heads"] if t == "full_attention" else 0 for t in layer_types])
-        writer.add_uint32("lfm2.shortconv.l_cache", config["conv_L_cache"])
+        writer.add_uint32(f"{arch}.shortconv.l_cache", config["conv_L_cache"])
+        if arch == "lfm2moe":
+            writer.add_leading_dense_block_count(config["num_dense_layers"])
+            writer.add_expert_gating_func(gguf.ExpertGatingFuncType.SIGMOID)
         writer.add_layer_norm_rms_eps(config["norm_eps"])
     else:
-        if arch != "gemma4":  # per layer there (gemma4_metadata)
+        if arch not in ("gemma4", "granitehybrid"):  # per layer there (gemma4_metadata, below)
             writer.add_head_count_kv(config["num_key_value_heads"])
         writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
-    if arch == "qwen35":
+    if config.get("num_experts") or config.get("num_local_experts"):
+        writer.add_expert_count(config.get("num_experts", config.get("num_local_experts")))
+        writer.add_expert_used_count(config.get("num_experts_per_tok") or config["top_k_experts"])
+        if arch != "granitehybrid":  # whose experts are feed_forward_length wide
+            writer.add_expert_feed_forward_length(config.get("moe_intermediate_size") or config["intermediate_size"])
+        if config.get("shared_expert_intermediate_size"):
+            writer.add_expert_shared_feed_forward_length(config["shared_expert_intermediate_size"])
+    if arch in QWEN35:
         writer.add_ssm_conv_kernel(config["linear_conv_kernel_dim"])
         writer.add_ssm_state_size(config["linear_key_head_dim"])
         writer.add_ssm_group_count(config["linear_num_key_heads"])
@@ -302,7 +442,7 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
         if arch != "gemma3":  # llama.cpp fixes Gemma 3's sliding layers' base at 10 000
             writer.add_rope_freq_base_swa(rope["sliding_attention"]["rope_theta"])
         rope = rope["full_attention"]
-    if "sliding_window" in config and arch in ("gemma2", "gemma3", "gemma4", "olmo2"):
+    if "sliding_window" in config and arch in ("gemma2", "gemma3", "gemma4", "olmo2", "gpt-oss"):
         writer.add_sliding_window(config["sliding_window"])
         if arch != "gemma3":  # Gemma 3's is every 6th layer full, which llama.cpp assumes
             writer.add_sliding_window_pattern([t == "sliding_attention" for t in config["layer_types"]])
@@ -324,7 +464,18 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
         writer.add_attn_logit_softcapping(config["attn_logit_softcapping"])
     if config.get("final_logit_softcapping"):
         writer.add_final_logit_softcapping(config["final_logit_softcapping"])
-    if arch == "granite":
+    if arch == "granitehybrid":  # a Mamba-2 layer has no KV heads; NoPE as llama.cpp's converter marks it
+        writer.add_head_count_kv([0 if t in MAMBA_LAYERS else config["num_key_value_heads"] for t in config["layer_types"]])
+        inner = config["mamba_n_heads"] * config["mamba_d_head"]
+        writer.add_ssm_conv_kernel(config["mamba_d_conv"])
+        writer.add_ssm_state_size(config["mamba_d_state"])
+        writer.add_ssm_group_count(config["mamba_n_groups"])
+        writer.add_ssm_inner_size(inner)
+        writer.add_ssm_time_step_rank(config["mamba_n_heads"])
+        writer.add_rope_scaling_finetuned(config.get("position_embedding_type") == "rope")
+        if config.get("num_local_experts"):
+            writer.add_expert_shared_feed_forward_length(config["shared_intermediate_size"])
+    if arch in ("granite", "granitehybrid"):
         writer.add_embedding_scale(config["embedding_multiplier"])
         writer.add_residual_scale(config["residual_multiplier"])
         writer.add_attention_scale(config["attention_multiplier"])
@@ -361,7 +512,7 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
             tensor = _permute(tensor, config["num_attention_heads"])
         elif arch in PERMUTED_QK and gguf_name.endswith(("attn_k.weight", "attn_k.bias")):
             tensor = _permute(tensor, config["num_key_value_heads"])
-        kind = block_types.get(gguf_name.split(".")[-2], "F32") if tensor.ndim == 2 else "F32"
+        kind = block_types.get(gguf_name.split(".")[-2], "F32") if tensor.ndim >= 2 and not name.endswith("bias") else "F32"
         qtype = gguf.GGMLQuantizationType[kind]
         if kind in K_FIELDS:
             data = random_k_blocks(kind, tensor.shape, float(tensor.std()), rng)

@@ -334,7 +334,8 @@ def test_the_cli_starts_no_thread_before_it_blocks_signals():
 @pytest.mark.parametrize("source", ["llama", "gguf", "qwen3_5-multimodal", "lfm2", "gemma3-vision", "gemma4-vision",
                                     "qwen3_vl-vision", "qwen3_5_moe-vision", "lfm2_moe-expert-bias", "gemma4-moe",
                                     "gpt_oss-mxfp4",
-                                    "granitemoehybrid-mamba-moe"])
+                                    "granitemoehybrid-mamba-moe",
+                                    "qwen3_moe-256-gguf"])
 def test_conversion_never_imports_torch(tmp_path, checkpoint, vlm_checkpoint, source):
     """The convert extra has no torch: a conversion must not need it (here it cannot import it), vision towers
     included."""
@@ -342,12 +343,17 @@ def test_conversion_never_imports_torch(tmp_path, checkpoint, vlm_checkpoint, so
 
     if source == "gguf":
         src = smollm2.gguf_dir() / smollm2.GGUF_NAME
+    elif source.endswith("-gguf"):  # a mixture's experts in GGUF blocks, K-quants among them
+        from gguf_files import write_gguf
+
+        src = write_gguf(checkpoint(source.removesuffix("-gguf")), tmp_path / "moe.gguf", smollm2.gguf_dir() / smollm2.GGUF_NAME,
+                         {"ffn_gate_exps": "Q4_K", "ffn_up_exps": "Q8_0", "ffn_down_exps": "Q4_1"})
     else:
         src = vlm_checkpoint(source) if source.endswith("-vision") else checkpoint(source)
     probe = (
         "import sys\nsys.modules['torch'] = None  # import torch now fails\n"
         "from convert import convert\n"
-        f"convert({str(src)!r}, {str(tmp_path / 'out')!r}, weight_format={'None' if source == 'gguf' else repr('int4')})\n"
+        f"convert({str(src)!r}, {str(tmp_path / 'out')!r}, weight_format={'None' if 'gguf' in source else repr('int4')})\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'optimum')))\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=600)

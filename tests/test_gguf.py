@@ -17,9 +17,11 @@ import torch
 import transformers
 
 import smollm2
+from checkpoints import EXPERT_LAYERS
 from gguf_files import BLOCK_TYPES, K_QUANT_TYPES, dequantized_reference, write_gguf
 from conftest import run_ovchat
 from test_convert import TOKENIZER_SAMPLES, ask, assert_clean_failure
+from test_experts import expert_nodes, runtime_kinds
 from test_parity import EXACT, PROMPTS, ir_logits, reference_greedy, reference_model, templated_ids
 
 
@@ -214,6 +216,10 @@ SMALL_BLOCKS = {"attn_q": "Q4_0", "attn_k": "Q4_1", "attn_v": "Q5_0", "attn_outp
                 "ffn_up": "Q4_1", "ffn_down": "Q5_0", "token_embd": "Q8_0", "output": "Q4_0"}
 
 
+# A mixture's stacked experts in blocks without and with an offset (GatherMatmul's zero-point form).
+EXPERT_BLOCKS = {"ffn_gate_exps": "Q4_0", "ffn_up_exps": "Q8_0", "ffn_down_exps": "Q4_1"}
+
+
 # The families llama.cpp writes as gemma2, olmo2 (OLMo 3: a sliding-window pattern), glm4 (fused gate and up),
 # granite (dense Granite 4.0, q/k interleaved), mistral3 (YaRN and attention temperature, q/k interleaved)
 # and gemma4 (per-layer embeddings, head sizes and KV heads per layer kind, shared-KV layers, rope_freqs).
@@ -240,6 +246,20 @@ GGUF_FAMILIES_2026 = [
     ("lfm2", {**SMALL_BLOCKS, "in_proj": "Q4_0", "out_proj": "Q8_0"}),
     ("lfm2-fp32-attn-idxs", {"in_proj": "Q5_1", "ffn_up": "Q8_0"}),
     *GGUF_FAMILIES_2026,
+    # Mixtures: stacked experts [E, N, K] in blocks without and with an offset (the router stays F32, as llama.cpp keeps it).
+    ("qwen3_moe-256", {**SMALL_BLOCKS, **EXPERT_BLOCKS}),
+    # LFM2-MoE (a dense first layer, an expert bias) and Qwen3.5-MoE (a gated shared expert beside the experts)
+    ("lfm2_moe-expert-bias", {**SMALL_BLOCKS, "in_proj": "Q4_0", "out_proj": "Q8_0", **EXPERT_BLOCKS}),
+    ("qwen3_5_moe-text", {**SMALL_BLOCKS, "attn_qkv": "Q4_1", "attn_gate": "Q8_0", "ssm_out": "Q5_0",
+                          "ffn_gate_shexp": "Q8_0", "ffn_up_shexp": "Q4_0", **EXPERT_BLOCKS}),
+    # Gemma 4 26B-A4B's experts beside the dense MLP, gate and up stacked in one tensor (split exactly: Q4_1's offsets)
+    ("gemma4-moe", {**SMALL_BLOCKS, "ffn_gate_up_exps": "Q4_1", "ffn_down_exps": "Q8_0"}),
+    # Granite 4.0-H: Mamba-2 mixers (A, D and the grouped norm as llama.cpp stores them) beside NoPE attention, with
+    # experts and a shared expert, or a dense shared MLP (48 wide: its down projection stays F32)
+    ("granitemoehybrid-mamba-moe", {**SMALL_BLOCKS, "ssm_in": "Q8_0", "ssm_out": "Q4_1", **EXPERT_BLOCKS}),
+    ("granitemoehybrid-mamba-fp32", {**SMALL_BLOCKS, "ssm_in": "Q4_0", "ssm_out": "Q8_0", "ffn_down": "F32"}),
+    # gpt-oss: sinks, biases, MXFP4 experts (repacked as i8 groups), gate and up interleaved into one gate_up
+    ("gpt_oss", {**SMALL_BLOCKS, "ffn_gate_exps": "MXFP4", "ffn_up_exps": "MXFP4", "ffn_down_exps": "MXFP4"}),
 ])
 def test_gguf_architectures_match_transformers(name, block_types, checkpoint, tokenizer_of, tmp_path, gguf_file):
     """Each architecture's GGUF file, its blocks kept, against transformers on the checkpoint with
@@ -251,6 +271,7 @@ def test_gguf_architectures_match_transformers(name, block_types, checkpoint, to
     reference = dequantized_reference(checkpoint(name), path)
     tokenizer = tokenizer_of(name)  # the file's (transformers' GGUF loader knows only some architectures)
     compiled = ov.Core().compile_model(out / "openvino_model.xml", "CPU", EXACT)
+    assert_experts_stay_compressed(name, compiled)
     worst = 0.0
     for prompt in PROMPTS:
         ids = templated_ids(tokenizer, [{"role": "user", "content": prompt}])
@@ -266,7 +287,22 @@ def test_gguf_architectures_match_transformers(name, block_types, checkpoint, to
     assert list(pipe.generate(ov.Tensor(np.array([ids])), config).tokens[0]) == reference_greedy(reference, ids, 16)
 
 
-@pytest.mark.parametrize("name", [name for name, _ in GGUF_FAMILIES_2026])
+def assert_experts_stay_compressed(name: str, compiled: ov.CompiledModel) -> None:
+    """A mixture's expert blocks reach the CPU's GatherMatmul as the file's integers (only the routed experts
+    computed, their weights never widened to f32)."""
+    if name not in EXPERT_LAYERS:
+        return
+    layers, per_layer = EXPERT_LAYERS[name]
+    assert runtime_kinds(compiled)["GatherMatmul"] == layers * per_layer
+    nodes = expert_nodes(compiled)
+    assert {op.get_rt_info()["layerType"].astype(str) for op in nodes} == {"GatherMatmul"}
+    assert {op.input(1).get_element_type().get_type_name() for op in nodes} <= {"i4", "u4", "i8", "u8"}
+
+
+# llama.cpp reads these files as the import does: the families above and mixtures (F32 files: llama.cpp
+# computes quantized layers with int8 activations, which moves these tiny peaky models' logits by whole units).
+@pytest.mark.parametrize("name", [*(name for name, _ in GGUF_FAMILIES_2026), "qwen3_moe-fp32", "lfm2_moe-expert-bias",
+                                  "gemma4-moe", "granitemoehybrid-mamba-moe", "granitemoehybrid-mamba-fp32"])
 def test_gguf_families_match_llama_cpp(name, checkpoint, tokenizer_of, tmp_path, gguf_file):
     """The same files in F32, run by llama.cpp itself (f32 KV cache): its reading of the metadata is the
     reference. Logits within 2e-3 of the largest, 2e-2 for Gemma 4, whose GELUs ggml takes from an f16
@@ -290,25 +326,6 @@ def test_gguf_families_match_llama_cpp(name, checkpoint, tokenizer_of, tmp_path,
         disagree += int((ours.argmax(-1) != theirs.argmax(-1)).sum())
     print(f"{name} GGUF vs llama.cpp: max |logits difference| = {worst:.2e} of {scale:.1f}, {disagree} argmax apart")
     assert worst <= (2e-2 if name.startswith("gemma4") else 2e-3) * scale and disagree <= 1
-
-
-def test_granite_hybrid_mamba_layers_are_refused_in_one_line(tmp_path):
-    path = tmp_path / "granite-h.gguf"
-    writer = gguf.GGUFWriter(path, "granitehybrid")
-    for key, value in (("block_count", 2), ("embedding_length", 64), ("feed_forward_length", 128),
-                       ("attention.head_count", 4), ("context_length", 64)):
-        writer.add_uint32(f"granitehybrid.{key}", value)
-    writer.add_array("granitehybrid.attention.head_count_kv", [0, 2])  # a Mamba-2 layer, then attention
-    writer.add_float32("granitehybrid.attention.layer_norm_rms_epsilon", 1e-5)
-    writer.add_tensor("token_embd.weight", np.zeros((8, 64), np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    result = run_ovchat("convert", path, "-o", tmp_path / "out")
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "Mamba-2 layers (a Granite 4.0 -H model) are not supported yet" in result.stderr.strip().splitlines()[-1]
-    assert not (tmp_path / "out").exists()
 
 
 def test_k_quants_and_q5_blocks_are_kept_exactly(checkpoint, tmp_path, gguf_file):
@@ -349,14 +366,18 @@ def test_k_quants_and_q5_blocks_are_kept_exactly(checkpoint, tmp_path, gguf_file
 # llama.cpp's fallback for rows shorter than a super-block (Qwen3.5's 64-wide attention output here): Q5_0.
 HYBRID_K_QUANTS = {"attn_qkv": "Q4_K", "attn_gate": "Q5_K", "ssm_out": "Q6_K", "in_proj": "Q4_K", "out_proj": "Q5_K",
                    "attn_q": "Q4_K", "attn_k": "Q6_K", "attn_v": "Q6_K", "attn_output": "Q5_0", "ffn_gate": "Q4_K",
-                   "ffn_up": "Q4_K", "ffn_down": "Q6_K", "token_embd": "Q6_K", "output": "Q6_K"}
+                   "ffn_up": "Q4_K", "ffn_down": "Q6_K", "token_embd": "Q6_K", "output": "Q6_K",
+                   "ffn_gate_exps": "Q4_K", "ffn_up_exps": "Q5_K", "ffn_down_exps": "Q6_K"}
+# Weight layers left in F32 by HYBRID_K_QUANTS: Qwen3.5's in_proj_b / a, a mixture's routers (as llama.cpp keeps them).
+F32_LAYERS = {"qwen3_5-256": 2, "qwen3_moe-256": 2}
 
 
-@pytest.mark.parametrize("name", ["qwen3_5-256", "lfm2-256"])
+@pytest.mark.parametrize("name", ["qwen3_5-256", "lfm2-256", "qwen3_moe-256"])
 def test_hybrid_k_quants_are_kept_exactly(name, checkpoint, tmp_path, gguf_file):
-    """A Q4_K_M-like mix of K-quants in a hybrid's file, the DeltaNet's and short convolutions' projections
-    among them: kept as integers (no float weight layer left), logits within 1e-3 of transformers on gguf-py's
-    dequantization of the same blocks, the same greedy tokens."""
+    """A Q4_K_M-like mix of K-quants in a hybrid's or a mixture's file, the DeltaNet's and short convolutions'
+    projections and the stacked experts among them: kept as integers (no float weight layer left), logits within
+    1e-3 of transformers on gguf-py's dequantization of the same blocks, the same greedy tokens. Experts with
+    offsets (Q4_K, Q5_K) go to GatherMatmul in the zero-point form, a d = 0 super-block's constant groups too."""
     from convert import convert
 
     path = write_gguf(checkpoint(name), tmp_path / f"{name}.gguf", gguf_file, HYBRID_K_QUANTS)
@@ -364,10 +385,11 @@ def test_hybrid_k_quants_are_kept_exactly(name, checkpoint, tmp_path, gguf_file)
     model = ov.Core().read_model(out / "openvino_model.xml")
     layers = json.loads(model.get_rt_info(["ovgenai_chat", "layers"]).astype(str))
     assert set(layers) <= {"int4_asym_g32", "int8_asym_g32", "int8_sym_g16", "int8_sym_g32", "f32"}, layers
-    assert layers.get("f32", 0) == (2 if name.startswith("qwen3_5") else 0), layers  # in_proj_b / a stay F32 here
+    assert layers.get("f32", 0) == F32_LAYERS.get(name, 0), layers
     reference = dequantized_reference(checkpoint(name), path)
     tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file=path.name)
     compiled = ov.Core().compile_model(out / "openvino_model.xml", "CPU", EXACT)
+    assert_experts_stay_compressed(name, compiled)
     ids = templated_ids(tokenizer, [{"role": "user", "content": PROMPTS[1]}])
     with torch.no_grad():
         expected = reference(torch.tensor([ids])).logits[0].numpy()

@@ -16,13 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..experts import clamped_swiglu_experts, router_logits, top_k_softmax
-from ..gguf_source import BlockQuantized
+from ..gguf_source import E2M1_DOUBLED, BlockQuantized, interleave_rows
 from . import base
 from .base import UnsupportedModel
 from .llama import transformer_block
 
-# 2 × each e2m1 code (sign bit, 2 exponent bits, 1 mantissa bit): 0, 0.5, 1, 1.5, 2, 3, 4, 6 and their negatives.
-E2M1_DOUBLED = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], np.int8)
 MXFP4_GROUP = 32
 
 
@@ -62,6 +60,13 @@ def sanitize(weights, args: ModelArgs) -> None:
     """Each layer's experts as `mlp.experts.{gate_up_proj,down_proj}.{weight,bias}`, weights [E, out, in]."""
     weights.rename({"gate_up_proj_bias": "gate_up_proj.bias", "down_proj_bias": "down_proj.bias"})
     for i in range(args.num_hidden_layers):
+        experts = f"model.layers.{i}.mlp.experts"
+        if f"{experts}.gate_proj.weight" in weights:  # a GGUF file's: [E, out, in] already, gate and up apart
+            weights.combine([f"{experts}.gate_proj.weight", f"{experts}.up_proj.weight"], f"{experts}.gate_up_proj.weight",
+                            interleave_rows)
+            weights.combine([f"{experts}.gate_proj.bias", f"{experts}.up_proj.bias"], f"{experts}.gate_up_proj.bias",
+                            lambda gate, up: interleave_rows(gate[..., None], up[..., None])[..., 0])
+            continue
         for proj in ("gate_up_proj", "down_proj"):
             name = f"model.layers.{i}.mlp.experts.{proj}"
             if f"{name}_blocks" in weights:

@@ -57,6 +57,8 @@ class ModelArgs(granite.ModelArgs):
 def sanitize(weights, args: ModelArgs) -> None:
     weights.rename({"shared_mlp.output_linear": "mlp.down_proj", "block_sparse_moe.router.layer": "block_sparse_moe.router",
                     "block_sparse_moe.output_linear": f"{EXPERTS}.down_proj"})
+    if "model.layers.0.mlp.gate_proj.weight" in weights:  # a GGUF file's: gate and up apart already
+        return
     split_gate_up(weights, args, "shared_mlp.input_linear", args.shared_intermediate_size)
     if args.num_local_experts:
         for i in range(args.num_hidden_layers):
