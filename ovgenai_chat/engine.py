@@ -338,10 +338,30 @@ def attention_backend(model_dir: Path) -> str:
     return "PA" if MAMBA_SCAN in language_model(model_dir).read_text(errors="replace") else "SDPA"
 
 
-def open_pipeline(model_dir, device: str = "auto", use_cache: bool = True, precision: str = "auto"):
+# The states of a short convolution or a Gated DeltaNet layer (LFM2, Qwen3.5) beside the KV cache.
+LINEAR_STATE = "cache_params.past."
+
+
+def has_linear_state(model_dir: Path) -> bool:
+    return LINEAR_STATE in language_model(model_dir).read_text(errors="replace")
+
+
+def drafting_scheduler(model_dir: Path):
+    """The SchedulerConfig of a pipeline that drafts: LLMPipeline's own for paged attention (prefix caching on, for a
+    chat's next turn), except for a model with linear-attention state, whose drafts GenAI verifies only with prefix
+    caching off ("Linear-attention verifier speculative decoding requires enable_prefix_caching=false")."""
+    import openvino_genai
+
+    scheduler = openvino_genai.SchedulerConfig()
+    scheduler.max_num_batched_tokens = sys.maxsize  # as LLMPipeline's latency-oriented default: no limit per step
+    scheduler.enable_prefix_caching = not has_linear_state(model_dir)
+    return scheduler
+
+
+def open_pipeline(model_dir, device: str = "auto", use_cache: bool = True, precision: str = "auto", drafter=None):
     """(LLMPipeline or VLMPipeline, device, Precision): PIPELINE_PROPERTIES, the
     precision policy's properties and, with `use_cache`, the compiled-model cache; a VLMPipeline compiles each of
-    its models with them."""
+    its models with them. With a speculative.Drafter, an LLMPipeline on paged attention that drafts with it."""
     import openvino as ov
     import openvino_genai
 
@@ -353,6 +373,9 @@ def open_pipeline(model_dir, device: str = "auto", use_cache: bool = True, preci
     chosen = model_precision(precision, device, path)
     vision = sees_images(path)
     properties = {**PIPELINE_PROPERTIES, "ATTENTION_BACKEND": attention_backend(path), **chosen.properties}
+    if drafter:
+        properties.update(drafter.pipeline_properties(device, chosen.properties), ATTENTION_BACKEND="PA",
+                          scheduler_config=drafting_scheduler(path))
     if use_cache:
         cache = cache_dir() / "compiled"
         cache.mkdir(parents=True, exist_ok=True)

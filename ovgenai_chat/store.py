@@ -2,7 +2,8 @@
 and `eval` take a store name wherever they take a model directory. The store is a directory of model
 directories ($OVCHAT_MODELS, else `models` in the user's cache directory, beside the compiled-model cache);
 a model's name is its directory's name. Everything the store says about a model it reads from the model's
-own files: config.json, generation_config.json, and the IR's rt_info (what `ovchat convert` recorded).
+own files: config.json, generation_config.json, the IR's rt_info (what `ovchat convert` recorded), and ovchat.json
+(what `ovchat pull` was told beside the source: the model's drafter).
 """
 
 from __future__ import annotations
@@ -101,6 +102,20 @@ def rt_info(model_dir: Path, xml: Path | None = None) -> dict[str, str]:
     return {} if section is None else {child.tag: child.get("value", "") for child in section}
 
 
+RECORD = "ovchat.json"  # in the model directory: {"draft": the drafter's store name or directory}
+
+
+def record_drafter(model_dir: Path, draft: str) -> None:
+    """Remember `draft` (a store name or an absolute directory) as the model's drafter: `run` and `serve` draft its
+    greedy replies with it unless told otherwise."""
+    (model_dir / RECORD).write_text(json.dumps({**_json(model_dir / RECORD), "draft": draft}, indent=2) + "\n")
+
+
+def recorded_drafter(model_dir: Path) -> str | None:
+    """The drafter `ovchat pull --draft` recorded for the model, as it was given."""
+    return _json(model_dir / RECORD).get("draft")
+
+
 def _json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -146,7 +161,7 @@ def details(model_dir: Path) -> dict:
     return {**listed, "parameters": model_parameters(model_dir), "sees_images": sees_images(model_dir),
             "context_length": context_window(model_dir), "layers": layers, "expert_layers": expert_layers,
             "vision_layers": dict(vision_layers),
-            "conversion": info,
+            "conversion": info, "drafter": recorded_drafter(model_dir),
             "sampling": {key: generation[key] for key in SAMPLING if key in generation},
             "chat_template": chat_template(model_dir)}
 

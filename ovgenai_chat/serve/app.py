@@ -199,6 +199,7 @@ async def generate(request: Request, lease: Lease, job: Job, prompt_tokens: int)
             if kind == "end":
                 finished = True
                 state.seconds = time.perf_counter() - state.started
+                state.speculation = data[1]
                 yield "", data[0]
                 return
             piece, tokens, _ = data
@@ -212,12 +213,20 @@ async def generate(request: Request, lease: Lease, job: Job, prompt_tokens: int)
 
 
 def timings(state) -> dict:
-    """ovchat's extension of `usage`: the reply's time to first token and per output token, as the server saw them
-    (the metrics `ovchat run --json` prints)."""
+    """ovchat's extension of `usage`: the reply's time to first token and per output token, as the server saw them,
+    and its tokens per pass of the model (more than 1 where a drafter's tokens were accepted): the metrics
+    `ovchat run --json` prints."""
     ttft = getattr(state, "ttft_ms", 0.0)
     after_first = state.completion_tokens - 1
     tpot = (getattr(state, "seconds", 0.0) * 1000 - ttft) / after_first if after_first > 0 else 0.0
-    return {"ttft_ms": ttft, "tpot_ms": tpot, "throughput_tps": 1000 / tpot if tpot > 0 else 0.0}
+    passes = speculation(state)["passes"]
+    return {"ttft_ms": ttft, "tpot_ms": tpot, "throughput_tps": 1000 / tpot if tpot > 0 else 0.0,
+            "tokens_per_pass": state.completion_tokens / passes if passes else 1.0}
+
+
+def speculation(state) -> dict:
+    """What the model's drafter did for the reply (runner.Job): draft_tokens, accepted_tokens, passes."""
+    return getattr(state, "speculation", None) or {"draft_tokens": 0, "accepted_tokens": 0, "passes": 0}
 
 
 async def respond(request: Request, lease: Lease, body: Sampling, job: Job, prompt_tokens: int, kind: str,
@@ -228,7 +237,9 @@ async def respond(request: Request, lease: Lease, body: Sampling, job: Job, prom
 
     def usage() -> dict:
         prompt, completion = request.state.prompt_tokens, request.state.completion_tokens
+        drafted = speculation(request.state)
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+                "draft_tokens": drafted["draft_tokens"], "accepted_tokens": drafted["accepted_tokens"],
                 "timings": timings(request.state)}
 
     def choice(piece: str | None, finish: str | None, first: bool = False) -> dict:

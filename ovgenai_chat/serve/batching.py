@@ -106,11 +106,13 @@ class Batcher:
     def _collect(self) -> None:
         for job_id, (job, handle) in list(self._live.items()):
             done = handle.get_status() != self._status.RUNNING
-            finish = None
-            while handle.can_read():
+            finish, ids = None, []
+            while handle.can_read():  # what this step gave, in one event: a drafted pass gives several tokens
                 for output in handle.read().values():
                     finish = self._finish_reasons.get(output.finish_reason)
-                    job.post("tokens", list(output.generated_ids), finish)
+                    ids += output.generated_ids
+            if ids or finish:
+                job.post("tokens", ids, finish)
             if done or finish:
                 del self._live[job_id]
                 if handle.get_status() == self._status.IGNORED:

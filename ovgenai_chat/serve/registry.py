@@ -24,6 +24,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from ..engine import ModelError, error_line, model_files, model_precision, sees_images
+from ..speculative import own_drafter
 from ..store import DEFAULT_MODEL, check_name, default_model_dir, stored
 from .schemas import APIError
 from .structured import call_format
@@ -80,7 +81,7 @@ class Settings:
 
 class Job:
     """One request's way back from its model's runner: ("tokens", text, tokens, finish_reason or None), then
-    ("end", finish_reason) or ("error", message)."""
+    ("end", finish_reason, speculation: {draft_tokens, accepted_tokens, passes}) or ("error", message)."""
 
     def __init__(self, job_id: int, loop: asyncio.AbstractEventLoop):
         self.id, self.loop, self.events = job_id, loop, asyncio.Queue()
@@ -101,6 +102,7 @@ class LoadedModel:
         self.device = settings.device
         self.precision = model_precision(settings.precision, settings.device, model_dir)
         self.sees_images = sees_images(model_dir)
+        self.drafter = own_drafter(model_dir, notify=log.warning)  # for its greedy requests
         self.size_bytes = sum(f.stat().st_size for f in model_dir.iterdir() if f.is_file())
         self.loaded_at = time.time()
         self.active = 0
@@ -115,8 +117,10 @@ class LoadedModel:
 
     @property
     def estimated_bytes(self) -> int:
-        """What loading should take, before it is measured: the weights and the whole KV-cache pool."""
-        weights = sum(xml.with_suffix(".bin").stat().st_size for xml in model_files(self.model_dir))
+        """What loading should take, before it is measured: the weights (its drafter's too) and the whole KV-cache
+        pool."""
+        weights = sum(xml.with_suffix(".bin").stat().st_size for model_dir in (self.model_dir, self.drafter
+                      and self.drafter.model_dir) if model_dir for xml in model_files(model_dir))
         return weights + (self.settings.kv_cache_gb << 30)
 
     @property
@@ -138,7 +142,8 @@ class LoadedModel:
         # The reader thread blocks in recv(): only a shutdown of the socket ends that (a close would wait for it).
         self.socket, self.connection = ours, Connection(os.dup(ours.fileno()))
         s = self.settings
-        self.connection.send((self.model_dir, self.device, self.precision, s.kv_cache_gb, s.max_batch, s.max_tokens))
+        self.connection.send((self.model_dir, self.device, self.precision, s.kv_cache_gb, s.max_batch, s.max_tokens,
+                              self.drafter))
         try:
             kind, found = self.connection.recv()
         except (EOFError, OSError):
@@ -230,7 +235,7 @@ class LoadedModel:
         expires = None if self.expires_at is None else time.strftime("%Y-%m-%dT%H:%M:%S%z",
                                                                       time.localtime(self.expires_at))
         return {"name": self.name, "path": str(self.model_dir), "device": self.device,
-                "precision": self.precision.name, "memory_bytes": self.memory_bytes, "size_bytes": self.size_bytes,
+                "precision": self.precision.name, "drafter": self.drafter.describe() if self.drafter else None, "memory_bytes": self.memory_bytes, "size_bytes": self.size_bytes,
                 "active_requests": self.active, "expires_at": expires,
                 "expires_in": None if self.expires_at is None else max(0.0, self.expires_at - time.time()),
                 "keep_alive": self.keep_alive, "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z",

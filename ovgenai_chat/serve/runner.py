@@ -8,8 +8,8 @@ gives back all of its memory.
 The server (registry.Runner) talks to the runner over a socket pair with multiprocessing's Connection (pickled
 tuples). It sends ("call", call id, method, arguments) and hears ("reply", call id, value) or ("refused", call id,
 APIError's fields); a request's generation is prepared by a call and then started, and its text comes back as
-("job", job id, "tokens", text, tokens, finish_reason or None), then ("job", job id, "end", finish_reason) or
-("job", job id, "error", message). The runner ends when the server closes the connection, or goes away.
+("job", job id, "tokens", text, tokens, finish_reason or None) per pass of the model, then ("job", job id, "end",
+finish_reason, speculation: {draft_tokens, accepted_tokens, passes}) or ("job", job id, "error", message). The runner ends when the server closes the connection, or goes away.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from ..chat import check_settings, generation_config, template_has_system_role
-from ..engine import (ModelError, Precision, context_window, error_line, first_inference, keep_telemetry_off,
-                      language_model, sees_images)
+from ..engine import (ModelError, Precision, context_window, error_line, first_inference, has_linear_state,
+                      keep_telemetry_off, language_model, sees_images)
 from ..images import ImageError, check_text, from_data_url, image_tags
 from .batching import Batcher, IncrementalText, OneAtATime
 from .schemas import APIError, ChatRequest, CompletionRequest, Sampling
@@ -36,15 +36,27 @@ log = logging.getLogger("ovchat.serve")
 
 
 class Job:
-    """A request's way back to the server: its tokens as text."""
+    """A request's way back to the server: its tokens as text, each pass of the model's at once, and at its end what
+    speculative decoding did: the candidates its drafter proposed (`drafted` per pass after the first, fewer where
+    the reply's max_new_tokens leaves less room: as GenAI counts them) and how many the model accepted (the reply's
+    tokens less its passes: a pass gives one token of the model's own and the candidates it accepted)."""
 
-    def __init__(self, job_id: int, tokenizer, send):
+    def __init__(self, job_id: int, tokenizer, send, drafted: int = 0, max_new_tokens: int = 0):
         self.id, self.text, self.send = job_id, IncrementalText(tokenizer), send
+        self.drafted, self.max_new_tokens = drafted, max_new_tokens
+        self.passes = self.tokens = self.candidates = 0
 
     def post(self, kind: str, *data) -> None:
         if kind == "tokens":
             ids, finish = data
+            if ids and self.passes and self.drafted:
+                self.candidates += max(0, min(self.drafted, self.max_new_tokens - self.tokens - 1))
+            self.passes, self.tokens = self.passes + bool(ids), self.tokens + len(ids)
             self.send("job", self.id, "tokens", self.text.add(ids), len(ids), finish)
+        elif kind == "end":
+            self.send("job", self.id, "end", data[0], {"draft_tokens": self.candidates,
+                                                       "accepted_tokens": self.tokens - self.passes if self.drafted else 0,
+                                                       "passes": self.passes})
         else:
             self.send("job", self.id, kind, *data)
 
@@ -53,7 +65,7 @@ class Model:
     """The model on the device: its batching engine, tokenizer and what its requests need."""
 
     def __init__(self, model_dir: Path, device: str, precision: Precision, kv_cache_gb: int, max_batch: int,
-                 max_tokens: int | None):
+                 max_tokens: int | None, drafter=None):
         self.model_dir, self.name, self.device, self.precision = model_dir, model_dir.name, device, precision
         self.kv_cache_gb, self.max_batch, self.max_tokens = kv_cache_gb, max_batch, max_tokens
         self.context = context_window(model_dir)
@@ -61,6 +73,12 @@ class Model:
         # computed op by op (Gemma 2's soft-capped scores) has none, and is answered one request at a time.
         self.sees_images = sees_images(model_dir)
         self.batchable = 'type="ScaledDotProductAttention"' in language_model(model_dir).read_text(errors="replace")
+        # The model's own drafter (speculative.Drafter) drafts its greedy requests; it needs paged attention.
+        self.drafter = drafter if self.batchable else None
+        if drafter and not self.batchable:
+            log.warning("%s is answered without paged attention, where GenAI cannot draft: serving it without its "
+                        "drafter", self.name)
+        self.sampling = None  # a drafted model's sampled requests go to a Batcher without the drafter, made on the first
         # job id → (prompt ids, config, (prompt, pictures) for a model that sees images), until started
         self.prepared: dict[int, tuple[list[int], object, tuple | None]] = {}
 
@@ -72,8 +90,7 @@ class Model:
         started = time.perf_counter()
         try:
             if self.batchable:
-                pipe = openvino_genai.ContinuousBatchingPipeline(str(self.model_dir), self._scheduler(), self.device,
-                                                                 properties=self.precision.properties)
+                pipe = self._batching_pipeline(self.drafter)
                 self.defaults = pipe.get_config  # a fresh copy of the model's generation config per call
             else:
                 pipe = openvino_genai.LLMPipeline(self.model_dir, self.device, ATTENTION_BACKEND="SDPA",
@@ -86,6 +103,7 @@ class Model:
         self.tool_calls = call_format(self.chat_template)
         config = self.defaults()
         config.max_new_tokens, config.apply_chat_template = 1, False
+        config.do_sample = False  # a drafted pipeline drafts greedy replies only
         with first_inference():
             if self.sees_images:  # a small grey picture, so that the vision model has run too
                 import numpy as np
@@ -98,21 +116,50 @@ class Model:
             else:
                 pipe.generate(self.tokenizer.encode("Hello").input_ids, config)  # as requests come: token ids
         self.batcher = Batcher(pipe) if self.batchable else OneAtATime(pipe)
-        log.warning("model %s ready on %s in %.1f s, %s precision", self.name, self.device,
-                    time.perf_counter() - started, self.precision.describe())
+        drafted = f", greedy requests drafted by its {self.drafter.describe()}" if self.drafter else ""
+        log.warning("model %s ready on %s in %.1f s, %s precision%s", self.name, self.device,
+                    time.perf_counter() - started, self.precision.describe(), drafted)
         return {"chat_template": self.chat_template, "has_system_role": template_has_system_role(self.tokenizer),
                 "context": self.context}
 
-    def _scheduler(self):
+    def _batching_pipeline(self, drafter):
+        """A ContinuousBatchingPipeline of the model, drafting with `drafter` (or not: None); ModelError if it
+        cannot load."""
+        import openvino_genai
+
+        properties = dict(self.precision.properties)
+        if drafter:
+            properties.update(drafter.pipeline_properties(self.device, self.precision.properties))
+        try:
+            return openvino_genai.ContinuousBatchingPipeline(str(self.model_dir), self._scheduler(drafter), self.device,
+                                                             properties=properties)
+        except RuntimeError as e:
+            with_drafter = f" with its drafter {drafter.model_dir.name}" if drafter else ""
+            raise ModelError(f"cannot load {self.name}{with_drafter} on {self.device}: {error_line(e)}") from None
+
+    def _scheduler(self, drafter=None):
         import openvino_genai
 
         scheduler = openvino_genai.SchedulerConfig()
         # A fixed KV pool, in whole GB (the binding takes an integer): memory stays bounded on a small device.
         scheduler.cache_size = self.kv_cache_gb
         scheduler.max_num_seqs = self.max_batch
-        scheduler.enable_prefix_caching = True  # a chat resends its history every turn
+        # A chat resends its history every turn; GenAI verifies drafts for a model with linear-attention state only
+        # without prefix caching (engine.drafting_scheduler).
+        scheduler.enable_prefix_caching = not (drafter and has_linear_state(self.model_dir))
         scheduler.dynamic_split_fuse = True
         return scheduler
+
+    def _batcher_for(self, config):
+        """The Batcher that generates a request: a drafted model's sampled requests go without its drafter, which
+        drafts greedy replies only (speculative.Drafter.samples), to a pipeline opened on the first of them."""
+        if self.drafter is None or self.drafter.samples or not config.do_sample:
+            return self.batcher
+        if self.sampling is None:
+            log.warning("%s: a sampled request; opening the model a second time, without its drafter, for those",
+                        self.name)
+            self.sampling = Batcher(self._batching_pipeline(None))
+        return self.sampling
 
     @functools.cached_property
     def grammar(self) -> GrammarCheck:
@@ -169,6 +216,8 @@ class Model:
             config.validate()
         except RuntimeError as e:
             raise APIError(400, f"invalid sampling settings: {error_line(e)}") from None
+        if self.drafter and (self.drafter.samples or not config.do_sample):
+            self.drafter.configure(config)
         return config
 
     # --- what the server calls ---------------------------------------------------------------------
@@ -200,25 +249,38 @@ class Model:
 
     def start(self, job_id: int, send) -> None:
         ids, config, with_pictures = self.prepared.pop(job_id)
-        self.batcher.submit(Job(job_id, self.tokenizer, send), ids, config, with_pictures)
+        try:
+            batcher = self._batcher_for(config)
+        except ModelError as e:
+            raise APIError(500, str(e), "server_error") from None
+        job = Job(job_id, self.tokenizer, send, config.num_assistant_tokens or 0, config.max_new_tokens)
+        batcher.submit(job, ids, config, with_pictures)
+
+    def batchers(self) -> list:
+        return [self.batcher, *filter(None, [self.sampling])]
 
     def cancel(self, job_id: int) -> None:
         if self.prepared.pop(job_id, None) is None:
-            self.batcher.cancel(job_id)
+            for batcher in self.batchers():
+                batcher.cancel(job_id)
 
     def settings(self, options: dict) -> str:
         """describe_generation of the model's config with `options` (`ovchat run`'s names) over it, or a 400."""
         try:
-            return check_settings(self.defaults(), options)
+            described = check_settings(self.defaults(), options)
         except ValueError as e:
             raise APIError(400, str(e), param="options") from None
+        if self.drafter and (self.drafter.samples or not generation_config(self.defaults(), **options).do_sample):
+            described += f", drafted by its own {self.drafter.describe()}"
+        return described
 
     def tokens(self, messages: list[dict], template_context: dict | None) -> int:
         """The prompt's tokens, a picture counted as its tag's."""
         return len(self.encode(self.render(messages, None, template_context), add_special_tokens=False))
 
     def end_all_after(self, seconds: float) -> None:
-        self.batcher.end_all_after(seconds)
+        for batcher in self.batchers():
+            batcher.end_all_after(seconds)
 
 
 def serve_model(connection: Connection) -> None:
@@ -252,7 +314,8 @@ def serve_model(connection: Connection) -> None:
         except Exception as e:  # a bug here is this request's 500, not the model's end
             log.exception("%s failed", method)
             send("refused", call_id, (500, f"internal error: {error_line(e)}", "server_error", None, None))
-    model.batcher.close()
+    for batcher in model.batchers():
+        batcher.close()
 
 
 def main() -> None:

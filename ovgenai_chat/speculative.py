@@ -1,0 +1,169 @@
+"""Speculative decoding: which drafter proposes a model's next tokens, checked before GenAI sees the pair.
+
+A drafter proposes a few tokens, and the model checks them all in one pass: a greedy reply keeps each proposed token
+only where it is the model's own choice, so the reply is the model's (docs/speculative.md has what each method pays).
+GenAI runs drafting on paged attention (engine.open_pipeline picks it), with prefix caching off for a model with
+linear-attention state (Qwen3.5, LFM2): GenAI refuses it there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .engine import ModelError, check_model_dir, has_linear_state, sees_images
+from .store import recorded_drafter, resolve
+
+# Candidates per pass when the user names none. Verifying K tokens is one pass of the model but not the price of
+# one token on a CPU: the matrix kernels become compute-bound (benchmarks/README.md, an AVX2 EPYC: 4 tokens cost
+# 2.95x one at int4 g128), and a candidate counts only if every one before it was accepted, so a pass gains at most
+# 1/(1-a) tokens at acceptance a whatever K is.
+DEFAULT_TOKENS = {
+    # A draft model's candidates: each costs a pass of the draft model too, and with acceptance 0.7, three give
+    # 2.2 of the 3.3 tokens per pass an endless chain would.
+    "draft": 3,
+    # Prompt lookup's cost nothing to make, and come in runs where the reply copies its prompt (GenAI's sample and
+    # our SmolLM2 measurement in docs/speculative.md use 5); GenAI pads a pass without a match to K candidates too.
+    "prompt-lookup": 5,
+}
+MAX_NGRAM = 3  # prompt lookup matches the reply's last 3 tokens (or 2, or 1) in the prompt, as GenAI's sample does
+METHODS = {"draft": "draft model", "prompt-lookup": "prompt lookup"}
+
+
+@dataclass(frozen=True)
+class Drafter:
+    """How a model's replies are drafted: `method` is "draft" (a smaller model of the same tokenizer in `model_dir`)
+    or "prompt-lookup" (the prompt's own n-grams); `tokens` candidates per pass; `own`: the model's own drafter (the
+    one recorded at `ovchat pull --draft`), not one asked for."""
+
+    method: str
+    tokens: int
+    model_dir: Path | None = None
+    own: bool = False
+
+    @property
+    def samples(self) -> bool:
+        """Whether it drafts sampled replies too. Prompt lookup checks each candidate against the token the model
+        samples, so a sampled reply keeps the model's distribution. A draft model's speculative sampling in GenAI
+        2026.4.1 failed its first sampled reply here (a `content_length` check in sequence_group.cpp) and drafted
+        nothing in the next; its acceptance test is also coarse (a uniform draw in steps of 1%). So a draft model
+        drafts greedy replies only."""
+        return self.method == "prompt-lookup"
+
+    def describe(self) -> str:
+        what = f"draft model {self.model_dir.name}" if self.method == "draft" else METHODS[self.method]
+        return f"{what}, {self.tokens} tokens per pass"
+
+    def configure(self, config):
+        """`config` (a GenerationConfig) drafting with this drafter."""
+        config.num_assistant_tokens = self.tokens
+        if self.method == "prompt-lookup":
+            config.max_ngram_size = MAX_NGRAM
+        return config
+
+    def pipeline_properties(self, device: str, properties: dict) -> dict:
+        """What GenAI's pipeline is given to draft; `properties` are the model's compile properties, which a draft
+        model is compiled with too."""
+        import openvino_genai
+
+        if self.method == "prompt-lookup":
+            return {"prompt_lookup": True}
+        return {"draft_model": openvino_genai.draft_model(self.model_dir, device, **properties)}
+
+
+def tokenizer_of(model_dir: Path):
+    import openvino_genai
+
+    return openvino_genai.Tokenizer(model_dir)
+
+
+def same_tokenizer(a, b) -> bool:
+    """Whether two openvino_genai Tokenizers are the same: vocabulary and special tokens. (GenAI itself compares one
+    sentence's token count and the special ids, which lets two tokenizers of one size and different merges pass.)"""
+    return (a.get_vocab() == b.get_vocab()
+            and (a.get_bos_token_id(), a.get_eos_token_id(), a.get_pad_token_id())
+            == (b.get_bos_token_id(), b.get_eos_token_id(), b.get_pad_token_id()))
+
+
+def check_pair(model_dir: Path, draft_dir: Path) -> None:
+    """ModelError, in a line naming both, unless the model in `draft_dir` can draft for the one in `model_dir`."""
+    if sees_images(model_dir):
+        raise ModelError(f"{model_dir.name} sees images, and GenAI drafts with a draft model only for text models; "
+                         f"leave out the draft model, or convert {model_dir.name} with --text-only")
+    if sees_images(draft_dir):
+        raise ModelError(f"{draft_dir.name} cannot draft for {model_dir.name}: a draft model is a text model, and "
+                         f"{draft_dir.name} sees images (convert it with --text-only)")
+    if has_linear_state(draft_dir):
+        raise ModelError(f"{draft_dir.name} cannot draft for {model_dir.name}: it has linear-attention state (a short "
+                         f"convolution or Gated DeltaNet), and GenAI 2026.4.1 fails to draft with such a model; "
+                         f"choose a transformer draft model")
+    if not same_tokenizer(tokenizer_of(model_dir), tokenizer_of(draft_dir)):
+        raise ModelError(f"{draft_dir.name} cannot draft for {model_dir.name}: their tokenizers differ (a draft "
+                         f"model must share the model's tokenizer)")
+
+
+def sampled(model_dir: Path, settings: dict) -> bool:
+    """Whether replies with these settings (chat.generation_config's) over the model's generation_config.json
+    sample."""
+    import openvino_genai
+
+    from .chat import generation_config
+
+    file = model_dir / "generation_config.json"
+    config = openvino_genai.GenerationConfig(str(file)) if file.is_file() else openvino_genai.GenerationConfig()
+    return generation_config(config, **settings).do_sample
+
+
+def choose(model_dir: Path, draft=None, prompt_lookup: bool = False, tokens: int | None = None,
+           no_draft: bool = False, settings: dict | None = None,
+           notify: Callable[[str], None] = lambda message: None) -> Drafter | None:
+    """The drafter for a chat with the model in `model_dir`: the draft model `draft` (a store name or a directory),
+    prompt lookup, none (`no_draft`), or by default the model's own (recorded at pull), which steps aside, with a
+    notice, when it cannot draft (it cannot load, or the chat samples). `settings`: the chat's generation settings.
+    ModelError for options that do not go together or a pair that cannot draft."""
+    if no_draft and (draft or prompt_lookup or tokens):
+        raise ModelError("--no-draft turns drafting off; leave out --draft, --prompt-lookup and --draft-tokens with it")
+    if draft and prompt_lookup:
+        raise ModelError("--draft and --prompt-lookup are two ways of drafting, and GenAI runs one at a time: "
+                         "choose one")
+    if no_draft:
+        return None
+    if prompt_lookup:
+        if sees_images(model_dir):
+            raise ModelError(f"{model_dir.name} sees images; prompt lookup drafts for text models")
+        return Drafter("prompt-lookup", tokens or DEFAULT_TOKENS["prompt-lookup"])
+    if draft is None:
+        drafter = own_drafter(model_dir, tokens, notify)
+        if drafter is None and tokens:
+            raise ModelError(f"--draft-tokens sets how many tokens a drafter proposes, and {model_dir.name} has none: "
+                             f"add --draft NAME or --prompt-lookup")
+        if drafter is None:
+            return None
+    else:
+        drafter = Drafter("draft", tokens or DEFAULT_TOKENS["draft"], check_model_dir(resolve(draft)))
+        check_pair(model_dir, drafter.model_dir)
+    if not drafter.samples and sampled(model_dir, settings or {}):
+        if not drafter.own:
+            raise ModelError(f"a draft model drafts greedy replies only, and this chat samples: add --greedy (or "
+                             f"--temperature 0), or leave out --draft")
+        notify(f"({model_dir.name}'s drafter {drafter.model_dir.name} drafts greedy replies only, and this chat "
+               f"samples: decoding without it)")
+        return None
+    return drafter
+
+
+def own_drafter(model_dir: Path, tokens: int | None = None,
+                notify: Callable[[str], None] = lambda message: None) -> Drafter | None:
+    """The model's own drafter: the draft model `ovchat pull --draft` recorded, if it can draft for the model; one
+    that cannot is left out with a notice (it was removed from the store, or changed)."""
+    draft = recorded_drafter(model_dir)
+    if draft is None:
+        return None
+    try:
+        drafter = Drafter("draft", tokens or DEFAULT_TOKENS["draft"], check_model_dir(resolve(draft)), own=True)
+        check_pair(model_dir, drafter.model_dir)
+    except ModelError as e:
+        notify(f"({model_dir.name}'s drafter {draft} cannot draft: {e}; decoding without it)")
+        return None
+    return drafter
