@@ -130,7 +130,9 @@ def test_a_run_through_the_server_reports_the_same_metrics_and_settings(server):
     assert ran.returncode == 0, ran.stderr
     result = json.loads(ran.stdout)
     metrics = result["metrics"]
-    assert set(metrics) == {"ttft_ms", "tpot_ms", "throughput_tps", "input_tokens", "output_tokens", "precision"}
+    assert set(metrics) == {"ttft_ms", "tpot_ms", "throughput_tps", "input_tokens", "output_tokens", "precision",
+                            "draft_tokens", "accepted_tokens", "tokens_per_pass"}
+    assert (metrics["draft_tokens"], metrics["accepted_tokens"], metrics["tokens_per_pass"]) == (0, 0, 1.0)
     assert metrics["ttft_ms"] > 0 and metrics["input_tokens"] > 5 and metrics["output_tokens"] > 0
     assert metrics["precision"] == "accurate"
     repeated = json.loads(ovchat(server, "run", "smol", "-p", QUESTION, "--json", "--temperature", "0.7", "--top-k",
