@@ -5,6 +5,7 @@ the memory-bandwidth roofline.
     python benchmarks/bench.py [MODEL_DIR] [--reps 3] [--prompt-lengths 32,128,512,1024] [--gen-lengths 32,128]
                                [--json FILE] [--markdown FILE] [--plot FILE.png]
     python benchmarks/bench.py --synthetic phi-3-mini …   # a real model's shapes with random weights, offline
+    python benchmarks/bench.py MODEL_DIR --draft NAME --prompt-lookup …  # ovchat with speculative decoding beside it
 
 --synthetic SHAPE (benchmarks/synthetic.py's shapes) builds, once, into the user's cache directory: a
 random-weight checkpoint of those shapes, its `ovchat convert` default int4 IR, and the same weights as an
@@ -22,6 +23,12 @@ Systems:
   llama.cpp       llama-cpp-python on the model's GGUF, in --llama-cpp's interpreter
   optimum-intel   the notebook's path: OVModelForCausalLM.generate with the transformers tokenizer,
                   run by the interpreter of --optimum-python (benchmarks/install_peers.sh makes one)
+  ovchat+draft    with --draft NAME|DIR: ovchat drafting with that draft model (docs/speculative.md)
+  ovchat+prompt-lookup
+                  with --prompt-lookup: ovchat drafting by prompt lookup; --draft-tokens K for either
+Their records add draft_tokens, accepted_tokens and tokens_per_pass (GenAI's counts, as `ovchat run --json`). The
+sweep's prompts are random words, which a reply rarely copies: prompt lookup's figures there are its cost where it
+misses (benchmarks/prompt_lookup.py measures grounded tasks).
 A system that is not installed is skipped with a one-line note; one whose process fails (say, llama.cpp
 built for instructions this CPU lets it not use, which dies with SIGILL) is reported as `failed: <reason>`
 and the others' results are kept. The JSON output follows
@@ -102,11 +109,16 @@ class GenAI(System):
         import openvino_genai
 
         device = plan["device"]
-        self.first_inference = None
-        if system == "ovchat":
+        self.first_inference, self.drafter = None, None
+        if system.startswith("ovchat"):
             from ovgenai_chat.engine import first_inference, open_pipeline
+            from ovgenai_chat.speculative import choose
 
-            self.pipe, _, _ = open_pipeline(model_dir, device, precision=plan["precision"])
+            # greedy, as every request here is
+            self.drafter = choose(Path(model_dir), plan["draft"] if system == "ovchat+draft" else None,
+                                  system == "ovchat+prompt-lookup", plan["draft_tokens"], no_draft=system == "ovchat",
+                                  settings={"temperature": 0})
+            self.pipe, _, _ = open_pipeline(model_dir, device, precision=plan["precision"], drafter=self.drafter)
             self.first_inference = first_inference  # as ovgenai_chat.Chat runs its first reply
         else:
             self.pipe = openvino_genai.LLMPipeline(model_dir, device)
@@ -124,7 +136,15 @@ class GenAI(System):
     def _config(self, gen: int):
         config = self.pipe.get_generation_config()
         config.ignore_eos, config.max_new_tokens, config.do_sample = True, gen, False
-        return config
+        return self.drafter.configure(config) if self.drafter else config
+
+    def _drafted(self, result) -> dict:
+        """What a drafter did for `result`, for ovchat's drafted systems (the counts `ovchat run --json` gives)."""
+        if self.drafter is None:
+            return {}
+        from ovgenai_chat.chat import speculation
+
+        return dict(zip(("draft_tokens", "accepted_tokens", "tokens_per_pass"), speculation(result, self.drafter)))
 
     def request(self, length: int, gen: int, seed: int) -> dict:
         import numpy as np
@@ -132,10 +152,12 @@ class GenAI(System):
 
         ids = self.tokenizer.encode(prompt_text(length, seed), add_special_tokens=False).input_ids.data[:, :length]
         started_at, start = time.time(), time.perf_counter()
-        perf = self._generate(ov.Tensor(np.ascontiguousarray(ids)), gen).perf_metrics
+        result = self._generate(ov.Tensor(np.ascontiguousarray(ids)), gen)
         wall_ms = (time.perf_counter() - start) * 1000
+        perf = result.perf_metrics
         self.token_at(started_at + perf.get_ttft().mean / 1000)
-        return request_row(length, perf.get_num_generated_tokens(), perf.get_ttft().mean, perf.get_tpot().mean, wall_ms)
+        return {**request_row(length, perf.get_num_generated_tokens(), perf.get_ttft().mean, perf.get_tpot().mean,
+                              wall_ms), **self._drafted(result)}
 
     def chat(self, turns: int, gen: int) -> dict:
         import openvino_genai
@@ -149,8 +171,8 @@ class GenAI(System):
             self.token_at(started_at + result.perf_metrics.get_ttft().mean / 1000)
             history.append({"role": "assistant", "content": result.texts[0]})
         perf = result.perf_metrics
-        return request_row(perf.get_num_input_tokens(), perf.get_num_generated_tokens(), perf.get_ttft().mean,
-                           perf.get_tpot().mean, wall_ms)
+        return {**request_row(perf.get_num_input_tokens(), perf.get_num_generated_tokens(), perf.get_ttft().mean,
+                              perf.get_tpot().mean, wall_ms), **self._drafted(result)}
 
 
 class LlamaCpp(System):
@@ -243,6 +265,7 @@ class OptimumIntel(System):
 
 
 SYSTEMS = {"ovchat": GenAI, "genai-default": GenAI, "llama.cpp": LlamaCpp, "optimum-intel": OptimumIntel}
+DRAFTED = {"ovchat+draft": GenAI, "ovchat+prompt-lookup": GenAI}  # added by --draft / --prompt-lookup
 
 
 def worker(system: str, mode: str, model_dir: str, gguf: str | None, plan: dict, seed: int) -> dict:
@@ -252,7 +275,7 @@ def worker(system: str, mode: str, model_dir: str, gguf: str | None, plan: dict,
     stateful pipeline crashes on a ChatHistory after a request of token ids, and after a chat it
     keeps every later request's tokens in its KV cache."""
     start = time.perf_counter()
-    runtime = SYSTEMS[system](system, model_dir, gguf, plan)
+    runtime = {**SYSTEMS, **DRAFTED}[system](system, model_dir, gguf, plan)
     result = {"load_s": time.perf_counter() - start, "requests": []}
     if mode == "chat" and plan["turns"]:
         result["requests"].append({"test": f"chat turn {plan['turns']}", **runtime.chat(plan["turns"], plan["chat_gen"])})
@@ -378,7 +401,8 @@ def header(model_dir: Path, gguf: str | None, optimum_python: Path, device: str)
         "optimum_python": str(optimum_python), "devices": core.available_devices, "device": device,
         "inference_precision": core.get_property(device, "INFERENCE_PRECISION_HINT").to_string(),
         "kv_cache_precision": core.get_property(device, "KV_CACHE_PRECISION").to_string(),
-        "attention_backend": {"ovchat": "SDPA (stateful)", "genai-default": "PA (paged)", "optimum-intel": "SDPA (stateful)"},
+        "attention_backend": {"ovchat": "SDPA (stateful)", "genai-default": "PA (paged)", "optimum-intel": "SDPA (stateful)",
+                              **{system: "PA (paged), drafting" for system in DRAFTED}},
         "model": str(model_dir), "gguf": gguf,
         "weights_mb": (model_dir / "openvino_model.bin").stat().st_size / 2**20,
         "lookup_tables": lookup_bytes_per_token(model_dir / "openvino_model.xml"),
@@ -405,6 +429,8 @@ def summarize(records: list[dict], processes: list[dict], bytes_per_token: dict,
                    "prompt_tokens": points[0]["prompt_tokens"], "gen_tokens": points[0]["gen_tokens"]}
             for key in ("ttft_ms", "tpot_ms", "gen_tps", "prompt_tps"):
                 row[key] = spread([p[key] for p in points])
+            if "tokens_per_pass" in points[0]:
+                row["tokens_per_pass"] = spread([p["tokens_per_pass"] for p in points])
             row["load_cold_s"], row["load_warm_s"] = load["cold"], load["warm"]
             row["first_token_cold_s"], row["first_token_warm_s"] = first_token["cold"], first_token["warm"]
             row["peak_rss_mb"] = max(p["peak_rss_mb"] for p in mine)
@@ -427,13 +453,13 @@ def table(rows: list[dict], head: dict, bandwidth_gbs: float) -> str:
              f"{head['inference_precision']}, KV {head['kv_cache_precision']} · ovchat: {head['ovchat_precision']}",
              f"Model {head['model']} ({head['weights_mb']:.0f} MB of weights); memory read bandwidth "
              f"{bandwidth_gbs:.1f} GB/s; {rows[0]['reps'] if rows else 0} repetitions", "",
-             "| system | test | TTFT ms | TPOT ms | tok/s | prompt tok/s | load cold s | load warm s | start → 1st token cold s "
-             "| start → 1st token warm s | peak RSS MB | bandwidth | roofline |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| system | test | TTFT ms | TPOT ms | tok/s | tokens/pass | prompt tok/s | load cold s | load warm s "
+             "| start → 1st token cold s | start → 1st token warm s | peak RSS MB | bandwidth | roofline |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
             f"| {r['system']} | {r['test']} | {ranged(r['ttft_ms'], 1)} | {ranged(r['tpot_ms'], 2)} | "
-            f"{r['gen_tps']['median']:.1f} | {r['prompt_tps']['median']:.0f} | {r['load_cold_s']['median']:.2f} | "
+            f"{r['gen_tps']['median']:.1f} | {median(r.get('tokens_per_pass'), 2)} | {r['prompt_tps']['median']:.0f} | {r['load_cold_s']['median']:.2f} | "
             f"{r['load_warm_s']['median']:.2f} | {median(r['first_token_cold_s'], 2)} | "
             f"{median(r['first_token_warm_s'], 2)} | {r['peak_rss_mb']:.0f} | {r['bandwidth_gbs']:.1f} GB/s | "
             f"{r['roofline_fraction']:.0%} |")
@@ -447,9 +473,11 @@ def ratios(rows: list[dict]) -> list[str]:
         return next((r for r in rows if r["system"] == system and r["test"] == test), None)
 
     lines = []
-    for peer in ("llama.cpp", "optimum-intel", "genai-default"):
+    # ovchat against each peer; each drafted ovchat against the plain one
+    for system, peer in [("ovchat", peer) for peer in ("llama.cpp", "optimum-intel", "genai-default")] + [
+            (drafted, "ovchat") for drafted in DRAFTED]:
         parts = []
-        for mine in (r for r in rows if r["system"] == "ovchat"):
+        for mine in (r for r in rows if r["system"] == system):
             if other := find(peer, mine["test"]):
                 parts.append(f"{mine['test']} TTFT {mine['ttft_ms']['median'] / other['ttft_ms']['median']:.2f}× "
                              f"TPOT {mine['tpot_ms']['median'] / other['tpot_ms']['median']:.2f}×")
@@ -459,7 +487,7 @@ def ratios(rows: list[dict]) -> list[str]:
                     ratio = mine["first_token_warm_s"]["median"] / other["first_token_warm_s"]["median"]
                     first = f"; start → first token (warm cache) {ratio:.2f}×"
         if parts:
-            lines.append(f"ovchat / {peer}: " + "; ".join(parts) + first + f"; peak RSS {rss:.2f}×")
+            lines.append(f"{system} / {peer}: " + "; ".join(parts) + first + f"; peak RSS {rss:.2f}×")
     return lines
 
 
@@ -495,7 +523,7 @@ def available(system: str, gguf: str | None, optimum_python: Path, llama_cpp_pyt
     """Why `system` cannot run here, or None."""
     import importlib.util
 
-    if system not in SYSTEMS:
+    if system not in SYSTEMS and system not in DRAFTED:
         return f"unknown system (choose from {', '.join(SYSTEMS)})"
     if system == "llama.cpp":
         if gguf is None:
@@ -552,6 +580,10 @@ def main() -> None:
                         "present, else CPU, as ovchat picks); llama.cpp runs on the CPU")
     parser.add_argument("--precision", default="auto", choices=("auto", "accurate", "fast"),
                         help="the ovchat system's precision policy (as `ovchat run --precision`)")
+    parser.add_argument("--draft", metavar="NAME|DIR", help="also measure ovchat drafting with this draft model")
+    parser.add_argument("--prompt-lookup", action="store_true", help="also measure ovchat drafting by prompt lookup")
+    parser.add_argument("--draft-tokens", type=int, metavar="K", help="candidates per pass for the drafted systems "
+                        "[default: ovchat's]")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--prompt-lengths", default="32,128,512,1024")
     parser.add_argument("--gen-lengths", default="32,128")
@@ -572,7 +604,7 @@ def main() -> None:
     if min(map(int, args.gen_lengths.split(","))) < 2 or args.chat_gen < 2:
         parser.error("generation lengths must be at least 2 tokens: TPOT needs two")
 
-    from ovgenai_chat import engine
+    from ovgenai_chat import engine, store
 
     import openvino as ov
 
@@ -593,14 +625,23 @@ def main() -> None:
         gguf = args.gguf
         if gguf is None and not args.model_dir:
             gguf = str(engine.default_gguf())
+    if args.draft:
+        from ovgenai_chat.speculative import check_pair
+
+        try:
+            check_pair(model_dir, engine.check_model_dir(store.resolve(args.draft)))
+        except engine.ModelError as e:
+            parser.error(str(e))
     systems = []
-    for system in args.systems.split(","):
+    drafted = ["ovchat+draft"] * bool(args.draft) + ["ovchat+prompt-lookup"] * args.prompt_lookup
+    for system in args.systems.split(",") + drafted:
         if why := available(system, gguf, args.optimum_python, args.llama_cpp):
             print(f"skipped {system}: {why}", file=sys.stderr)
         else:
             systems.append(system)
     plan = {"sweep": [(p, g) for p in map(int, args.prompt_lengths.split(",")) for g in map(int, args.gen_lengths.split(","))],
-            "turns": args.turns, "chat_gen": args.chat_gen, "device": device, "precision": args.precision}
+            "turns": args.turns, "chat_gen": args.chat_gen, "device": device, "precision": args.precision,
+            "draft": args.draft and str(store.resolve(args.draft)), "draft_tokens": args.draft_tokens}
     head = header(model_dir, gguf, args.optimum_python, device)
     head["ovchat_precision"] = engine.model_precision(args.precision, device, model_dir).describe()
     from bandwidth import read_bandwidth_gbs

@@ -53,6 +53,26 @@ def test_bench_runs_validates_and_skips_missing_peers(converted, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_bench_measures_ovchat_drafting_beside_it(converted, tmp_path):
+    """--draft and --prompt-lookup add ovchat's drafted systems, with GenAI's counts in their records."""
+    out = tmp_path / "results.json"
+    result = subprocess.run(
+        [sys.executable, BENCHMARKS / "bench.py", converted("llama", "int4"), "--systems", "ovchat", "--draft",
+         converted("llama"), "--prompt-lookup", "--reps", "1", "--prompt-lengths", "16", "--gen-lengths", "8",
+         "--turns", "2", "--chat-gen", "4", "--json", out], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    jsonschema.validate(report, json.loads((BENCHMARKS / "bench.schema.json").read_text()))
+    assert [row["system"] for row in report["summaries"]] == [
+        system for system in ("ovchat", "ovchat+draft", "ovchat+prompt-lookup") for _ in range(2)]
+    drafted = [r for r in report["records"] if r["system"] != "ovchat"]
+    assert all(r["draft_tokens"] > 0 and r["tokens_per_pass"] >= 1 for r in drafted)
+    # the fp32 twin of an int4 model proposes mostly the model's own tokens
+    assert any(r["accepted_tokens"] > 0 for r in drafted if r["system"] == "ovchat+draft")
+    assert "draft_tokens" not in next(r for r in report["records"] if r["system"] == "ovchat")
+    assert "ovchat+draft / ovchat:" in result.stdout and "ovchat+prompt-lookup / ovchat:" in result.stdout
+
+
 def test_quality_tabulates_every_format_against_fp32(checkpoint, tmp_path):
     """benchmarks/quality.py on a tiny checkpoint: the fp32 reference scores KL 0, the others are measured,
     and the table, JSON and plot are written."""
