@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .engine import ModelError, context_window, error_line, first_inference, model_type, warm_up
+from .engine import ModelError, context_window, error_line, first_inference, model_type, sees_images, warm_up
 from .images import ImageError, Picture, check_text, from_data_url, image_tags, multipart, read_image
 
 
@@ -135,8 +135,8 @@ def check_settings(defaults, settings: dict) -> str:
 
 
 class LocalModel:
-    """A model in this process: an LLMPipeline or a VLMPipeline, with what Chat asks of a model
-    (client.RemoteModel is the same over a server)."""
+    """A model in this process: an LLMPipeline or a VLMPipeline (or, drafting with the model's MTP head, a
+    ContinuousBatchingPipeline), with what Chat asks of a model (client.RemoteModel is the same over a server)."""
 
     def __init__(self, pipe, precision=None, model_dir: Path | None = None, device: str | None = None, drafter=None):
         """`drafter`: the speculative.Drafter the pipeline was opened with, if any."""
@@ -144,7 +144,11 @@ class LocalModel:
 
         self.pipe, self.precision, self.model_dir, self.device = pipe, precision, model_dir, device
         self.drafter = drafter
-        self.sees_images = isinstance(pipe, openvino_genai.VLMPipeline)
+        # A ContinuousBatchingPipeline takes no ChatHistory with a model that sees images ("VisionRegistry is not
+        # available"): each turn goes as one prompt templated here, with the conversation's pictures.
+        self.batching = isinstance(pipe, openvino_genai.ContinuousBatchingPipeline)
+        self.defaults = pipe.get_config if self.batching else pipe.get_generation_config  # a fresh copy per call
+        self.sees_images = isinstance(pipe, openvino_genai.VLMPipeline) or self.batching and sees_images(model_dir)
         # GenAI takes only the last message's pictures with each call and remembers the earlier ones in the
         # ChatHistory object it was given them in: a conversation with pictures goes on in the same object.
         self._history, self._in_history = None, []
@@ -162,9 +166,8 @@ class LocalModel:
         return template_has_system_role(self.tokenizer)
 
     def check(self, settings: dict) -> str:
-        described = check_settings(self.pipe.get_generation_config(), settings)
-        if (self.drafter and not self.drafter.samples
-                and generation_config(self.pipe.get_generation_config(), **settings).do_sample):
+        described = check_settings(self.defaults(), settings)
+        if self.drafter and not self.drafter.samples and generation_config(self.defaults(), **settings).do_sample:
             raise ValueError(f"this chat drafts with a {self.drafter.describe()}, which drafts greedy replies only: "
                              f"keep temperature 0, or start the chat with --no-draft to sample")
         if self.drafter:
@@ -184,7 +187,7 @@ class LocalModel:
             with self._lock:
                 if not self._warmed_up:
                     try:
-                        warm_up(self.pipe)
+                        warm_up(self.pipe, self.drafter)
                     except Exception:  # the first message will meet the same failure and report it
                         return
                     self._warmed_up = True
@@ -197,11 +200,14 @@ class LocalModel:
                  on_text: Callable[[str], None] | None, stopped: threading.Event) -> tuple[str, Metrics]:
         import openvino_genai
 
-        config = generation_config(self.pipe.get_generation_config(), **settings)
+        config = generation_config(self.defaults(), **settings)
         if self.drafter:
             self.drafter.configure(config)
-        prompt, images = (self._vision_inputs(messages, template_context, config) if self.sees_images
-                          else (self._history_of(messages, template_context), {}))
+        if self.batching:
+            prompt, images = self._one_prompt(messages, template_context, config)
+        else:
+            prompt, images = (self._vision_inputs(messages, template_context, config) if self.sees_images
+                              else (self._history_of(messages, template_context), {}))
         first = first_inference() if not self._warmed_up else contextlib.nullcontext(lambda: None)
         with self._lock, first as first_token:
             def streamer(piece: str):
@@ -211,12 +217,16 @@ class LocalModel:
                 return openvino_genai.StreamingStatus.STOP if stopped.is_set() else openvino_genai.StreamingStatus.RUNNING
 
             try:
-                result = self.pipe.generate(prompt, **images, generation_config=config, streamer=streamer)
+                if self.batching:
+                    result = self.pipe.generate([prompt], **images, generation_config=[config], streamer=streamer)[0]
+                else:
+                    result = self.pipe.generate(prompt, **images, generation_config=config, streamer=streamer)
             except RuntimeError as e:
                 raise ModelError(f"cannot generate a reply: {error_line(e)}") from None
             self._warmed_up = True
         perf = result.perf_metrics
-        return result.texts[0], Metrics(perf.get_ttft().mean, perf.get_tpot().mean, perf.get_throughput().mean,
+        reply = result.texts[0] if hasattr(result, "texts") else result.m_generation_ids[0]
+        return reply, Metrics(perf.get_ttft().mean, perf.get_tpot().mean, perf.get_throughput().mean,
                                         perf.get_num_input_tokens(), perf.get_num_generated_tokens(),
                                         self.precision.name if self.precision else None,
                                         *speculation(result, self.drafter))
@@ -232,6 +242,15 @@ class LocalModel:
         if template_context:
             history.set_extra_context(template_context)
         return history
+
+    def _one_prompt(self, messages: list[dict], template_context: dict, config) -> tuple[str, dict]:
+        """The conversation as one prompt templated here, a picture as GenAI's image tag (a ContinuousBatchingPipeline's
+        generate()), and its pictures (`images=`, one list per prompt) if it has any."""
+        tagged, pictures = image_tags(messages)
+        config.apply_chat_template = False
+        prompt = self.tokenizer.apply_chat_template(tagged, add_generation_prompt=True,
+                                                    extra_context=template_context or None)
+        return prompt, {"images": [[p.tensor() for p in pictures]]} if pictures else {}
 
     def _vision_inputs(self, messages: list[dict], template_context: dict, config) -> tuple[object, dict]:
         """VLMPipeline.generate's prompt and pictures (`images=`). A conversation that extends the ChatHistory of the last call goes on in

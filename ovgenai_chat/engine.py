@@ -381,6 +381,10 @@ def open_pipeline(model_dir, device: str = "auto", use_cache: bool = True, preci
         cache.mkdir(parents=True, exist_ok=True)
         properties["CACHE_DIR"] = str(cache)
     try:
+        if drafter and drafter.batching:  # its properties are the compile properties and what drafts
+            return openvino_genai.ContinuousBatchingPipeline(
+                path, properties.pop("scheduler_config"), device,
+                {key: value for key, value in properties.items() if key not in PIPELINE_PROPERTIES}), device, chosen
         pipeline = openvino_genai.VLMPipeline if vision else openvino_genai.LLMPipeline
         return pipeline(path, device, **properties), device, chosen
     except RuntimeError as e:
@@ -467,19 +471,26 @@ def first_inference(period: float = 1.0):
         first_token()
 
 
-def warm_up(pipe) -> None:
+def warm_up(pipe, drafter=None) -> None:
     """Run a pipeline's first inference now, on a one-word chat message: a ChatHistory, as Chat
     sends them (after a plain-string prompt, GenAI 2026.4's stateful pipeline hung in trim_kv_cache
-    on the next ChatHistory). A VLMPipeline's has a small grey picture, so its vision model runs too."""
+    on the next ChatHistory). A VLMPipeline's has a small grey picture, so its vision model runs too. A pipeline
+    that drafts with a speculative.Drafter is given its settings, greedy (a draft model drafts greedy replies only)."""
     import numpy as np
     import openvino as ov
     import openvino_genai
 
     history = openvino_genai.ChatHistory()
-    config = pipe.get_generation_config()
+    batching = isinstance(pipe, openvino_genai.ContinuousBatchingPipeline)
+    config = pipe.get_config() if batching else pipe.get_generation_config()
     config.max_new_tokens = 1
+    if drafter:
+        config.do_sample = False
+        drafter.configure(config)
     with first_inference():
-        if isinstance(pipe, openvino_genai.VLMPipeline):
+        if batching:
+            pipe.generate(["Hello"], [config])
+        elif isinstance(pipe, openvino_genai.VLMPipeline):
             history.append({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hello"}]})
             pipe.generate(history, images=[ov.Tensor(np.full((32, 32, 3), 128, np.uint8))], generation_config=config)
         else:

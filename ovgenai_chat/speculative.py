@@ -26,16 +26,22 @@ DEFAULT_TOKENS = {
     # Prompt lookup's cost nothing to make, and come in runs where the reply copies its prompt (GenAI's sample and
     # our SmolLM2 measurement in docs/speculative.md use 5); GenAI pads a pass without a match to K candidates too.
     "prompt-lookup": 5,
+    # An MTP head is trained to predict one token past the model's next; a second draft feeds the head its own
+    # hidden state, which it was not trained on (GenAI's and optimum-intel's Qwen3.5 examples use 1).
+    "mtp": 1,
 }
 MAX_NGRAM = 3  # prompt lookup matches the reply's last 3 tokens (or 2, or 1) in the prompt, as GenAI's sample does
-METHODS = {"draft": "draft model", "prompt-lookup": "prompt lookup"}
+METHODS = {"draft": "draft model", "prompt-lookup": "prompt lookup", "mtp": "MTP head"}
+# A model's own multi-token-prediction head (Qwen3.5 / 3.6), beside its language model in the multimodal layout.
+MTP_MODEL = "openvino_mtp_model.xml"
 
 
 @dataclass(frozen=True)
 class Drafter:
-    """How a model's replies are drafted: `method` is "draft" (a smaller model of the same tokenizer in `model_dir`)
-    or "prompt-lookup" (the prompt's own n-grams); `tokens` candidates per pass; `own`: the model's own drafter (the
-    one recorded at `ovchat pull --draft`), not one asked for."""
+    """How a model's replies are drafted: `method` is "draft" (a smaller model of the same tokenizer in `model_dir`),
+    "prompt-lookup" (the prompt's own n-grams) or "mtp" (the model's MTP head, MTP_MODEL in `model_dir`, the model's
+    own); `tokens` candidates per pass; `own`: the model's own drafter (its MTP head, or the draft model recorded at
+    `ovchat pull --draft`), not one asked for."""
 
     method: str
     tokens: int
@@ -48,12 +54,19 @@ class Drafter:
         samples, so a sampled reply keeps the model's distribution. A draft model's speculative sampling in GenAI
         2026.4.1 failed its first sampled reply here (a `content_length` check in sequence_group.cpp) and drafted
         nothing in the next; its acceptance test is also coarse (a uniform draw in steps of 1%). So a draft model
-        drafts greedy replies only."""
+        drafts greedy replies only, as GenAI's MTP does ("MTP speculative decoding supports greedy decoding only")."""
         return self.method == "prompt-lookup"
 
     def describe(self) -> str:
         what = f"draft model {self.model_dir.name}" if self.method == "draft" else METHODS[self.method]
-        return f"{what}, {self.tokens} tokens per pass"
+        return f"{what}, {self.tokens} token{'s' if self.tokens > 1 else ''} per pass"
+
+    @property
+    def batching(self) -> bool:
+        """Whether it runs on a ContinuousBatchingPipeline rather than an LLMPipeline: an MTP head does. GenAI drafts
+        with one only for the multimodal layout, which LLMPipeline on paged attention fails to load ("Unsupported
+        property sampler_num_threads by CPU plugin"), and VLMPipeline cannot draft."""
+        return self.method == "mtp"
 
     def configure(self, config):
         """`config` (a GenerationConfig) drafting with this drafter."""
@@ -155,8 +168,10 @@ def choose(model_dir: Path, draft=None, prompt_lookup: bool = False, tokens: int
 
 def own_drafter(model_dir: Path, tokens: int | None = None,
                 notify: Callable[[str], None] = lambda message: None) -> Drafter | None:
-    """The model's own drafter: the draft model `ovchat pull --draft` recorded, if it can draft for the model; one
-    that cannot is left out with a notice (it was removed from the store, or changed)."""
+    """The model's own drafter: its MTP head, else the draft model `ovchat pull --draft` recorded if it can draft for
+    the model; one that cannot is left out with a notice (it was removed from the store, or changed)."""
+    if (model_dir / MTP_MODEL).is_file():
+        return Drafter("mtp", tokens or DEFAULT_TOKENS["mtp"], model_dir, own=True)
     draft = recorded_drafter(model_dir)
     if draft is None:
         return None

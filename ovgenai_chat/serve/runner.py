@@ -103,7 +103,9 @@ class Model:
         self.tool_calls = call_format(self.chat_template)
         config = self.defaults()
         config.max_new_tokens, config.apply_chat_template = 1, False
-        config.do_sample = False  # a drafted pipeline drafts greedy replies only
+        if self.drafter:
+            config.do_sample = False  # a draft model or MTP head drafts greedy replies only
+            self.drafter.configure(config)
         with first_inference():
             if self.sees_images:  # a small grey picture, so that the vision model has run too
                 import numpy as np
