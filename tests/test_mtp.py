@@ -1,0 +1,153 @@
+"""Qwen3.5's multi-token-prediction head (`mtp.*`) converted into openvino_mtp_model.xml: its last hidden
+state against transformers' own Qwen3.5 blocks, and OpenVINO GenAI's MTP speculative decoding with it
+(ContinuousBatchingPipeline, `draft_model` on the model's own directory) replying exactly as plain greedy
+decoding does, for qwen3_5 and qwen3_5_moe."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import openvino as ov
+import openvino_genai
+import pytest
+import torch
+import transformers
+
+from conftest import run_ovchat
+from vision_checkpoints import add_mtp_head
+
+EXACT = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
+VARIANTS = ["qwen3_5-vision", "qwen3_5_moe-vision"]
+PROMPT = "Write a short poem about the sea."
+NEW_TOKENS = 24
+
+
+@pytest.fixture(scope="module")
+def with_head(vlm_checkpoint, tmp_path_factory):
+    """with_head(name) → (checkpoint directory of the tiny VLM `name` with an MTP head, the head in torch)."""
+    made = {}
+
+    def get(name: str):
+        if name not in made:
+            path = shutil.copytree(vlm_checkpoint(name), tmp_path_factory.mktemp(f"{name}-mtp") / "checkpoint")
+            made[name] = path, add_mtp_head(path, seed=sum(map(ord, name)))
+        return made[name]
+
+    return get
+
+
+@pytest.fixture(scope="module", params=VARIANTS)
+def case(request, with_head, tmp_path_factory):
+    """(name, checkpoint, head in torch, its fp32 conversion)."""
+    from convert import convert
+
+    path, head = with_head(request.param)
+    return request.param, path, head, convert(path, tmp_path_factory.mktemp("mtp-ir") / request.param, weight_format="fp32")
+
+
+def test_interface(case):
+    """GenAI's MTP contract: the inputs it sends, one full-attention layer's KV as state, `last_hidden_state`
+    out and no lm_head (GenAI grafts the main model's, which it finds as the MatMul making `logits`)."""
+    _, _, head, path = case
+    mtp = ov.Core().read_model(path / "openvino_mtp_model.xml")
+    hidden = head.fc.out_features
+    shapes = {i.get_any_name(): i.get_partial_shape() for i in mtp.inputs}
+    assert shapes == {"hidden_states": ov.PartialShape([-1, -1, hidden]), "inputs_embeds": ov.PartialShape([-1, -1, hidden]),
+                      "attention_mask": ov.PartialShape([-1, -1]), "position_ids": ov.PartialShape([-1, -1]),
+                      "beam_idx": ov.PartialShape([-1])}
+    assert [o.get_any_name() for o in mtp.outputs] == ["last_hidden_state"]
+    assert mtp.output(0).get_partial_shape() == ov.PartialShape([-1, -1, hidden])
+    assert sorted(op.get_variable_id() for op in mtp.get_ops() if op.get_type_name() == "ReadValue") == [
+        "past_key_values.0.keypresent.0.key", "past_key_values.0.valuepresent.0.value"]
+    vocab = json.loads((path / "config.json").read_text())["text_config"]["vocab_size"]
+    assert not any(op.get_type_name() == "MatMul" and op.get_output_partial_shape(0)[-1] == vocab
+                   for op in mtp.get_ops())
+    language = ov.Core().read_model(path / "openvino_language_model.xml")
+    assert language.output("logits").get_node().input_value(0).get_node().get_type_name() == "MatMul"
+
+
+def test_last_hidden_state_matches_transformers(case):
+    """Five positions, then three more after them on the head's own KV cache: transformers' blocks loaded
+    with the mtp.* weights give the same last hidden state."""
+    _, _, head, path = case
+    request = ov.Core().compile_model(path / "openvino_mtp_model.xml", "CPU", EXACT).create_infer_request()
+    rng = np.random.default_rng(0)
+    hidden = head.fc.out_features
+    cache = transformers.DynamicCache()
+    start = 0
+    for length in (5, 3):
+        hidden_states, embeds = (rng.standard_normal((1, length, hidden)).astype(np.float32) for _ in range(2))
+        positions = np.arange(start, start + length, dtype=np.int64)[None]
+        start += length
+        with torch.no_grad():
+            expected = head(torch.from_numpy(hidden_states), torch.from_numpy(embeds), torch.from_numpy(positions),
+                            cache).numpy()
+        got = request.infer({"hidden_states": hidden_states, "inputs_embeds": embeds, "position_ids": positions,
+                             "attention_mask": np.ones((1, start), np.int64), "beam_idx": np.zeros(1, np.int32)})
+        np.testing.assert_allclose(got["last_hidden_state"], expected, atol=1e-5 * np.abs(expected).max(), rtol=0)
+
+
+def generate(path, num_assistant_tokens: int | None):
+    """ContinuousBatchingPipeline's greedy reply to PROMPT and its extended metrics; with MTP drafting
+    `num_assistant_tokens` per step where given (prefix caching off, as GenAI's MTP requires for hybrids)."""
+    scheduler = openvino_genai.SchedulerConfig()
+    scheduler.enable_prefix_caching = False
+    scheduler.cache_size = 1
+    properties = dict(EXACT)
+    config = openvino_genai.GenerationConfig(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
+    if num_assistant_tokens:
+        properties["draft_model"] = openvino_genai.draft_model(path, "CPU", **EXACT)
+        config.num_assistant_tokens = num_assistant_tokens
+    pipe = openvino_genai.ContinuousBatchingPipeline(path, scheduler, "CPU", properties)
+    result = pipe.generate([PROMPT], [config])[0]
+    return result.m_generation_ids[0], result.extended_perf_metrics
+
+
+@pytest.mark.parametrize("num_assistant_tokens", [1, 3])
+def test_speculative_reply_equals_greedy(case, num_assistant_tokens):
+    """GenAI drafts with the head (draft tokens counted) and the reply is the plain greedy one."""
+    _, _, _, path = case
+    plain, _ = generate(path, None)
+    reply, metrics = generate(path, num_assistant_tokens)
+    assert reply == plain
+    assert metrics.get_num_draft_tokens() > 0
+
+
+def test_head_left_out_where_genai_cannot_use_it(with_head, tmp_path, capfd):
+    """The text layout (--text-only) and an explicit refusal leave the head out, each saying so."""
+    from convert import convert
+
+    path, _ = with_head("qwen3_5-vision")
+    text = convert(path, tmp_path / "text", weight_format="fp32", text_only=True)
+    assert "drafts with it only in the multimodal layout" in capfd.readouterr().err
+    assert not (text / "openvino_mtp_model.xml").exists()
+    without = convert(path, tmp_path / "without", weight_format="fp32", mtp=False)
+    assert "Leaving out the multi-token-prediction head, as asked" in capfd.readouterr().err
+    assert not (without / "openvino_mtp_model.xml").exists()
+    assert (without / "openvino_language_model.xml").exists()
+
+
+def test_int4_conversion_without_torch(with_head, tmp_path):
+    """`ovchat convert` (int4 by default) with torch unimportable writes the head compressed as the language
+    model is, and GenAI drafts with it."""
+    blocker = tmp_path / "no-torch"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text("import sys\nsys.modules['torch'] = None  # import torch now fails\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(blocker), os.environ.get("PYTHONPATH")]))}
+    probe = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True)
+    assert probe.returncode != 0 and "ModuleNotFoundError" in probe.stderr
+    path, _ = with_head("qwen3_5_moe-vision")
+    out = tmp_path / "int4"
+    result = run_ovchat("convert", path, "-o", out, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Multi-token-prediction head (openvino_mtp_model.xml" in result.stderr
+    info = ov.Core().read_model(out / "openvino_mtp_model.xml").get_rt_info()["ovgenai_chat"]
+    layers = json.loads(info["layers"].astype(str))
+    assert info["weight_format"].astype(str) == "int4" and "int4_sym" in "".join(layers), layers
+    reply, metrics = generate(out, 2)
+    assert reply and metrics.get_num_draft_tokens() > 0
