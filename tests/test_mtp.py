@@ -18,7 +18,9 @@ import pytest
 import torch
 import transformers
 
+import smollm2
 from conftest import run_ovchat
+from gguf_files import write_gguf
 from vision_checkpoints import add_mtp_head
 
 EXACT = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
@@ -151,3 +153,31 @@ def test_int4_conversion_without_torch(with_head, tmp_path):
     assert info["weight_format"].astype(str) == "int4" and "int4_sym" in "".join(layers), layers
     reply, metrics = generate(out, 2)
     assert reply and metrics.get_num_draft_tokens() > 0
+
+
+def test_gguf_with_a_head_converts_as_without_it(checkpoint, tmp_path, capfd):
+    """A qwen35 GGUF whose last block is the head (nextn_predict_layers 1, blk.N.nextn.* beside the block's
+    layer tensors, as llama.cpp writes Qwen3.5's) reads the head under mtp.* and converts the model the file
+    holds without it, saying why the head is left out (a GGUF converts to the text layout)."""
+    from convert import convert
+    from convert.gguf_source import read_gguf
+
+    tokenizer_gguf = smollm2.gguf_dir() / smollm2.GGUF_NAME
+    plain = write_gguf(checkpoint("qwen3_5-text"), tmp_path / "plain.gguf", tokenizer_gguf, {})
+    headed = shutil.copytree(checkpoint("qwen3_5-text"), tmp_path / "headed")
+    add_mtp_head(headed, seed=1)
+    headed = write_gguf(headed, tmp_path / "headed.gguf", tokenizer_gguf, {})
+    source = read_gguf(headed)
+    assert (source.config["num_hidden_layers"], source.config["mtp_num_hidden_layers"]) == (2, 1)
+    assert {"mtp.fc.weight", "mtp.pre_fc_norm_embedding.weight", "mtp.pre_fc_norm_hidden.weight", "mtp.norm.weight",
+            "mtp.layers.0.self_attn.q_proj.weight", "mtp.layers.0.mlp.down_proj.weight"} <= set(source.tensor_refs)
+
+    logits = []
+    for gguf in (plain, headed):
+        out = convert(gguf, tmp_path / f"{gguf.stem}-ir", weight_format="fp32")
+        request = ov.Core().compile_model(out / "openvino_model.xml", "CPU", EXACT).create_infer_request()
+        ids = np.array([[1, 17, 230, 5, 99]])
+        logits.append(request.infer({"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(5)[None],
+                                     "beam_idx": np.zeros(1, np.int32)})["logits"])
+    assert "drafts with it only in the multimodal layout" in capfd.readouterr().err
+    np.testing.assert_array_equal(logits[0], logits[1])

@@ -186,21 +186,22 @@ class MtpHead(torch.nn.Module):
 
 
 def add_mtp_head(path: Path, seed: int) -> MtpHead:
-    """Give the checkpoint in `path` a random one-layer multi-token-prediction head as Qwen ships it:
-    `mtp.*` tensors (in a file of their own) and text_config.mtp_num_hidden_layers 1. Returns the head."""
+    """Give the (multimodal or text) checkpoint in `path` a random one-layer multi-token-prediction head as Qwen
+    ships it: `mtp.*` tensors (in a file of their own) and mtp_num_hidden_layers 1 in its (text) config. Returns
+    the head."""
     import json
 
     import safetensors.torch
 
     config = transformers.AutoConfig.from_pretrained(path)
     torch.manual_seed(seed)
-    head = MtpHead(config.text_config).eval()
+    head = MtpHead(getattr(config, "text_config", config)).eval()
     with torch.no_grad():
         for param in head.parameters():
             param.normal_(0.0, 0.2)
     safetensors.torch.save_file({f"mtp.{name}": t.contiguous() for name, t in head.state_dict().items()
                                  if not name.startswith("rotary_emb.")}, path / "mtp.safetensors")
     raw = json.loads((path / "config.json").read_text())
-    raw["text_config"]["mtp_num_hidden_layers"] = 1
+    raw.get("text_config", raw)["mtp_num_hidden_layers"] = 1
     (path / "config.json").write_text(json.dumps(raw, indent=2))
     return head
