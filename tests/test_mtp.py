@@ -15,6 +15,7 @@ import numpy as np
 import openvino as ov
 import openvino_genai
 import pytest
+import safetensors.torch
 import torch
 import transformers
 
@@ -118,6 +119,45 @@ def test_speculative_reply_equals_greedy(case, num_assistant_tokens):
     reply, metrics = generate(path, num_assistant_tokens)
     assert reply == plain
     assert metrics.get_num_draft_tokens() > 0
+
+
+# The output projections of attention, DeltaNet, MLPs and experts: zero, a layer passes its input on.
+SILENT = ("o_proj.weight", "out_proj.weight", "down_proj.weight", "experts.down_proj")
+
+
+def make_predictable(path) -> None:
+    """The checkpoint in `path` made a model whose next token depends on the last token alone, and its head a
+    drafter that is always right. With every layer's output projections zero the logits are
+    lm_head(norm(embedding of the last token)); the head then predicts the token after next when it outputs
+    norm(embedding of the next token) scaled as the final norm does: fc takes the embedding half, the
+    embedding's pre-fc norm scales by 1 (w = 0), its layer passes that on, its norm has the model's weights."""
+    files = {file: safetensors.torch.load_file(file) for file in path.glob("*.safetensors")}
+    tensors = {name: t for file in files.values() for name, t in file.items()}
+    for name, tensor in tensors.items():
+        if name.endswith(SILENT):
+            tensor.zero_()
+    hidden = tensors["mtp.fc.weight"].shape[0]
+    tensors["mtp.fc.weight"].copy_(torch.cat([torch.eye(hidden), torch.zeros(hidden, hidden)], 1))
+    tensors["mtp.pre_fc_norm_embedding.weight"].zero_()
+    tensors["mtp.norm.weight"].copy_(tensors["model.language_model.norm.weight"])
+    for file, contents in files.items():
+        safetensors.torch.save_file(contents, file, metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_a_head_that_is_always_right_is_accepted(name, with_head, tmp_path):
+    """GenAI hands the head the right hidden states and embeddings: drafts of a head built to be right (on a model
+    built to be predictable) are accepted, three at a time, and the reply is still the plain greedy one."""
+    from convert import convert
+
+    path = shutil.copytree(with_head(name)[0], tmp_path / "checkpoint")
+    make_predictable(path)
+    out = convert(path, tmp_path / "ir", weight_format="fp32")
+    plain, _ = generate(out, None)
+    reply, metrics = generate(out, 3)
+    assert reply == plain
+    print(f"{name}: {metrics.get_num_accepted_tokens()} of {metrics.get_num_draft_tokens()} drafts accepted")
+    assert metrics.get_num_accepted_tokens() >= 0.9 * metrics.get_num_draft_tokens() > 0
 
 
 def test_head_left_out_where_genai_cannot_use_it(with_head, tmp_path, capfd):
