@@ -111,13 +111,16 @@ def generate(path, num_assistant_tokens: int | None):
     return result.m_generation_ids[0], result.extended_perf_metrics
 
 
+@pytest.fixture(scope="module")
+def plain_reply(case):
+    return generate(case[3], None)[0]
+
+
 @pytest.mark.parametrize("num_assistant_tokens", [1, 3])
-def test_speculative_reply_equals_greedy(case, num_assistant_tokens):
+def test_speculative_reply_equals_greedy(case, plain_reply, num_assistant_tokens):
     """GenAI drafts with the head (draft tokens counted) and the reply is the plain greedy one."""
-    _, _, _, path = case
-    plain, _ = generate(path, None)
-    reply, metrics = generate(path, num_assistant_tokens)
-    assert reply == plain
+    reply, metrics = generate(case[3], num_assistant_tokens)
+    assert reply == plain_reply
     assert metrics.get_num_draft_tokens() > 0
 
 
@@ -125,12 +128,13 @@ def test_speculative_reply_equals_greedy(case, num_assistant_tokens):
 SILENT = ("o_proj.weight", "out_proj.weight", "down_proj.weight", "experts.down_proj")
 
 
-def make_predictable(path) -> None:
+def make_predictable(path, tied: bool) -> None:
     """The checkpoint in `path` made a model whose next token depends on the last token alone, and its head a
     drafter that is always right. With every layer's output projections zero the logits are
     lm_head(norm(embedding of the last token)); the head then predicts the token after next when it outputs
     norm(embedding of the next token) scaled as the final norm does: fc takes the embedding half, the
-    embedding's pre-fc norm scales by 1 (w = 0), its layer passes that on, its norm has the model's weights."""
+    embedding's pre-fc norm scales by 1 (w = 0), its layer passes that on, its norm has the model's weights.
+    `tied`: the lm_head is the embedding table (as in the smaller Qwen3.5 models)."""
     files = {file: safetensors.torch.load_file(file) for file in path.glob("*.safetensors")}
     tensors = {name: t for file in files.values() for name, t in file.items()}
     for name, tensor in tensors.items():
@@ -140,18 +144,25 @@ def make_predictable(path) -> None:
     tensors["mtp.fc.weight"].copy_(torch.cat([torch.eye(hidden), torch.zeros(hidden, hidden)], 1))
     tensors["mtp.pre_fc_norm_embedding.weight"].zero_()
     tensors["mtp.norm.weight"].copy_(tensors["model.language_model.norm.weight"])
+    if tied:
+        config = json.loads((path / "config.json").read_text())
+        config["tie_word_embeddings"] = config["text_config"]["tie_word_embeddings"] = True
+        (path / "config.json").write_text(json.dumps(config, indent=2))
+        for contents in files.values():
+            contents.pop("lm_head.weight", None)
     for file, contents in files.items():
         safetensors.torch.save_file(contents, file, metadata={"format": "pt"})
 
 
-@pytest.mark.parametrize("name", VARIANTS)
-def test_a_head_that_is_always_right_is_accepted(name, with_head, tmp_path):
-    """GenAI hands the head the right hidden states and embeddings: drafts of a head built to be right (on a model
-    built to be predictable) are accepted, three at a time, and the reply is still the plain greedy one."""
+@pytest.mark.parametrize("name, tied", [("qwen3_5-vision", True), ("qwen3_5_moe-vision", False)])
+def test_a_head_that_is_always_right_is_accepted(name, tied, with_head, tmp_path):
+    """GenAI hands the head the right hidden states and embeddings, and grafts the right lm_head (tied or
+    not): drafts of a head built to be right (on a model built to be predictable) are accepted, three at a
+    time, and the reply is still the plain greedy one."""
     from convert import convert
 
     path = shutil.copytree(with_head(name)[0], tmp_path / "checkpoint")
-    make_predictable(path)
+    make_predictable(path, tied)
     out = convert(path, tmp_path / "ir", weight_format="fp32")
     plain, _ = generate(out, None)
     reply, metrics = generate(out, 3)

@@ -167,7 +167,7 @@ class MtpHead(torch.nn.Module):
         prefix = "Qwen3_5Moe" if family == "qwen3_5_moe" else "Qwen3_5"
         config = type(text_config).from_dict({**text_config.to_dict(), "num_hidden_layers": 1,
                                                "layer_types": ["full_attention"]})
-        config._attn_implementation = "eager"
+        config._attn_implementation = config._experts_implementation = "eager"
         hidden, eps = config.hidden_size, config.rms_norm_eps
         norm = getattr(blocks, f"{prefix}RMSNorm")
         self.pre_fc_norm_embedding, self.pre_fc_norm_hidden, self.norm = norm(hidden, eps), norm(hidden, eps), norm(hidden, eps)
