@@ -124,6 +124,34 @@ def test_speculative_reply_equals_greedy(case, plain_reply, num_assistant_tokens
     assert metrics.get_num_draft_tokens() > 0
 
 
+def test_a_picture_and_a_templated_chat_with_drafts(case):
+    """What a runtime sends through ContinuousBatchingPipeline with the head drafting: a picture, and a chat the
+    runtime templated itself (GenAI's ChatHistory does not go through this pipeline with images' support
+    loaded: "VisionRegistry is not available"); the replies equal VLMPipeline's plain greedy ones."""
+    _, _, _, path = case
+    plain = openvino_genai.VLMPipeline(path, "CPU", ATTENTION_BACKEND="SDPA", **EXACT)
+    config = openvino_genai.GenerationConfig(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
+    scheduler = openvino_genai.SchedulerConfig()
+    scheduler.enable_prefix_caching = False
+    pipe = openvino_genai.ContinuousBatchingPipeline(
+        path, scheduler, "CPU", {"draft_model": openvino_genai.draft_model(path, "CPU", **EXACT), **EXACT})
+    drafting = openvino_genai.GenerationConfig(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
+                                               num_assistant_tokens=2)
+
+    picture = ov.Tensor((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8))
+    result = pipe.generate(["What is in this picture?"], images=[[picture]], generation_config=[drafting])[0]
+    assert result.texts[0] == plain.generate("What is in this picture?", images=[picture], generation_config=config).texts[0]
+    assert result.extended_perf_metrics.get_num_draft_tokens() > 0
+
+    history = openvino_genai.ChatHistory([{"role": "user", "content": PROMPT}, {"role": "assistant", "content": "Waves."},
+                                          {"role": "user", "content": "Another one."}])
+    templated = openvino_genai.Tokenizer(path).apply_chat_template(history, add_generation_prompt=True)
+    drafting.apply_chat_template = False
+    result = pipe.generate([templated], [drafting])[0]
+    assert result.m_generation_ids[0] == plain.generate(history, generation_config=config).texts[0]
+    assert result.extended_perf_metrics.get_num_draft_tokens() > 0
+
+
 # The output projections of attention, DeltaNet, MLPs and experts: zero, a layer passes its input on.
 SILENT = ("o_proj.weight", "out_proj.weight", "down_proj.weight", "experts.down_proj")
 
