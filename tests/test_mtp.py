@@ -200,7 +200,8 @@ def test_a_head_that_is_always_right_is_accepted(name, tied, with_head, tmp_path
 
 
 def test_head_left_out_where_genai_cannot_use_it(with_head, tmp_path, capfd):
-    """The text layout (--text-only) and an explicit refusal leave the head out, each saying so."""
+    """The text layout (--text-only), an explicit refusal and a checkpoint whose config lists a head it lacks
+    convert without one, each saying so."""
     from convert import convert
 
     path, _ = with_head("qwen3_5-vision")
@@ -211,6 +212,11 @@ def test_head_left_out_where_genai_cannot_use_it(with_head, tmp_path, capfd):
     assert "Leaving out the multi-token-prediction head, as asked" in capfd.readouterr().err
     assert not (without / "openvino_mtp_model.xml").exists()
     assert (without / "openvino_language_model.xml").exists()
+    stripped = shutil.copytree(path, tmp_path / "stripped")  # as some re-quantized uploads are: config kept, tensors not
+    (stripped / "mtp.safetensors").unlink()
+    convert(stripped, tmp_path / "stripped-ir", weight_format="fp32")
+    assert "the checkpoint has no mtp.* tensors: none converted" in capfd.readouterr().err
+    assert not (tmp_path / "stripped-ir" / "openvino_mtp_model.xml").exists()
 
 
 def test_int4_conversion_without_torch(with_head, tmp_path):
