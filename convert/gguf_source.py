@@ -130,7 +130,8 @@ ARCH_NAMES["gpt-oss"] = {
        for proj in ("gate", "up", "down") for part in ("weight", "bias")}}
 # A multi-token-prediction head's own tensors, in the block after the model's layers (nextn_predict_layers of
 # them: Qwen3.5's, whose layer's other tensors are named as the model's layers' are).
-NEXTN_NAMES = {"blk.{}.nextn.eh_proj.weight": "mtp.fc.weight", "blk.{}.nextn.enorm.weight": "mtp.pre_fc_norm_embedding.weight",
+NEXTN_NAMES = {"blk.{}.nextn.eh_proj.weight": "mtp.fc.weight",
+               "blk.{}.nextn.enorm.weight": "mtp.pre_fc_norm_embedding.weight",
                "blk.{}.nextn.hnorm.weight": "mtp.pre_fc_norm_hidden.weight",
                "blk.{}.nextn.shared_head_norm.weight": "mtp.norm.weight"}
 # Architectures whose RMSNorms scale by (1 + w), which llama.cpp stores as 1 + w (Qwen3.5's gated norm
@@ -521,7 +522,8 @@ def read_gguf(path: Path) -> GGUFCheckpoint:
             layer, name = parts[1], ".".join(["blk", "{}", *parts[2:]])
         if name in ROPE_TENSORS:
             continue
-        target = _head_name(name, int(layer), names, config) if layer and int(layer) >= config["num_hidden_layers"] else None
+        past_the_layers = layer is not None and int(layer) >= config["num_hidden_layers"]
+        target = _head_name(name, int(layer), names, config) if past_the_layers else None
         if target is None and name not in names:
             raise SourceError(f"{path.name} has a tensor this {arch} graph does not know: {tensor.name}")
         # llama.cpp interleaves the rotary halves of q and k rows for its NORM rope (PERMUTED_QK).
@@ -696,7 +698,8 @@ def _qwen35_config(reader, config: dict) -> None:
     arch = config["model_type"]
     value_heads = int(_field(reader, f"{arch}.ssm.time_step_rank"))
     head = int(_field(reader, f"{arch}.nextn_predict_layers", 0))
-    config.update(num_hidden_layers=config["num_hidden_layers"] - head, mtp_num_hidden_layers=head,model_type="qwen3_5_text", full_attention_interval=int(_field(reader, f"{arch}.full_attention_interval", 4)),
+    config.update(model_type="qwen3_5_text", full_attention_interval=int(_field(reader, f"{arch}.full_attention_interval", 4)),
+                  num_hidden_layers=config["num_hidden_layers"] - head, mtp_num_hidden_layers=head,
                   linear_conv_kernel_dim=int(_field(reader, f"{arch}.ssm.conv_kernel")),
                   linear_key_head_dim=int(_field(reader, f"{arch}.ssm.state_size")),
                   linear_num_key_heads=int(_field(reader, f"{arch}.ssm.group_count")),

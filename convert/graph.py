@@ -659,7 +659,7 @@ class LayerWeights:
     projection weight passes through `compress` on its way in."""
 
     def __init__(self, weights: Weights, layer: int, compress=keep, prefix: str = "model.layers"):
-        """`prefix`: where the layers' tensors are, `model.layers` (or `mtp.layers`, a multi-token-prediction head's)."""
+        """`prefix`: where the layers' tensors are, `model.layers` (`mtp.layers`: a multi-token-prediction head's)."""
         self.weights, self.layer, self.compress, self.prefix = weights, layer, compress, prefix
 
     def _key(self, name: str) -> str:
