@@ -3,7 +3,11 @@ emit: a chain of decode-shaped (one token) matrix multiplications, 4096×4096 ea
 in one layout at a time, timed in one process (best of 7 × 30 passes), under the CPU properties of one
 of ovchat's precisions (`--precision`: accurate, fast, or the plugin's defaults).
 
-    python benchmarks/weight_formats.py [--layers 8] [--precision defaults|fast|accurate]
+    python benchmarks/weight_formats.py [--layers 8] [--precision defaults|fast|accurate] [--tokens 1,2,4,8]
+
+`--tokens` also times passes of several tokens at once — what verifying k drafted tokens costs a speculative
+decoder (k + 1 rows) against decoding one: a kernel bound by reading its weights verifies them almost free, one
+bound by arithmetic (unpacking int4) pays nearly per token, and that bounds every speculative method's gain.
 
 Layouts are written as values + zero point + scale per group, the way GGUF blocks (Q4_0, Q4_1, Q8_0:
 groups of 32) and NNCF's modes (int4_sym in groups of 128, int8_asym per output channel) become
@@ -65,26 +69,30 @@ def compressed_weight(rng, values: str, zero_point: str | None, precision: str, 
     return x.output(0), size + scale.nbytes
 
 
-def time_layout(core: ov.Core, layout: tuple, layers: int, properties: dict) -> tuple[float, int]:
-    """(ms per pass, IR bytes) for a chain of `layers` matrix multiplications in `layout`."""
+def time_layout(core: ov.Core, layout: tuple, layers: int, properties: dict,
+                tokens: list[int]) -> tuple[dict[int, float], int]:
+    """({tokens in a pass: ms per pass}, IR bytes) for a chain of `layers` matrix multiplications in `layout`."""
     rng = np.random.default_rng(0)
-    x = ops.parameter([1, 1, SIZE], np.float32, name="x")
+    x = ops.parameter([1, -1, SIZE], np.float32, name="x")
     h, total = x.output(0), 0
     for _ in range(layers):
         w, size = compressed_weight(rng, *layout[:4])
         h, total = ops.matmul(h, w, False, True).output(0), total + size
     compiled = core.compile_model(ov.Model([ops.result(h)], [x]), "CPU",
                                   {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, **properties})
-    request, token = compiled.create_infer_request(), rng.random((1, 1, SIZE), dtype=np.float32)
-    for _ in range(20):
-        request.infer([token])
-    best = float("inf")
-    for _ in range(7):
-        start = time.perf_counter()
-        for _ in range(30):
-            request.infer([token])
-        best = min(best, (time.perf_counter() - start) / 30)
-    return best * 1000, total
+    request, ms = compiled.create_infer_request(), {}
+    for count in tokens:
+        rows = rng.random((1, count, SIZE), dtype=np.float32)
+        for _ in range(20):
+            request.infer([rows])
+        best = float("inf")
+        for _ in range(7):
+            start = time.perf_counter()
+            for _ in range(30):
+                request.infer([rows])
+            best = min(best, (time.perf_counter() - start) / 30)
+        ms[count] = best * 1000
+    return ms, total
 
 
 def main() -> None:
@@ -92,17 +100,23 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=8, help="matrices in the chain (8: 128 M weights, past any cache)")
     parser.add_argument("--precision", choices=("defaults", "fast", "accurate"), default="defaults",
                         help="the CPU properties of this ovchat precision (defaults: the plugin's own)")
+    parser.add_argument("--tokens", default="1", help="tokens per pass, comma-separated; the first is the baseline "
+                        "the others' cost is given against (1,2,4,8,9: decoding one against verifying 1, 3, 7, 8 drafts)")
     args = parser.parse_args()
+    tokens = [int(count) for count in args.tokens.split(",")]
     properties = {} if args.precision == "defaults" else choose_precision(args.precision, "CPU", 0).properties
     core = ov.Core()
     print(f"{core.get_property('CPU', 'FULL_DEVICE_NAME')}, OpenVINO {ov.__version__}, "
           f"{args.precision}: {describe_cpu_properties(properties)}")
-    print("| layout | bits per weight | ms per pass | GB/s of IR bytes | is |")
-    print("|---|---|---|---|---|")
+    more = tokens[1:]
+    print(f"| layout | bits per weight | ms per pass of {tokens[0]} | GB/s of IR bytes |"
+          + "".join(f" {count} tokens: cost × |" for count in more) + " is |")
+    print("|---|---|---|---|" + "---|" * len(more) + "---|")
     for name, layout in LAYOUTS.items():
-        ms, size = time_layout(core, layout, args.layers, properties)
-        weights = SIZE * SIZE * args.layers
-        print(f"| {name} | {size * 8 / weights:.2f} | {ms:.2f} | {size / ms / 1e6:.1f} | {layout[4]} |", flush=True)
+        ms, size = time_layout(core, layout, args.layers, properties, tokens)
+        weights, base = SIZE * SIZE * args.layers, ms[tokens[0]]
+        print(f"| {name} | {size * 8 / weights:.2f} | {base:.2f} | {size / base / 1e6:.1f} |"
+              + "".join(f" {ms[count] / base:.2f} |" for count in more) + f" {layout[4]} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ def convert(
     text_only: bool = False,
     vision_weight_format: str | None = None,
     mmproj=None,
+    mtp: bool = True,
 ) -> Path:
     """Convert SOURCE (checkpoint directory, hub id or .gguf file) into the model directory OUT;
     returns OUT.
@@ -61,6 +62,9 @@ def convert(
     loses more to int4 than a decoder does; else the language model's format); `text_only` keeps
     the text layout (openvino_model.xml) for the language model alone. `mmproj` is llama.cpp's
     projector file for a model .gguf SOURCE: the two are read as one vision-language checkpoint.
+    A checkpoint's multi-token-prediction head (Qwen3.5's `mtp.*`) becomes openvino_mtp_model.xml,
+    compressed as the language model is, where GenAI can draft tokens with it (the multimodal layout);
+    `mtp` False leaves it out.
     Raises ConversionError with a one-line message for anything the user can fix."""
     for name, fmt in (("weight", weight_format), ("vision weight", vision_weight_format)):
         if fmt is not None and fmt not in WEIGHT_FORMATS:
@@ -83,7 +87,7 @@ def convert(
         check_target(out, force)
         with staged_directory(out, force) as staging:
             _convert_into(staging, source, weight_format, group_size, ratio, sym, data_aware, text_only,
-                          vision_weight_format, mmproj)
+                          vision_weight_format, mmproj, mtp)
     except (SourceError, UnsupportedModel, TokenizerError, OutputExists, CalibrationError) as e:
         raise ConversionError(str(e)) from None
     except KeyError as e:
@@ -95,7 +99,7 @@ def convert(
 
 def _convert_into(staging: Path, source, weight_format: str | None, group_size: int, ratio: float, sym: bool,
                   data_aware: DataAware | None, text_only: bool, vision_weight_format: str | None,
-                  mmproj=None) -> None:
+                  mmproj=None, mtp: bool = True) -> None:
     if mmproj is not None:
         from .mmproj import open_with_mmproj
 
@@ -105,6 +109,8 @@ def _convert_into(staging: Path, source, weight_format: str | None, group_size: 
     args = models.model_args(checkpoint.config)
     arch = models.architecture(checkpoint.config)
     multimodal = _sees_images(checkpoint.config, arch, text_only)
+    if getattr(args, "mtp_num_hidden_layers", 0):
+        args.mtp_num_hidden_layers = _mtp_layers(args.mtp_num_hidden_layers, checkpoint, multimodal, mtp)
     if multimodal and data_aware:
         raise ConversionError(f"{data_aware.describe()} calibrate the text layout only: add --text-only")
     checkpoint.check_weights()
@@ -155,6 +161,11 @@ def _convert_into(staging: Path, source, weight_format: str | None, group_size: 
     if multimodal:
         files = {f"openvino_{role}_model.xml": (m, weight_format) for role, m in model.items()}
         files.update({f"openvino_{role}_model.xml": (m, vision_weight_format) for role, m in vision.items()})
+        if "mtp" in model:
+            mtp_precisions = layer_precisions(model["mtp"])
+            _annotate(model["mtp"], weight_format, group_size, ratio, sym, mtp_precisions)
+            _say("Multi-token-prediction head (openvino_mtp_model.xml, drafts for speculative decoding): "
+                 + ", ".join(f"{count} {precision}" for precision, count in sorted(mtp_precisions.items())))
         model = model["language"]
     precisions = layer_precisions(model)
     # A GGUF's kept blocks are its own format, whatever preset compressed the blocks that could not be kept.
@@ -188,6 +199,22 @@ def _sees_images(config: dict, arch, text_only: bool) -> bool:
         _say(f"OpenVINO GenAI cannot run {config['model_type']}'s vision tower: converting its language model only")
         return False
     return True
+
+
+def _mtp_layers(layers: int, checkpoint: Checkpoint, multimodal: bool, wanted: bool) -> int:
+    """How many layers of the checkpoint's multi-token-prediction head to convert: all, where GenAI can
+    draft with them; else 0, and the user is told why the head is left out."""
+    if "mtp.fc.weight" not in checkpoint.weights():
+        _say("config.json lists a multi-token-prediction head, but the checkpoint has no mtp.* tensors: none converted")
+        return 0
+    if not wanted:
+        _say("Leaving out the multi-token-prediction head, as asked")
+        return 0
+    if not multimodal:
+        _say("Leaving out the multi-token-prediction head: OpenVINO GenAI drafts with it only in the multimodal "
+             "layout (a checkpoint with its vision tower, converted without --text-only)")
+        return 0
+    return layers
 
 
 def _build_vision(arch, checkpoint: Checkpoint, weight_format: str, group_size: int) -> dict[str, ov.Model]:

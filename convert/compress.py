@@ -6,7 +6,11 @@ instead of 10.5; benchmarks/README.md, "Converting at real size").
 What NNCF decides for the whole model is decided the same way here, from the same numbers: int4
 takes the `ratio` of the decoder's projection weights (counted in weights) that NNCF's data-free
 criterion finds least sensitive, scored in a first pass over the checkpoint; the rest, the embedding
-and the lm_head go int8 asymmetric per channel. Each weight is then compressed by nncf.compress_weights
+and the lm_head go int8 asymmetric per channel. A mixture's stacked experts are all int4 and the ratio
+counts the dense projections only: experts hold ~90 % of a mixture's weights, so a ratio over all of
+them put a third of the experts in int8 — a 30 B mixture 1.3× larger than in int4 experts and reading
+1.28× llama.cpp's Q4_K_M bytes per token (benchmarks/README.md, "Mixtures of experts and Mamba-2"),
+where Q4_K_M itself keeps experts at 4–6 bits. Each weight is then compressed by nncf.compress_weights
 itself, on a model of that one weight's MatMul (or Gather), so its constants and decompression chain are
 NNCF's own: tests/test_convert.py checks them byte for byte against a whole-model NNCF run.
 """
@@ -30,9 +34,9 @@ WEIGHT_FORMATS = ("int4", "int8", "fp16", "fp32")
 class WeightCompression:
     """The `compress(name, tensor, role)` hook graph.build_model applies to each weight it multiplies by.
 
-    int4: `ratio` of the layers in int4 with `group_size` (a dimension that it does not divide gets the
-    largest power of two that does, down to NNCF's minimum), the rest int8 asymmetric per channel,
-    embeddings and lm_head int8. int8: every layer per channel. `only`: the names of the tensors to
+    int4: `ratio` of the dense layers in int4 with `group_size` (a dimension that it does not divide gets
+    the largest power of two that does, down to NNCF's minimum), the rest int8 asymmetric per channel,
+    embeddings and lm_head int8; stacked experts int4 unless the ratio is 0. int8: every layer per channel. `only`: the names of the tensors to
     compress (a GGUF's dequantized ones); None for all."""
 
     def __init__(self, weight_format: str, group_size: int, ratio: float, sym: bool, only: set[str] | None = None,
@@ -70,6 +74,9 @@ class WeightCompression:
         stand-in of the weight's shape."""
         if not self._takes_int4(name, tensor, role):
             return tensor
+        if role == "experts":
+            self.int4.add(name)
+            return _stand_in(tensor)
         from nncf.quantization.algorithms.weight_compression.config import WeightCompressionConfig
         from nncf.quantization.algorithms.weight_compression.weight_lowering import get_integer_quantization_error
         from nncf.tensor import Tensor
@@ -78,12 +85,13 @@ class WeightCompression:
         weight = Tensor(np.asarray(tensor, np.float32) if tensor.dtype.name == "bfloat16" else tensor)
         error = get_integer_quantization_error(weight, (tensor.ndim - 1,), WeightCompressionConfig(), "max_mean")
         self.scores[name] = (tensor.size, 1 / (error + fns.finfo(weight).eps))
-        return ops.broadcast(ops.constant(np.float32(0)), ops.constant(np.array(tensor.shape, np.int64))).output(0)
+        return _stand_in(tensor)
 
     def choose_int4(self) -> None:
-        """NNCF's mixed-precision rule: in ascending order of sensitivity, weights go int4 while the int4
-        share of the candidates' weights stays below `ratio`. Equal scores (only identical weights give them)
-        keep the order the graph reads them in, where NNCF keeps its own graph's topological order."""
+        """NNCF's mixed-precision rule over the scored (dense) candidates: in ascending order of sensitivity,
+        weights go int4 while the int4 share of the candidates' weights stays below `ratio`. Equal scores
+        (only identical weights give them) keep the order the graph reads them in, where NNCF keeps its own
+        graph's topological order."""
         total = sum(size for size, _ in self.scores.values())
         in_int4 = 0
         for name, (size, _) in sorted(self.scores.items(), key=lambda item: item[1][1]):
@@ -113,11 +121,16 @@ class WeightCompression:
         return self.spill.move(chain) if self.spill else chain
 
 
+def _stand_in(tensor) -> ov.Output:
+    """What the first pass's graph holds instead of a weight: zeros of its shape, no memory."""
+    return ops.broadcast(ops.constant(np.float32(0)), ops.constant(np.array(tensor.shape, np.int64))).output(0)
+
+
 class SpillFile:
     """An unnamed file beside the output that compressed constants move to as they are made, mapped back
     from it: the model being built then holds them as file pages the kernel may write out and drop, not
-    as memory. Without it every compressed weight stays in memory until the IR is saved — at the int4/int8
-    mix ~0.75 byte per weight, 22 GB for a 30 B-parameter mixture of experts, beyond a 24 GB machine."""
+    as memory. Without it every compressed weight stays in memory until the IR is saved — ~17 GB for a
+    30 B-parameter mixture of experts in int4, too much beside the conversion's own work on a 24 GB machine."""
 
     SMALLEST = 1 << 20  # scales, zero points and small layers stay in memory
 

@@ -128,6 +128,12 @@ ARCH_NAMES["gpt-oss"] = {
     **{f"blk.{{}}.ffn_gate_inp.{part}": f"model.layers.{{}}.mlp.router.{part}" for part in ("weight", "bias")},
     **{f"blk.{{}}.ffn_{proj}_exps.{part}": f"model.layers.{{}}.mlp.experts.{proj}_proj.{part}"
        for proj in ("gate", "up", "down") for part in ("weight", "bias")}}
+# A multi-token-prediction head's own tensors, in the block after the model's layers (nextn_predict_layers of
+# them: Qwen3.5's, whose layer's other tensors are named as the model's layers' are).
+NEXTN_NAMES = {"blk.{}.nextn.eh_proj.weight": "mtp.fc.weight",
+               "blk.{}.nextn.enorm.weight": "mtp.pre_fc_norm_embedding.weight",
+               "blk.{}.nextn.hnorm.weight": "mtp.pre_fc_norm_hidden.weight",
+               "blk.{}.nextn.shared_head_norm.weight": "mtp.norm.weight"}
 # Architectures whose RMSNorms scale by (1 + w), which llama.cpp stores as 1 + w (Qwen3.5's gated norm
 # inside its DeltaNet layers excepted).
 PLUS_ONE_NORMS = {"gemma2": (), "gemma3": (), "qwen35": ("blk.{}.ssm_norm.weight",), "qwen35moe": ("blk.{}.ssm_norm.weight",)}
@@ -516,7 +522,9 @@ def read_gguf(path: Path) -> GGUFCheckpoint:
             layer, name = parts[1], ".".join(["blk", "{}", *parts[2:]])
         if name in ROPE_TENSORS:
             continue
-        if name not in names:
+        past_the_layers = layer is not None and int(layer) >= config["num_hidden_layers"]
+        target = _head_name(name, int(layer), names, config) if past_the_layers else None
+        if target is None and name not in names:
             raise SourceError(f"{path.name} has a tensor this {arch} graph does not know: {tensor.name}")
         # llama.cpp interleaves the rotary halves of q and k rows for its NORM rope (PERMUTED_QK).
         permute = None
@@ -526,8 +534,18 @@ def read_gguf(path: Path) -> GGUFCheckpoint:
             permute = kv_heads
         plus_one = arch in PLUS_ONE_NORMS and name.endswith("norm.weight") and name not in PLUS_ONE_NORMS[arch]
         shift = -1.0 if plus_one else 0.0
-        refs[names[name].format(layer)] = GGUFTensorRef(reader, index, False, permute, shift=shift)
+        refs[target or names[name].format(layer)] = GGUFTensorRef(reader, index, False, permute, shift=shift)
     return GGUFCheckpoint(path, arch, config, reader, refs)
+
+
+def _head_name(name: str, layer: int, names: dict, config: dict) -> str | None:
+    """The HF name of tensor `name` (`blk.{}.…`) of block `layer`, one of the multi-token-prediction head's
+    (past the model's layers): its own (NEXTN_NAMES), or its decoder layer's under `mtp.layers.*`."""
+    if name in NEXTN_NAMES:
+        return NEXTN_NAMES[name]
+    if name in names and layer < config["num_hidden_layers"] + config.get("mtp_num_hidden_layers", 0):
+        return names[name].replace("model.layers.{}", f"mtp.layers.{layer - config['num_hidden_layers']}")
+    return None
 
 
 def _sliding_layers(reader, arch: str, every: int) -> list[str]:
@@ -675,10 +693,13 @@ def _gemma3_config(reader, config: dict) -> None:
 
 def _qwen35_config(reader, config: dict) -> None:
     """Qwen3.5's text model as llama.cpp runs it: every full_attention_interval-th layer full attention,
-    the rest Gated DeltaNet, with its value heads in llama.cpp's order (ModelArgs.value_heads_tiled)."""
+    the rest Gated DeltaNet, with its value heads in llama.cpp's order (ModelArgs.value_heads_tiled); the
+    last nextn_predict_layers blocks are its multi-token-prediction head, not layers of the model."""
     arch = config["model_type"]
     value_heads = int(_field(reader, f"{arch}.ssm.time_step_rank"))
+    head = int(_field(reader, f"{arch}.nextn_predict_layers", 0))
     config.update(model_type="qwen3_5_text", full_attention_interval=int(_field(reader, f"{arch}.full_attention_interval", 4)),
+                  num_hidden_layers=config["num_hidden_layers"] - head, mtp_num_hidden_layers=head,
                   linear_conv_kernel_dim=int(_field(reader, f"{arch}.ssm.conv_kernel")),
                   linear_key_head_dim=int(_field(reader, f"{arch}.ssm.state_size")),
                   linear_num_key_heads=int(_field(reader, f"{arch}.ssm.group_count")),

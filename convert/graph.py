@@ -658,11 +658,12 @@ class LayerWeights:
     """One decoder layer's tensors, taken (removed) from the checkpoint as the graph uses them; each
     projection weight passes through `compress` on its way in."""
 
-    def __init__(self, weights: Weights, layer: int, compress=keep):
-        self.weights, self.layer, self.compress = weights, layer, compress
+    def __init__(self, weights: Weights, layer: int, compress=keep, prefix: str = "model.layers"):
+        """`prefix`: where the layers' tensors are, `model.layers` (`mtp.layers`: a multi-token-prediction head's)."""
+        self.weights, self.layer, self.compress, self.prefix = weights, layer, compress, prefix
 
     def _key(self, name: str) -> str:
-        return f"model.layers.{self.layer}.{name}"
+        return f"{self.prefix}.{self.layer}.{name}"
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.weights.pop(self._key(name))
@@ -719,7 +720,31 @@ def build_multimodal(arch, args: ModelArgs, weights: Weights, on_layer=lambda do
     del table
     models["language"] = _decoder(arch, args, weights, ctx, inputs_embeds, tied, on_layer, compress,
                                   [inputs_embeds, *extra.values()])
+    if getattr(args, "mtp_num_hidden_layers", 0):
+        models["mtp"] = build_mtp(arch, args.mtp, weights, compress)
     return models
+
+
+def build_mtp(arch, args: ModelArgs, weights: Weights, compress=keep) -> ov.Model:
+    """A multi-token-prediction head (Qwen3-Next, Qwen3.5) as GenAI's MTP speculative decoding runs it
+    (openvino_mtp_model.xml): the main model's final hidden state at position t (`hidden_states`) and the
+    embedding of token t + 1 (`inputs_embeds`), each RMS-normed, `mtp.fc` over their concatenation
+    [e, h], `arch.decoder_layer` for each of `args`' layers (the head's: `mtp.layers.*`, with their own
+    KV cache as state), the head's norm → `last_hidden_state`. No lm_head: GenAI grafts the main model's,
+    which it finds as the MatMul that makes the main model's `logits`. Position ids are [B, T], one row:
+    GenAI sends the head plain positions, which rotate text tokens as the main model's M-RoPE rows do."""
+    def norm(x, name: str):
+        return rms_norm(x, weights.pop(f"mtp.{name}.weight"), args.rms_norm_eps, args.norm_plus_one)
+
+    hidden_states = ops.parameter([-1, -1, args.hidden_size], F32, name="hidden_states")
+    inputs_embeds = ops.parameter([-1, -1, args.hidden_size], F32, name="inputs_embeds")
+    ctx = Context(inputs_embeds, *_state_inputs([-1, -1]))
+    x = ops.concat([norm(inputs_embeds, "pre_fc_norm_embedding"), norm(hidden_states, "pre_fc_norm_hidden")], axis=-1)
+    x = linear(x, compress("mtp.fc.weight", weights.pop("mtp.fc.weight"), "linear"), name="mtp.fc")
+    for i in range(args.num_hidden_layers):
+        x = arch.decoder_layer(x, LayerWeights(weights, i, compress, prefix="mtp.layers"), args, ctx)
+    params = [hidden_states, inputs_embeds, ctx.attention_mask, ctx.position_ids, ctx.beam_idx.get_node()]
+    return _model([norm(x, "norm")], "last_hidden_state", params, ctx.sinks, "mtp")
 
 
 def scaled_embedding(table, ids, args: ModelArgs) -> ov.Output:

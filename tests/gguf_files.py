@@ -16,6 +16,11 @@ import synthetic  # noqa: E402  (how llama.cpp's converter lays out Qwen3.5's va
 
 # HF name → GGUF name; {} is the layer.
 GGUF_NAMES = {
+    # A multi-token-prediction head's own tensors in the block after the model's (llama.cpp's nextn names).
+    "model.layers.{}.eh_proj.weight": "blk.{}.nextn.eh_proj.weight",
+    "model.layers.{}.enorm.weight": "blk.{}.nextn.enorm.weight",
+    "model.layers.{}.hnorm.weight": "blk.{}.nextn.hnorm.weight",
+    "model.layers.{}.shared_head.norm.weight": "blk.{}.nextn.shared_head_norm.weight",
     "model.embed_tokens.weight": "token_embd.weight",
     "model.norm.weight": "output_norm.weight",
     "lm_head.weight": "output.weight",
@@ -347,6 +352,16 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
         tensors.update({k: v.astype(np.float32) for k, v in load_file(file).items()})
 
     arch = gguf_arch(config)
+    head = config.get("mtp_num_hidden_layers", 0)
+    if head:  # Qwen3.5's multi-token-prediction head: blocks after the model's, as llama.cpp's converter writes it
+        assert head == 1, "llama.cpp takes one MTP block"
+        layers = config["num_hidden_layers"]
+        own = {"fc": "eh_proj", "pre_fc_norm_embedding": "enorm", "pre_fc_norm_hidden": "hnorm", "norm": "shared_head.norm"}
+        for name in [n for n in tensors if n.startswith("mtp.")]:
+            rest = name.removeprefix("mtp.")
+            new = (f"model.layers.{layers + int(rest.split('.')[1])}.{rest.split('.', 2)[2]}" if rest.startswith("layers.")
+                   else f"model.layers.{layers}.{own[rest.removesuffix('.weight')]}.weight")
+            tensors[new] = tensors.pop(name)
     if arch in PLUS_ONE_NORMS:  # llama.cpp stores (1 + w) norms as 1 + w
         tensors = {name: tensor + 1 if name.endswith("norm.weight") and not any(n in name for n in PLUS_ONE_NORMS[arch])
                    else tensor for name, tensor in tensors.items()}
@@ -396,7 +411,9 @@ def write_gguf(checkpoint: Path, out: Path, tokenizer_gguf: Path, block_types: d
 
     rng = np.random.default_rng(0)
     writer = gguf.GGUFWriter(out, arch)
-    writer.add_block_count(config["num_hidden_layers"])
+    writer.add_block_count(config["num_hidden_layers"] + head)
+    if head:
+        writer.add_uint32(f"{arch}.nextn_predict_layers", head)
     writer.add_context_length(config["max_position_embeddings"])
     writer.add_embedding_length(config["hidden_size"])
     if arch in LFM2:

@@ -78,10 +78,22 @@ def whole_model_nncf(source: Path, weight_format: str, sym: bool) -> ov.Model:
     if weight_format == "int8":
         mode = nncf.CompressWeightsMode.INT8_SYM if sym else nncf.CompressWeightsMode.INT8_ASYM
         return nncf.compress_weights(model, mode=mode, ignored_scope=routers)
-    return nncf.compress_weights(
-        model, mode=nncf.CompressWeightsMode.INT4_SYM if sym else nncf.CompressWeightsMode.INT4_ASYM, group_size=128,
-        ratio=0.6, ignored_scope=routers, advanced_parameters=nncf.AdvancedCompressionParameters(
-            group_size_fallback_mode=nncf.GroupSizeFallbackMode.ADJUST))
+    int4 = dict(mode=nncf.CompressWeightsMode.INT4_SYM if sym else nncf.CompressWeightsMode.INT4_ASYM, group_size=128,
+                advanced_parameters=nncf.AdvancedCompressionParameters(
+                    group_size_fallback_mode=nncf.GroupSizeFallbackMode.ADJUST))
+    # A mixture's stacked experts [E, N, K] all go int4 first; the ratio then splits the dense layers.
+    def stacked_weight(port) -> bool:
+        node = port.get_source_output().get_node()
+        while node.get_type_name() == "Convert":  # bf16 → f32
+            node = node.input_value(0).get_node()
+        return node.get_type_name() == "Constant" and len(node.get_output_shape(0)) == 3
+
+    multiplies = [op for op in model.get_ordered_ops() if op.get_type_name() in ("MatMul", "Gather")]
+    dense = [op.get_friendly_name() for op in multiplies if not any(map(stacked_weight, op.inputs()))]
+    if len(dense) < len(multiplies):
+        model = nncf.compress_weights(model, ratio=1.0, all_layers=True, **int4,
+                                      ignored_scope=nncf.IgnoredScope(names=dense, validate=False))
+    return nncf.compress_weights(model, ratio=0.6, ignored_scope=routers, **int4)
 
 
 @pytest.mark.parametrize("name, weight_format, sym, band_weights", [

@@ -153,3 +153,55 @@ def make_vlm_checkpoint(name: str, out: Path, smollm2_dir: Path) -> Path:
     tokenizer.save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+class MtpHead(torch.nn.Module):
+    """A Qwen3.5 multi-token-prediction head (`mtp.*`) made of transformers' own Qwen3.5 blocks, which
+    transformers' model leaves out: the two pre-fc RMSNorms, fc over [embedding, hidden state], one
+    full-attention decoder layer (the mixture of experts for qwen3_5_moe), the final norm."""
+
+    def __init__(self, text_config):
+        super().__init__()
+        family = "qwen3_5_moe" if text_config.model_type.startswith("qwen3_5_moe") else "qwen3_5"
+        blocks = getattr(transformers.models, family).__dict__[f"modeling_{family}"]
+        prefix = "Qwen3_5Moe" if family == "qwen3_5_moe" else "Qwen3_5"
+        config = type(text_config).from_dict({**text_config.to_dict(), "num_hidden_layers": 1,
+                                               "layer_types": ["full_attention"]})
+        config._attn_implementation = config._experts_implementation = "eager"
+        hidden, eps = config.hidden_size, config.rms_norm_eps
+        norm = getattr(blocks, f"{prefix}RMSNorm")
+        self.pre_fc_norm_embedding, self.pre_fc_norm_hidden, self.norm = norm(hidden, eps), norm(hidden, eps), norm(hidden, eps)
+        self.fc = torch.nn.Linear(2 * hidden, hidden, bias=False)
+        self.layers = torch.nn.ModuleList([getattr(blocks, f"{prefix}DecoderLayer")(config, layer_idx=0)])
+        self.rotary_emb = getattr(blocks, f"{prefix}TextRotaryEmbedding")(config)
+
+    def forward(self, hidden_states, inputs_embeds, position_ids, cache) -> torch.Tensor:
+        """The head's last hidden state for new tokens at `position_ids` [B, T] after what `cache` holds."""
+        x = self.fc(torch.cat([self.pre_fc_norm_embedding(inputs_embeds), self.pre_fc_norm_hidden(hidden_states)], -1))
+        past, new = cache.get_seq_length(), x.shape[1]
+        mask = torch.full((new, past + new), torch.finfo(x.dtype).min).triu(past + 1)[None, None]
+        x = self.layers[0](x, self.rotary_emb(x, position_ids), attention_mask=mask, position_ids=position_ids,
+                           cache=cache)
+        return self.norm(x)
+
+
+def add_mtp_head(path: Path, seed: int) -> MtpHead:
+    """Give the (multimodal or text) checkpoint in `path` a random one-layer multi-token-prediction head as Qwen
+    ships it: `mtp.*` tensors (in a file of their own) and mtp_num_hidden_layers 1 in its (text) config. Returns
+    the head."""
+    import json
+
+    import safetensors.torch
+
+    config = transformers.AutoConfig.from_pretrained(path)
+    torch.manual_seed(seed)
+    head = MtpHead(getattr(config, "text_config", config)).eval()
+    with torch.no_grad():
+        for param in head.parameters():
+            param.normal_(0.0, 0.2)
+    safetensors.torch.save_file({f"mtp.{name}": t.contiguous() for name, t in head.state_dict().items()
+                                 if not name.startswith("rotary_emb.")}, path / "mtp.safetensors")
+    raw = json.loads((path / "config.json").read_text())
+    raw.get("text_config", raw)["mtp_num_hidden_layers"] = 1
+    (path / "config.json").write_text(json.dumps(raw, indent=2))
+    return head

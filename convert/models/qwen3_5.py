@@ -8,9 +8,13 @@ token updating S ← S·e^g + k ⊗ β(v − Sᵀk) and reading o = Sᵀq (graph
 head gated by SiLU(in_proj_z x), then out_proj. Full-attention layers are Qwen3's with (1 + w) norms,
 partial rotary (a quarter of each head), and their output gated by σ of a second half of q_proj.
 Every RMSNorm outside the DeltaNet scales by (1 + w).
+
+The checkpoints carry a multi-token-prediction head (`mtp.*`, mtp_num_hidden_layers layers of full
+attention with the model's MLP; graph.build_mtp), which OpenVINO GenAI drafts tokens with in the
+multimodal layout; where it cannot, the conversion sets mtp_num_hidden_layers to 0 and the head is left out.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import openvino as ov
@@ -40,6 +44,7 @@ class ModelArgs(base.ModelArgs):
     # llama.cpp's order of the value heads (in its GGUF files): value head j reads key head j mod Hk,
     # where Qwen's checkpoints group them, j // (Hv/Hk).
     value_heads_tiled: bool = False
+    mtp_num_hidden_layers: int = 0
 
     norm_plus_one = True
 
@@ -54,6 +59,12 @@ class ModelArgs(base.ModelArgs):
         if self.linear_num_value_heads % self.linear_num_key_heads:
             raise UnsupportedModel("linear_num_value_heads must be a multiple of linear_num_key_heads")
 
+    @property
+    def mtp(self) -> "ModelArgs":
+        """The multi-token-prediction head's layers (`mtp.layers.*`): full attention, the model's MLP."""
+        return replace(self, num_hidden_layers=self.mtp_num_hidden_layers,
+                       layer_types=["full_attention"] * self.mtp_num_hidden_layers)
+
     @classmethod
     def from_config(cls, config: dict) -> "ModelArgs":
         if "text_config" in config:  # a multimodal qwen3_5 checkpoint: its language model
@@ -67,10 +78,11 @@ def vision_models(config: dict, weights, compress) -> dict:
 
 
 def sanitize(weights, args: ModelArgs) -> None:
-    """A multimodal checkpoint's language model under the text model's names; its vision tower and
-    the multi-token-prediction head (used only for speculative decoding) dropped."""
+    """A multimodal checkpoint's language model under the text model's names; its vision tower dropped,
+    and the multi-token-prediction head unless args.mtp_num_hidden_layers asks for it."""
     weights.rename_prefix("model.language_model.", "model.")
-    for name in [n for n in weights if n.startswith(("model.visual.", "mtp."))]:
+    dropped = ("model.visual.",) if args.mtp_num_hidden_layers else ("model.visual.", "mtp.")
+    for name in [n for n in weights if n.startswith(dropped)]:
         weights.discard(name)
     for name in [n for n in weights if n.endswith(".linear_attn.A_log")]:  # the decay rate A = −exp(A_log), in f32
         weights.transform(name, name.removesuffix("_log"), lambda a_log: -np.exp(np.asarray(a_log, np.float32)))

@@ -31,8 +31,10 @@ class ModelArgs(qwen3_5.ModelArgs):
 
 def sanitize(weights, args: ModelArgs) -> None:
     qwen3_5.sanitize(weights, args)
-    for i in range(args.num_hidden_layers):
-        stacked_experts(weights, f"model.layers.{i}.mlp.experts", args.num_experts, qwen3_moe.EXPERT_NAMES)
+    layers = [f"model.layers.{i}" for i in range(args.num_hidden_layers)]
+    layers += [f"mtp.layers.{i}" for i in range(args.mtp_num_hidden_layers)]
+    for layer in layers:
+        stacked_experts(weights, f"{layer}.mlp.experts", args.num_experts, qwen3_moe.EXPERT_NAMES)
 
 
 def mixture(x, w, args: ModelArgs):
