@@ -57,9 +57,12 @@ class Drafter:
         drafts greedy replies only, as GenAI's MTP does ("MTP speculative decoding supports greedy decoding only")."""
         return self.method == "prompt-lookup"
 
+    @property
+    def name(self) -> str:
+        return f"draft model {self.model_dir.name}" if self.method == "draft" else METHODS[self.method]
+
     def describe(self) -> str:
-        what = f"draft model {self.model_dir.name}" if self.method == "draft" else METHODS[self.method]
-        return f"{what}, {self.tokens} token{'s' if self.tokens > 1 else ''} per pass"
+        return f"{self.name}, {self.tokens} token{'s' if self.tokens > 1 else ''} per pass"
 
     @property
     def batching(self) -> bool:
@@ -160,8 +163,8 @@ def choose(model_dir: Path, draft=None, prompt_lookup: bool = False, tokens: int
         if not drafter.own:
             raise ModelError(f"a draft model drafts greedy replies only, and this chat samples: add --greedy (or "
                              f"--temperature 0), or leave out --draft")
-        notify(f"({model_dir.name}'s drafter {drafter.model_dir.name} drafts greedy replies only, and this chat "
-               f"samples: decoding without it)")
+        notify(f"({model_dir.name}'s {drafter.name} drafts greedy replies only, and this chat samples: decoding "
+               f"without it)")
         return None
     return drafter
 

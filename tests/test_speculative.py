@@ -1,16 +1,18 @@
-"""Speculative decoding (docs/speculative.md): a greedy reply drafted by a draft model or by prompt lookup is the
-plain greedy reply, through `ovchat run --json`, the Python API and `ovchat serve`; what cannot draft is a one-line
-error. Random weights accept little from a draft model: equality is the proof here, acceptance is measured in
+"""Speculative decoding (docs/speculative.md): a greedy reply drafted by a draft model, by prompt lookup or by the
+model's own MTP head is the plain greedy reply, through `ovchat run --json`, the Python API and `ovchat serve`; what
+cannot draft is a one-line error. Random weights accept little from a draft model: equality is the proof here, acceptance is measured in
 benchmarks/README.md. The CLI's `auto` precision runs these small models with exact numerics (f32, f32 KV cache, no
 int8 activations)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import transformers
@@ -19,6 +21,8 @@ import ovgenai_chat
 from conftest import run_ovchat
 from ovgenai_chat.chat import Metrics
 from served import KEY, Served
+from test_mtp import make_predictable
+from vision_checkpoints import add_mtp_head
 
 # Two turns, the second through the first's KV cache (and, on a dense model, GenAI's prefix cache).
 TURNS = ["Repeat after me: one two three four five, one two three four five.", "And once more, please."]
@@ -128,6 +132,55 @@ def test_prompt_lookup_accepts_what_a_reply_copies(converted, replies):
     assert metrics["tokens_per_pass"] > 1.5
 
 
+@pytest.fixture(scope="module")
+def mtp(vlm_checkpoint, tmp_path_factory):
+    """mtp(predictable) → a tiny Qwen3.5 (multimodal layout) with a random MTP head converted beside it, or with
+    test_mtp's model built to be predictable and its head built to be right."""
+    from convert import convert
+
+    def make(predictable: bool) -> Path:
+        out = tmp_path_factory.mktemp("mtp")
+        path = shutil.copytree(vlm_checkpoint("qwen3_5-vision"), out / "checkpoint")
+        add_mtp_head(path, seed=3)
+        if predictable:
+            make_predictable(path, tied=True)
+        return convert(path, out / ("predictable" if predictable else "qwen3_5-mtp"), weight_format="fp32")
+
+    return functools.cache(make)
+
+
+@pytest.fixture(scope="module")
+def picture(tmp_path_factory) -> Path:
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("picture") / "noise.png"
+    Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def test_a_models_mtp_head_drafts_its_greedy_replies_by_default(mtp, picture, replies, env):
+    model = mtp(False)
+    for options in ((), ("--image", str(picture))):  # two turns; the first shows the picture
+        plain, drafted = replies(model, "--no-draft", *options), replies(model, *options)
+        assert texts(drafted) == texts(plain)
+        assert all(line["metrics"]["draft_tokens"] > 0 for line in drafted)
+        assert all(line["metrics"]["draft_tokens"] == 0 for line in plain)
+    sampled = run_ovchat("run", model, "-p", TURNS[0], "--temperature", "0.7", "--json", "--max-new-tokens", "8",
+                         env=env)
+    assert sampled.returncode == 0, sampled.stderr
+    assert "MTP head drafts greedy replies only, and this chat samples: decoding without it" in sampled.stderr
+    assert json.loads(sampled.stdout)["metrics"]["draft_tokens"] == 0
+
+
+def test_an_mtp_head_built_to_be_right_is_accepted(mtp, replies):
+    plain, drafted = replies(mtp(True), "--no-draft"), replies(mtp(True), "--draft-tokens", "3")
+    assert texts(drafted) == texts(plain)
+    for line in drafted:
+        metrics = line["metrics"]
+        assert metrics["accepted_tokens"] >= 0.9 * metrics["draft_tokens"] > 0
+        assert metrics["tokens_per_pass"] > 2
+
+
 def one_line_error(result) -> str:
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
@@ -169,10 +222,12 @@ def test_stats_say_what_was_drafted():
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, checkpoint, draft) -> Path:
-    """A store with the draft model as `draft` and the tiny Llama pulled as `main` with `--draft draft`."""
+def store(tmp_path_factory, checkpoint, draft, mtp) -> Path:
+    """A store with the draft model as `draft`, the tiny Llama pulled as `main` with `--draft draft`, and the tiny
+    Qwen3.5 with an MTP head as `qwen-mtp`."""
     store = tmp_path_factory.mktemp("store")
     (store / "draft").symlink_to(draft)
+    (store / "qwen-mtp").symlink_to(mtp(False))
     env = {**os.environ, "OVCHAT_MODELS": str(store), "HOME": str(tmp_path_factory.mktemp("home"))}
     pulled = run_ovchat("pull", checkpoint("llama"), "--name", "main", "--weight-format", "fp32", "--draft", "draft",
                         env=env)
@@ -208,7 +263,7 @@ def test_a_pulled_model_whose_drafter_is_gone_runs_without_it_and_says_so(store,
     assert json.loads(result.stdout)["metrics"]["draft_tokens"] == 0
 
 
-def test_the_server_drafts_greedy_requests_with_the_models_drafter(store, converted, replies, tmp_path):
+def test_the_server_drafts_greedy_requests_with_the_models_drafter(store, converted, mtp, replies, tmp_path):
     served = Served(None, "--api-key", KEY, home=tmp_path, env={"OVCHAT_MODELS": str(store)})
     try:
         request = {"model": "main", "messages": [{"role": "user", "content": TURNS[0]}], "max_tokens": 32,
@@ -225,5 +280,10 @@ def test_the_server_drafts_greedy_requests_with_the_models_drafter(store, conver
         sampled = served.post("/v1/chat/completions", {**request, "temperature": 0.7, "max_tokens": 8})
         assert sampled.status_code == 200, sampled.text
         assert sampled.json()["usage"]["draft_tokens"] == 0
+        # A model's MTP head drafts its greedy requests.
+        headed = served.post("/v1/chat/completions", {**request, "model": "qwen-mtp"}, timeout=300)
+        assert headed.status_code == 200, headed.text
+        assert headed.json()["choices"][0]["message"]["content"] == replies(mtp(False), "--no-draft")[0]["reply"]
+        assert headed.json()["usage"]["draft_tokens"] > 0
     finally:
         assert served.stop() == 0, "".join(served.log)
