@@ -135,8 +135,8 @@ def run(model, prompt, device, precision, system, thinking, context, no_cache, l
 
             click.echo(f"CPU: {cpu_name()} ({CPU_KINDS[cpu_kind()]})", err=True)
         click.echo(f"Precision: {chat.precision.describe()}", err=True)
-        drafter = getattr(chat.model, "drafter", None)
-        click.echo(f"Drafting: {drafter.describe() if drafter else 'none'}", err=True)
+        if not isinstance(chat.model, RemoteModel):  # a server's drafter shows in its replies' metrics
+            click.echo(f"Drafting: {chat.model.drafter.describe() if chat.model.drafter else 'none'}", err=True)
     try:
         chat.pictures(pictures)
     except ImageError as e:
