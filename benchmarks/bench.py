@@ -626,10 +626,10 @@ def main() -> None:
         if gguf is None and not args.model_dir:
             gguf = str(engine.default_gguf())
     if args.draft:
-        from ovgenai_chat.speculative import check_pair
+        from ovgenai_chat.speculative import check_drafter_dir, check_pair
 
         try:
-            check_pair(model_dir, engine.check_model_dir(store.resolve(args.draft)))
+            check_pair(model_dir, check_drafter_dir(store.resolve(args.draft)))
         except engine.ModelError as e:
             parser.error(str(e))
     systems = []

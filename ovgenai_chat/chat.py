@@ -49,21 +49,35 @@ class Metrics:
         return asdict(self)
 
 
+def main_metrics(result):
+    """The PerfMetrics of a GenAI result's model: its perf_metrics, except where GenAI 2026.4.1 leaves them empty (no
+    tokens, TTFT -1: the Gemma 4 assistant's stateful pipeline) and fills its main model's SD metrics instead."""
+    extended = result.extended_perf_metrics
+    if result.perf_metrics.get_num_generated_tokens() == 0 and hasattr(extended, "main_model_metrics"):
+        return extended.main_model_metrics
+    return result.perf_metrics
+
+
 def speculation(result, drafter) -> tuple[int, int, float]:
     """(draft_tokens, accepted_tokens, tokens_per_pass) of a reply (a GenAI result) drafted by `drafter` (a
-    speculative.Drafter, or None). The passes are the model's steps that gave tokens (raw metrics' m_batch_sizes).
-    A draft model's counts are GenAI's (extended_perf_metrics). Prompt lookup's GenAI does not hand out: a pass gives
-    the model's own token and the candidates it accepted, so the accepted ones are the reply's tokens less the
+    speculative.Drafter, or None). A pass gives one token of the model's own and the candidates it accepted. The
+    counts of a draft model, an MTP head or an assistant are GenAI's (extended_perf_metrics); paged attention's raw
+    metrics have one entry per pass (m_batch_sizes: the tokens it gave), the stateful pipeline's one per token, so
+    the passes are the fewer of those entries and the tokens less the accepted ones (GenAI leaves the last pass's
+    out of its count). GenAI does not hand out prompt lookup's counts: the accepted ones are the tokens less the
     passes, and each pass after the first verifies `tokens` candidates (GenAI pads a short match to that many)."""
-    generated = result.perf_metrics.get_num_generated_tokens()
-    passes = len(result.perf_metrics.raw_metrics.m_batch_sizes) or generated
-    per_pass = generated / passes if passes else 1.0
+    perf = main_metrics(result)
+    generated = perf.get_num_generated_tokens()
+    passes = len(perf.raw_metrics.m_batch_sizes) or generated
     extended = result.extended_perf_metrics
     if hasattr(extended, "get_num_draft_tokens"):
-        return extended.get_num_draft_tokens(), extended.get_num_accepted_tokens(), per_pass
-    if drafter is not None and drafter.method == "prompt-lookup":
-        return drafter.tokens * max(0, passes - 1), generated - passes, per_pass
-    return 0, 0, per_pass
+        drafted, accepted = extended.get_num_draft_tokens(), extended.get_num_accepted_tokens()
+        passes = min(passes, generated - accepted)
+    elif drafter is not None and drafter.method == "prompt-lookup":
+        drafted, accepted = drafter.tokens * max(0, passes - 1), generated - passes
+    else:
+        drafted = accepted = 0
+    return drafted, accepted, generated / passes if passes > 0 else 1.0
 
 
 def generation_config(config, max_new_tokens=1024, temperature=None, top_p=None, top_k=None, min_p=None,
@@ -224,12 +238,11 @@ class LocalModel:
             except RuntimeError as e:
                 raise ModelError(f"cannot generate a reply: {error_line(e)}") from None
             self._warmed_up = True
-        perf = result.perf_metrics
+        perf = main_metrics(result)
         reply = result.texts[0] if hasattr(result, "texts") else result.m_generation_ids[0]
         return reply, Metrics(perf.get_ttft().mean, perf.get_tpot().mean, perf.get_throughput().mean,
-                                        perf.get_num_input_tokens(), perf.get_num_generated_tokens(),
-                                        self.precision.name if self.precision else None,
-                                        *speculation(result, self.drafter))
+                              result.perf_metrics.get_num_input_tokens(), perf.get_num_generated_tokens(),
+                              self.precision.name if self.precision else None, *speculation(result, self.drafter))
 
 
     @staticmethod

@@ -236,19 +236,20 @@ def convert(source, out, force, **options):
 @click.argument("source")
 @click.option("--name", help="The model's name in the store  [default: from SOURCE, lower case]")
 @click.option("--force", is_flag=True, help="Replace a model of that name.")
-@click.option("--draft", metavar="NAME|DIR", help="The model's drafter: a draft model of the same tokenizer (a store "
-                                                 "name or a directory) that `run` and `serve` draft its greedy replies "
-                                                 "with (speculative decoding).")
+@click.option("--draft", metavar="NAME|DIR", help="The model's drafter (a store name or a directory): a draft model of "
+                                                 "the same tokenizer, or a Gemma 4 assistant (with --mtp-outputs), "
+                                                 "that `run` and `serve` draft its greedy replies with.")
 @conversion_options
 def pull(source, name, force, draft, **options):
     """Convert SOURCE (a hub id, a checkpoint directory or a .gguf file) into the local model store, under a
     name `ovchat run NAME` takes."""
-    from .engine import ModelError, check_model_dir
+    from .engine import ModelError
+    from .speculative import check_drafter_dir, check_pair
     from .store import check_name, name_for, record_drafter, resolve, store_dir
 
     try:
         name = check_name(name or name_for(source))
-        draft_dir = draft and check_model_dir(resolve(draft))  # a drafter that is not there fails before converting
+        draft_dir = draft and check_drafter_dir(resolve(draft))  # a drafter that is not there fails before converting
     except ModelError as e:
         _fail(str(e))
     target = store_dir() / name
@@ -256,8 +257,6 @@ def pull(source, name, force, draft, **options):
         _fail(f"the store already has a model named {name}: choose another --name, or --force to replace it")
     _convert(source, target, force, **options)
     if draft:
-        from .speculative import check_pair
-
         try:
             check_pair(target, draft_dir)
         except ModelError as e:

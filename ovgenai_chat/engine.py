@@ -374,8 +374,9 @@ def open_pipeline(model_dir, device: str = "auto", use_cache: bool = True, preci
     vision = sees_images(path)
     properties = {**PIPELINE_PROPERTIES, "ATTENTION_BACKEND": attention_backend(path), **chosen.properties}
     if drafter:
-        properties.update(drafter.pipeline_properties(device, chosen.properties), ATTENTION_BACKEND="PA",
-                          scheduler_config=drafting_scheduler(path))
+        properties.update(drafter.pipeline_properties(device, chosen.properties))
+        if not drafter.stateful:
+            properties.update(ATTENTION_BACKEND="PA", scheduler_config=drafting_scheduler(path))
     if use_cache:
         cache = cache_dir() / "compiled"
         cache.mkdir(parents=True, exist_ok=True)

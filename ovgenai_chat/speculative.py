@@ -8,11 +8,12 @@ linear-attention state (Qwen3.5, LFM2): GenAI refuses it there.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .engine import ModelError, check_model_dir, has_linear_state, sees_images
+from .engine import ModelError, check_model_dir, has_linear_state, language_model, model_type, sees_images
 from .store import recorded_drafter, resolve
 
 # Candidates per pass when the user names none. Verifying K tokens is one pass of the model but not the price of
@@ -29,19 +30,26 @@ DEFAULT_TOKENS = {
     # An MTP head is trained to predict one token past the model's next; a second draft feeds the head its own
     # hidden state, which it was not trained on (GenAI's and optimum-intel's Qwen3.5 examples use 1).
     "mtp": 1,
+    # A Gemma 4 assistant is a few layers on the model's own keys and values, far cheaper per candidate than a
+    # draft model; GenAI measured 6 on a prompt made to be copied (PR #3958), 4 asks less of an everyday reply.
+    "assistant": 4,
 }
 MAX_NGRAM = 3  # prompt lookup matches the reply's last 3 tokens (or 2, or 1) in the prompt, as GenAI's sample does
-METHODS = {"draft": "draft model", "prompt-lookup": "prompt lookup", "mtp": "MTP head"}
+METHODS = {"draft": "draft model", "prompt-lookup": "prompt lookup", "mtp": "MTP head", "assistant": "Gemma 4 assistant"}
 # A model's own multi-token-prediction head (Qwen3.5 / 3.6), beside its language model in the multimodal layout.
 MTP_MODEL = "openvino_mtp_model.xml"
+# A Gemma 4 assistant drafter's config.json model_type: it drafts from what its target outputs beside the logits
+# (`ovchat convert --mtp-outputs`), first of all MTP_OUTPUT.
+ASSISTANT = "gemma4_assistant"
+MTP_OUTPUT = "mtp_last_hidden_state"
 
 
 @dataclass(frozen=True)
 class Drafter:
     """How a model's replies are drafted: `method` is "draft" (a smaller model of the same tokenizer in `model_dir`),
-    "prompt-lookup" (the prompt's own n-grams) or "mtp" (the model's MTP head, MTP_MODEL in `model_dir`, the model's
-    own); `tokens` candidates per pass; `own`: the model's own drafter (its MTP head, or the draft model recorded at
-    `ovchat pull --draft`), not one asked for."""
+    "assistant" (a Gemma 4 assistant drafter in `model_dir`), "prompt-lookup" (the prompt's own n-grams) or "mtp"
+    (the model's MTP head, MTP_MODEL in `model_dir`, the model's own); `tokens` candidates per pass; `own`: the
+    model's own drafter (its MTP head, or the drafter recorded at `ovchat pull --draft`), not one asked for."""
 
     method: str
     tokens: int
@@ -54,12 +62,14 @@ class Drafter:
         samples, so a sampled reply keeps the model's distribution. A draft model's speculative sampling in GenAI
         2026.4.1 failed its first sampled reply here (a `content_length` check in sequence_group.cpp) and drafted
         nothing in the next; its acceptance test is also coarse (a uniform draw in steps of 1%). So a draft model
-        drafts greedy replies only, as GenAI's MTP does ("MTP speculative decoding supports greedy decoding only")."""
+        drafts greedy replies only, as GenAI's MTP and Gemma 4 assistant do ("MTP speculative decoding supports
+        greedy decoding only")."""
         return self.method == "prompt-lookup"
 
     @property
     def name(self) -> str:
-        return f"draft model {self.model_dir.name}" if self.method == "draft" else METHODS[self.method]
+        own = self.method in ("prompt-lookup", "mtp")
+        return METHODS[self.method] if own else f"{METHODS[self.method]} {self.model_dir.name}"
 
     def describe(self) -> str:
         return f"{self.name}, {self.tokens} token{'s' if self.tokens > 1 else ''} per pass"
@@ -70,6 +80,12 @@ class Drafter:
         with one only for the multimodal layout, which LLMPipeline on paged attention fails to load ("Unsupported
         property sampler_num_threads by CPU plugin"), and VLMPipeline cannot draft."""
         return self.method == "mtp"
+
+    @property
+    def stateful(self) -> bool:
+        """Whether it drafts on the stateful SDPA pipeline rather than paged attention: a Gemma 4 assistant does,
+        GenAI's only drafting there on a CPU (StatefulGemma4MTPLLMPipeline, "greedy, batch 1")."""
+        return self.method == "assistant"
 
     def configure(self, config):
         """`config` (a GenerationConfig) drafting with this drafter."""
@@ -102,8 +118,42 @@ def same_tokenizer(a, b) -> bool:
             == (b.get_bos_token_id(), b.get_eos_token_id(), b.get_pad_token_id()))
 
 
+def draft_method(draft_dir: Path) -> str:
+    """How the model in `draft_dir` drafts: "assistant" for a Gemma 4 assistant, else "draft"."""
+    return "assistant" if model_type(draft_dir) == ASSISTANT else "draft"
+
+
+def drafter_of(draft, tokens: int | None, own: bool = False) -> Drafter:
+    """The Drafter of the draft model or assistant `draft` (a store name or a directory); ModelError if not one."""
+    draft_dir = check_drafter_dir(resolve(draft))
+    method = draft_method(draft_dir)
+    return Drafter(method, tokens or DEFAULT_TOKENS[method], draft_dir, own)
+
+
+def check_drafter_dir(path: Path) -> Path:
+    """A Gemma 4 assistant's directory has its model and config.json but no tokenizer (GenAI uses its target's)."""
+    if model_type(path) == ASSISTANT and (path / "openvino_model.xml").is_file():
+        return path
+    return check_model_dir(path)
+
+
+def check_assistant(model_dir: Path, assistant_dir: Path) -> None:
+    """ModelError, in a line, unless the Gemma 4 assistant in `assistant_dir` can draft for the model in `model_dir`:
+    a Gemma 4 in the text layout of the assistant's width, converted with the outputs it reads."""
+    width = json.loads((assistant_dir / "config.json").read_text()).get("backbone_hidden_size")
+    config = json.loads((model_dir / "config.json").read_text())
+    if not str(model_type(model_dir)).startswith("gemma4") or config.get("hidden_size") != width:
+        raise ModelError(f"{assistant_dir.name} cannot draft for {model_dir.name}: it is a Gemma 4 assistant drafter "
+                         f"for a Gemma 4 of width {width}")
+    if MTP_OUTPUT not in language_model(model_dir).read_text(errors="replace"):
+        raise ModelError(f"{assistant_dir.name} cannot draft for {model_dir.name}: the model lacks the outputs a Gemma "
+                         f"4 assistant reads; convert it again with --mtp-outputs")
+
+
 def check_pair(model_dir: Path, draft_dir: Path) -> None:
     """ModelError, in a line naming both, unless the model in `draft_dir` can draft for the one in `model_dir`."""
+    if draft_method(draft_dir) == "assistant":
+        return check_assistant(model_dir, draft_dir)
     if sees_images(model_dir):
         raise ModelError(f"{model_dir.name} sees images, and GenAI drafts with a draft model only for text models; "
                          f"leave out the draft model, or convert {model_dir.name} with --text-only")
@@ -157,12 +207,12 @@ def choose(model_dir: Path, draft=None, prompt_lookup: bool = False, tokens: int
         if drafter is None:
             return None
     else:
-        drafter = Drafter("draft", tokens or DEFAULT_TOKENS["draft"], check_model_dir(resolve(draft)))
+        drafter = drafter_of(draft, tokens)
         check_pair(model_dir, drafter.model_dir)
     if not drafter.samples and sampled(model_dir, settings or {}):
         if not drafter.own:
-            raise ModelError(f"a draft model drafts greedy replies only, and this chat samples: add --greedy (or "
-                             f"--temperature 0), or leave out --draft")
+            raise ModelError(f"a {METHODS[drafter.method]} drafts greedy replies only, and this chat samples: add "
+                             f"--greedy (or --temperature 0), or leave out --draft")
         notify(f"({model_dir.name}'s {drafter.name} drafts greedy replies only, and this chat samples: decoding "
                f"without it)")
         return None
@@ -179,7 +229,7 @@ def own_drafter(model_dir: Path, tokens: int | None = None,
     if draft is None:
         return None
     try:
-        drafter = Drafter("draft", tokens or DEFAULT_TOKENS["draft"], check_model_dir(resolve(draft)), own=True)
+        drafter = drafter_of(draft, tokens, own=True)
         check_pair(model_dir, drafter.model_dir)
     except ModelError as e:
         notify(f"({model_dir.name}'s drafter {draft} cannot draft: {e}; decoding without it)")

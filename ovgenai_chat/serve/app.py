@@ -219,14 +219,13 @@ def timings(state) -> dict:
     ttft = getattr(state, "ttft_ms", 0.0)
     after_first = state.completion_tokens - 1
     tpot = (getattr(state, "seconds", 0.0) * 1000 - ttft) / after_first if after_first > 0 else 0.0
-    passes = speculation(state)["passes"]
     return {"ttft_ms": ttft, "tpot_ms": tpot, "throughput_tps": 1000 / tpot if tpot > 0 else 0.0,
-            "tokens_per_pass": state.completion_tokens / passes if passes else 1.0}
+            "tokens_per_pass": speculation(state)["tokens_per_pass"]}
 
 
 def speculation(state) -> dict:
-    """What the model's drafter did for the reply (runner.Job): draft_tokens, accepted_tokens, passes."""
-    return getattr(state, "speculation", None) or {"draft_tokens": 0, "accepted_tokens": 0, "passes": 0}
+    """What the model's drafter did for the reply (runner.Job): draft_tokens, accepted_tokens, tokens_per_pass."""
+    return getattr(state, "speculation", None) or {"draft_tokens": 0, "accepted_tokens": 0, "tokens_per_pass": 1.0}
 
 
 async def respond(request: Request, lease: Lease, body: Sampling, job: Job, prompt_tokens: int, kind: str,

@@ -3,7 +3,7 @@ stepped on its own thread, so that concurrent requests share each generation ste
 attention cannot compute, an LLMPipeline that answers one request after another).
 
 The thread makes every call into the pipeline; the runner hands it requests and cancellations through a queue,
-and each request's job hears back ("tokens", ids, finish_reason or None), then ("end", finish_reason) or
+and each request's job hears back ("tokens", ids, finish_reason or None), then ("end", finish_reason[, counts]) or
 ("error", message).
 """
 
@@ -13,6 +13,8 @@ import logging
 import queue
 import threading
 import time
+
+from ..chat import speculation
 
 log = logging.getLogger("ovchat.serve")
 SHUTTING_DOWN = "the server is shutting down"
@@ -123,7 +125,8 @@ class Batcher:
 
 class OneAtATime:
     """Batcher's interface over an LLMPipeline (stateful SDPA), for a model paged attention cannot compute (Gemma
-    2's soft-capped attention scores: OpenVINO's paged attention has no soft cap): one request after another."""
+    2's soft-capped attention scores: OpenVINO's paged attention has no soft cap; a Gemma 4 with its assistant's
+    outputs): one request after another."""
 
     def __init__(self, pipe):
         import openvino_genai
@@ -187,7 +190,7 @@ class OneAtATime:
                 pass
 
         try:
-            self.pipe.generate(ov.Tensor(np.array([ids], dtype=np.int64)), config, Streamer())
+            result = self.pipe.generate(ov.Tensor(np.array([ids], dtype=np.int64)), config, Streamer())
         except Exception as e:  # one request's failure, not the model's
             log.error("generation failed: %s", e)
             job.post("error", f"generation failed: {e}")
@@ -197,7 +200,8 @@ class OneAtATime:
         elif self._ending():
             job.post("error", SHUTTING_DOWN)
         else:
-            job.post("end", "length" if generated[0] >= config.max_new_tokens else "stop")
+            counts = dict(zip(("draft_tokens", "accepted_tokens", "tokens_per_pass"), speculation(result, None)))
+            job.post("end", "length" if generated[0] >= config.max_new_tokens else "stop", counts)
 
 
 class IncrementalText:

@@ -81,7 +81,7 @@ class Settings:
 
 class Job:
     """One request's way back from its model's runner: ("tokens", text, tokens, finish_reason or None), then
-    ("end", finish_reason, speculation: {draft_tokens, accepted_tokens, passes}) or ("error", message)."""
+    ("end", finish_reason, speculation: {draft_tokens, accepted_tokens, tokens_per_pass}) or ("error", message)."""
 
     def __init__(self, job_id: int, loop: asyncio.AbstractEventLoop):
         self.id, self.loop, self.events = job_id, loop, asyncio.Queue()

@@ -9,7 +9,7 @@ The server (registry.Runner) talks to the runner over a socket pair with multipr
 tuples). It sends ("call", call id, method, arguments) and hears ("reply", call id, value) or ("refused", call id,
 APIError's fields); a request's generation is prepared by a call and then started, and its text comes back as
 ("job", job id, "tokens", text, tokens, finish_reason or None) per pass of the model, then ("job", job id, "end",
-finish_reason, speculation: {draft_tokens, accepted_tokens, passes}) or ("job", job id, "error", message). The runner ends when the server closes the connection, or goes away.
+finish_reason, speculation: {draft_tokens, accepted_tokens, tokens_per_pass}) or ("job", job id, "error", message). The runner ends when the server closes the connection, or goes away.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pathlib import Path
 from ..chat import check_settings, generation_config, template_has_system_role
 from ..engine import (ModelError, Precision, context_window, error_line, first_inference, has_linear_state,
                       keep_telemetry_off, language_model, sees_images)
+from ..speculative import MTP_OUTPUT
 from ..images import ImageError, check_text, from_data_url, image_tags
 from .batching import Batcher, IncrementalText, OneAtATime
 from .schemas import APIError, ChatRequest, CompletionRequest, Sampling
@@ -53,10 +54,11 @@ class Job:
                 self.candidates += max(0, min(self.drafted, self.max_new_tokens - self.tokens - 1))
             self.passes, self.tokens = self.passes + bool(ids), self.tokens + len(ids)
             self.send("job", self.id, "tokens", self.text.add(ids), len(ids), finish)
-        elif kind == "end":
-            self.send("job", self.id, "end", data[0], {"draft_tokens": self.candidates,
-                                                       "accepted_tokens": self.tokens - self.passes if self.drafted else 0,
-                                                       "passes": self.passes})
+        elif kind == "end":  # OneAtATime gives GenAI's counts: its streamer may hear a pass's tokens one by one
+            finish, *counted = data
+            self.send("job", self.id, "end", finish, counted[0] if counted else {
+                "draft_tokens": self.candidates, "accepted_tokens": self.tokens - self.passes if self.drafted else 0,
+                "tokens_per_pass": self.tokens / self.passes if self.passes else 1.0})
         else:
             self.send("job", self.id, kind, *data)
 
@@ -71,14 +73,18 @@ class Model:
         self.context = context_window(model_dir)
         # GenAI makes paged attention from the model's ScaledDotProductAttention ops; a model whose attention is
         # computed op by op (Gemma 2's soft-capped scores) has none, and is answered one request at a time.
+        # A Gemma 4 converted with what its assistant drafter reads (speculative.MTP_OUTPUT) neither: paged attention
+        # cannot run those outputs ("Model references undeclared parameters: beam_idx").
         self.sees_images = sees_images(model_dir)
-        self.batchable = 'type="ScaledDotProductAttention"' in language_model(model_dir).read_text(errors="replace")
-        # The model's own drafter (speculative.Drafter) drafts its greedy requests; it needs paged attention.
-        self.drafter = drafter if self.batchable else None
-        if drafter and not self.batchable:
-            log.warning("%s is answered without paged attention, where GenAI cannot draft: serving it without its "
-                        "drafter", self.name)
-        self.sampling = None  # a drafted model's sampled requests go to a Batcher without the drafter, made on the first
+        graph = language_model(model_dir).read_text(errors="replace")
+        self.batchable = 'type="ScaledDotProductAttention"' in graph and MTP_OUTPUT not in graph
+        # The model's own drafter (speculative.Drafter) drafts its greedy requests: on paged attention, but for a
+        # Gemma 4 assistant, which drafts only on the stateful pipeline.
+        self.drafter = drafter if drafter and drafter.stateful != self.batchable else None
+        if drafter and not self.drafter:
+            log.warning("%s is answered %s paged attention, where GenAI cannot draft with its %s: serving it without",
+                        self.name, "on" if self.batchable else "without", drafter.name)
+        self.sampling = None  # a drafted model's sampled requests go to a batcher without the drafter, made on the first
         # job id → (prompt ids, config, (prompt, pictures) for a model that sees images), until started
         self.prepared: dict[int, tuple[list[int], object, tuple | None]] = {}
 
@@ -88,16 +94,9 @@ class Model:
         import openvino_genai
 
         started = time.perf_counter()
-        try:
-            if self.batchable:
-                pipe = self._batching_pipeline(self.drafter)
-                self.defaults = pipe.get_config  # a fresh copy of the model's generation config per call
-            else:
-                pipe = openvino_genai.LLMPipeline(self.model_dir, self.device, ATTENTION_BACKEND="SDPA",
-                                                  **self.precision.properties)
-                self.defaults = pipe.get_generation_config
-        except RuntimeError as e:
-            raise ModelError(f"cannot load {self.name} on {self.device}: {error_line(e)}") from None
+        pipe = self._pipeline(self.drafter)
+        # a fresh copy of the model's generation config per call
+        self.defaults = pipe.get_config if self.batchable else pipe.get_generation_config
         self.tokenizer = pipe.get_tokenizer()
         self.chat_template = self.tokenizer.chat_template or ""
         self.tool_calls = call_format(self.chat_template)
@@ -117,22 +116,24 @@ class Model:
                 pipe.generate(["Hello"], [config])
             else:
                 pipe.generate(self.tokenizer.encode("Hello").input_ids, config)  # as requests come: token ids
-        self.batcher = Batcher(pipe) if self.batchable else OneAtATime(pipe)
+        self.batcher = self._batcher(pipe)
         drafted = f", greedy requests drafted by its {self.drafter.describe()}" if self.drafter else ""
         log.warning("model %s ready on %s in %.1f s, %s precision%s", self.name, self.device,
                     time.perf_counter() - started, self.precision.describe(), drafted)
         return {"chat_template": self.chat_template, "has_system_role": template_has_system_role(self.tokenizer),
                 "context": self.context}
 
-    def _batching_pipeline(self, drafter):
-        """A ContinuousBatchingPipeline of the model, drafting with `drafter` (or not: None); ModelError if it
-        cannot load."""
+    def _pipeline(self, drafter):
+        """The model's ContinuousBatchingPipeline (or, where it is not batchable, LLMPipeline on the stateful SDPA
+        backend), drafting with `drafter` (or not: None); ModelError if it cannot load."""
         import openvino_genai
 
         properties = dict(self.precision.properties)
         if drafter:
             properties.update(drafter.pipeline_properties(self.device, self.precision.properties))
         try:
+            if not self.batchable:
+                return openvino_genai.LLMPipeline(self.model_dir, self.device, ATTENTION_BACKEND="SDPA", **properties)
             return openvino_genai.ContinuousBatchingPipeline(str(self.model_dir), self._scheduler(drafter), self.device,
                                                              properties=properties)
         except RuntimeError as e:
@@ -152,15 +153,18 @@ class Model:
         scheduler.dynamic_split_fuse = True
         return scheduler
 
+    def _batcher(self, pipe):
+        return Batcher(pipe) if self.batchable else OneAtATime(pipe)
+
     def _batcher_for(self, config):
-        """The Batcher that generates a request: a drafted model's sampled requests go without its drafter, which
+        """The batcher that generates a request: a drafted model's sampled requests go without its drafter, which
         drafts greedy replies only (speculative.Drafter.samples), to a pipeline opened on the first of them."""
         if self.drafter is None or self.drafter.samples or not config.do_sample:
             return self.batcher
         if self.sampling is None:
             log.warning("%s: a sampled request; opening the model a second time, without its drafter, for those",
                         self.name)
-            self.sampling = Batcher(self._batching_pipeline(None))
+            self.sampling = self._batcher(self._pipeline(None))
         return self.sampling
 
     @functools.cached_property
