@@ -87,7 +87,7 @@ def main():
               help="Speculative decoding from the prompt: the reply's last tokens looked up in the prompt propose what "
                    "followed them there (fast where a reply copies its input). Runs in-process.")
 @click.option("--draft-tokens", type=click.IntRange(1), metavar="K",
-              help="Tokens a drafter proposes per pass  [default: 3 for a draft model, 5 for prompt lookup]")
+              help="Tokens a drafter proposes per pass  [default: 3; an MTP head 1, a Gemma 4 assistant 4]")
 @click.option("--no-draft", is_flag=True, help="Decode without the model's own drafter (the one `ovchat pull --draft` "
                                                "recorded). Runs in-process.")
 @click.option("--json", "as_json", is_flag=True, help="Print each reply with its metrics as one JSON line.")

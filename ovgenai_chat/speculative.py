@@ -17,16 +17,18 @@ from .engine import ModelError, check_model_dir, has_linear_state, language_mode
 from .store import recorded_drafter, resolve
 
 # Candidates per pass when the user names none. Verifying K tokens is one pass of the model but not the price of
-# one token on a CPU: the matrix kernels become compute-bound (benchmarks/README.md, an AVX2 EPYC: 4 tokens cost
-# 2.95x one at int4 g128), and a candidate counts only if every one before it was accepted, so a pass gains at most
+# one token on a CPU: the matrix kernels become compute-bound (benchmarks/weight_formats.py --tokens; an AVX2 EPYC:
+# 4 tokens cost 2.95x one at int4 g128), and a candidate counts only if every one before it was accepted, so a pass gains at most
 # 1/(1-a) tokens at acceptance a whatever K is.
 DEFAULT_TOKENS = {
     # A draft model's candidates: each costs a pass of the draft model too, and with acceptance 0.7, three give
     # 2.2 of the 3.3 tokens per pass an endless chain would.
     "draft": 3,
-    # Prompt lookup's cost nothing to make, and come in runs where the reply copies its prompt (GenAI's sample and
-    # our SmolLM2 measurement in docs/speculative.md use 5); GenAI pads a pass without a match to K candidates too.
-    "prompt-lookup": 5,
+    # Prompt lookup's cost nothing to make and come in runs where a reply copies its prompt, but GenAI pads every
+    # pass to K candidates, matched or not. With the default model on a 2-core EPYC (docs/speculative.md) 3 was
+    # the fastest or near it on every grounded task: 5 accepted longer runs yet verified them more slowly (copying
+    # a text 0.77x the plain TPOT against 0.70x, a summary 1.03x against 0.71x).
+    "prompt-lookup": 3,
     # An MTP head is trained to predict one token past the model's next; a second draft feeds the head its own
     # hidden state, which it was not trained on (GenAI's and optimum-intel's Qwen3.5 examples use 1).
     "mtp": 1,
