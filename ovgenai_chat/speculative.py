@@ -17,9 +17,9 @@ from .engine import ModelError, check_model_dir, has_linear_state, language_mode
 from .store import recorded_drafter, resolve
 
 # Candidates per pass when the user names none. Verifying K tokens is one pass of the model but not the price of
-# one token on a CPU: the matrix kernels become compute-bound (benchmarks/weight_formats.py --tokens; an AVX2 EPYC:
-# 4 tokens cost 2.95x one at int4 g128), and a candidate counts only if every one before it was accepted, so a pass gains at most
-# 1/(1-a) tokens at acceptance a whatever K is.
+# one token on a CPU: the matrix kernels become compute-bound (benchmarks/weight_formats.py --tokens; an AVX2
+# EPYC: 4 tokens cost 2.95x one at int4 g128), and a candidate counts only if every one before it was accepted, so
+# a pass gains at most 1/(1-a) tokens at acceptance a whatever K is.
 DEFAULT_TOKENS = {
     # A draft model's candidates: each costs a pass of the draft model too, and with acceptance 0.7, three give
     # 2.2 of the 3.3 tokens per pass an endless chain would.
