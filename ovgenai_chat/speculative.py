@@ -2,8 +2,9 @@
 
 A drafter proposes a few tokens, and the model checks them all in one pass: a greedy reply keeps each proposed token
 only where it is the model's own choice, so the reply is the model's (docs/speculative.md has what each method pays).
-GenAI runs drafting on paged attention (engine.open_pipeline picks it), with prefix caching off for a model with
-linear-attention state (Qwen3.5, LFM2): GenAI refuses it there.
+GenAI drafts on paged attention (engine.open_pipeline picks it; an MTP head through a ContinuousBatchingPipeline),
+with prefix caching off for a model with linear-attention state (Qwen3.5, LFM2), and a Gemma 4 assistant on the
+stateful SDPA pipeline.
 """
 
 from __future__ import annotations
@@ -186,10 +187,10 @@ def sampled(model_dir: Path, settings: dict) -> bool:
 def choose(model_dir: Path, draft=None, prompt_lookup: bool = False, tokens: int | None = None,
            no_draft: bool = False, settings: dict | None = None,
            notify: Callable[[str], None] = lambda message: None) -> Drafter | None:
-    """The drafter for a chat with the model in `model_dir`: the draft model `draft` (a store name or a directory),
-    prompt lookup, none (`no_draft`), or by default the model's own (recorded at pull), which steps aside, with a
-    notice, when it cannot draft (it cannot load, or the chat samples). `settings`: the chat's generation settings.
-    ModelError for options that do not go together or a pair that cannot draft."""
+    """The drafter for a chat with the model in `model_dir`: the draft model or Gemma 4 assistant `draft` (a store
+    name or a directory), prompt lookup, none (`no_draft`), or by default the model's own (own_drafter), which steps
+    aside, with a notice, when it cannot draft (it cannot load, or the chat samples); `tokens` per pass. `settings`:
+    the chat's generation settings. ModelError for options that do not go together or a pair that cannot draft."""
     if no_draft and (draft or prompt_lookup or tokens):
         raise ModelError("--no-draft turns drafting off; leave out --draft, --prompt-lookup and --draft-tokens with it")
     if draft and prompt_lookup:
@@ -223,8 +224,8 @@ def choose(model_dir: Path, draft=None, prompt_lookup: bool = False, tokens: int
 
 def own_drafter(model_dir: Path, tokens: int | None = None,
                 notify: Callable[[str], None] = lambda message: None) -> Drafter | None:
-    """The model's own drafter: its MTP head, else the draft model `ovchat pull --draft` recorded if it can draft for
-    the model; one that cannot is left out with a notice (it was removed from the store, or changed)."""
+    """The model's own drafter: its MTP head, else the drafter `ovchat pull --draft` recorded if it can draft for the
+    model; one that cannot is left out with a notice (it was removed from the store, or changed)."""
     if (model_dir / MTP_MODEL).is_file():
         return Drafter("mtp", tokens or DEFAULT_TOKENS["mtp"], model_dir, own=True)
     draft = recorded_drafter(model_dir)
