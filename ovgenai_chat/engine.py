@@ -22,6 +22,9 @@ TEXT_MODEL_FILES = ("openvino_model.xml", "openvino_model.bin")
 # embeddings), and no openvino_model.xml, which GenAI would load instead of the language model.
 VISION_MODEL_FILES = ("openvino_language_model.xml", "openvino_language_model.bin", "openvino_text_embeddings_model.xml",
                       "openvino_vision_embeddings_model.xml")
+# A model's own multi-token-prediction head (Qwen3.5 / 3.6) beside its language model in the multimodal layout: it
+# drafts the model's greedy replies (speculative.py).
+MTP_MODEL = "openvino_mtp_model.xml"
 
 
 class ModelError(Exception):

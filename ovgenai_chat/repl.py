@@ -23,7 +23,8 @@ HELP = """\
 /reset, /clear       forget the conversation (keeps the system prompt)
 /save FILE           write the conversation to FILE (JSON)
 /load FILE           continue the conversation saved in FILE
-/stats               the last reply's timings and token counts, and the precision in use
+/stats               the last reply's timings and token counts (drafted and accepted ones too), and the
+                     precision in use
 /image FILE…         show the model these pictures with your next message (a model that sees images);
                      a picture's path dragged into the terminal does the same; /image alone lists them,
                      /image clear drops them

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .engine import ModelError, check_model_dir, has_linear_state, language_model, model_type, sees_images
+from .engine import MTP_MODEL, ModelError, check_model_dir, has_linear_state, language_model, model_type, sees_images
 from .store import recorded_drafter, resolve
 
 # Candidates per pass when the user names none. Verifying K tokens is one pass of the model but not the price of
@@ -39,8 +39,6 @@ DEFAULT_TOKENS = {
 }
 MAX_NGRAM = 3  # prompt lookup matches the reply's last 3 tokens (or 2, or 1) in the prompt, as GenAI's sample does
 METHODS = {"draft": "draft model", "prompt-lookup": "prompt lookup", "mtp": "MTP head", "assistant": "Gemma 4 assistant"}
-# A model's own multi-token-prediction head (Qwen3.5 / 3.6), beside its language model in the multimodal layout.
-MTP_MODEL = "openvino_mtp_model.xml"
 # A Gemma 4 assistant drafter's config.json model_type: it drafts from what its target outputs beside the logits
 # (`ovchat convert --mtp-outputs`), first of all MTP_OUTPUT.
 ASSISTANT = "gemma4_assistant"

@@ -19,8 +19,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .engine import (DEFAULT_MODEL, ModelError, context_window, default_gguf, default_model_dir, is_model_dir, language_model,
-                     model_parameters, models_dir as store_dir, sees_images)
+from .engine import (DEFAULT_MODEL, MTP_MODEL, ModelError, context_window, default_gguf, default_model_dir, is_model_dir,
+                     language_model, model_parameters, models_dir as store_dir, sees_images)
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 SAMPLING = ("do_sample", "temperature", "top_p", "top_k", "min_p", "repetition_penalty")
@@ -161,7 +161,8 @@ def details(model_dir: Path) -> dict:
     return {**listed, "parameters": model_parameters(model_dir), "sees_images": sees_images(model_dir),
             "context_length": context_window(model_dir), "layers": layers, "expert_layers": expert_layers,
             "vision_layers": dict(vision_layers),
-            "conversion": info, "drafter": recorded_drafter(model_dir),
+            "conversion": info,
+            "drafter": "its MTP head" if (model_dir / MTP_MODEL).is_file() else recorded_drafter(model_dir),
             "sampling": {key: generation[key] for key in SAMPLING if key in generation},
             "chat_template": chat_template(model_dir)}
 

@@ -169,6 +169,7 @@ def test_a_models_mtp_head_drafts_its_greedy_replies_by_default(mtp, picture, re
                          env=env)
     assert sampled.returncode == 0, sampled.stderr
     assert "MTP head drafts greedy replies only, and this chat samples: decoding without it" in sampled.stderr
+    assert "Drafter:           its MTP head" in run_ovchat("show", model, env=env).stdout
     assert json.loads(sampled.stdout)["metrics"]["draft_tokens"] == 0
 
 
