@@ -4,6 +4,7 @@ GenAI's Gemma 4 MTP pipeline (StatefulGemma4MTPLLMPipeline), whose greedy replie
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -15,17 +16,22 @@ import pytest
 import torch
 import transformers
 
-from checkpoints import GEMMA4
+from checkpoints import GEMMA4, GEMMA4_MOE
+from conftest import run_ovchat
 from test_parity import EXACT, PROMPTS, reference_greedy, reference_model, templated_ids
 
-TARGET = "gemma4-text"  # sliding layer 1 and full layer 2 keep the keys and values layers 3 and 4 share
+# target → its head sizes and key heads. gemma4-text: sliding layer 1 and full layer 2 keep the keys and values
+# layers 3 and 4 share, as E2B's 13 and 14 do; gemma4-moe (26B-A4B-like): experts, no shared layers, full layers
+# with one key head whose keys are also its values.
+TARGETS = {"gemma4-text": GEMMA4, "gemma4-moe": GEMMA4_MOE}
+TARGET = "gemma4-text"
 NEW_TOKENS = 32
 
 
 DRAFTERS = ["tied-head", "centroid-head", "copying"]
 
 
-def make_assistant(target, out, kind: str):
+def make_assistant(target, heads: dict, out, kind: str):
     """A drafter for `target`: two layers of the target's head sizes, key heads and window. "tied-head": random,
     half the target's width; "centroid-head": the same with the head E2B's and E4B's drafters have (64 clusters
     of 768 tokens, the 4 best scored; the token order shuffled); "copying": the target's width and its embedding
@@ -37,8 +43,10 @@ def make_assistant(target, out, kind: str):
                                          "bos_token_id", "eos_token_id", "pad_token_id")}
     width = config["hidden_size"] if kind == "copying" else 32
     text.update(hidden_size=width, intermediate_size=64, num_hidden_layers=2, initializer_range=0.2,
-                layer_types=["sliding_attention", "full_attention"], global_head_dim=GEMMA4["global_head_dim"],
-                hidden_size_per_layer_input=0, vocab_size_per_layer_input=0)
+                layer_types=["sliding_attention", "full_attention"], hidden_size_per_layer_input=0,
+                vocab_size_per_layer_input=0, global_head_dim=heads["global_head_dim"],
+                attention_k_eq_v=heads.get("attention_k_eq_v", False),
+                num_global_key_value_heads=heads.get("num_global_key_value_heads"))
     assistant = transformers.Gemma4AssistantConfig(text_config=text, backbone_hidden_size=config["hidden_size"],
                                                    use_ordered_embeddings=kind == "centroid-head", num_centroids=64,
                                                    centroid_intermediate_top_k=4)
@@ -64,18 +72,25 @@ def make_assistant(target, out, kind: str):
 
 
 @pytest.fixture(scope="module")
-def pair(checkpoint, tmp_path_factory):
-    """(target checkpoint, its fp32 IR with the drafter's outputs, {kind: (drafter checkpoint, its fp32 IR)})."""
+def target_ir(checkpoint, tmp_path_factory):
+    """target_ir(name) → the fp32 IR of checkpoint `name` with the drafter's outputs."""
     from convert import convert
 
-    root = tmp_path_factory.mktemp("gemma4-assistant")
-    target = checkpoint(TARGET)
-    target_ir = convert(target, root / "target", weight_format="fp32", mtp_outputs=True)
-    drafters = {}
-    for kind in DRAFTERS:
-        source = make_assistant(target, root / kind, kind)
-        drafters[kind] = source, convert(source, root / f"{kind}-ir", weight_format="fp32")
-    return target, target_ir, drafters
+    return functools.cache(lambda name: convert(checkpoint(name), tmp_path_factory.mktemp(name) / "ir",
+                                                weight_format="fp32", mtp_outputs=True))
+
+
+@pytest.fixture(scope="module")
+def drafter(checkpoint, tmp_path_factory):
+    """drafter(target, kind) → (the drafter checkpoint `kind` for target, its fp32 IR)."""
+    from convert import convert
+
+    def make(target: str, kind: str):
+        root = tmp_path_factory.mktemp(f"{target}-{kind}")
+        source = make_assistant(checkpoint(target), TARGETS[target], root / "checkpoint", kind)
+        return source, convert(source, root / "ir", weight_format="fp32")
+
+    return functools.cache(make)
 
 
 def target_outputs(target_ir, ids):
@@ -85,14 +100,14 @@ def target_outputs(target_ir, ids):
     return {out.get_any_name(): request.get_tensor(out).data.copy() for out in request.model_outputs}
 
 
-def test_target_outputs_what_transformers_hands_the_drafter(pair, tokenizer_of):
+@pytest.mark.parametrize("target", TARGETS)
+def test_target_outputs_what_transformers_hands_the_drafter(target, checkpoint, target_ir, tokenizer_of):
     """mtp_last_hidden_state is transformers' last hidden state; mtp_*_attention_key/value its shared_kv_states
     (the keys and values of the last full and sliding layers before the shared ones) over the whole prompt."""
-    target, target_ir, _ = pair
-    ids = templated_ids(tokenizer_of(TARGET), [{"role": "user", "content": PROMPTS[1]}])
-    outputs = target_outputs(target_ir, ids)
+    ids = templated_ids(tokenizer_of(target), [{"role": "user", "content": PROMPTS[1]}])
+    outputs = target_outputs(target_ir(target), ids)
     with torch.no_grad():
-        expected = reference_model(target)(torch.tensor([ids]), output_hidden_states=True, return_shared_kv_states=True)
+        expected = reference_model(checkpoint(target))(torch.tensor([ids]), output_hidden_states=True, return_shared_kv_states=True)
     assert np.abs(outputs["mtp_last_hidden_state"] - expected.hidden_states[-1].numpy()).max() <= 1e-4
     for kind, (key, value) in expected.shared_kv_states.items():
         assert outputs[f"mtp_{kind}_key"].shape == key.shape
@@ -102,18 +117,17 @@ def test_target_outputs_what_transformers_hands_the_drafter(pair, tokenizer_of):
 
 
 @pytest.mark.parametrize("kind", DRAFTERS[:2])
-def test_drafter_matches_transformers(pair, tokenizer_of, kind):
+def test_drafter_matches_transformers(kind, checkpoint, target_ir, drafter, tokenizer_of):
     """Two draft steps as GenAI takes them after a prompt longer than the sliding window: the target's embedding
     of the last token beside its last hidden state, then the drafter's own hidden state; the keys of every token
     but the last, a mask one longer. Logits and hidden state equal transformers' assistant fed the same."""
-    target, target_ir, drafters = pair
-    source, drafter_ir = drafters[kind]
+    source, drafter_ir = drafter(TARGET, kind)
     ids = templated_ids(tokenizer_of(TARGET), [{"role": "user", "content": PROMPTS[1]}])
     assert len(ids) > 20  # past the sliding window of 12, so the sliding layers see a part of the keys
-    outputs = target_outputs(target_ir, ids)
+    outputs = target_outputs(target_ir(TARGET), ids)
     reference = transformers.Gemma4AssistantForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
-    embed = reference_model(target).get_input_embeddings()
-    drafter = ov.Core().compile_model(drafter_ir / "openvino_model.xml", "CPU", EXACT).create_infer_request()
+    embed = reference_model(checkpoint(TARGET)).get_input_embeddings()
+    request = ov.Core().compile_model(drafter_ir / "openvino_model.xml", "CPU", EXACT).create_infer_request()
     kept = len(ids) - 1
     kv = {f"{kind}_{part}": outputs[f"mtp_{kind}_{part}"][:, :, :kept] for kind in ("full_attention", "sliding_attention")
           for part in ("key", "value")}
@@ -125,19 +139,19 @@ def test_drafter_matches_transformers(pair, tokenizer_of, kind):
                                  attention_mask=torch.ones(1, kept + 1, dtype=torch.long),
                                  shared_kv_states={kind: (torch.from_numpy(kv[f"{kind}_key"]), torch.from_numpy(kv[f"{kind}_value"]))
                                                    for kind in ("full_attention", "sliding_attention")})
-        drafter.infer({"inputs_embeds": inputs_embeds.numpy(), "position_ids": np.array([[kept]]),
+        request.infer({"inputs_embeds": inputs_embeds.numpy(), "position_ids": np.array([[kept]]),
                        "attention_mask": np.ones((1, kept + 1), np.int64), **kv})
-        logits, hidden = (drafter.get_tensor(name).data.copy() for name in ("logits", "last_hidden_state"))
+        logits, hidden = (request.get_tensor(name).data.copy() for name in ("logits", "last_hidden_state"))
         assert np.abs(logits - expected.logits.numpy()).max() <= 1e-4
         assert np.abs(hidden - expected.last_hidden_state.numpy()).max() <= 1e-4
         token = int(logits[0, -1].argmax())
         assert token == int(expected.logits[0, -1].argmax())
 
 
-def test_drafter_directory(pair):
+def test_drafter_directory(drafter):
     """What draft_model() reads: openvino_model.xml with GenAI's port names and f32 logits, config.json still
     saying gemma4_assistant; no tokenizer of its own (GenAI uses the target's)."""
-    _, drafter_ir = pair[2]["centroid-head"]
+    _, drafter_ir = drafter(TARGET, "centroid-head")
     model = ov.Core().read_model(drafter_ir / "openvino_model.xml")
     assert {port.get_any_name() for port in model.inputs} == {
         "inputs_embeds", "position_ids", "attention_mask", "full_attention_key", "full_attention_value",
@@ -148,20 +162,19 @@ def test_drafter_directory(pair):
     assert not (drafter_ir / "openvino_tokenizer.xml").exists()
 
 
-@pytest.mark.parametrize("kind", DRAFTERS)
-def test_genai_drafting_gives_the_plain_greedy_reply(pair, tokenizer_of, kind):
+@pytest.mark.parametrize("target,kind", [(TARGET, kind) for kind in DRAFTERS] + [("gemma4-moe", "copying")])
+def test_genai_drafting_gives_the_plain_greedy_reply(target, kind, checkpoint, target_ir, drafter, tokenizer_of):
     """LLMPipeline on SDPA with the drafter: GenAI pairs the two (StatefulGemma4MTPLLMPipeline), drafts, and its
     greedy tokens with 1 and 4 draft tokens a step are the plain pipeline's, which are transformers'. The
     random drafters' tokens are all rejected; the copying one's are accepted in runs and rejected where the
     reply changes token, so both the kept and the cropped keys and values are exercised."""
-    target, target_ir, drafters = pair
-    ids = templated_ids(tokenizer_of(TARGET), [{"role": "user", "content": PROMPTS[0]}])
+    ids = templated_ids(tokenizer_of(target), [{"role": "user", "content": PROMPTS[0]}])
     prompt = ov.Tensor(np.array([ids], np.int64))
-    plain = openvino_genai.LLMPipeline(target_ir, "CPU", ATTENTION_BACKEND="SDPA", **EXACT)
+    plain = openvino_genai.LLMPipeline(target_ir(target), "CPU", ATTENTION_BACKEND="SDPA", **EXACT)
     expected = list(plain.generate(prompt, openvino_genai.GenerationConfig(max_new_tokens=NEW_TOKENS, ignore_eos=True)).tokens[0])
-    assert expected == reference_greedy(reference_model(target), ids, NEW_TOKENS)
-    pipe = openvino_genai.LLMPipeline(target_ir, "CPU", ATTENTION_BACKEND="SDPA", **EXACT,
-                                      draft_model=openvino_genai.draft_model(drafters[kind][1], "CPU"))
+    assert expected == reference_greedy(reference_model(checkpoint(target)), ids, NEW_TOKENS)
+    pipe = openvino_genai.LLMPipeline(target_ir(target), "CPU", ATTENTION_BACKEND="SDPA", **EXACT,
+                                      draft_model=openvino_genai.draft_model(drafter(target, kind)[1], "CPU"))
     for k in (1, 4):
         config = openvino_genai.GenerationConfig(max_new_tokens=NEW_TOKENS, ignore_eos=True, num_assistant_tokens=k)
         result = pipe.generate(prompt, config)
@@ -172,13 +185,27 @@ def test_genai_drafting_gives_the_plain_greedy_reply(pair, tokenizer_of, kind):
             assert 0 < metrics.get_num_accepted_tokens() < metrics.get_num_draft_tokens(), k
 
 
-def test_conversion_never_imports_torch(pair, tmp_path):
+def test_conversion_never_imports_torch(checkpoint, drafter, tmp_path):
     """Drafter and target with its drafter outputs, default int4 preset, torch unimportable."""
-    target, _, drafters = pair
     probe = ("import sys\nsys.modules['torch'] = None  # import torch now fails\nfrom convert import convert\n"
-             f"convert({str(drafters['centroid-head'][0])!r}, {str(tmp_path / 'drafter')!r})\n"
-             f"convert({str(target)!r}, {str(tmp_path / 'target')!r}, mtp_outputs=True)\n")
+             f"convert({str(drafter(TARGET, 'centroid-head')[0])!r}, {str(tmp_path / 'drafter')!r})\n"
+             f"convert({str(checkpoint(TARGET))!r}, {str(tmp_path / 'target')!r}, mtp_outputs=True)\n")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     for out in ("drafter", "target"):
         assert (tmp_path / out / "openvino_model.xml").exists()
+
+
+def test_cli_says_what_the_drafter_outputs_change(checkpoint, vlm_checkpoint, tmp_path, env):
+    """`ovchat convert --mtp-outputs`: of a Gemma 4 that sees images, the language model alone in the text layout,
+    said in one line (GenAI drafts only for openvino_model.xml); of another family, a one-line error."""
+    result = run_ovchat("convert", vlm_checkpoint("gemma4-vision"), "-o", tmp_path / "vlm", "--mtp-outputs",
+                        "--weight-format", "fp32", env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "converting the language model only" in result.stderr
+    assert not (tmp_path / "vlm" / "openvino_vision_embeddings_model.xml").exists()
+    outputs = {port.get_any_name() for port in ov.Core().read_model(tmp_path / "vlm" / "openvino_model.xml").outputs}
+    assert {"logits", "mtp_last_hidden_state", "mtp_full_attention_key", "mtp_sliding_attention_value"} <= outputs
+    result = run_ovchat("convert", checkpoint("llama"), "-o", tmp_path / "llama", "--mtp-outputs", env=env)
+    assert result.returncode != 0
+    assert result.stderr.strip() == "Error: drafter outputs are for Gemma 4 targets, not llama"
