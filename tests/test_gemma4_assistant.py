@@ -25,10 +25,9 @@ from test_parity import EXACT, PROMPTS, reference_greedy, reference_model, templ
 # with one key head whose keys are also its values.
 TARGETS = {"gemma4-text": GEMMA4, "gemma4-moe": GEMMA4_MOE}
 TARGET = "gemma4-text"
+DRAFTERS = ["tied-head", "centroid-head", "copying"]  # make_assistant
+LAYER_KINDS = ("full_attention", "sliding_attention")
 NEW_TOKENS = 32
-
-
-DRAFTERS = ["tied-head", "centroid-head", "copying"]
 
 
 def make_assistant(target, heads: dict, out, kind: str):
@@ -109,10 +108,11 @@ def test_target_outputs_what_transformers_hands_the_drafter(target, checkpoint, 
     with torch.no_grad():
         expected = reference_model(checkpoint(target))(torch.tensor([ids]), output_hidden_states=True, return_shared_kv_states=True)
     assert np.abs(outputs["mtp_last_hidden_state"] - expected.hidden_states[-1].numpy()).max() <= 1e-4
-    for kind, (key, value) in expected.shared_kv_states.items():
-        assert outputs[f"mtp_{kind}_key"].shape == key.shape
-        assert np.abs(outputs[f"mtp_{kind}_key"] - key.numpy()).max() <= 1e-4
-        assert np.abs(outputs[f"mtp_{kind}_value"] - value.numpy()).max() <= 1e-4
+    assert set(expected.shared_kv_states) == set(LAYER_KINDS)
+    for layers, (key, value) in expected.shared_kv_states.items():
+        assert outputs[f"mtp_{layers}_key"].shape == key.shape
+        assert np.abs(outputs[f"mtp_{layers}_key"] - key.numpy()).max() <= 1e-4
+        assert np.abs(outputs[f"mtp_{layers}_value"] - value.numpy()).max() <= 1e-4
     assert np.abs(outputs["logits"] - expected.logits.numpy()).max() <= 1e-3
 
 
@@ -129,7 +129,7 @@ def test_drafter_matches_transformers(kind, checkpoint, target_ir, drafter, toke
     embed = reference_model(checkpoint(TARGET)).get_input_embeddings()
     request = ov.Core().compile_model(drafter_ir / "openvino_model.xml", "CPU", EXACT).create_infer_request()
     kept = len(ids) - 1
-    kv = {f"{kind}_{part}": outputs[f"mtp_{kind}_{part}"][:, :, :kept] for kind in ("full_attention", "sliding_attention")
+    kv = {f"{layers}_{part}": outputs[f"mtp_{layers}_{part}"][:, :, :kept] for layers in LAYER_KINDS
           for part in ("key", "value")}
     hidden, token = outputs["mtp_last_hidden_state"][:, -1:], ids[-1]
     for _ in range(2):
@@ -137,8 +137,8 @@ def test_drafter_matches_transformers(kind, checkpoint, target_ir, drafter, toke
             inputs_embeds = torch.cat([embed(torch.tensor([[token]])), torch.from_numpy(hidden)], dim=-1)
             expected = reference(inputs_embeds=inputs_embeds, position_ids=torch.tensor([[kept]]),
                                  attention_mask=torch.ones(1, kept + 1, dtype=torch.long),
-                                 shared_kv_states={kind: (torch.from_numpy(kv[f"{kind}_key"]), torch.from_numpy(kv[f"{kind}_value"]))
-                                                   for kind in ("full_attention", "sliding_attention")})
+                                 shared_kv_states={layers: (torch.from_numpy(kv[f"{layers}_key"]),
+                                                            torch.from_numpy(kv[f"{layers}_value"])) for layers in LAYER_KINDS})
         request.infer({"inputs_embeds": inputs_embeds.numpy(), "position_ids": np.array([[kept]]),
                        "attention_mask": np.ones((1, kept + 1), np.int64), **kv})
         logits, hidden = (request.get_tensor(name).data.copy() for name in ("logits", "last_hidden_state"))
