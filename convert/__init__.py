@@ -44,6 +44,7 @@ def convert(
     vision_weight_format: str | None = None,
     mmproj=None,
     mtp: bool = True,
+    mtp_outputs: bool = False,
 ) -> Path:
     """Convert SOURCE (checkpoint directory, hub id or .gguf file) into the model directory OUT;
     returns OUT.
@@ -65,6 +66,11 @@ def convert(
     A checkpoint's multi-token-prediction head (Qwen3.5's `mtp.*`) becomes openvino_mtp_model.xml,
     compressed as the language model is, where GenAI can draft tokens with it (the multimodal layout);
     `mtp` False leaves it out.
+
+    `mtp_outputs` (Gemma 4 only) makes the IR also output what a Gemma 4 assistant drafter reads
+    (models/gemma4.py, extra_outputs), in the text layout: GenAI drafts only for an LLMPipeline on
+    openvino_model.xml. A `gemma4_assistant` SOURCE becomes that drafter's directory
+    (models/gemma4_assistant.py), with no tokenizer: GenAI tokenizes with its target's.
     Raises ConversionError with a one-line message for anything the user can fix."""
     for name, fmt in (("weight", weight_format), ("vision weight", vision_weight_format)):
         if fmt is not None and fmt not in WEIGHT_FORMATS:
@@ -87,7 +93,7 @@ def convert(
         check_target(out, force)
         with staged_directory(out, force) as staging:
             _convert_into(staging, source, weight_format, group_size, ratio, sym, data_aware, text_only,
-                          vision_weight_format, mmproj, mtp)
+                          vision_weight_format, mmproj, mtp, mtp_outputs)
     except (SourceError, UnsupportedModel, TokenizerError, OutputExists, CalibrationError) as e:
         raise ConversionError(str(e)) from None
     except KeyError as e:
@@ -99,7 +105,7 @@ def convert(
 
 def _convert_into(staging: Path, source, weight_format: str | None, group_size: int, ratio: float, sym: bool,
                   data_aware: DataAware | None, text_only: bool, vision_weight_format: str | None,
-                  mmproj=None, mtp: bool = True) -> None:
+                  mmproj=None, mtp: bool = True, mtp_outputs: bool = False) -> None:
     if mmproj is not None:
         from .mmproj import open_with_mmproj
 
@@ -108,14 +114,23 @@ def _convert_into(staging: Path, source, weight_format: str | None, group_size: 
         checkpoint = open_source(source)
     args = models.model_args(checkpoint.config)
     arch = models.architecture(checkpoint.config)
+    drafter = getattr(arch, "DRAFTER", False)
+    if mtp_outputs:
+        if drafter or not hasattr(args, "mtp_outputs"):
+            raise ConversionError(f"drafter outputs are for Gemma 4 targets, not {args.model_type}")
+        args.mtp_outputs = True
+        if checkpoint.config.get("vision_config") and not text_only:
+            _say("GenAI drafts only for the text layout: converting the language model only (no images)")
+            text_only = True
     multimodal = _sees_images(checkpoint.config, arch, text_only)
     if getattr(args, "mtp_num_hidden_layers", 0):
         args.mtp_num_hidden_layers = _mtp_layers(args.mtp_num_hidden_layers, checkpoint, multimodal, mtp)
-    if multimodal and data_aware:
-        raise ConversionError(f"{data_aware.describe()} calibrate the text layout only: add --text-only")
+    if (multimodal or drafter) and data_aware:
+        raise ConversionError(f"{data_aware.describe()} calibrate a text model's own layers: "
+                              + ("add --text-only" if multimodal else "a drafter reads its target's keys and values"))
     checkpoint.check_weights()
     # The tokenizer before the slow steps, so a checkpoint without a usable one fails at once.
-    hf_tokenizer = checkpoint.hf_tokenizer()
+    hf_tokenizer = None if drafter else checkpoint.hf_tokenizer()
 
     # fp16 is produced by saving an f32 graph with compress_to_fp16; int4/int8 start from the
     # stored precision, which NNCF reads as it is. Blocks of a GGUF stay as they are unless a
@@ -138,7 +153,7 @@ def _convert_into(staging: Path, source, weight_format: str | None, group_size: 
     if multimodal:
         vision_weight_format = vision_weight_format or ("int8" if weight_format in ("int4", "int8") else weight_format)
         vision = _build_vision(arch, checkpoint, vision_weight_format, group_size)
-    build = graph.build_multimodal if multimodal else graph.build_model
+    build = graph.build_multimodal if multimodal else getattr(arch, "build_model", graph.build_model)
     if data_aware:
         if weights.to_compress is not None:
             raise CalibrationError(f"{data_aware.describe()} need full-precision weights, and a GGUF's blocks are "
@@ -176,10 +191,11 @@ def _convert_into(staging: Path, source, weight_format: str | None, group_size: 
     with _step("Saving the model"):
         for name, (m, fmt) in files.items():
             ov.save_model(m, staging / name, compress_to_fp16=fmt == "fp16")
-    with _step("Converting the tokenizer"):
-        tokenizer, detokenizer = convert_tokenizer(hf_tokenizer)
-        ov.save_model(tokenizer, staging / "openvino_tokenizer.xml")
-        ov.save_model(detokenizer, staging / "openvino_detokenizer.xml")
+    if hf_tokenizer is not None:
+        with _step("Converting the tokenizer"):
+            tokenizer, detokenizer = convert_tokenizer(hf_tokenizer)
+            ov.save_model(tokenizer, staging / "openvino_tokenizer.xml")
+            ov.save_model(detokenizer, staging / "openvino_detokenizer.xml")
     checkpoint.write_files(staging, hf_tokenizer)
     _write_generation_config(checkpoint, staging)
 

@@ -324,7 +324,7 @@ class Context:
         self.inputs = inputs or {}
         self.images_both_ways_in_full_attention = True
         self.batch = ops.gather(ops.shape_of(tokens), vector([0]), scalar(0)).output(0)
-        self.beam_idx = beam_idx.output(0)
+        self.beam_idx = beam_idx.output(0) if beam_idx is not None else None  # None: a model without state
         self.sinks: list = []
         self._shared: dict = {}
 
@@ -744,13 +744,15 @@ def build_mtp(arch, args: ModelArgs, weights: Weights, compress=keep) -> ov.Mode
     for i in range(args.num_hidden_layers):
         x = arch.decoder_layer(x, LayerWeights(weights, i, compress, prefix="mtp.layers"), args, ctx)
     params = [hidden_states, inputs_embeds, ctx.attention_mask, ctx.position_ids, ctx.beam_idx.get_node()]
-    return _model([norm(x, "norm")], "last_hidden_state", params, ctx.sinks, "mtp")
+    return named_model({"last_hidden_state": norm(x, "norm")}, params, ctx.sinks, "mtp")
 
 
 def scaled_embedding(table, ids, args: ModelArgs) -> ov.Output:
     h = embedding(table, ids)
     if args.embed_scale is not None:
-        h = ops.multiply(h, scalar(args.embed_scale, np.float32)).output(0)
+        # Named as PyTorch's frontend names it: GenAI's Gemma 4 MTP pipeline finds the token embedding it
+        # feeds the drafter by this name (gemma4_mtp_strategy.cpp, create_embedding_model).
+        h = ops.multiply(h, scalar(args.embed_scale, np.float32), name="model.embed_tokens/aten::mul/Multiply").output(0)
     return h
 
 
@@ -760,7 +762,7 @@ def text_embeddings_model(table, args: ModelArgs, compress=keep) -> ov.Model:
     ids = ops.parameter([-1, -1], np.int64, name="input")
     compressed = compress("model.embed_tokens.weight", table, "embedding")
     h = scaled_embedding(compressed if has_offset(compressed) else weight(compressed), ids, args)
-    return _model([h], "inputs_embeds", [ids], [], "text_embeddings")
+    return named_model({"inputs_embeds": h}, [ids], [], "text_embeddings")
 
 
 def _state_inputs(position_shape: list[int]) -> tuple:
@@ -786,13 +788,17 @@ def _decoder(arch, args, weights, ctx: Context, h, table, on_layer, compress, in
         cap = scalar(args.final_logit_softcapping, np.float32)
         logits = ops.multiply(ops.tanh(ops.divide(logits, cap)), cap).output(0)
     params = [inputs[0], ctx.attention_mask, ctx.position_ids, *inputs[1:], ctx.beam_idx.get_node()]
-    return _model([logits], "logits", params, ctx.sinks, "decoder")
+    outputs = {"logits": logits}
+    if hasattr(arch, "extra_outputs"):  # what a drafter reads from its target (Gemma 4's assistant)
+        outputs.update(arch.extra_outputs(args, ctx, h))
+    return named_model(outputs, params, ctx.sinks, "decoder")
 
 
-def _model(outputs: list, name: str, params: list, sinks: list, model_name: str) -> ov.Model:
-    """An ov.Model whose tensors are named as GenAI looks them up: the output `name`, each input by its
-    friendly name."""
-    outputs[0].get_tensor().set_names({name})
+def named_model(outputs: dict, params: list, sinks: list, model_name: str) -> ov.Model:
+    """An ov.Model whose tensors are named as GenAI looks them up: each output by its key in `outputs`,
+    each input by its friendly name."""
+    for name, out in outputs.items():
+        out.get_tensor().set_names({name})
     for param in params:
         param.output(0).get_tensor().set_names({param.get_friendly_name()})
-    return ov.Model([ops.result(out) for out in outputs], sinks, params, model_name)
+    return ov.Model([ops.result(out) for out in outputs.values()], sinks, params, model_name)

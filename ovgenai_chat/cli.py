@@ -193,6 +193,8 @@ def conversion_options(command):
                      help="Of a vision-language checkpoint, convert the language model alone (the text layout)."),
         click.option("--vision-weight-format", type=click.Choice(["int4", "int8", "fp16", "fp32"]),
                      help="The vision tower's weights  [default: int8 where the language model is compressed]"),
+        click.option("--mtp-outputs", is_flag=True,
+                     help="Gemma 4: also output what its assistant drafter reads (text layout; SDPA backend only)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -200,7 +202,7 @@ def conversion_options(command):
 
 
 def _convert(source, out, force, weight_format, group_size, ratio, sym, awq, scale_estimation, gptq, dataset,
-             num_samples, mmproj=None, text_only=False, vision_weight_format=None):
+             num_samples, mmproj=None, text_only=False, vision_weight_format=None, mtp_outputs=False):
     """Run the converter for `ovchat convert` and `ovchat pull`: one-line errors, Ctrl-C leaves nothing."""
     from .engine import keep_telemetry_off
 
@@ -215,7 +217,7 @@ def _convert(source, out, force, weight_format, group_size, ratio, sym, awq, sca
         data_aware = DataAware(awq, scale_estimation, gptq, dataset, num_samples or DataAware.num_samples)
     try:
         return run_conversion(source, out, weight_format, group_size, ratio, sym, force, data_aware, mmproj=mmproj,
-                              text_only=text_only, vision_weight_format=vision_weight_format)
+                              text_only=text_only, vision_weight_format=vision_weight_format, mtp_outputs=mtp_outputs)
     except ConversionError as e:
         _fail(str(e))
     except KeyboardInterrupt:

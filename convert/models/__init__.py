@@ -9,7 +9,7 @@ import importlib
 from ..sources import Weights
 from .base import ModelArgs, UnsupportedModel
 
-SUPPORTED = ("exaone4", "gemma2", "gemma3", "gemma3_text", "gemma4", "gemma4_text", "glm", "glm4", "gpt_oss", "granite", "granitemoehybrid", "lfm2", "lfm2_moe", "llama",
+SUPPORTED = ("exaone4", "gemma2", "gemma3", "gemma3_text", "gemma4", "gemma4_assistant", "gemma4_text", "glm", "glm4", "gpt_oss", "granite", "granitemoehybrid", "lfm2", "lfm2_moe", "llama",
              "ministral", "ministral3", "mistral", "mistral3", "olmo2", "olmo3", "phi3", "qwen2", "qwen3", "qwen3_moe", "qwen3_5",
              "qwen3_5_moe", "qwen3_5_moe_text", "qwen3_5_text", "qwen3_vl", "smollm3")
 # model_type → the module that builds it, where the names differ

@@ -56,6 +56,8 @@ class ModelArgs(base.ModelArgs):
     pad_token_id: int = 0
     # The image, video and audio placeholders of a multimodal checkpoint, whose per-layer rows are pad's.
     placeholder_token_ids: list = field(default_factory=list)
+    # Not from config.json: the IR also outputs what Gemma 4's assistant drafter reads (extra_outputs).
+    mtp_outputs: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -77,6 +79,9 @@ class ModelArgs(base.ModelArgs):
                 if self.attention_k_eq_v and self.num_global_key_value_heads:
                     self.per_layer_config[i]["num_key_value_heads"] = self.num_global_key_value_heads
         self.first_shared = self.num_hidden_layers - self.num_kv_shared_layers
+        self.check_kv_sources()
+
+    def check_kv_sources(self) -> None:
         for kind in set(self.layer_types[self.first_shared:]):
             if kind not in self.layer_types[:self.first_shared]:
                 raise UnsupportedModel(f"gemma4: no layer before the shared ones keeps {kind} keys and values")
@@ -89,12 +94,14 @@ class ModelArgs(base.ModelArgs):
     def layer_kv_heads(self, layer: int) -> int:
         return self.per_layer_config.get(layer, {}).get("num_key_value_heads", self.num_key_value_heads)
 
-    def kv_source(self, layer: int) -> int:
-        """The layer whose keys and values `layer` attends with: itself, or for a shared layer the last
-        layer of its type before the shared ones."""
-        if layer < self.first_shared:
-            return layer
-        kind = self.layer_types[layer]
+    def kv_source(self, layer: int):
+        """The key under which `layer` finds the keys and values it attends with (Context.shared): its own
+        index, or for a shared layer that of the last layer of its type before the shared ones (kv_store)."""
+        return layer if layer < self.first_shared else self.kv_store(self.layer_types[layer])
+
+    def kv_store(self, kind: str) -> int:
+        """The last layer of `kind` before the shared ones: the shared layers of that kind, and an assistant
+        drafter, attend with its keys and values (transformers' kv_sharing_modes "store")."""
         return max(i for i in range(self.first_shared) if self.layer_types[i] == kind)
 
     def full_head_dim(self) -> int:
@@ -181,6 +188,22 @@ def per_layer_inputs(embedded, ctx, weights, args: ModelArgs, compress):
     projected = rms_norm(ops.reshape(projected, by_layer, special_zero=True),
                          weights.pop("model.per_layer_projection_norm.weight"), args.rms_norm_eps)
     return ops.multiply(ops.add(projected, rows), scalar(2**-0.5, np.float32)).output(0)
+
+
+def extra_outputs(args: ModelArgs, ctx, hidden) -> dict:
+    """With mtp_outputs, what GenAI's Gemma 4 MTP pipeline hands the assistant drafter (gemma4_mtp_strategy.cpp,
+    is_gemma4_mtp_model_pair): the final normed hidden state and, over the whole sequence so far, the keys and
+    values of the last full-attention and the last sliding-window layer before the shared ones (kv_store), which
+    GenAI crops to the accepted tokens. GenAI finds the token embedding by its name (graph.scaled_embedding)."""
+    if not args.mtp_outputs:
+        return {}
+    outputs = {"mtp_last_hidden_state": hidden}
+    for kind in ("full_attention", "sliding_attention"):
+        if kind not in args.layer_types[:args.first_shared]:
+            raise UnsupportedModel(f"gemma4: a drafter reads the keys and values of a {kind} layer; this model has none")
+        k, v = ctx.shared(("kv", args.kv_store(kind)), None)  # built by that layer
+        outputs.update({f"mtp_{kind}_key": k, f"mtp_{kind}_value": v})
+    return outputs
 
 
 def attention(x, w, args: ModelArgs, ctx):
