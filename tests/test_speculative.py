@@ -1,5 +1,5 @@
-"""Speculative decoding (docs/speculative.md): a greedy reply drafted by a draft model, by prompt lookup or by the
-model's own MTP head is the plain greedy reply, through `ovchat run --json`, the Python API and `ovchat serve`; what
+"""Speculative decoding (docs/speculative.md): a greedy reply drafted by a draft model, a Gemma 4 assistant, prompt
+lookup or the model's own MTP head is the plain greedy reply, through `ovchat run --json`, the Python API and `ovchat serve`; what
 cannot draft is a one-line error. Random weights accept little from a draft model: equality is the proof here, acceptance is measured in
 benchmarks/README.md. The CLI's `auto` precision runs these small models with exact numerics (f32, f32 KV cache, no
 int8 activations)."""
@@ -182,6 +182,33 @@ def test_an_mtp_head_built_to_be_right_is_accepted(mtp, replies):
         assert metrics["tokens_per_pass"] > 2
 
 
+@pytest.fixture(scope="module")
+def gemma4(checkpoint, tmp_path_factory):
+    """(a tiny Gemma 4 converted with --mtp-outputs, test_gemma4_assistant's copying assistant for it converted): an
+    assistant whose drafts a random model's repetitive reply accepts in runs."""
+    from convert import convert
+    from test_gemma4_assistant import TARGETS, make_assistant
+
+    root = tmp_path_factory.mktemp("gemma4")
+    target = convert(checkpoint("gemma4-text"), root / "gemma4", weight_format="fp32", mtp_outputs=True)
+    assistant = make_assistant(checkpoint("gemma4-text"), TARGETS["gemma4-text"], root / "checkpoint", "copying")
+    return target, convert(assistant, root / "assistant", weight_format="fp32")
+
+
+def test_a_gemma4_assistant_drafts_for_its_target(gemma4, replies, converted, env):
+    target, assistant = gemma4
+    plain, drafted = replies(target, "--no-draft"), replies(target, "--draft", str(assistant))
+    assert texts(drafted) == texts(plain)
+    for line in drafted:
+        metrics = line["metrics"]
+        assert 0 < metrics["accepted_tokens"] <= metrics["draft_tokens"]
+        assert metrics["tokens_per_pass"] > 1 and metrics["output_tokens"] == 32 and metrics["ttft_ms"] > 0
+    refused = run_ovchat("run", converted("gemma4-text"), "-p", "Hi", "--greedy", "--draft", assistant, env=env)
+    assert "convert it again with --mtp-outputs" in one_line_error(refused)
+    refused = run_ovchat("run", converted("llama"), "-p", "Hi", "--greedy", "--draft", assistant, env=env)
+    assert "it is a Gemma 4 assistant drafter for a Gemma 4 of width" in one_line_error(refused)
+
+
 def one_line_error(result) -> str:
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
@@ -223,17 +250,19 @@ def test_stats_say_what_was_drafted():
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, checkpoint, draft, mtp) -> Path:
-    """A store with the draft model as `draft`, the tiny Llama pulled as `main` with `--draft draft`, and the tiny
-    Qwen3.5 with an MTP head as `qwen-mtp`."""
+def store(tmp_path_factory, checkpoint, draft, mtp, gemma4) -> Path:
+    """A store with the draft model as `draft`, the tiny Llama pulled as `main` with `--draft draft`, the tiny
+    Qwen3.5 with an MTP head as `qwen-mtp`, and the tiny Gemma 4 pulled as `gemma4` with its assistant."""
     store = tmp_path_factory.mktemp("store")
     (store / "draft").symlink_to(draft)
     (store / "qwen-mtp").symlink_to(mtp(False))
+    (store / "assistant").symlink_to(gemma4[1])
     env = {**os.environ, "OVCHAT_MODELS": str(store), "HOME": str(tmp_path_factory.mktemp("home"))}
-    pulled = run_ovchat("pull", checkpoint("llama"), "--name", "main", "--weight-format", "fp32", "--draft", "draft",
-                        env=env)
-    assert pulled.returncode == 0, pulled.stderr
-    assert "drafted by draft" in pulled.stdout
+    for source, name, options in ((checkpoint("llama"), "main", ["--draft", "draft"]),
+                                  (checkpoint("gemma4-text"), "gemma4", ["--mtp-outputs", "--draft", "assistant"])):
+        pulled = run_ovchat("pull", source, "--name", name, "--weight-format", "fp32", *options, env=env)
+        assert pulled.returncode == 0, pulled.stderr
+        assert f"drafted by {options[-1]}" in pulled.stdout
     return store
 
 
@@ -264,7 +293,7 @@ def test_a_pulled_model_whose_drafter_is_gone_runs_without_it_and_says_so(store,
     assert json.loads(result.stdout)["metrics"]["draft_tokens"] == 0
 
 
-def test_the_server_drafts_greedy_requests_with_the_models_drafter(store, converted, mtp, replies, tmp_path):
+def test_the_server_drafts_greedy_requests_with_the_models_drafter(store, converted, mtp, gemma4, replies, tmp_path):
     served = Served(None, "--api-key", KEY, home=tmp_path, env={"OVCHAT_MODELS": str(store)})
     try:
         request = {"model": "main", "messages": [{"role": "user", "content": TURNS[0]}], "max_tokens": 32,
@@ -286,5 +315,11 @@ def test_the_server_drafts_greedy_requests_with_the_models_drafter(store, conver
         assert headed.status_code == 200, headed.text
         assert headed.json()["choices"][0]["message"]["content"] == replies(mtp(False), "--no-draft")[0]["reply"]
         assert headed.json()["usage"]["draft_tokens"] > 0
+        # A Gemma 4's assistant drafts its greedy requests, on the stateful pipeline.
+        assisted = served.post("/v1/chat/completions", {**request, "model": "gemma4"}, timeout=300)
+        assert assisted.status_code == 200, assisted.text
+        assert assisted.json()["choices"][0]["message"]["content"] == replies(gemma4[0], "--no-draft")[0]["reply"]
+        assert 0 < assisted.json()["usage"]["accepted_tokens"] <= assisted.json()["usage"]["draft_tokens"]
+        assert assisted.json()["usage"]["timings"]["tokens_per_pass"] > 1
     finally:
         assert served.stop() == 0, "".join(served.log)
