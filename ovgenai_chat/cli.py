@@ -193,6 +193,9 @@ def conversion_options(command):
                      help="Of a vision-language checkpoint, convert the language model alone (the text layout)."),
         click.option("--vision-weight-format", type=click.Choice(["int4", "int8", "fp16", "fp32"]),
                      help="The vision tower's weights  [default: int8 where the language model is compressed]"),
+        click.option("--mtp/--no-mtp", default=True, show_default=True,
+                     help="Keep a Qwen3.5/3.6 checkpoint's multi-token-prediction head (openvino_mtp_model.xml), "
+                          "which drafts greedy replies."),
         click.option("--mtp-outputs", is_flag=True,
                      help="Gemma 4: also output what its assistant drafter reads (text layout; SDPA backend only)."),
     ]
@@ -202,7 +205,7 @@ def conversion_options(command):
 
 
 def _convert(source, out, force, weight_format, group_size, ratio, sym, awq, scale_estimation, gptq, dataset,
-             num_samples, mmproj=None, text_only=False, vision_weight_format=None, mtp_outputs=False):
+             num_samples, mmproj=None, text_only=False, vision_weight_format=None, mtp=True, mtp_outputs=False):
     """Run the converter for `ovchat convert` and `ovchat pull`: one-line errors, Ctrl-C leaves nothing."""
     from .engine import keep_telemetry_off
 
@@ -217,7 +220,8 @@ def _convert(source, out, force, weight_format, group_size, ratio, sym, awq, sca
         data_aware = DataAware(awq, scale_estimation, gptq, dataset, num_samples or DataAware.num_samples)
     try:
         return run_conversion(source, out, weight_format, group_size, ratio, sym, force, data_aware, mmproj=mmproj,
-                              text_only=text_only, vision_weight_format=vision_weight_format, mtp_outputs=mtp_outputs)
+                              text_only=text_only, vision_weight_format=vision_weight_format, mtp=mtp,
+                              mtp_outputs=mtp_outputs)
     except ConversionError as e:
         _fail(str(e))
     except KeyboardInterrupt:
