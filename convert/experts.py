@@ -22,7 +22,7 @@ import openvino.opset13 as ops
 from openvino.utils.node_factory import NodeFactory
 
 from .gguf_source import take_rows
-from .graph import INT_MAX, linear, scalar, vector, weight
+from .graph import INT_MAX, scalar, vector, weight
 
 _OPSET4 = NodeFactory("opset4")
 
@@ -105,8 +105,7 @@ def sigmoid_top_k(logits, k: int, bias=None, normalize: bool = True, scale: floa
 def router_logits(x2d, w, name: str) -> ov.Output:
     """The router's linear layer `name`, kept in full precision as llama.cpp keeps it (a few thousand weights
     that decide which experts run); its MatMul is named `….router_logits`."""
-    bias = w.weights.pop(w._key(f"{name}.bias"), None)
-    return linear(x2d, w[f"{name}.weight"], bias, name=f"{w._key(name)}.router_logits")
+    return w.full_precision_linear(x2d, name, f"{w.key(name)}.router_logits")
 
 
 def routed_experts(x, w, prefix: str, num_experts: int, route, activation: str = "silu") -> ov.Output:
@@ -153,7 +152,7 @@ def _tokens_tiled(x, num_experts: int):
 
 def _project(h, w, name: str) -> ov.Output:
     """h [E, T, K] by each expert's weight `name` [E, N, K] (transpose_b: the only layout the plugin makes sparse)."""
-    return ops.matmul(h, w.experts(name), transpose_a=False, transpose_b=True, name=w._key(name)).output(0)
+    return ops.matmul(h, w.experts(name), transpose_a=False, transpose_b=True, name=w.key(name)).output(0)
 
 
 def _weighted_sum(per_expert, x2d, indices, top_weights, num_experts: int, x) -> ov.Output:
@@ -175,7 +174,7 @@ def shared_expert(x, w, prefix: str, gate: str | None = None) -> ov.Output:
     h = ops.multiply(ops.swish(w.linear(x, f"{prefix}.gate_proj")), w.linear(x, f"{prefix}.up_proj"))
     out = w.linear(h, f"{prefix}.down_proj")
     if gate is not None:
-        out = ops.multiply(out, ops.sigmoid(linear(x, w[f"{gate}.weight"], name=w._key(gate))))
+        out = ops.multiply(out, ops.sigmoid(w.full_precision_linear(x, gate, w.key(gate))))
     return _output(out)
 
 

@@ -518,7 +518,7 @@ def mamba2(x, w: "LayerWeights", ctx: Context, heads: int, head_dim: int, groups
     the `groups` groups of channels, scaled by norm.weight; out_proj."""
     inner, bc = heads * head_dim, groups * state_size
     z, xbc, dt = ops.variadic_split(w.linear(x, f"{prefix}.in_proj"), scalar(-1), vector([inner, inner + 2 * bc, heads])).outputs()
-    conv_bias = w.weights.pop(w._key(f"{prefix}.conv1d.bias"), None)
+    conv_bias = w.optional(f"{prefix}.conv1d.bias")
     xbc = short_conv(ops.transpose(xbc, vector([0, 2, 1])), w[f"{prefix}.conv1d.weight"], w.layer, ctx, conv_bias)
     xs, b, c = ops.variadic_split(ops.transpose(ops.swish(xbc), vector([0, 2, 1])), scalar(-1), vector([inner, bc, bc])).outputs()
     xs = split_heads(xs, heads, head_dim)
@@ -534,7 +534,7 @@ def mamba2(x, w: "LayerWeights", ctx: Context, heads: int, head_dim: int, groups
         a = -np.exp(np.asarray(w[f"{prefix}.A_log"], np.float32))
     state_name = f"cache_params.past.ssm.{w.layer}"
     y, state = selective_scan(xs, dt.output(0), a, b, c, read_state(state_name, ctx, [heads, head_dim, state_size]),
-                              name=w._key(f"{prefix}.selective_scan"))
+                              name=w.key(f"{prefix}.selective_scan"))
     write_state(state, state_name, ctx)
 
     skip = ops.constant(np.asarray(w[f"{prefix}.D"], np.float32).reshape(heads, 1))
@@ -662,24 +662,33 @@ class LayerWeights:
         """`prefix`: where the layers' tensors are, `model.layers` (`mtp.layers`: a multi-token-prediction head's)."""
         self.weights, self.layer, self.compress, self.prefix = weights, layer, compress, prefix
 
-    def _key(self, name: str) -> str:
+    def key(self, name: str) -> str:
+        """The checkpoint's name of the layer's tensor `name`, which also names the nodes made from it."""
         return f"{self.prefix}.{self.layer}.{name}"
 
     def __getitem__(self, name: str) -> np.ndarray:
-        return self.weights.pop(self._key(name))
+        return self.weights.pop(self.key(name))
 
     def __contains__(self, name: str) -> bool:
-        return self._key(name) in self.weights
+        return self.key(name) in self.weights
+
+    def optional(self, name: str) -> np.ndarray | None:
+        """The layer's tensor `name` if the checkpoint has it (a bias some families store), else None."""
+        return self.weights.pop(self.key(name), None)
 
     def linear(self, x, name: str) -> ov.Output:
         """The layer's projection `name`, with its bias when the checkpoint has one (qwen2)."""
-        bias = self.weights.pop(self._key(f"{name}.bias"), None)
-        key = self._key(f"{name}.weight")
-        return linear(x, self.compress(key, self.weights.pop(key), "linear"), bias, name=self._key(name))
+        bias, key = self.optional(f"{name}.bias"), self.key(f"{name}.weight")
+        return linear(x, self.compress(key, self.weights.pop(key), "linear"), bias, name=self.key(name))
+
+    def full_precision_linear(self, x, name: str, node_name: str) -> ov.Output:
+        """The layer's projection `name` (and its bias) as the checkpoint stores it, past `compress`: kept for
+        the few weights that decide more than they cost (a router's); its MatMul is named `node_name`."""
+        return linear(x, self[f"{name}.weight"], self.optional(f"{name}.bias"), name=node_name)
 
     def experts(self, name: str) -> ov.Output:
         """The layer's stacked expert weights `name` [E, N, K] (convert.experts), compressed as one weight."""
-        key = self._key(f"{name}.weight")
+        key = self.key(f"{name}.weight")
         return weight(self.compress(key, self.weights.pop(key), "experts"))
 
 
