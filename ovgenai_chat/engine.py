@@ -212,7 +212,8 @@ FAST_ON_CPU = {"amx": {}, "avx512-bf16": FAST_WITHOUT_AMX, "f32": FAST_WITHOUT_A
 # Except for models with a Gated DeltaNet state (Qwen3.5), which the fused op reads and writes whole on
 # every token in the activations' precision: in f32 it took 425 µs per Qwen3.5-0.8B layer against 253
 # in bf16, more than int8 activations save in the projections (TTFT 166 against 128 ms, TPOT 32 against
-# 28 ms, alternating in one process); they keep the plugin's bf16 defaults where the CPU has bf16.
+# 28 ms, alternating in one process); they keep the plugin's bf16 defaults where the CPU has bf16. A Mamba-2
+# layer's scan state has the same name but is not that op (model_precision tells them apart by the scan's Loop).
 DELTANET_STATE = "cache_params.past.ssm."
 
 
@@ -321,7 +322,8 @@ def model_parameters(model_dir: Path) -> int:
 def model_precision(requested: str, device: str, model_dir: Path) -> Precision:
     """choose_precision for the model in `model_dir` (an ovchat model directory). Its properties apply to each of a
     multimodal model's IRs: GenAI's VLMPipeline compiles them all with the pipeline's properties."""
-    deltanet = DELTANET_STATE in language_model(model_dir).read_text(errors="replace")
+    graph = language_model(model_dir).read_text(errors="replace")
+    deltanet = DELTANET_STATE in graph and MAMBA_SCAN not in graph
     return choose_precision(requested, device, model_parameters(model_dir), deltanet=deltanet)
 
 

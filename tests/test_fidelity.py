@@ -132,6 +132,9 @@ def test_models_with_a_gated_deltanet_state_keep_bf16_where_the_cpu_has_it(conve
     here = cpu_kind()
     assert model_precision("fast", "CPU", converted("qwen3_5-text", "int4")).properties == ({} if here != "f32" else FAST_ON_CPU["f32"])
     assert model_precision("fast", "CPU", converted("smollm2", "int4")).properties == FAST_ON_CPU[here]
+    # A Mamba-2 scan's state has the same name and is not that op: Granite 4.0-H takes the kind's own fast properties.
+    granite = model_precision("fast", "CPU", converted("granitemoehybrid-mamba-moe", "int4"))
+    assert granite.properties == FAST_ON_CPU[here] and "DeltaNet" not in granite.reason
 
 
 def test_this_hosts_kind_is_one_the_policy_knows():
