@@ -38,7 +38,7 @@ LAYOUTS = {
     "u8 u8-zp per channel": ("u8", "u8", 0, "NNCF int8_asym (--ratio 0)"),
     "f16": ("f16", None, 0, "uncompressed (--weight-format fp16)"),
 }
-PROPERTIES = {"fast": None, "accurate": None, "bf16": {"INFERENCE_PRECISION_HINT": "bf16"},
+PROPERTIES = {"fast": None, "accurate": None, "bf16": {"INFERENCE_PRECISION_HINT": "bf16", "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0},
               "f16": {"INFERENCE_PRECISION_HINT": "f16"}}
 
 
