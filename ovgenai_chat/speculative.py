@@ -26,9 +26,10 @@ DEFAULT_TOKENS = {
     # 2.2 of the 3.3 tokens per pass an endless chain would.
     "draft": 3,
     # Prompt lookup's cost nothing to make and come in runs where a reply copies its prompt, but GenAI pads every
-    # pass to K candidates, matched or not. With the default model on a 2-core EPYC (docs/speculative.md) 3 was
-    # the fastest or near it on every grounded task: 5 accepted longer runs yet verified them more slowly (copying
-    # a text 0.77x the plain TPOT against 0.70x, a summary 1.03x against 0.71x).
+    # pass to K candidates, matched or not. With the default model on a 2-core EPYC Zen 3 (AVX2; docs/speculative.md)
+    # 3 was the fastest or near it on every grounded task: 5 accepted longer runs yet verified them more slowly
+    # (copying a text 0.77x the plain TPOT against 0.70x, a summary 1.03x against 0.71x); on a Zen 5 (AVX-512),
+    # 3 gave 0.36-0.78x on the text tasks.
     "prompt-lookup": 3,
     # An MTP head is trained to predict one token past the model's next; a second draft feeds the head its own
     # hidden state, which it was not trained on (GenAI's and optimum-intel's Qwen3.5 examples use 1).
