@@ -25,6 +25,7 @@ from openvino import opset13 as ops
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from convert.experts import routed_experts, softmax_top_k  # noqa: E402
 from ovgenai_chat.engine import choose_precision, describe_cpu_properties  # noqa: E402
+from weight_formats import compressed_weight  # noqa: E402
 
 # name → (hidden H, expert width I, experts E, experts per token k)
 SHAPES = {"qwen3-30b-a3b": (2048, 768, 128, 8), "lfm2-8b-a1b": (2048, 1792, 32, 4),
@@ -38,45 +39,17 @@ LAYOUTS = {
     "u8 u8-zp per channel": ("u8", "u8", 0, "NNCF int8_asym (--ratio 0)"),
     "f16": ("f16", None, 0, "uncompressed (--weight-format fp16)"),
 }
-PROPERTIES = {"fast": None, "accurate": None, "bf16": {"INFERENCE_PRECISION_HINT": "bf16", "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0},
-              "f16": {"INFERENCE_PRECISION_HINT": "f16"}}
+PROPERTIES = {"fast": None, "accurate": None,
+              "bf16": {"INFERENCE_PRECISION_HINT": "bf16", "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}}
 
 
 def compressed(rng, shape: tuple, values: str, zero_point: str | None, group: int) -> tuple[ov.Output, int]:
-    """A [.., N, K] weight as NNCF writes it: values (− zero point) · f16 scale per group or output channel,
-    converted to f32; and its bytes."""
-    *outer, k = shape
+    """A [.., N, K] weight as NNCF writes it (weight_formats.compressed_weight with f16 scales per group of `group`, 0:
+    per output channel), or uncompressed f16; converted to f32; and its bytes."""
     if values == "f16":
         w = rng.standard_normal(shape, dtype=np.float32).astype(np.float16) * np.float16(0.02)
         return ops.convert(ops.constant(w), ov.Type.f32).output(0), w.nbytes
-    group = group or k
-    grouped = (*outer, k // group, group)
-    if values in ("i8", "u8"):
-        raw = rng.integers(0, 256, grouped, dtype=np.uint8)
-        stored = ov.op.Constant(raw.view(np.int8) if values == "i8" else raw)
-    else:  # two 4-bit values per byte
-        raw = rng.integers(0, 256, (*grouped[:-1], group // 2), dtype=np.uint8)
-        stored = ov.op.Constant(ov.Tensor(raw, list(grouped), getattr(ov.Type, values)), shared_memory=False)
-    size, x = raw.nbytes, ops.convert(stored, ov.Type.f16)
-    if zero_point:
-        levels = 16 if zero_point == "u4" else 256
-        zp = rng.integers(0, levels, (*grouped[:-1], 1), dtype=np.uint8)
-        stored_zp = (ov.op.Constant(zp) if zero_point == "u8" else
-                     ov.op.Constant(ov.Tensor(_pack_u4(zp), list(zp.shape), ov.Type.u4), shared_memory=False))
-        x = ops.subtract(x, ops.convert(stored_zp, ov.Type.f16))
-        size += zp.nbytes // (2 if zero_point == "u4" else 1)
-    scale = rng.uniform(0.001, 0.01, (*grouped[:-1], 1)).astype(np.float16)
-    x = ops.reshape(ops.multiply(x, ops.constant(scale)), vector(shape), False)
-    return ops.convert(x, ov.Type.f32).output(0), size + scale.nbytes
-
-
-def _pack_u4(values: np.ndarray) -> np.ndarray:
-    flat = values.reshape(-1)
-    return (flat[0::2] | (flat[1::2] << 4)).astype(np.uint8)
-
-
-def vector(values) -> ov.Output:
-    return ops.constant(np.array(values, np.int64)).output(0)
+    return compressed_weight(rng, values, zero_point, "f16", group or shape[-1], shape)
 
 
 class _Weights:

@@ -17,6 +17,7 @@ decompression chains in the IR.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -43,27 +44,36 @@ LAYOUTS = {
 }
 
 
-def compressed_weight(rng, values: str, zero_point: str | None, precision: str, group: int) -> tuple[ov.Output, int]:
-    """values · scale (− zero point) per group, reshaped to [SIZE, SIZE]; and its bytes in the IR."""
-    groups, compute = SIZE // group, getattr(ov.Type, precision)
+def compressed_weight(rng, values: str, zero_point: str | None, precision: str, group: int,
+                      shape: tuple = (SIZE, SIZE)) -> tuple[ov.Output, int]:
+    """values · scale (− zero point) per group of `group` along the last axis, reshaped to `shape` (a matrix, or
+    stacked experts [E, N, K]); and its bytes in the IR. Zero points: integers (u4, u8) or `precision`-like floats."""
+    *outer, columns = shape
+    grouped, compute = (*outer, columns // group, group), getattr(ov.Type, precision)
     if values in ("i8", "u8"):
-        raw = rng.integers(0, 256, (SIZE, groups, group), dtype=np.uint8).view(np.int8 if values == "i8" else np.uint8)
+        raw = rng.integers(0, 256, grouped, dtype=np.uint8).view(np.int8 if values == "i8" else np.uint8)
         stored = ov.op.Constant(raw)
     else:  # two 4-bit values per byte
-        raw = rng.integers(0, 256, (SIZE, groups, group // 2), dtype=np.uint8)
-        stored = ov.op.Constant(ov.Tensor(raw, [SIZE, groups, group], getattr(ov.Type, values)), shared_memory=False)
+        raw = rng.integers(0, 256, (*grouped[:-1], group // 2), dtype=np.uint8)
+        stored = ov.op.Constant(ov.Tensor(raw, list(grouped), getattr(ov.Type, values)), shared_memory=False)
     size = raw.nbytes
     x = ops.convert(stored, compute)
+    per_group = (*grouped[:-1], 1)
     if zero_point == "u8":
-        zp = rng.integers(0, 16, (SIZE, groups, 1), dtype=np.uint8)
+        zp = rng.integers(0, 16, per_group, dtype=np.uint8)
         x = ops.subtract(x, ops.convert(ov.op.Constant(zp), compute))
         size += zp.nbytes
+    elif zero_point == "u4":  # two per byte, as NNCF's int4_asym stores them
+        zp = rng.integers(0, 256, (math.prod(per_group) + 1) // 2, dtype=np.uint8)
+        x = ops.subtract(x, ops.convert(ov.op.Constant(ov.Tensor(zp, list(per_group), ov.Type.u4),
+                                                       shared_memory=False), compute))
+        size += zp.nbytes
     elif zero_point:
-        zp = rng.uniform(0, 15, (SIZE, groups, 1)).astype(NUMPY[zero_point])
+        zp = rng.uniform(0, 15, per_group).astype(NUMPY[zero_point])
         x = ops.subtract(x, ops.constant(zp))
         size += zp.nbytes
-    scale = rng.uniform(0.001, 0.01, (SIZE, groups, 1)).astype(NUMPY[precision])
-    x = ops.reshape(ops.multiply(x, ops.constant(scale)), ops.constant(np.array([SIZE, SIZE])), False)
+    scale = rng.uniform(0.001, 0.01, per_group).astype(NUMPY[precision])
+    x = ops.reshape(ops.multiply(x, ops.constant(scale)), ops.constant(np.array(shape)), False)
     if precision != "f32":
         x = ops.convert(x, ov.Type.f32)
     return x.output(0), size + scale.nbytes
